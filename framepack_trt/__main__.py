@@ -1,0 +1,3 @@
+from framepack_trt.cli import main
+
+main()

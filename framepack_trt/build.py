@@ -1,0 +1,272 @@
+"""Plan and build the engines of a profile into the cache.
+
+``plan`` computes each entry's cache key (no torch import) and whether it is cached;
+``build`` runs the stages load -> export -> compile -> save -> verify for each entry that is
+not, under a per-entry lock, and commits the manifest entry last. One failing component is
+reported and the others still build.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from framepack_trt.backends import get_backend
+from framepack_trt.cache import Cache, engine_key, now_iso
+from framepack_trt.components.base import get_component
+from framepack_trt.device import current_device, describe, torch_version
+from framepack_trt.errors import BuildError, FramepackTrtError
+from framepack_trt.profile import ComponentSpec, Profile
+from framepack_trt.sources import fingerprint
+
+STAGES = ("load", "export", "compile", "save", "verify")
+#: Golden samples stored per engine: at opt and at a random in-range shape.
+GOLDEN_CASES = ("opt", "random")
+
+
+@dataclass
+class PlanItem:
+    spec: ComponentSpec
+    key: str = ""
+    key_fields: dict[str, Any] = field(default_factory=dict)
+    action: str = "build"  # build | rebuild | cached | error
+    reason: str = ""
+
+
+@dataclass
+class BuildResult:
+    name: str
+    outcome: str  # built | cached | cached-by-other | failed | skipped
+    key: str = ""
+    times: dict[str, float] = field(default_factory=dict)
+    engine_size: int = 0
+    error: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+class Listener:
+    """Progress callbacks; the CLI draws Rich bars with them. All are optional no-ops."""
+
+    def start(self, item: PlanItem) -> None: ...
+    def stage(self, item: PlanItem, stage: str) -> None: ...
+    def finish(self, item: PlanItem, result: BuildResult) -> None: ...
+
+
+def key_fields(spec: ComponentSpec, cache: Cache) -> dict[str, Any]:
+    component = get_component(spec.component)
+    backend = get_backend(spec.backend)
+    settings = backend.settings(spec.build)
+    return {
+        "component": spec.component,
+        "component_revision": component.revision,
+        "weights": fingerprint(spec.source, component, cache.root / "fingerprints.json"),
+        "dims": {n: r.to_dict() for n, r in spec.dims.items()},
+        "dtype": spec.dtype,
+        "backend": spec.backend,
+        "backend_version": backend.version(),
+        "torch": torch_version(),
+        "device": current_device(spec.device),
+        "build": settings.engine_fields(),
+    }
+
+
+def plan(profile: Profile, cache: Cache, names: list[str] | None = None,
+         force: bool = False) -> list[PlanItem]:
+    entries = cache.entries()
+    items = []
+    for spec in profile.select(names):
+        item = PlanItem(spec)
+        try:
+            if current_device(spec.device) is None:
+                raise BuildError(f"no {spec.device} device on this machine")
+            item.key_fields = key_fields(spec, cache)
+            item.key = engine_key(item.key_fields)
+        except FramepackTrtError as exc:
+            item.action, item.reason = "error", str(exc)
+            items.append(item)
+            continue
+        entry = entries.get(item.key)
+        if entry is None:
+            item.action, item.reason = "build", "not in cache"
+        else:
+            state = cache.file_state(entry)
+            if force:
+                item.action, item.reason = "rebuild", "--force"
+            elif state.state != "ok":
+                item.action, item.reason = "rebuild", state.reason
+            else:
+                item.action, item.reason = "cached", entry["engine"]["file"]
+        items.append(item)
+    return items
+
+
+def build(profile: Profile, cache: Cache, items: list[PlanItem],
+          listener: Listener | None = None) -> list[BuildResult]:
+    listener = listener or Listener()
+    results = []
+    for item in items:
+        if item.action == "cached":
+            result = BuildResult(item.spec.name, "cached", item.key)
+        elif item.action == "error":
+            result = BuildResult(item.spec.name, "failed", item.key, error=item.reason)
+        else:
+            listener.start(item)
+            result = build_one(profile, cache, item, listener)
+        listener.finish(item, result)
+        results.append(result)
+    return results
+
+
+def build_one(profile: Profile, cache: Cache, item: PlanItem, listener: Listener) -> BuildResult:
+    spec = item.spec
+    result = BuildResult(spec.name, "built", item.key)
+    with cache.entry_lock(item.key):
+        existing = cache.entries().get(item.key)
+        if existing and item.action == "build" and cache.file_state(existing).state == "ok":
+            result.outcome = "cached-by-other"
+            return result
+        stem = cache.file_stem(spec.name, item.key)
+        backend = get_backend(spec.backend)
+        engine_path = cache.engines_dir / f"{stem}{backend.file_suffix}"
+        golden_path = cache.golden_dir / f"{stem}.safetensors"
+        tmp_engine = cache.tmp_dir / f"{stem}{backend.file_suffix}"
+        tmp_golden = cache.tmp_dir / f"{stem}.safetensors"
+        committed = False
+        try:
+            entry = _run_stages(profile, cache, item, listener, result, tmp_engine, tmp_golden,
+                                engine_path, golden_path)
+            cache.commit(entry)
+            committed = True
+        except FramepackTrtError as exc:
+            result.outcome, result.error = "failed", str(exc)
+        except Exception as exc:  # a compiler crash must not stop the other components
+            result.outcome = "failed"
+            result.error = f"{type(exc).__name__}: {exc}".strip()
+            result.notes.append(traceback.format_exc())
+        finally:
+            # Ctrl-C included: nothing half-written stays behind, the manifest is untouched.
+            for p in (tmp_engine, tmp_golden) + (() if committed else (engine_path, golden_path)):
+                if p.is_dir():  # AOTInductor may leave a folder beside its package
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+    return result
+
+
+def _timed(result: BuildResult, listener: Listener, item: PlanItem, stage: str):
+    listener.stage(item, stage)
+    start = time.perf_counter()
+
+    class _T:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            result.times[stage] = time.perf_counter() - start
+            return False
+
+    return _T()
+
+
+def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_golden: Path,
+                engine_path: Path, golden_path: Path) -> dict[str, Any]:
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    from framepack_trt.backends import BuildRequest
+    from framepack_trt.compare import compare
+    from framepack_trt.export import export_component, torch_dtype
+    from framepack_trt.sources import load_model
+    from framepack_trt.shapes import random_sizes, sizes_at
+
+    spec = item.spec
+    component = get_component(spec.component)
+    backend = get_backend(spec.backend)
+    dtype = torch_dtype(spec.dtype)
+    seed = int(item.key[:8], 16)
+
+    with _timed(result, listener, item, "load"):
+        reason = backend.unavailable_reason(spec.device)
+        if reason:
+            raise BuildError(f"backend {spec.backend!r} unavailable: {reason}")
+        model = load_model(component, spec.source, dtype, spec.device, cache.weights_dir)
+        config = model.config
+        specs = component.input_specs(config)
+        problems = component.check_dims(config, spec.dims)
+        if problems:
+            raise BuildError(f"{profile.path}: components[{spec.name}]: " + "; ".join(problems))
+
+    with _timed(result, listener, item, "export"):
+        exported = export_component(component, model, spec.dims, dtype, spec.device, seed)
+        program = exported.program
+
+    with _timed(result, listener, item, "compile"):
+        request = BuildRequest(program, specs, spec.dims,
+                               spec.dtype, spec.device, backend.settings(spec.build),
+                               cache.state_dir / spec.backend)
+        request.state_dir.mkdir(parents=True, exist_ok=True)
+        report = backend.build(request, tmp_engine)
+        result.notes += report.notes
+
+    with _timed(result, listener, item, "save"):
+        rng = random.Random(seed)
+        gen = torch.Generator().manual_seed(seed)
+        tensors: dict[str, torch.Tensor] = {}
+        cases = []
+        for case in GOLDEN_CASES:
+            sizes = random_sizes(spec.dims, rng) if case == "random" else sizes_at(spec.dims, case)
+            inputs = component.make_inputs(config, sizes, dtype, spec.device, gen)
+            with torch.inference_mode():
+                outputs = component.reference(model, inputs)
+            idx = len(cases)
+            for spec_in, t in zip(specs, inputs):
+                tensors[f"{idx}.input.{spec_in.name}"] = t.detach().cpu().contiguous()
+            for name, t in zip(component.output_names, outputs):
+                tensors[f"{idx}.output.{name}"] = t.detach().cpu().contiguous()
+            cases.append({"case": case, "sizes": sizes})
+        save_file(tensors, str(tmp_golden))
+        os.replace(tmp_engine, engine_path)
+        os.replace(tmp_golden, golden_path)
+        del model, exported, program, request
+
+    with _timed(result, listener, item, "verify"):
+        engine = backend.load(engine_path, spec.device)
+        for idx, case in enumerate(cases):
+            inputs = [tensors[f"{idx}.input.{s.name}"].to(spec.device) for s in specs]
+            outs = engine(*inputs)
+            for name, out in zip(component.output_names, outs):
+                chk = compare(name, out, tensors[f"{idx}.output.{name}"], spec.tolerance)
+                if not chk.passed:
+                    raise BuildError(f"{spec.name}: engine does not match eager at {case['case']} "
+                                     f"{case['sizes']}: {chk.reason}")
+
+    engine_meta = cache.describe_file(engine_path)
+    result.engine_size = engine_meta["size"]
+    return {
+        "key": item.key,
+        "name": spec.name,
+        "component": spec.component,
+        "key_fields": item.key_fields,
+        "source": spec.source.to_dict(),
+        "tolerance": spec.tolerance.to_dict(),
+        "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype}
+                   for s in specs],
+        "outputs": list(component.output_names),
+        "golden_cases": cases,
+        "engine": engine_meta,
+        "golden": cache.describe_file(golden_path),
+        "build_settings": backend.settings(spec.build).to_dict(),
+        "build_seconds": {k: round(v, 3) for k, v in result.times.items()},
+        "build_notes": result.notes[:20],
+        "profile": str(profile.path),
+        "created": now_iso(),
+        "device_name": describe(item.key_fields["device"]),
+    }

@@ -1,0 +1,504 @@
+"""The ``framepack-trt`` command line: parse, call one library function, print the result.
+
+Heavy imports (torch, transformers, backends) happen inside the commands that need them, so
+``--help`` and ``list`` start fast. Expected failures print one red line on stderr and exit
+with 2 (misuse) or 1 (failure); ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from framepack_trt import __version__
+from framepack_trt.errors import FramepackTrtError, UsageError
+
+app = typer.Typer(
+    help="Build, list, verify and purge ahead-of-time engines (TensorRT, AOTInductor) for "
+    "FramePack's models, from a YAML shape profile. Run `framepack-trt build` before the first "
+    "FramePack run; `framepack-trt purge` forces a rebuild.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+_state = {"debug": False}
+
+CacheDirOpt = Annotated[Optional[Path], typer.Option(
+    "--cache-dir", help="Engine cache folder. Default: $FRAMEPACK_TENSORRT_CACHE_DIR, else the "
+    "profile's cache_dir, else Cache/tensorrt_engines under --framepack-dir.",
+    show_default=False)]
+FramepackDirOpt = Annotated[Optional[Path], typer.Option(
+    "--framepack-dir", help="FramePack folder whose Cache/tensorrt_engines is the default cache. "
+    "Default: the current folder.", show_default=False)]
+ProfileOpt = Annotated[Optional[str], typer.Option(
+    "--profile", "-p", help="Profile YAML file, or a built-in profile name (tiny, framepack). "
+    "Default: tiny.", show_default=False)]
+ComponentsOpt = Annotated[Optional[list[str]], typer.Option(
+    "--component", "--components", "-c", help="Only these profile entries (name or component; "
+    "repeat the option for several).", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+
+
+def _errors(fn):
+    """Turn expected failures into one red line and an exit code; keep bugs' tracebacks."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FramepackTrtError as exc:
+            if _state["debug"]:
+                err.print(traceback.format_exc(), markup=False)
+            err.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]: the cache is consistent (no half-written engine "
+                      "was added); run the command again to continue")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"framepack-trt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _cache(cache_dir: Path | None, framepack_dir: Path | None, profile=None):
+    from framepack_trt.cache import Cache, resolve_cache_dir
+
+    return Cache(resolve_cache_dir(cache_dir, profile.cache_dir if profile else None, framepack_dir))
+
+
+def _profile_for_cache(profile: str | None):
+    if profile is None:
+        return None
+    from framepack_trt.profile import load_profile
+
+    return load_profile(profile)
+
+
+def _print_warnings(cache) -> None:
+    for w in cache.warnings:
+        err.print(f"[yellow]warning:[/] {w}")
+    cache.warnings.clear()
+
+
+# -- build -----------------------------------------------------------------------------------
+
+@app.command()
+@_errors
+def build(
+    profile: ProfileOpt = None,
+    cache_dir: CacheDirOpt = None,
+    framepack_dir: FramepackDirOpt = None,
+    components: ComponentsOpt = None,
+    backend: Annotated[Optional[str], typer.Option(
+        "--backend", "-b", help="Build every component with this backend (aoti, ...), "
+        "overriding the profile.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if cached.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; build nothing.")] = False,
+) -> None:
+    """Compile every engine of a profile into the cache; cached engines are skipped.
+
+    Stages per engine: load (weights, offline), export (torch.export with the profile's dims),
+    compile (the backend), save (engine + golden samples), verify (engine vs eager on the golden
+    samples). The manifest entry is written last, so an interrupted build leaves no half entry.
+    """
+    from framepack_trt.build import plan
+    from framepack_trt.profile import load_profile
+
+    prof = load_profile(profile)
+    if backend:
+        prof = prof.with_backend(backend)
+    cache = _cache(cache_dir, framepack_dir, prof)
+    if not dry_run:
+        cache.ensure_writable()
+    items = plan(prof, cache, components, force)
+    _print_warnings(cache)
+    out.print(f"profile [bold]{prof.name}[/] ({prof.path})  cache [bold]{cache.root}[/]")
+    out.print(_plan_table(items))
+    if dry_run:
+        return
+    todo = [i for i in items if i.action in ("build", "rebuild")]
+    if todo:
+        results = _run_build(prof, cache, items, todo)
+    else:
+        from framepack_trt.build import build as run_build
+
+        results = run_build(prof, cache, items)
+    out.print(_summary_table(results))
+    failed = [r for r in results if r.outcome == "failed"]
+    built = sum(r.outcome == "built" for r in results)
+    cached = sum(r.outcome.startswith("cached") for r in results)
+    out.print(f"{built} built, {cached} cached, {len(failed)} failed")
+    for r in failed:
+        err.print(f"[red]failed:[/] {r.name}: {r.error}")
+        if _state["debug"]:
+            for note in r.notes:
+                err.print(note, markup=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _plan_table(items) -> Table:
+    from framepack_trt.shapes import format_dims
+
+    t = Table(title="plan", title_justify="left")
+    for col in ("engine", "component", "backend", "dtype", "device", "dims", "action", "why"):
+        t.add_column(col, overflow="fold")
+    colors = {"cached": "green", "build": "cyan", "rebuild": "yellow", "error": "red"}
+    for i in items:
+        s = i.spec
+        t.add_row(s.name, s.component, s.backend, s.dtype, s.device, format_dims(s.dims),
+                  f"[{colors[i.action]}]{i.action}[/]", i.reason)
+    return t
+
+
+def _run_build(prof, cache, items, todo):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
+                               TextColumn, TimeElapsedColumn)
+
+    from framepack_trt.build import STAGES, Listener
+    from framepack_trt.build import build as run_build
+
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description:<24}"), BarColumn(),
+                        MofNCompleteColumn(), TextColumn("{task.fields[stage]}"),
+                        TimeElapsedColumn(), console=out, transient=False)
+    live = out.is_terminal
+
+    class Bars(Listener):
+        def __init__(self):
+            self.overall = progress.add_task("all engines", total=max(len(todo), 1), stage="")
+            self.tasks = {}
+
+        def start(self, item):
+            self.tasks[item.spec.name] = progress.add_task(item.spec.name, total=len(STAGES),
+                                                           stage="starting")
+
+        def stage(self, item, stage):
+            task = self.tasks[item.spec.name]
+            progress.update(task, completed=STAGES.index(stage), stage=stage)
+            if not live:
+                out.print(f"  {item.spec.name}: {stage}")
+
+        def finish(self, item, result):
+            if item.spec.name in self.tasks:
+                task = self.tasks[item.spec.name]
+                progress.update(task, completed=len(STAGES), stage=result.outcome)
+                progress.advance(self.overall)
+
+    with progress:
+        listener = Bars()
+        return run_build(prof, cache, items, listener)
+
+
+def _summary_table(results) -> Table:
+    from framepack_trt.build import STAGES
+    from framepack_trt.util import human_size
+
+    t = Table(title="summary", title_justify="left")
+    for col in ("engine", "result", *STAGES, "total", "size"):
+        t.add_column(col, justify="right" if col not in ("engine", "result") else "left")
+    colors = {"built": "green", "cached": "green", "cached-by-other": "green", "failed": "red"}
+    for r in results:
+        times = [f"{r.times[s]:.1f}s" if s in r.times else "-" for s in STAGES]
+        total = f"{sum(r.times.values()):.1f}s" if r.times else "-"
+        t.add_row(r.name, f"[{colors.get(r.outcome, 'white')}]{r.outcome}[/]", *times, total,
+                  human_size(r.engine_size) if r.engine_size else "-")
+    return t
+
+
+# -- list ------------------------------------------------------------------------------------
+
+@app.command("list")
+@_errors
+def list_(
+    cache_dir: CacheDirOpt = None,
+    framepack_dir: FramepackDirOpt = None,
+    profile: Annotated[Optional[str], typer.Option(
+        "--profile", "-p", help="Read the cache dir from this profile.", show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the engines in the cache and whether each can run here.
+
+    Status: ok; stale (built for another device, torch or backend version); missing (a file is
+    gone); corrupt (a file fails its size or sha256 check). Files no entry references are
+    listed as orphans (`purge` removes them).
+    """
+    from framepack_trt.cache import staleness  # noqa: F401  (keeps import cost visible)
+    from framepack_trt.shapes import DimRange, format_dims
+    from framepack_trt.util import human_size
+
+    cache = _cache(cache_dir, framepack_dir, _profile_for_cache(profile))
+    entries = cache.entries()
+    rows = []
+    for key, e in sorted(entries.items(), key=lambda kv: (kv[1]["name"], kv[0])):
+        st = cache.status(e)
+        f = e["key_fields"]
+        rows.append({
+            "key": key, "name": e["name"], "component": e["component"], "backend": f["backend"],
+            "backend_version": f["backend_version"], "dtype": f["dtype"],
+            "dims": f["dims"], "size": e["engine"]["size"], "device": e.get("device_name", ""),
+            "created": e.get("created", ""), "status": st.state, "reason": st.reason,
+            "engine": e["engine"]["file"],
+        })
+    orphans = [p.relative_to(cache.root).as_posix() for p in cache.orphans(entries)]
+    if as_json:
+        print(json.dumps({"cache_dir": str(cache.root), "entries": rows, "orphans": orphans,
+                          "warnings": cache.warnings}, indent=2))
+        return
+    _print_warnings(cache)
+    if not rows:
+        out.print(f"no engines in {cache.root}")
+    else:
+        t = Table(title=f"engines in {cache.root}", title_justify="left")
+        for col in ("engine", "component", "backend", "dtype", "dims", "size", "device",
+                    "created", "status"):
+            t.add_column(col, overflow="fold")
+        colors = {"ok": "green", "stale": "yellow", "missing": "red", "corrupt": "red"}
+        for r in rows:
+            dims = format_dims({n: DimRange(**d) for n, d in r["dims"].items()})
+            status = f"[{colors[r['status']]}]{r['status']}[/]"
+            if r["reason"]:
+                status += f" ({r['reason']})"
+            t.add_row(r["name"], r["component"], f"{r['backend']} {r['backend_version']}",
+                      r["dtype"], dims, human_size(r["size"]), r["device"],
+                      r["created"][:19].replace("T", " "), status)
+        out.print(t)
+    if orphans:
+        out.print(f"[yellow]{len(orphans)} orphan file(s)[/] (no manifest entry; "
+                  f"`framepack-trt purge --stale` removes them): {', '.join(orphans)}")
+
+
+# -- purge -----------------------------------------------------------------------------------
+
+@app.command()
+@_errors
+def purge(
+    cache_dir: CacheDirOpt = None,
+    framepack_dir: FramepackDirOpt = None,
+    profile: Annotated[Optional[str], typer.Option(
+        "--profile", "-p", help="Read the cache dir from this profile.", show_default=False)] = None,
+    components: ComponentsOpt = None,
+    stale: Annotated[bool, typer.Option(
+        "--stale", help="Engines that cannot run here (stale, missing or corrupt).")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Every engine.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would go; delete nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove engines (and their manifest entries) so the next `build` recompiles them.
+
+    Entries and files always go together; orphan files and entries whose files are missing are
+    removed by every purge.
+    """
+    if not (components or stale or all_):
+        raise UsageError("purge needs --component NAME, --stale or --all")
+    from framepack_trt.util import human_size
+
+    cache = _cache(cache_dir, framepack_dir, _profile_for_cache(profile))
+    entries = cache.entries()
+    _print_warnings(cache)
+    chosen = {}
+    for key, e in entries.items():
+        st = cache.status(e)
+        if (all_ or st.state == "missing" or (stale and st.state != "ok")
+                or (components and (e["name"] in components or e["component"] in components))):
+            chosen[key] = (e, st)
+    if components:
+        known = {e["name"] for e in entries.values()} | {e["component"] for e in entries.values()}
+        for c in components:
+            if c not in known:
+                err.print(f"[yellow]warning:[/] no engine named {c!r} in {cache.root}")
+    orphans = cache.orphans(entries)
+    if not chosen and not orphans:
+        out.print(f"nothing to purge in {cache.root}")
+        return
+    t = Table(title=("would remove" if dry_run else "will remove"), title_justify="left")
+    for col in ("what", "status", "size"):
+        t.add_column(col)
+    for e, st in chosen.values():
+        t.add_row(f"{e['name']} ({e['engine']['file']})", st.state, human_size(e["engine"]["size"]))
+    for p in orphans:
+        t.add_row(f"orphan {p.relative_to(cache.root).as_posix()}", "-",
+                  human_size(p.stat().st_size) if p.is_file() else "-")
+    out.print(t)
+    if dry_run:
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("purge asks for confirmation; pass --yes to confirm non-interactively")
+        if not typer.confirm(f"Remove {len(chosen)} engine(s) and {len(orphans)} orphan(s)?"):
+            raise typer.Exit(1)
+    deleted = cache.remove(list(chosen))
+    import shutil
+
+    for p in cache.orphans():
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    out.print(f"removed {len(chosen)} engine(s) ({len(deleted)} file(s)) and "
+              f"{len(orphans)} orphan(s)")
+
+
+# -- verify ----------------------------------------------------------------------------------
+
+@app.command()
+@_errors
+def verify(
+    cache_dir: CacheDirOpt = None,
+    framepack_dir: FramepackDirOpt = None,
+    profile: Annotated[Optional[str], typer.Option(
+        "--profile", "-p", help="Read the cache dir from this profile.", show_default=False)] = None,
+    components: ComponentsOpt = None,
+    full: Annotated[bool, typer.Option(
+        "--full", help="Load the eager model from its recorded source and compare at min, opt, "
+        "max and a random in-range shape (default: the golden samples saved at build time).")] = False,
+    seed: Annotated[Optional[int], typer.Option(
+        "--seed", help="Seed for --full's random inputs and shape (default: random, printed).",
+        show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check engines against eager PyTorch; exit 1 if any fails.
+
+    Reports max abs error, relative L2, cosine similarity and NaN/Inf per output, with
+    pass/fail against each engine's tolerance. Files are checked against their sha256 first.
+    Stale engines (built for another device or software) are skipped and said so.
+    """
+    import random
+
+    from framepack_trt.verify import verify_entry
+
+    cache = _cache(cache_dir, framepack_dir, _profile_for_cache(profile))
+    entries = cache.entries()
+    _print_warnings(cache)
+    selected = [e for e in entries.values()
+                if not components or e["name"] in components or e["component"] in components]
+    if components and not selected:
+        raise UsageError(f"no engine named {', '.join(components)} in {cache.root}; it has: "
+                         f"{', '.join(sorted(e['name'] for e in entries.values())) or 'none'}")
+    if full and seed is None:
+        seed = random.randrange(2**31)
+    results = []
+    for e in sorted(selected, key=lambda e: e["name"]):
+        if not as_json:
+            out.print(f"verifying {e['name']} ({'full' if full else 'quick'})...")
+        results.append(verify_entry(cache, e, full=full, seed=seed))
+    failed = [r for r in results if not r.passed]
+    if as_json:
+        print(json.dumps({"cache_dir": str(cache.root), "seed": seed,
+                          "passed": not failed, "engines": [r.to_dict() for r in results]},
+                         indent=2))
+    else:
+        if not results:
+            out.print(f"no engines in {cache.root}")
+        else:
+            out.print(_verify_table(results, seed))
+            out.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _verify_table(results, seed) -> Table:
+    t = Table(title="verify" + (f" (seed {seed})" if seed is not None else ""), title_justify="left")
+    for col in ("engine", "case", "sizes", "output", "max_abs", "rel_l2", "cosine", "finite",
+                "result"):
+        t.add_column(col, overflow="fold")
+    for r in results:
+        if r.status.state != "ok" or r.error:
+            label = "[yellow]skipped[/]" if r.skipped else "[red]fail[/]"
+            t.add_row(r.name, "-", "-", "-", "-", "-", "-", "-",
+                      f"{label} {r.status.state}: {r.status.reason or r.error}")
+            continue
+        for c in r.cases:
+            sizes = " ".join(f"{k}={v}" for k, v in c.sizes.items())
+            if c.error:
+                t.add_row(r.name, c.case, sizes, "-", "-", "-", "-", "-", f"[red]fail[/] {c.error}")
+            for o in c.checks:
+                res = "[green]pass[/]" if o.passed else f"[red]fail[/] {o.reason}"
+                t.add_row(r.name, c.case, sizes, o.output, f"{o.max_abs:.3g}", f"{o.rel_l2:.3g}",
+                          f"{o.cosine:.6f}", "yes" if o.finite else "[red]no[/]", res)
+    return t
+
+
+# -- doctor and components -------------------------------------------------------------------
+
+@app.command()
+@_errors
+def doctor(
+    cache_dir: CacheDirOpt = None,
+    framepack_dir: FramepackDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Report torch, CUDA, the GPU, each backend (and why one is unavailable), and the cache."""
+    from framepack_trt.doctor import report
+
+    cache = _cache(cache_dir, framepack_dir)
+    info = report(cache)
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    t = Table(show_header=False, title="framepack-trt doctor", title_justify="left")
+    t.add_column("what", style="bold")
+    t.add_column("value", overflow="fold")
+    for k, v in info.items():
+        if isinstance(v, dict):
+            for kk, vv in v.items():
+                t.add_row(f"{k}.{kk}", str(vv))
+        else:
+            t.add_row(k, str(v))
+    out.print(t)
+
+
+@app.command()
+@_errors
+def components() -> None:
+    """List the components a profile can name, with their dims and default dtype."""
+    from framepack_trt.backends import BACKENDS
+    from framepack_trt.components.base import registry
+
+    t = Table(title="components", title_justify="left")
+    for col in ("component", "model class", "dtype", "dims (default)", "outputs"):
+        t.add_column(col, overflow="fold")
+    for name, cls in sorted(registry().items()):
+        dims = ", ".join(f"{n}={r}" for n, r in cls.default_dims.items())
+        t.add_row(name, cls.model_class, cls.default_dtype, dims, ", ".join(cls.output_names))
+    out.print(t)
+    for name, cls in BACKENDS.items():
+        fields = ", ".join(cls.settings_class.field_names()) or "none"
+        out.print(f"backend [bold]{name}[/]: build settings: {fields}")
+
+
+def main() -> None:
+    import os
+    import warnings
+
+    # A log (CI) is not a terminal: give tables room instead of Rich's 80 columns.
+    if not sys.stdout.isatty():
+        os.environ.setdefault("COLUMNS", "160")
+    # torch's own deprecation chatter from inside torch.export / inductor.
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""Component adapters, one file each; importing this package registers them all."""
+
+from framepack_trt.components import clip_text, llama_text, siglip_image  # noqa: F401
+from framepack_trt.components.base import (  # noqa: F401
+    Component,
+    InputSpec,
+    Tolerance,
+    get_component,
+    register,
+    registry,
+)

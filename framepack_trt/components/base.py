@@ -1,0 +1,188 @@
+"""What every component adapter declares, and the registry that holds them.
+
+A component adapter is one small class: which real model class it loads, which inputs it
+takes (shapes written with named dims), what it returns, default ranges and tolerances, and
+how to make random inputs. Adding a component is one new file in this package plus a profile
+entry. Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from framepack_trt.errors import UsageError
+from framepack_trt.shapes import DimRange
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Pass criteria for an engine output against the eager output.
+
+    ``rel_l2`` is ||engine - eager|| / ||eager||; ``cosine`` is the cosine similarity of the
+    flattened outputs; ``max_abs`` (optional) bounds the largest absolute difference.
+    """
+
+    rel_l2: float
+    cosine: float
+    max_abs: float | None = None
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {"rel_l2": self.rel_l2, "cosine": self.cosine, "max_abs": self.max_abs}
+
+
+#: Sensible defaults per dtype; a component or a profile entry may override them.
+DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+    "float32": Tolerance(rel_l2=1e-4, cosine=0.99999),
+    "float16": Tolerance(rel_l2=1e-2, cosine=0.999),
+    "bfloat16": Tolerance(rel_l2=2e-2, cosine=0.999),
+}
+
+#: One entry of an input's shape: a dim name (shared wherever it appears) or a static size.
+ShapeEntry = str | int
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One engine input: its shape (dim names and static sizes) and dtype.
+
+    ``dtype`` is a torch dtype name, or ``"model"`` for the component's compute dtype.
+    """
+
+    name: str
+    shape: tuple[ShapeEntry, ...]
+    dtype: str = "model"
+
+
+class Component:
+    """Base class of component adapters. Subclasses set the class attributes and register."""
+
+    #: Registry name, used in profiles (``component: clip_text``).
+    name: ClassVar[str]
+    #: One line for ``--help`` and the README.
+    description: ClassVar[str]
+    #: Import path of the real model class, e.g. ``transformers.CLIPTextModel``.
+    model_class: ClassVar[str]
+    #: The dtype FramePack runs this component in.
+    default_dtype: ClassVar[str] = "float16"
+    #: Named dims with their default ranges (the profile may narrow or widen them).
+    default_dims: ClassVar[Mapping[str, DimRange]]
+    #: Hard limits per dim that no profile may exceed (None: no limit from the adapter).
+    dim_limits: ClassVar[Mapping[str, tuple[int, int | None]]] = {}
+    #: Output names, in the order the engine returns them.
+    output_names: ClassVar[tuple[str, ...]]
+    #: Per-dtype tolerance overrides (falls back to DEFAULT_TOLERANCES).
+    tolerances: ClassVar[Mapping[str, Tolerance]] = {}
+    #: Tiny config used by ``source: {random: ...}``, merged with the profile's overrides.
+    tiny_config: ClassVar[Mapping[str, Any]] = {}
+    #: Bump when the exported graph of this adapter changes, so cached engines are rebuilt.
+    revision: ClassVar[int] = 1
+    #: (height dim, width dim) for components that take images at FramePack's buckets.
+    bucket_dims: ClassVar[tuple[str, str] | None] = None
+    #: Pixels per unit of those dims (8 for latents).
+    pixels_per_unit: ClassVar[int] = 8
+
+    @classmethod
+    def dims_for_buckets(cls, buckets: Sequence[tuple[int, int]]) -> dict[str, DimRange]:
+        """One range over every bucket's height and width; opt is the first bucket."""
+        assert cls.bucket_dims is not None
+        hs = [h // cls.pixels_per_unit for h, _ in buckets]
+        ws = [w // cls.pixels_per_unit for _, w in buckets]
+        h_dim, w_dim = cls.bucket_dims
+        return {h_dim: DimRange(min(hs), hs[0], max(hs)), w_dim: DimRange(min(ws), ws[0], max(ws))}
+
+    # -- declared ---------------------------------------------------------------------------
+    @classmethod
+    def tolerance(cls, dtype: str) -> Tolerance:
+        return cls.tolerances.get(dtype, DEFAULT_TOLERANCES[dtype])
+
+    @classmethod
+    def load_model_class(cls) -> type:
+        module, _, attr = cls.model_class.rpartition(".")
+        return getattr(importlib.import_module(module), attr)
+
+    def input_specs(self, config: Any) -> Sequence[InputSpec]:
+        """The engine's inputs for a loaded model config (static sizes may come from it)."""
+        raise NotImplementedError
+
+    def check_dims(self, config: Any, dims: Mapping[str, DimRange]) -> list[str]:
+        """Problems with the dims that only the loaded config can reveal (empty if none)."""
+        return []
+
+    # -- torch side -------------------------------------------------------------------------
+    def export_module(self, model: torch.nn.Module) -> torch.nn.Module:
+        """A module over the model's own parameters whose ``forward(*inputs)`` returns a tuple
+        of output tensors and that ``torch.export`` can trace with the named dims dynamic."""
+        raise NotImplementedError
+
+    def reference(self, model: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> tuple:
+        """The eager outputs, computed through the real model's own public call."""
+        raise NotImplementedError
+
+    def make_inputs(
+        self,
+        config: Any,
+        sizes: Mapping[str, int],
+        dtype: torch.dtype,
+        device: str,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, ...]:
+        """Random inputs (never zeros) at concrete sizes, in ``input_specs`` order."""
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Component]] = {}
+
+
+def register(cls: type[Component]) -> type[Component]:
+    """Class decorator: add a component adapter under its ``name``; duplicates are refused."""
+    for attr in ("name", "description", "model_class", "default_dims", "output_names"):
+        if not hasattr(cls, attr):
+            raise TypeError(f"component {cls.__name__} must set {attr!r}")
+    if cls.name in _REGISTRY:
+        raise TypeError(
+            f"component name {cls.name!r} is registered twice "
+            f"({_REGISTRY[cls.name].__qualname__} and {cls.__qualname__})"
+        )
+    unknown = set(cls.dim_limits) - set(cls.default_dims)
+    if unknown:
+        raise TypeError(f"component {cls.name!r}: dim_limits names unknown dims {sorted(unknown)}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registry() -> Mapping[str, type[Component]]:
+    from framepack_trt import components  # noqa: F401  (imports every adapter module)
+
+    return dict(_REGISTRY)
+
+
+def get_component(name: str) -> Component:
+    reg = registry()
+    if name not in reg:
+        raise UsageError(f"unknown component {name!r}; known components: {', '.join(sorted(reg))}")
+    return reg[name]()
+
+
+def random_ids(
+    shape: Sequence[int], low: int, high: int, generator: torch.Generator, device: str
+) -> torch.Tensor:
+    """Random int64 token ids in [low, high), drawn on the CPU generator, moved to device."""
+    import torch
+
+    return torch.randint(low, high, tuple(shape), generator=generator).to(device)
+
+
+def random_floats(
+    shape: Sequence[int], dtype: torch.dtype, generator: torch.Generator, device: str,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """Standard-normal values times ``scale`` (never zeros), drawn on the CPU generator."""
+    import torch
+
+    return (torch.randn(tuple(shape), generator=generator) * scale).to(device=device, dtype=dtype)

@@ -1,0 +1,84 @@
+"""LLaMA text encoder (HunyuanVideo ``text_encoder``): the hidden state FramePack reads.
+
+FramePack calls the model with ``output_hidden_states=True`` and keeps ``hidden_states[-3]``,
+the output of layer N-2. The engine runs only those first N-2 layers (the last two and the
+final norm are never read), over the model's own parameters.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from framepack_trt.components.base import Component, InputSpec, random_ids, register
+from framepack_trt.shapes import DimRange
+
+#: FramePack reads hidden_states[-3].
+HIDDEN_STATE_INDEX = -3
+
+
+@register
+class LlamaText(Component):
+    name = "llama_text"
+    description = ("LLaMA text encoder: input_ids, attention_mask (batch, text_len) -> "
+                   "hidden_states[-3] (batch, text_len, 4096)")
+    model_class = "transformers.LlamaModel"
+    default_dtype = "float16"
+    default_dims = {"batch": DimRange(1, 1, 1), "text_len": DimRange(1, 351, 351)}
+    output_names = ("hidden_states",)
+    tiny_config = {
+        "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
+    }
+
+    def input_specs(self, config):
+        return [InputSpec("input_ids", ("batch", "text_len"), "int64"),
+                InputSpec("attention_mask", ("batch", "text_len"), "int64")]
+
+    def check_dims(self, config, dims):
+        problems = []
+        if config.num_hidden_layers < 2:
+            problems.append(f"source: the model has {config.num_hidden_layers} layers; "
+                            "hidden_states[-3] needs at least 2")
+        if dims["text_len"].max > config.max_position_embeddings:
+            problems.append(f"dims.text_len.max: {dims['text_len'].max} exceeds the model's "
+                            f"max_position_embeddings ({config.max_position_embeddings})")
+        return problems
+
+    def export_module(self, model):
+        import torch
+
+        keep = model.config.num_hidden_layers + 1 + HIDDEN_STATE_INDEX  # = N - 2
+        # A shallow copy that shares every parameter with ``model`` but holds only the layers
+        # whose output FramePack reads, and no final norm.
+        truncated = copy.copy(model)
+        truncated._modules = dict(model._modules)
+        truncated._modules["layers"] = torch.nn.ModuleList(list(model.layers)[:keep])
+        truncated._modules["norm"] = torch.nn.Identity()
+
+        class HiddenState(torch.nn.Module):
+            def __init__(self, encoder):
+                super().__init__()
+                self.encoder = encoder
+
+            def forward(self, input_ids, attention_mask):
+                out = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                   use_cache=False)
+                return (out.last_hidden_state,)
+
+        return HiddenState(truncated)
+
+    def reference(self, model, inputs):
+        input_ids, attention_mask = inputs
+        out = model(input_ids=input_ids, attention_mask=attention_mask,
+                    output_hidden_states=True, use_cache=False)
+        return (out.hidden_states[HIDDEN_STATE_INDEX],)
+
+    def make_inputs(self, config, sizes, dtype, device, generator):
+        import torch
+
+        batch, length = sizes["batch"], sizes["text_len"]
+        ids = random_ids((batch, length), 1, config.vocab_size, generator, "cpu")
+        # Right padding as the tokenizer makes it: each row keeps a random number of tokens.
+        kept = torch.randint(1, length + 1, (batch,), generator=generator)
+        mask = (torch.arange(length)[None, :] < kept[:, None]).to(torch.int64)
+        return (ids.to(device), mask.to(device))

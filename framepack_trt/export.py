@@ -1,0 +1,79 @@
+"""``torch.export`` of a component with the profile's named dims.
+
+One ``torch.export.Dim`` per name, shared by every input where the name appears; a dim whose
+min equals its max is static. Tracing uses sizes that are neither 0/1 nor shared between
+dims (see ``shapes.trace_sizes``), so export generalises over the whole range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from framepack_trt.components.base import Component, InputSpec
+from framepack_trt.errors import BuildError
+from framepack_trt.shapes import Dims, trace_sizes
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return DTYPES[name]
+
+
+def input_dtype(spec: InputSpec, model_dtype: torch.dtype) -> torch.dtype:
+    return model_dtype if spec.dtype == "model" else getattr(torch, spec.dtype)
+
+
+def concrete_shape(spec: InputSpec, sizes: dict[str, int]) -> tuple[int, ...]:
+    return tuple(sizes[e] if isinstance(e, str) else e for e in spec.shape)
+
+
+def torch_dims(dims: Dims) -> dict[str, Any]:
+    """One export Dim per dynamic name (static dims map to their size)."""
+    return {name: (r.min if r.static else torch.export.Dim(name, min=r.min, max=r.max))
+            for name, r in dims.items()}
+
+
+def dynamic_shapes(specs: Sequence[InputSpec], dims: Dims) -> tuple[dict[int, Any], ...]:
+    tdims = torch_dims(dims)
+    out = []
+    for spec in specs:
+        unknown = [e for e in spec.shape if isinstance(e, str) and e not in dims]
+        if unknown:
+            raise BuildError(f"input {spec.name} uses undeclared dims {unknown}")
+        out.append({i: tdims[e] for i, e in enumerate(spec.shape)
+                    if isinstance(e, str) and not dims[e].static})
+    return tuple(out)
+
+
+@dataclass
+class Exported:
+    program: torch.export.ExportedProgram
+    inputs: tuple[torch.Tensor, ...]
+    sizes: dict[str, int]
+
+
+def export_component(
+    component: Component, model: torch.nn.Module, dims: Dims, dtype: torch.dtype, device: str,
+    seed: int = 0,
+) -> Exported:
+    config = model.config
+    specs = component.input_specs(config)
+    avoid = {e for s in specs for e in s.shape if isinstance(e, int)}
+    sizes = trace_sizes(dims, avoid)
+    gen = torch.Generator().manual_seed(seed)
+    inputs = component.make_inputs(config, sizes, dtype, device, gen)
+    module = component.export_module(model).eval()
+    try:
+        with torch.no_grad():
+            program = torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes(specs, dims),
+                                          strict=False)
+    except Exception as exc:  # torch raises many types here; report them as one build failure
+        raise BuildError(f"torch.export failed for {component.name} with dims "
+                         f"{ {k: str(v) for k, v in dims.items()} }: {type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+    return Exported(program, inputs, sizes)

@@ -1,0 +1,429 @@
+"""YAML shape profiles: which components to build, from which weights, for which shapes.
+
+A profile is validated as it is loaded; every problem found is reported in one message that
+names the file, the field, the bad value and what is valid. No torch import here.
+
+    name: tiny                 # optional, defaults to the file name
+    description: ...           # optional
+    cache_dir: ...             # optional; relative paths are relative to the profile file
+    backend: aoti              # default backend for every component
+    device: cpu                # cpu | cuda
+    components:
+      - component: clip_text   # a registered component (framepack-trt components)
+        name: clip_text        # optional, unique; defaults to the component name
+        source: {path: DIR} | {repo: ID, subfolder: SUB, revision: REV} | {random: {seed, config}}
+        dtype: float16         # float32 | float16 | bfloat16 (fp32 / fp16 / bf16 accepted)
+        backend: aoti          # optional override
+        device: cuda           # optional override
+        dims: {batch: 1, text_len: {min: 1, opt: 77, max: 77}}
+        buckets: framepack-640 | [[416, 960], ...]   # image components only
+        tolerance: {rel_l2: 1e-2, cosine: 0.999, max_abs: null}
+        build: {...}           # backend build settings (see `framepack-trt components`)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from framepack_trt.backends import BACKENDS
+from framepack_trt.components.base import Tolerance, registry
+from framepack_trt.errors import ProfileError, UsageError
+from framepack_trt.shapes import FRAMEPACK_640_BUCKETS, DimRange
+from framepack_trt.sources import Source
+
+DTYPES = ("float32", "float16", "bfloat16")
+DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16",
+                 "float": "float32"}
+DEVICES = ("cpu", "cuda")
+TOP_KEYS = ("name", "description", "cache_dir", "backend", "device", "components")
+ENTRY_KEYS = ("component", "name", "source", "dtype", "backend", "device", "dims", "buckets",
+              "tolerance", "build")
+BUCKET_SETS = {"framepack-640": FRAMEPACK_640_BUCKETS}
+
+#: Built-in profiles, by name: the repository's profiles/ folder (or its copy in the wheel).
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def builtin_profiles_dir() -> Path:
+    for candidate in (_PACKAGE_DIR / "profiles", _PACKAGE_DIR.parent / "profiles"):
+        if candidate.is_dir():
+            return candidate
+    return _PACKAGE_DIR / "profiles"
+
+
+def builtin_profiles() -> dict[str, Path]:
+    d = builtin_profiles_dir()
+    return {p.stem: p for p in sorted(d.glob("*.yaml"))} if d.is_dir() else {}
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One engine to build: a component, its weights, dtype, backend, device and dims."""
+
+    name: str
+    component: str
+    source: Source
+    dtype: str
+    backend: str
+    device: str
+    dims: dict[str, DimRange]
+    tolerance: Tolerance
+    build: dict[str, Any] = field(default_factory=dict)
+    buckets: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Profile:
+    path: Path
+    name: str
+    description: str
+    cache_dir: Path | None
+    backend: str
+    device: str
+    components: tuple[ComponentSpec, ...]
+
+    def select(self, names: list[str] | None) -> tuple[ComponentSpec, ...]:
+        """The entries named (by entry name or component name); all when ``names`` is empty."""
+        if not names:
+            return self.components
+        known = {c.name for c in self.components} | {c.component for c in self.components}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise UsageError(
+                f"{self.path}: no component {', '.join(map(repr, unknown))} in this profile; "
+                f"it has: {', '.join(c.name for c in self.components)}"
+            )
+        return tuple(c for c in self.components if c.name in names or c.component in names)
+
+    def with_backend(self, backend: str) -> Profile:
+        """The same profile with every component on ``backend`` (the ``--backend`` option)."""
+        if backend not in BACKENDS:
+            raise UsageError(f"--backend: unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+        comps = tuple(replace(c, backend=backend, build={}) if c.backend != backend else c
+                      for c in self.components)
+        return replace(self, backend=backend, components=comps)
+
+
+def resolve_profile_path(profile: str | os.PathLike | None) -> Path:
+    """A file path, or the name of a built-in profile (``tiny``, ``framepack``)."""
+    if profile is None:
+        profile = "tiny"
+    p = Path(profile)
+    if p.is_file():
+        return p
+    builtins = builtin_profiles()
+    if str(profile) in builtins:
+        return builtins[str(profile)]
+    raise UsageError(
+        f"profile {str(profile)!r} not found: not a file, and not a built-in profile "
+        f"({', '.join(builtins) or 'none installed'})"
+    )
+
+
+def load_profile(profile: str | os.PathLike | None = None) -> Profile:
+    path = resolve_profile_path(profile)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ProfileError(str(path), [f"cannot read the file: {exc.strerror or exc}"]) from exc
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ProfileError(str(path), [f"not valid YAML{at}: {problem}"]) from exc
+    return parse_profile(raw, path)
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, field_: str, message: str) -> None:
+        self.items.append(f"{field_}: {message}")
+
+
+def _fmt(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _check_keys(p: _Problems, where: str, raw: Mapping, allowed: tuple[str, ...]) -> None:
+    for key in raw:
+        if key not in allowed:
+            p.add(f"{where}{key}" if where else str(key),
+                  f"unknown field; valid fields: {', '.join(allowed)}")
+
+
+def _dtype(p: _Problems, where: str, value: Any) -> str | None:
+    if isinstance(value, str):
+        v = DTYPE_ALIASES.get(value.lower(), value.lower())
+        if v in DTYPES:
+            return v
+    p.add(where, f"{_fmt(value)} is not a dtype; valid: {', '.join(DTYPES)}")
+    return None
+
+
+def _choice(p: _Problems, where: str, value: Any, valid: tuple[str, ...] | list[str]) -> str | None:
+    if isinstance(value, str) and value in valid:
+        return value
+    p.add(where, f"{_fmt(value)} is not valid; valid: {', '.join(valid)}")
+    return None
+
+
+def _int(p: _Problems, where: str, value: Any, minimum: int = 1) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        p.add(where, f"{_fmt(value)} is not valid; expected an integer >= {minimum}")
+        return None
+    return value
+
+
+def _dim(p: _Problems, where: str, value: Any) -> DimRange | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = _int(p, where, value)
+        return DimRange(n, n, n) if n else None
+    if not isinstance(value, Mapping):
+        p.add(where, f"{_fmt(value)} is not valid; expected an integer or {{min, opt, max}}")
+        return None
+    _check_keys(p, where + ".", value, ("min", "opt", "max"))
+    if "min" not in value or "max" not in value:
+        p.add(where, "needs min and max (opt defaults to max)")
+        return None
+    lo = _int(p, f"{where}.min", value["min"])
+    hi = _int(p, f"{where}.max", value["max"])
+    opt = _int(p, f"{where}.opt", value.get("opt", value["max"]))
+    if None in (lo, hi, opt):
+        return None
+    if not lo <= opt <= hi:
+        p.add(where, f"min {lo} / opt {opt} / max {hi} is not valid; need min <= opt <= max")
+        return None
+    return DimRange(lo, opt, hi)
+
+
+def _source(p: _Problems, where: str, raw: Any, base: Path) -> Source | None:
+    forms = "{path: DIR}, {repo: ID, subfolder: SUB, revision: REV} or {random: {seed: N, config: {...}}}"
+    if not isinstance(raw, Mapping):
+        p.add(where, f"{_fmt(raw)} is not valid; expected {forms}")
+        return None
+    kinds = [k for k in ("path", "repo", "random") if k in raw]
+    if len(kinds) != 1:
+        p.add(where, f"give exactly one of path, repo, random; expected {forms}")
+        return None
+    kind = kinds[0]
+    if kind == "path":
+        _check_keys(p, where + ".", raw, ("path",))
+        if not isinstance(raw["path"], str) or not raw["path"]:
+            p.add(f"{where}.path", f"{_fmt(raw['path'])} is not valid; expected a directory path")
+            return None
+        path = Path(os.path.expanduser(raw["path"]))
+        return Source("path", path=str(path if path.is_absolute() else (base / path)))
+    if kind == "repo":
+        _check_keys(p, where + ".", raw, ("repo", "subfolder", "revision"))
+        ok = True
+        for key in ("repo", "subfolder", "revision"):
+            if key in raw and (not isinstance(raw[key], str) or not raw[key]):
+                p.add(f"{where}.{key}", f"{_fmt(raw[key])} is not valid; expected a string")
+                ok = False
+        if ok and raw["repo"].count("/") != 1:
+            p.add(f"{where}.repo", f"{_fmt(raw['repo'])} is not valid; expected 'owner/name'")
+            ok = False
+        return Source("repo", repo=raw["repo"], subfolder=raw.get("subfolder"),
+                      revision=raw.get("revision")) if ok else None
+    _check_keys(p, where + ".", raw, ("random",))
+    r = raw["random"]
+    if r is True or r is None:
+        r = {}
+    if not isinstance(r, Mapping):
+        p.add(f"{where}.random", f"{_fmt(r)} is not valid; expected {{seed: N, config: {{...}}}}")
+        return None
+    _check_keys(p, f"{where}.random.", r, ("seed", "config"))
+    seed = _int(p, f"{where}.random.seed", r.get("seed", 0), minimum=0)
+    config = r.get("config", {}) or {}
+    if not isinstance(config, Mapping):
+        p.add(f"{where}.random.config", f"{_fmt(config)} is not valid; expected a mapping")
+        return None
+    return Source("random", seed=seed or 0, config=dict(config)) if seed is not None else None
+
+
+def _tolerance(p: _Problems, where: str, raw: Any, default: Tolerance) -> Tolerance:
+    if raw is None:
+        return default
+    if not isinstance(raw, Mapping):
+        p.add(where, f"{_fmt(raw)} is not valid; expected {{rel_l2, cosine, max_abs}}")
+        return default
+    _check_keys(p, where + ".", raw, ("rel_l2", "cosine", "max_abs"))
+    values = default.to_dict()
+    for key in ("rel_l2", "cosine", "max_abs"):
+        if key not in raw:
+            continue
+        v = raw[key]
+        if key == "max_abs" and v is None:
+            values[key] = None
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (key == "cosine" and v > 1):
+            valid = "a number in [0, 1]" if key == "cosine" else "a number >= 0"
+            p.add(f"{where}.{key}", f"{_fmt(v)} is not valid; expected {valid}")
+            continue
+        values[key] = float(v)
+    return Tolerance(**values)
+
+
+def _build_settings(p: _Problems, where: str, raw: Any, backend: str | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        p.add(where, f"{_fmt(raw)} is not valid; expected a mapping of build settings")
+        return {}
+    if backend is None or backend not in BACKENDS:
+        return dict(raw)
+    types = BACKENDS[backend].settings_class.field_types()
+    out = {}
+    for key, value in raw.items():
+        if key not in types:
+            p.add(f"{where}.{key}", f"unknown build setting for backend {backend!r}; "
+                  f"valid: {', '.join(types) or 'none'}")
+            continue
+        expected = str(types[key])
+        if not _type_ok(value, expected):
+            p.add(f"{where}.{key}", f"{_fmt(value)} is not valid; expected {expected}")
+            continue
+        out[key] = value
+    return out
+
+
+def _type_ok(value: Any, annotation: str) -> bool:
+    checks = {"bool": lambda v: isinstance(v, bool),
+              "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+              "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              "str": lambda v: isinstance(v, str),
+              "None": lambda v: v is None,
+              "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)}
+    return any(checks.get(part.strip(), lambda v: True)(value) for part in annotation.split("|"))
+
+
+def _buckets(p: _Problems, where: str, raw: Any) -> tuple[tuple[int, int], ...]:
+    if isinstance(raw, str):
+        if raw in BUCKET_SETS:
+            return BUCKET_SETS[raw]
+        p.add(where, f"{_fmt(raw)} is not a bucket set; valid: {', '.join(BUCKET_SETS)} "
+              "or a list of [height, width] pairs in pixels")
+        return ()
+    if not isinstance(raw, list) or not raw:
+        p.add(where, f"{_fmt(raw)} is not valid; expected a list of [height, width] pairs")
+        return ()
+    out = []
+    for i, pair in enumerate(raw):
+        if (not isinstance(pair, list) or len(pair) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 and v % 8 == 0
+                           for v in pair)):
+            p.add(f"{where}[{i}]", f"{_fmt(pair)} is not valid; expected [height, width], "
+                  "positive multiples of 8 pixels")
+            continue
+        out.append((pair[0], pair[1]))
+    return tuple(out)
+
+
+def parse_profile(raw: Any, path: Path) -> Profile:
+    """Validate a parsed YAML document; raise one ProfileError listing every problem."""
+    p = _Problems()
+    base = path.resolve().parent
+    if not isinstance(raw, Mapping):
+        raise ProfileError(str(path), ["the file must be a mapping with a 'components' list"])
+    _check_keys(p, "", raw, TOP_KEYS)
+    backends = sorted(BACKENDS)
+    backend = _choice(p, "backend", raw.get("backend", "aoti"), backends)
+    device = _choice(p, "device", raw.get("device", "cuda"), DEVICES)
+    cache_dir = None
+    if raw.get("cache_dir") is not None:
+        if not isinstance(raw["cache_dir"], str):
+            p.add("cache_dir", f"{_fmt(raw['cache_dir'])} is not valid; expected a directory path")
+        else:
+            cd = Path(os.path.expanduser(raw["cache_dir"]))
+            cache_dir = cd if cd.is_absolute() else base / cd
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        p.add("name", f"{_fmt(name)} is not valid; expected a non-empty string")
+    description = raw.get("description", "")
+    entries = raw.get("components")
+    comps: list[ComponentSpec] = []
+    if not isinstance(entries, list) or not entries:
+        p.add("components", f"{_fmt(entries)} is not valid; expected a non-empty list of components")
+        entries = []
+    known = registry()
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        where = f"components[{i}]"
+        if not isinstance(entry, Mapping):
+            p.add(where, f"{_fmt(entry)} is not valid; expected a mapping with component and source")
+            continue
+        _check_keys(p, where + ".", entry, ENTRY_KEYS)
+        comp_name = entry.get("component")
+        if comp_name not in known:
+            p.add(f"{where}.component",
+                  f"{_fmt(comp_name)} is not a known component; valid: {', '.join(sorted(known))}")
+            continue
+        comp = known[comp_name]
+        ename = entry.get("name", comp_name)
+        if not isinstance(ename, str) or not ename.replace("-", "_").replace(".", "_").isidentifier():
+            p.add(f"{where}.name", f"{_fmt(ename)} is not valid; expected letters, digits, '_', '-', '.'")
+            continue
+        if ename in seen:
+            p.add(f"{where}.name", f"{_fmt(ename)} is already used by components[{seen[ename]}]; "
+                  "give each entry a unique name")
+        seen[ename] = i
+        if "source" not in entry:
+            p.add(f"{where}.source", "missing; every component needs a source of weights")
+        source = _source(p, f"{where}.source", entry.get("source"), base)
+        dtype = _dtype(p, f"{where}.dtype", entry.get("dtype", comp.default_dtype))
+        e_backend = _choice(p, f"{where}.backend", entry.get("backend", backend), backends) \
+            if "backend" in entry else backend
+        e_device = _choice(p, f"{where}.device", entry["device"], DEVICES) \
+            if "device" in entry else device
+        dims = dict(comp.default_dims)
+        raw_dims = entry.get("dims") or {}
+        if not isinstance(raw_dims, Mapping):
+            p.add(f"{where}.dims", f"{_fmt(raw_dims)} is not valid; expected a mapping of dims")
+            raw_dims = {}
+        buckets: tuple[tuple[int, int], ...] = ()
+        if "buckets" in entry:
+            bucket_dims = getattr(comp, "bucket_dims", None)
+            if not bucket_dims:
+                p.add(f"{where}.buckets", f"component {comp_name!r} has no image height/width dims; "
+                      f"its dims are: {', '.join(comp.default_dims)}")
+            else:
+                buckets = _buckets(p, f"{where}.buckets", entry["buckets"])
+                if buckets:
+                    dims.update(comp.dims_for_buckets(buckets))
+        for dname, dval in raw_dims.items():
+            dwhere = f"{where}.dims.{dname}"
+            if dname not in comp.default_dims:
+                p.add(dwhere, f"unknown dim for component {comp_name!r}; valid: "
+                      f"{', '.join(comp.default_dims)}")
+                continue
+            rng = _dim(p, dwhere, dval)
+            if rng is None:
+                continue
+            lo, hi = comp.dim_limits.get(dname, (1, None))
+            if rng.min < lo or (hi is not None and rng.max > hi):
+                p.add(dwhere, f"{rng.min}..{rng.max} is outside what {comp_name!r} supports "
+                      f"({lo}..{hi if hi is not None else 'any'})")
+                continue
+            dims[dname] = rng
+        tol = _tolerance(p, f"{where}.tolerance", entry.get("tolerance"),
+                         comp.tolerance(dtype or comp.default_dtype))
+        build = _build_settings(p, f"{where}.build", entry.get("build"), e_backend)
+        if e_device and e_backend in BACKENDS and e_device not in BACKENDS[e_backend].devices:
+            p.add(f"{where}.device", f"backend {e_backend!r} cannot build for {e_device!r}; "
+                  f"valid: {', '.join(BACKENDS[e_backend].devices)}")
+        if source and dtype and e_backend and e_device:
+            comps.append(ComponentSpec(name=ename, component=comp_name, source=source, dtype=dtype,
+                                       backend=e_backend, device=e_device, dims=dims,
+                                       tolerance=tol, build=build, buckets=buckets))
+    if p.items:
+        raise ProfileError(str(path), p.items)
+    return Profile(path=path, name=name, description=str(description or ""), cache_dir=cache_dir,
+                   backend=backend or "aoti", device=device or "cuda", components=tuple(comps))

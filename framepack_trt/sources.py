@@ -1,0 +1,220 @@
+"""Where a component's weights come from, and how they are loaded (offline, always).
+
+Three kinds of source:
+  path:   a local directory written by ``save_pretrained`` (config + safetensors);
+  repo:   a Hugging Face repo id (+ subfolder, revision), read from the local HF cache only;
+  random: the component's tiny config plus overrides, random weights from a seed. They are
+          written once with ``save_pretrained`` under the cache directory and loaded back
+          through the same ``from_pretrained`` path as real weights.
+
+Fingerprints identify the weights for the cache key without re-reading every byte on each
+run: a repo's fingerprint is its snapshot revision plus config; a local directory's is the
+config plus a content hash per weight file, memoised by (path, size, mtime, inode) in
+``fingerprints.json`` inside the cache; a random source's is its class, config and seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from framepack_trt.errors import WeightsNotFoundError
+from framepack_trt.util import atomic_write_text, canonical_json, sha256_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from framepack_trt.components.base import Component
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # "path" | "repo" | "random"
+    path: str | None = None
+    repo: str | None = None
+    subfolder: str | None = None
+    revision: str | None = None
+    seed: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.kind == "path":
+            return {"path": self.path}
+        if self.kind == "repo":
+            d: dict[str, Any] = {"repo": self.repo}
+            if self.subfolder:
+                d["subfolder"] = self.subfolder
+            if self.revision:
+                d["revision"] = self.revision
+            return d
+        return {"random": {"seed": self.seed, "config": dict(self.config)}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Source:
+        if "path" in d:
+            return cls("path", path=d["path"])
+        if "repo" in d:
+            return cls("repo", repo=d["repo"], subfolder=d.get("subfolder"),
+                       revision=d.get("revision"))
+        r = d["random"]
+        return cls("random", seed=int(r.get("seed", 0)), config=dict(r.get("config", {})))
+
+    def describe(self) -> str:
+        if self.kind == "path":
+            return self.path or ""
+        if self.kind == "repo":
+            sub = f"/{self.subfolder}" if self.subfolder else ""
+            rev = f"@{self.revision}" if self.revision else ""
+            return f"hf:{self.repo}{sub}{rev}"
+        return f"random(seed={self.seed})"
+
+
+# -- fingerprints ----------------------------------------------------------------------------
+
+class _FileHashMemo:
+    """Content hashes of weight files, memoised by stat so each file is read once."""
+
+    def __init__(self, memo_path: Path | None):
+        self.path = memo_path
+        self.data: dict[str, Any] = {}
+        if memo_path and memo_path.exists():
+            try:
+                self.data = json.loads(memo_path.read_text())
+            except (OSError, ValueError):
+                self.data = {}
+        self.dirty = False
+
+    def sha256(self, file: Path) -> str:
+        st = file.stat()
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        key = str(file.resolve())
+        hit = self.data.get(key)
+        if hit and hit.get("stat") == stamp:
+            return hit["sha256"]
+        digest = sha256_file(file)
+        self.data[key] = {"stat": stamp, "sha256": digest}
+        self.dirty = True
+        return digest
+
+    def save(self) -> None:
+        if self.path and self.dirty:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True))
+
+
+def resolve_local_dir(source: Source) -> Path:
+    """The directory holding config + weights for a path or repo source (offline)."""
+    if source.kind == "path":
+        p = Path(source.path or "")
+        if not p.is_dir():
+            raise WeightsNotFoundError(f"weights directory {p} does not exist")
+        if not (p / "config.json").is_file():
+            raise WeightsNotFoundError(f"{p} has no config.json (expected a save_pretrained folder)")
+        return p
+    if source.kind == "repo":
+        from huggingface_hub import try_to_load_from_cache
+
+        sub = f"{source.subfolder}/" if source.subfolder else ""
+        cfg = try_to_load_from_cache(source.repo, f"{sub}config.json", revision=source.revision)
+        if not isinstance(cfg, str):
+            raise WeightsNotFoundError(
+                f"{source.describe()} is not in the local Hugging Face cache "
+                f"({os.environ.get('HF_HUB_CACHE') or os.environ.get('HF_HOME') or '~/.cache/huggingface'}); "
+                f"download it first, e.g. `hf download {source.repo}"
+                + (f" --include '{source.subfolder}/*'" if source.subfolder else "") + "`"
+            )
+        return Path(cfg).parent
+    raise ValueError(source.kind)
+
+
+def snapshot_revision(local_dir: Path) -> str | None:
+    """The commit hash of an HF cache snapshot directory (``.../snapshots/<commit>/...``)."""
+    parts = local_dir.absolute().parts
+    for i, part in enumerate(parts[:-1]):
+        if part == "snapshots":
+            return parts[i + 1]
+    return None
+
+
+def fingerprint(source: Source, component: Component, memo_path: Path | None = None) -> str:
+    """A stable id of the weights (see module docstring)."""
+    if source.kind == "random":
+        payload = {"class": component.model_class, "config": random_config(source, component),
+                   "seed": source.seed}
+        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+    local = resolve_local_dir(source)
+    config_hash = hashlib.sha256((local / "config.json").read_bytes()).hexdigest()
+    if source.kind == "repo":
+        payload = {"repo": source.repo, "subfolder": source.subfolder,
+                   "revision": snapshot_revision(local), "config": config_hash}
+        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+    memo = _FileHashMemo(memo_path)
+    files = sorted(p for p in local.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+    if not files:
+        raise WeightsNotFoundError(f"{local} has no weight files ({', '.join(WEIGHT_SUFFIXES)})")
+    payload = {"config": config_hash, "files": {p.name: memo.sha256(p) for p in files}}
+    memo.save()
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+def random_config(source: Source, component: Component) -> dict[str, Any]:
+    return {**component.tiny_config, **source.config}
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+def quiet_transformers() -> None:
+    """No per-file progress bars or config chatter from transformers in our output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def materialize_random(source: Source, component: Component, weights_dir: Path) -> Path:
+    """Write the random-weight model once with save_pretrained; return its directory."""
+    import torch
+
+    fp = fingerprint(source, component)
+    target = weights_dir / f"{component.name}-{fp[:16]}"
+    if (target / "config.json").is_file():
+        return target
+    quiet_transformers()
+    cls = component.load_model_class()
+    config = cls.config_class(**random_config(source, component))
+    torch.manual_seed(source.seed)
+    model = cls(config).eval()
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    tmp = weights_dir / f".tmp-{target.name}-{os.getpid()}"
+    model.save_pretrained(tmp)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process materialised it first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def load_model(
+    component: Component, source: Source, dtype: torch.dtype, device: str, weights_dir: Path
+) -> torch.nn.Module:
+    """The real model class, loaded with ``from_pretrained`` from local files only."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    quiet_transformers()
+    cls = component.load_model_class()
+    if source.kind == "random":
+        local = materialize_random(source, component, weights_dir)
+    else:
+        local = resolve_local_dir(source)
+    try:
+        model = cls.from_pretrained(str(local), dtype=dtype, local_files_only=True)
+    except OSError as exc:
+        raise WeightsNotFoundError(f"cannot load {component.model_class} from {local}: {exc}") from exc
+    return model.to(device).eval()

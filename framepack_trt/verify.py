@@ -1,0 +1,127 @@
+"""Check engines against PyTorch.
+
+Quick mode re-runs each engine on the golden inputs saved at build time and compares with the
+eager outputs saved beside them. Full mode loads the eager module from the recorded source and
+compares at the min, opt and max of every dim and at a random in-range shape.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from framepack_trt.cache import Cache, EntryStatus
+from framepack_trt.compare import OutputCheck
+from framepack_trt.shapes import DimRange, random_sizes, sizes_at
+
+FULL_CASES = ("min", "opt", "max", "random")
+
+
+@dataclass
+class CaseResult:
+    case: str
+    sizes: dict[str, int]
+    checks: list[OutputCheck] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return not self.error and all(c.passed for c in self.checks)
+
+
+@dataclass
+class EngineVerification:
+    name: str
+    key: str
+    mode: str
+    status: EntryStatus
+    cases: list[CaseResult] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def skipped(self) -> bool:
+        return self.status.state == "stale"
+
+    @property
+    def passed(self) -> bool:
+        if self.skipped:
+            return True
+        return self.status.state == "ok" and not self.error and all(c.passed for c in self.cases)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "key": self.key, "mode": self.mode,
+            "status": self.status.state, "status_reason": self.status.reason,
+            "result": "skipped" if self.skipped else ("pass" if self.passed else "fail"),
+            "error": self.error,
+            "cases": [{"case": c.case, "sizes": c.sizes, "passed": c.passed, "error": c.error,
+                       "outputs": [o.to_dict() for o in c.checks]} for c in self.cases],
+        }
+
+
+def verify_entry(cache: Cache, entry: dict[str, Any], full: bool = False,
+                 seed: int | None = None) -> EngineVerification:
+    result = EngineVerification(entry["name"], entry["key"], "full" if full else "quick",
+                                cache.status(entry, deep=True))
+    if result.status.state != "ok":
+        return result
+    try:
+        _run(cache, entry, full, seed, result)
+    except Exception as exc:  # report a crashing engine as a failure of that engine
+        result.error = f"{type(exc).__name__}: {exc}".strip()
+    return result
+
+
+def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
+         result: EngineVerification) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from framepack_trt.backends import get_backend
+    from framepack_trt.compare import compare
+    from framepack_trt.components.base import Tolerance, get_component
+    from framepack_trt.export import torch_dtype
+    from framepack_trt.sources import Source, load_model
+
+    fields = entry["key_fields"]
+    device = fields["device"]["type"]
+    component = get_component(entry["component"])
+    tol = Tolerance(**entry["tolerance"])
+    engine = get_backend(fields["backend"]).load(cache.root / entry["engine"]["file"], device)
+    input_names = [i["name"] for i in entry["inputs"]]
+
+    def check(case: CaseResult, inputs, expected) -> None:
+        try:
+            outs = engine(*inputs)
+        except Exception as exc:  # e.g. a shape the engine refuses
+            case.error = f"{type(exc).__name__}: {exc}".strip()
+            return
+        for name, out, exp in zip(entry["outputs"], outs, expected):
+            case.checks.append(compare(name, out, exp, tol))
+
+    if not full:
+        golden = load_file(str(cache.root / entry["golden"]["file"]))
+        for idx, meta in enumerate(entry["golden_cases"]):
+            case = CaseResult(f"golden:{meta['case']}", meta["sizes"])
+            inputs = [golden[f"{idx}.input.{n}"].to(device) for n in input_names]
+            expected = [golden[f"{idx}.output.{n}"] for n in entry["outputs"]]
+            check(case, inputs, expected)
+            result.cases.append(case)
+        return
+
+    dims = {n: DimRange(**r) for n, r in fields["dims"].items()}
+    dtype = torch_dtype(fields["dtype"])
+    model = load_model(component, Source.from_dict(entry["source"]), dtype, device,
+                       cache.weights_dir)
+    seed = random.randrange(2**31) if seed is None else seed
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    for which in FULL_CASES:
+        sizes = random_sizes(dims, rng) if which == "random" else sizes_at(dims, which)
+        case = CaseResult(which, sizes)
+        inputs = component.make_inputs(model.config, sizes, dtype, device, gen)
+        with torch.inference_mode():
+            expected = component.reference(model, inputs)
+        check(case, inputs, expected)
+        result.cases.append(case)
