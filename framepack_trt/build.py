@@ -12,7 +12,6 @@ import random
 import shutil
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +64,10 @@ def key_fields(spec: ComponentSpec, cache: Cache) -> dict[str, Any]:
     return {
         "component": spec.component,
         "component_revision": component.revision,
-        "weights": fingerprint(spec.source, component, cache.root / "fingerprints.json"),
+        # The memo of weight-file hashes lives in the cache; a dry run on a cache that does not
+        # exist yet creates nothing.
+        "weights": fingerprint(spec.source, component,
+                               cache.root / "fingerprints.json" if cache.root.is_dir() else None),
         "dims": {n: r.to_dict() for n, r in spec.dims.items()},
         "dtype": spec.dtype,
         "backend": spec.backend,
@@ -184,8 +186,8 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
     from framepack_trt.backends import BuildRequest
     from framepack_trt.compare import compare
     from framepack_trt.export import export_component, torch_dtype
-    from framepack_trt.sources import load_model
     from framepack_trt.shapes import random_sizes, sizes_at
+    from framepack_trt.sources import load_model
 
     spec = item.spec
     component = get_component(spec.component)
@@ -227,9 +229,9 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
             with torch.inference_mode():
                 outputs = component.reference(model, inputs)
             idx = len(cases)
-            for spec_in, t in zip(specs, inputs):
+            for spec_in, t in zip(specs, inputs, strict=True):
                 tensors[f"{idx}.input.{spec_in.name}"] = t.detach().cpu().contiguous()
-            for name, t in zip(component.output_names, outputs):
+            for name, t in zip(component.output_names, outputs, strict=True):
                 tensors[f"{idx}.output.{name}"] = t.detach().cpu().contiguous()
             cases.append({"case": case, "sizes": sizes})
         save_file(tensors, str(tmp_golden))
@@ -242,7 +244,7 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
         for idx, case in enumerate(cases):
             inputs = [tensors[f"{idx}.input.{s.name}"].to(spec.device) for s in specs]
             outs = engine(*inputs)
-            for name, out in zip(component.output_names, outs):
+            for name, out in zip(component.output_names, outs, strict=True):
                 chk = compare(name, out, tensors[f"{idx}.output.{name}"], spec.tolerance)
                 if not chk.passed:
                     raise BuildError(f"{spec.name}: engine does not match eager at {case['case']} "

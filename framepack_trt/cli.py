@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -31,20 +32,20 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 _state = {"debug": False}
 
-CacheDirOpt = Annotated[Optional[Path], typer.Option(
+CacheDirOpt = Annotated[Path | None, typer.Option(
     "--cache-dir", help="Engine cache folder. Default: $FRAMEPACK_TENSORRT_CACHE_DIR, else the "
     "profile's cache_dir, else Cache/tensorrt_engines under --framepack-dir.",
     show_default=False)]
-FramepackDirOpt = Annotated[Optional[Path], typer.Option(
+FramepackDirOpt = Annotated[Path | None, typer.Option(
     "--framepack-dir", help="FramePack folder whose Cache/tensorrt_engines is the default cache. "
     "Default: the current folder.", show_default=False)]
-ProfileOpt = Annotated[Optional[str], typer.Option(
+ProfileOpt = Annotated[str | None, typer.Option(
     "--profile", "-p", help="Profile YAML file, or a built-in profile name (tiny, framepack). "
     "Default: tiny.", show_default=False)]
-ComponentsOpt = Annotated[Optional[list[str]], typer.Option(
+ComponentsOpt = Annotated[list[str] | None, typer.Option(
     "--component", "--components", "-c", help="Only these profile entries (name or component; "
     "repeat the option for several).", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
@@ -83,6 +84,11 @@ def _main(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     _state["debug"] = debug
+    # A log (CI, a pipe) is not a terminal: give tables room instead of Rich's 80 columns.
+    for console in (out, err):
+        if not console.is_terminal:
+            cols = os.environ.get("COLUMNS", "")
+            console.width = int(cols) if cols.isdigit() else 160
 
 
 def _cache(cache_dir: Path | None, framepack_dir: Path | None, profile=None):
@@ -114,7 +120,7 @@ def build(
     cache_dir: CacheDirOpt = None,
     framepack_dir: FramepackDirOpt = None,
     components: ComponentsOpt = None,
-    backend: Annotated[Optional[str], typer.Option(
+    backend: Annotated[str | None, typer.Option(
         "--backend", "-b", help="Build every component with this backend (aoti, ...), "
         "overriding the profile.", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if cached.")] = False,
@@ -177,8 +183,14 @@ def _plan_table(items) -> Table:
 
 
 def _run_build(prof, cache, items, todo):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
-                               TextColumn, TimeElapsedColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from framepack_trt.build import STAGES, Listener
     from framepack_trt.build import build as run_build
@@ -237,7 +249,7 @@ def _summary_table(results) -> Table:
 def list_(
     cache_dir: CacheDirOpt = None,
     framepack_dir: FramepackDirOpt = None,
-    profile: Annotated[Optional[str], typer.Option(
+    profile: Annotated[str | None, typer.Option(
         "--profile", "-p", help="Read the cache dir from this profile.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -299,7 +311,7 @@ def list_(
 def purge(
     cache_dir: CacheDirOpt = None,
     framepack_dir: FramepackDirOpt = None,
-    profile: Annotated[Optional[str], typer.Option(
+    profile: Annotated[str | None, typer.Option(
         "--profile", "-p", help="Read the cache dir from this profile.", show_default=False)] = None,
     components: ComponentsOpt = None,
     stale: Annotated[bool, typer.Option(
@@ -367,13 +379,13 @@ def purge(
 def verify(
     cache_dir: CacheDirOpt = None,
     framepack_dir: FramepackDirOpt = None,
-    profile: Annotated[Optional[str], typer.Option(
+    profile: Annotated[str | None, typer.Option(
         "--profile", "-p", help="Read the cache dir from this profile.", show_default=False)] = None,
     components: ComponentsOpt = None,
     full: Annotated[bool, typer.Option(
         "--full", help="Load the eager model from its recorded source and compare at min, opt, "
         "max and a random in-range shape (default: the golden samples saved at build time).")] = False,
-    seed: Annotated[Optional[int], typer.Option(
+    seed: Annotated[int | None, typer.Option(
         "--seed", help="Seed for --full's random inputs and shape (default: random, printed).",
         show_default=False)] = None,
     as_json: JsonOpt = False,
@@ -489,12 +501,8 @@ def components() -> None:
 
 
 def main() -> None:
-    import os
     import warnings
 
-    # A log (CI) is not a terminal: give tables room instead of Rich's 80 columns.
-    if not sys.stdout.isatty():
-        os.environ.setdefault("COLUMNS", "160")
     # torch's own deprecation chatter from inside torch.export / inductor.
     warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
     app()

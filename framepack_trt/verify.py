@@ -97,7 +97,7 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
         except Exception as exc:  # e.g. a shape the engine refuses
             case.error = f"{type(exc).__name__}: {exc}".strip()
             return
-        for name, out, exp in zip(entry["outputs"], outs, expected):
+        for name, out, exp in zip(entry["outputs"], outs, expected, strict=True):
             case.checks.append(compare(name, out, exp, tol))
 
     if not full:

@@ -1,0 +1,53 @@
+# framepack-trt: the targets CI and users run. Every target creates the virtual environment
+# first if it is missing (.venv, or VENV=...). On a GPU machine, install the TensorRT extra
+# with `make install EXTRAS=dev,tensorrt-rtx` (or tensorrt).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch 2.13.0 is the CPU build on this project's CI machines; set TORCH_SPEC to change it.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev
+PROFILE ?= tiny
+ARGS ?=
+
+.PHONY: install demo test gpu-test lint build list verify purge doctor clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(BIN)/.installed ## create .venv and install framepack-trt with its test tools
+
+demo: install ## build the tiny profile (CPU, AOTInductor), list it, verify it against PyTorch
+	$(BIN)/framepack-trt build --profile tiny
+	$(BIN)/framepack-trt list
+	$(BIN)/framepack-trt verify
+
+test: install ## the test suite (CPU only; GPU tests skip themselves)
+	$(BIN)/python -m pytest -q
+
+gpu-test: install ## the GPU tests (need CUDA; TensorRT ones need torch_tensorrt)
+	$(BIN)/python -m pytest -q -m gpu tests/gpu
+
+lint: install
+	$(BIN)/python -m ruff check framepack_trt tests
+
+build: install ## build PROFILE (default tiny); extra options in ARGS
+	$(BIN)/framepack-trt build --profile $(PROFILE) $(ARGS)
+
+list: install
+	$(BIN)/framepack-trt list $(ARGS)
+
+verify: install
+	$(BIN)/framepack-trt verify $(ARGS)
+
+purge: install ## e.g. make purge ARGS="--all --yes"
+	$(BIN)/framepack-trt purge $(ARGS)
+
+doctor: install
+	$(BIN)/framepack-trt doctor
+
+clean: ## remove the demo cache (Cache/) and the virtual environment
+	rm -rf Cache $(VENV)

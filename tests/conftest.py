@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny random-weight models of the real classes, saved with save_pretrained,
+and helpers to write profiles and run the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.pop("FRAMEPACK_TENSORRT_CACHE_DIR", None)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def save_tiny(component_name: str, target: Path, seed: int = 0, **overrides) -> Path:
+    """A tiny random-weight model of the component's real class, written with save_pretrained."""
+    import torch
+
+    from framepack_trt.components.base import get_component
+
+    comp = get_component(component_name)
+    cls = comp.load_model_class()
+    config = cls.config_class(**{**comp.tiny_config, **overrides})
+    torch.manual_seed(seed)
+    cls(config).eval().save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> dict[str, Path]:
+    """One save_pretrained folder per registered component."""
+    from framepack_trt.components.base import registry
+
+    root = tmp_path_factory.mktemp("weights")
+    return {name: save_tiny(name, root / name, seed=i) for i, name in enumerate(sorted(registry()))}
+
+
+def write_profile(path: Path, components: list[dict], **top) -> Path:
+    doc = {"name": path.stem, "backend": "aoti", "device": "cpu", **top, "components": components}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = False,
+        timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the real console entry point in a subprocess."""
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "framepack_trt", *args], cwd=cwd,
+                          capture_output=True, text=True, env=full_env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"framepack-trt {' '.join(args)} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc

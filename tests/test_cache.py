@@ -1,0 +1,222 @@
+"""The engine cache: deterministic keys, manifest, status, orphans, removal, cache dir."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from framepack_trt.cache import (
+    ENV_VAR,
+    KEY_FIELDS,
+    MANIFEST_FORMAT,
+    Cache,
+    engine_key,
+    resolve_cache_dir,
+)
+from framepack_trt.device import current_device, torch_version
+from framepack_trt.errors import CacheError
+
+BASE = {
+    "component": "clip_text",
+    "component_revision": 1,
+    "weights": "ab" * 32,
+    "dims": {"batch": {"min": 1, "opt": 1, "max": 2}, "text_len": {"min": 77, "opt": 77, "max": 77}},
+    "dtype": "float16",
+    "backend": "aoti",
+    "backend_version": "torch-" + torch_version(),
+    "torch": torch_version(),
+    "device": current_device("cpu"),
+    "build": {"max_autotune": False},
+}
+
+CHANGES = {
+    "component": "llama_text",
+    "component_revision": 2,
+    "weights": "cd" * 32,
+    "dims": {"batch": {"min": 1, "opt": 2, "max": 2}, "text_len": {"min": 77, "opt": 77, "max": 77}},
+    "dtype": "bfloat16",
+    "backend": "tensorrt",
+    "backend_version": "torch-0.0",
+    "torch": "0.0",
+    "device": {"type": "cuda", "name": "NVIDIA H100 80GB HBM3", "capability": "9.0"},
+    "build": {"max_autotune": True},
+}
+
+
+def test_key_is_deterministic_and_order_free():
+    reordered = dict(reversed(list(copy.deepcopy(BASE).items())))
+    assert engine_key(BASE) == engine_key(copy.deepcopy(BASE)) == engine_key(reordered)
+    assert len(engine_key(BASE)) == 64
+
+
+@pytest.mark.parametrize("field", KEY_FIELDS)
+def test_any_one_field_changes_the_key(field):
+    assert set(CHANGES) == set(KEY_FIELDS)
+    changed = {**copy.deepcopy(BASE), field: CHANGES[field]}
+    assert engine_key(changed) != engine_key(BASE)
+
+
+def test_key_refuses_missing_or_extra_fields():
+    with pytest.raises(ValueError, match="missing"):
+        engine_key({k: v for k, v in BASE.items() if k != "weights"})
+    with pytest.raises(ValueError, match="unexpected"):
+        engine_key({**BASE, "name": "x"})
+
+
+def make_entry(cache: Cache, name: str = "clip_text", fields: dict | None = None,
+               payload: bytes | None = None) -> dict:
+    """Write an engine file and a golden file, and return a manifest entry for them."""
+    fields = fields or copy.deepcopy(BASE)
+    key = engine_key(fields)
+    stem = cache.file_stem(name, key)
+    engine = cache.engines_dir / f"{stem}.pt2"
+    golden = cache.golden_dir / f"{stem}.safetensors"
+    engine.write_bytes(payload or os.urandom(4096))
+    golden.write_bytes(os.urandom(512))
+    return {"key": key, "name": name, "component": fields["component"], "key_fields": fields,
+            "engine": cache.describe_file(engine), "golden": cache.describe_file(golden)}
+
+
+@pytest.fixture
+def cache(tmp_path) -> Cache:
+    c = Cache(tmp_path / "cache")
+    c.ensure_writable()
+    return c
+
+
+def test_commit_and_status_ok(cache):
+    entry = make_entry(cache)
+    cache.commit(entry)
+    doc = json.loads(cache.manifest_path.read_text())
+    assert doc["format"] == MANIFEST_FORMAT and list(doc["entries"]) == [entry["key"]]
+    assert cache.status(cache.entries()[entry["key"]]).state == "ok"
+    assert cache.orphans() == []
+
+
+def test_commit_refuses_entry_without_file(cache):
+    entry = make_entry(cache)
+    (cache.root / entry["engine"]["file"]).unlink()
+    with pytest.raises(CacheError, match="is missing"):
+        cache.commit(entry)
+    assert cache.entries() == {}
+
+
+def test_missing_corrupt_and_stale(cache):
+    ok = make_entry(cache, "a")
+    cache.commit(ok)
+    gone = make_entry(cache, "b", {**copy.deepcopy(BASE), "weights": "01" * 32})
+    cache.commit(gone)
+    (cache.root / gone["engine"]["file"]).unlink()
+    flipped = make_entry(cache, "c", {**copy.deepcopy(BASE), "weights": "02" * 32})
+    cache.commit(flipped)
+    path = cache.root / flipped["engine"]["file"]
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    old = make_entry(cache, "d", {**copy.deepcopy(BASE), "torch": "1.0.0"})
+    cache.commit(old)
+    states = {e["name"]: cache.status(e) for e in cache.entries().values()}
+    assert states["a"].state == "ok"
+    assert states["b"].state == "missing" and "missing" in states["b"].reason
+    assert states["c"].state == "corrupt" and "sha256" in states["c"].reason
+    assert states["d"].state == "stale" and "torch 1.0.0" in states["d"].reason
+
+
+def test_corruption_with_same_mtime_needs_deep_check(cache):
+    entry = make_entry(cache)
+    cache.commit(entry)
+    path = cache.root / entry["engine"]["file"]
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert cache.status(entry).state == "ok"  # quick check trusts size + mtime
+    assert cache.status(entry, deep=True).state == "corrupt"
+
+
+def test_stale_device(cache):
+    fields = {**copy.deepcopy(BASE), "device": {"type": "cpu", "arch": "riscv64", "isa": "base"}}
+    entry = make_entry(cache, fields=fields)
+    st = cache.status(entry)
+    assert st.state == "stale" and "riscv64" in st.reason
+
+
+def test_orphans_and_remove(cache):
+    keep = make_entry(cache, "keep")
+    drop = make_entry(cache, "drop", {**copy.deepcopy(BASE), "weights": "03" * 32})
+    cache.commit(keep)
+    cache.commit(drop)
+    stray = cache.engines_dir / "stray.pt2"
+    stray.write_bytes(b"x")
+    half = cache.tmp_dir / "half-written.pt2"
+    half.write_bytes(b"x")
+    assert set(cache.orphans()) == {stray, half}
+    deleted = cache.remove([drop["key"]])
+    assert {p.name for p in deleted} == {Path(drop["engine"]["file"]).name,
+                                         Path(drop["golden"]["file"]).name}
+    assert list(cache.entries()) == [keep["key"]]
+    assert set(cache.orphans()) == {stray, half}
+
+
+def test_unreadable_manifest_is_a_miss_with_warning(cache):
+    cache.manifest_path.write_text("{not json")
+    assert cache.entries() == {}
+    assert "unreadable" in cache.warnings[0]
+    cache.manifest_path.write_text(json.dumps({"format": 999, "entries": {}}))
+    assert cache.entries() == {}
+    assert "format 999" in cache.warnings[-1]
+
+
+def test_malformed_entry_is_skipped(cache):
+    good = make_entry(cache)
+    cache.commit(good)
+    doc = json.loads(cache.manifest_path.read_text())
+    doc["entries"]["zz"] = {"key": "zz"}
+    cache.manifest_path.write_text(json.dumps(doc))
+    assert list(cache.entries()) == [good["key"]]
+    assert "malformed" in cache.warnings[0]
+
+
+def test_manifest_write_is_atomic(cache, monkeypatch):
+    """A failure while writing the manifest leaves the previous manifest intact."""
+    first = make_entry(cache, "first")
+    cache.commit(first)
+    before = cache.manifest_path.read_text()
+    second = make_entry(cache, "second", {**copy.deepcopy(BASE), "weights": "04" * 32})
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        cache.commit(second)
+    monkeypatch.undo()
+    assert cache.manifest_path.read_text() == before
+    assert [p.name for p in cache.root.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_ensure_writable_errors(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(CacheError, match="is not a directory"):
+        Cache(f).ensure_writable()
+    # A folder that cannot be created (its parent is a file): works even as root.
+    with pytest.raises(CacheError, match="is not writable.*--cache-dir"):
+        Cache(f / "cache").ensure_writable()
+
+
+def test_resolve_cache_dir_precedence(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    fp = tmp_path / "FramePack"
+    assert resolve_cache_dir(framepack_dir=fp) == fp / "Cache" / "tensorrt_engines"
+    monkeypatch.chdir(tmp_path)
+    assert resolve_cache_dir() == tmp_path / "Cache" / "tensorrt_engines"
+    assert resolve_cache_dir(profile_dir=tmp_path / "p") == tmp_path / "p"
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "env"))
+    assert resolve_cache_dir(profile_dir=tmp_path / "p") == tmp_path / "env"
+    assert resolve_cache_dir(cli=tmp_path / "cli", profile_dir=tmp_path / "p") == tmp_path / "cli"

@@ -1,0 +1,75 @@
+"""The README demo path, end to end, through the real console entry point in subprocesses:
+build tiny -> list -> verify -> verify --full -> build again builds nothing -> flip a byte ->
+verify fails and list says corrupt -> build rebuilds it -> purge --all -> list is empty."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from conftest import cli
+
+
+def entries(cwd):
+    return json.loads(cli("list", "--json", cwd=cwd, check=True).stdout)["entries"]
+
+
+def test_tiny_profile_end_to_end(tmp_path):
+    cwd = tmp_path  # the default cache is Cache/tensorrt_engines under the current folder
+    cache = cwd / "Cache" / "tensorrt_engines"
+    r = cli("build", cwd=cwd, check=True)  # the built-in tiny profile
+    assert "3 built, 0 cached, 0 failed" in r.stdout
+    for stage in ("load", "export", "compile", "save", "verify"):
+        assert f"clip_text: {stage}" in r.stdout
+
+    rows = entries(cwd)
+    assert sorted(e["name"] for e in rows) == ["clip_text", "llama_text", "siglip_image"]
+    assert all(e["status"] == "ok" and e["backend"] == "aoti" for e in rows)
+
+    r = cli("verify", cwd=cwd, check=True)
+    assert "3 passed, 0 failed" in r.stdout
+    r = cli("verify", "--full", "--json", cwd=cwd, check=True)
+    result = json.loads(r.stdout)
+    assert result["passed"]
+    for engine in result["engines"]:
+        assert [c["case"] for c in engine["cases"]] == ["min", "opt", "max", "random"]
+        assert all(o["passed"] and o["finite"] for c in engine["cases"] for o in c["outputs"])
+
+    r = cli("build", cwd=cwd, check=True)
+    assert "0 built, 3 cached, 0 failed" in r.stdout
+
+    # `list` and `--help` never import torch.
+    probe = textwrap.dedent(f"""
+        import sys
+        from typer.testing import CliRunner
+        from framepack_trt.cli import app
+        for args in (["--help"], ["list", "--cache-dir", {str(cache)!r}]):
+            r = CliRunner().invoke(app, args)
+            assert r.exit_code == 0, r.output
+        assert "torch" not in sys.modules, "list imported torch"
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
+
+    llama = next(e for e in rows if e["name"] == "llama_text")
+    engine = cache / llama["engine"]
+    data = bytearray(engine.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    engine.write_bytes(bytes(data))
+    r = cli("verify", cwd=cwd)
+    assert r.returncode == 1
+    assert "corrupt" in r.stdout and "2 passed, 1 failed" in r.stdout
+    status = {e["name"]: e["status"] for e in entries(cwd)}
+    assert status == {"clip_text": "ok", "llama_text": "corrupt", "siglip_image": "ok"}
+
+    r = cli("build", cwd=cwd, check=True)
+    assert "1 built, 2 cached, 0 failed" in r.stdout
+    assert all(e["status"] == "ok" for e in entries(cwd))
+
+    r = cli("purge", "--all", "--yes", cwd=cwd, check=True)
+    assert "removed 3 engine(s)" in r.stdout
+    assert entries(cwd) == []
+    assert list((cache / "engines").iterdir()) == []

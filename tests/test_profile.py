@@ -1,0 +1,140 @@
+"""Profiles: the shipped ones load; bad ones give one message naming file, field, value, valid."""
+
+from pathlib import Path
+
+import pytest
+
+from framepack_trt.errors import ProfileError, UsageError
+from framepack_trt.profile import builtin_profiles, load_profile
+from framepack_trt.shapes import DimRange
+
+GOOD_ENTRY = """
+  - component: clip_text
+    source: {random: {seed: 0}}
+    dtype: float32
+"""
+
+
+def test_builtin_profiles_load():
+    names = builtin_profiles()
+    assert {"tiny", "framepack"} <= set(names)
+    tiny = load_profile("tiny")
+    assert tiny.device == "cpu" and tiny.backend == "aoti"
+    assert {c.component for c in tiny.components} == {"clip_text", "llama_text", "siglip_image"}
+    llama = next(c for c in tiny.components if c.component == "llama_text")
+    assert llama.dims["text_len"] == DimRange(1, 48, 64)
+    real = load_profile("framepack")
+    assert real.device == "cuda"
+    assert all(c.source.kind == "repo" and c.dtype == "float16" for c in real.components)
+
+
+def test_defaults_and_overrides(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text(f"""
+device: cpu
+cache_dir: engines
+components:
+{GOOD_ENTRY}
+  - component: llama_text
+    name: llama_short
+    source: {{path: ../weights/llama}}
+    dtype: bf16
+    dims: {{text_len: {{min: 2, max: 40}}}}
+    tolerance: {{rel_l2: 0.05}}
+    build: {{max_autotune: true}}
+""")
+    prof = load_profile(p)
+    assert prof.name == "p"
+    assert prof.cache_dir == tmp_path.resolve() / "engines"
+    clip, llama = prof.components
+    assert clip.name == "clip_text" and clip.dims["text_len"] == DimRange(77, 77, 77)
+    assert llama.name == "llama_short" and llama.dtype == "bfloat16"
+    assert llama.dims["text_len"] == DimRange(2, 40, 40)  # opt defaults to max
+    assert llama.source.path == str(tmp_path.resolve() / "../weights/llama")
+    assert llama.tolerance.rel_l2 == 0.05 and llama.tolerance.cosine == 0.999  # bf16 default
+    assert llama.build == {"max_autotune": True}
+    assert prof.select(["llama_short"]) == (llama,)
+    with pytest.raises(UsageError, match="no component 'vae'.*it has: clip_text, llama_short"):
+        prof.select(["vae"])
+
+
+BAD = [
+    ("- just a list", ["must be a mapping"]),
+    ("backend: aoti\nbogus: 1\ncomponents: [" + "]", ["bogus: unknown field; valid fields: name",
+                                                      "components: [] is not valid"]),
+    ("backend: tensorrtx\ncomponents:" + GOOD_ENTRY, ["backend: 'tensorrtx' is not valid; valid: aoti"]),
+    ("device: tpu\ncomponents:" + GOOD_ENTRY, ["device: 'tpu' is not valid; valid: cpu, cuda"]),
+    ("components:\n  - component: vae2\n    source: {random: {}}\n",
+     ["components[0].component: 'vae2' is not a known component; valid: clip_text, llama_text"]),
+    ("components:\n  - component: clip_text\n", ["components[0].source: missing"]),
+    ("components:\n  - component: clip_text\n    source: {path: a, repo: b/c}\n",
+     ["components[0].source: give exactly one of path, repo, random"]),
+    ("components:\n  - component: clip_text\n    source: {repo: nouser}\n",
+     ["components[0].source.repo: 'nouser' is not valid; expected 'owner/name'"]),
+    ("components:" + GOOD_ENTRY.replace("float32", "int8"),
+     ["components[0].dtype: 'int8' is not a dtype; valid: float32, float16, bfloat16"]),
+    ("components:" + GOOD_ENTRY + "    dims: {height: 4}\n",
+     ["components[0].dims.height: unknown dim for component 'clip_text'; valid: batch, text_len"]),
+    ("components:" + GOOD_ENTRY + "    dims: {batch: {min: 4, opt: 2, max: 8}}\n",
+     ["components[0].dims.batch: min 4 / opt 2 / max 8 is not valid; need min <= opt <= max"]),
+    ("components:" + GOOD_ENTRY + "    dims: {batch: {min: 0, max: 8}}\n",
+     ["components[0].dims.batch.min: 0 is not valid; expected an integer >= 1"]),
+    ("components:" + GOOD_ENTRY + "    dims: {batch: {max: 8}}\n",
+     ["components[0].dims.batch: needs min and max"]),
+    ("components:" + GOOD_ENTRY + "    dims: {text_len: {min: 1, max: 100}}\n",
+     ["components[0].dims.text_len: 1..100 is outside what 'clip_text' supports (1..77)"]),
+    ("components:" + GOOD_ENTRY + "    tolerance: {cosine: 2}\n",
+     ["components[0].tolerance.cosine: 2 is not valid; expected a number in [0, 1]"]),
+    ("components:" + GOOD_ENTRY + "    build: {workspace: 4}\n",
+     ["components[0].build.workspace: unknown build setting for backend 'aoti'; "
+      "valid: max_autotune, compile_threads"]),
+    ("components:" + GOOD_ENTRY + "    build: {max_autotune: 'yes'}\n",
+     ["components[0].build.max_autotune: 'yes' is not valid; expected bool"]),
+    ("components:" + GOOD_ENTRY + GOOD_ENTRY,
+     ["components[1].name: 'clip_text' is already used by components[0]"]),
+    ("components:" + GOOD_ENTRY + "    buckets: framepack-640\n",
+     ["components[0].buckets: component 'clip_text' has no image height/width dims"]),
+    ("components:\n  - component: clip_text\n    source: {random: {seed: -1}}\n",
+     ["components[0].source.random.seed: -1 is not valid; expected an integer >= 0"]),
+    ("components: [\n  {component: clip_text\n", ["not valid YAML (line"]),
+]
+
+
+@pytest.mark.parametrize("text,expected", BAD, ids=[f"bad{i}" for i in range(len(BAD))])
+def test_bad_profiles_name_file_field_value_and_valid(tmp_path, text, expected):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ProfileError) as info:
+        load_profile(p)
+    msg = str(info.value)
+    assert str(p) in msg
+    for piece in expected:
+        assert piece in msg, msg
+    assert info.value.exit_code == 2
+
+
+def test_all_problems_in_one_message(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("device: tpu\nbackend: x\ncomponents:" + GOOD_ENTRY.replace("float32", "int8"))
+    with pytest.raises(ProfileError) as info:
+        load_profile(p)
+    assert len(info.value.problems) == 3
+    assert "3 problems" in str(info.value)
+
+
+def test_missing_profile_is_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="not a file, and not a built-in profile .*tiny"):
+        load_profile(tmp_path / "nope.yaml")
+    with pytest.raises(UsageError):
+        load_profile("no-such-builtin")
+
+
+def test_with_backend_rejects_unknown():
+    with pytest.raises(UsageError, match="unknown backend 'nope'"):
+        load_profile("tiny").with_backend("nope")
+
+
+def test_builtin_dir_is_repo_profiles():
+    from framepack_trt.profile import builtin_profiles_dir
+
+    assert builtin_profiles_dir() == Path(__file__).resolve().parent.parent / "profiles"

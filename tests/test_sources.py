@@ -1,0 +1,87 @@
+"""Weight sources: local folders, the local Hugging Face cache (offline), random weights."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from conftest import save_tiny
+
+from framepack_trt.components.base import get_component
+from framepack_trt.errors import WeightsNotFoundError
+from framepack_trt.sources import Source, fingerprint, load_model, materialize_random
+
+
+def test_path_fingerprint_tracks_content_and_is_memoised(tmp_path):
+    comp = get_component("siglip_image")
+    a = save_tiny("siglip_image", tmp_path / "a", seed=0)
+    memo = tmp_path / "fp.json"
+    src = Source("path", path=str(a))
+    fp1 = fingerprint(src, comp, memo)
+    assert fingerprint(src, comp, memo) == fp1
+    assert memo.exists() and str((a / "model.safetensors").resolve()) in memo.read_text()
+    # Same shapes, other values (safetensors header unchanged): a new fingerprint.
+    save_tiny("siglip_image", tmp_path / "b", seed=1)
+    shutil.copy(tmp_path / "b" / "model.safetensors", a / "model.safetensors")
+    assert fingerprint(src, comp, memo) != fp1
+
+
+def test_random_fingerprint_depends_on_config_and_seed():
+    comp = get_component("clip_text")
+    base = fingerprint(Source("random", seed=0), comp)
+    assert fingerprint(Source("random", seed=0), comp) == base
+    assert fingerprint(Source("random", seed=1), comp) != base
+    assert fingerprint(Source("random", seed=0, config={"num_hidden_layers": 3}), comp) != base
+
+
+def test_random_source_materialises_once_and_loads_real_class(tmp_path):
+    comp = get_component("clip_text")
+    src = Source("random", seed=5, config={"num_hidden_layers": 1})
+    d = materialize_random(src, comp, tmp_path)
+    assert (d / "config.json").is_file()
+    stamp = (d / "model.safetensors").stat().st_mtime_ns
+    assert materialize_random(src, comp, tmp_path) == d
+    assert (d / "model.safetensors").stat().st_mtime_ns == stamp
+    model = load_model(comp, src, torch.float32, "cpu", tmp_path)
+    assert type(model).__name__ == "CLIPTextModel" and model.config.num_hidden_layers == 1
+
+
+def test_missing_local_weights(tmp_path):
+    comp = get_component("clip_text")
+    with pytest.raises(WeightsNotFoundError, match="does not exist"):
+        fingerprint(Source("path", path=str(tmp_path / "nope")), comp)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WeightsNotFoundError, match="no config.json"):
+        fingerprint(Source("path", path=str(tmp_path / "empty")), comp)
+
+
+def _fake_hub_cache(root, repo, subfolder, commit, src_dir):
+    """The local HF cache layout, as huggingface_hub writes it."""
+    repo_dir = root / ("models--" + repo.replace("/", "--"))
+    snap = repo_dir / "snapshots" / commit / subfolder
+    snap.mkdir(parents=True)
+    for f in src_dir.iterdir():
+        shutil.copy(f, snap / f.name)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(commit)
+
+
+def test_repo_source_reads_local_hf_cache_offline(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hc
+
+    hub = tmp_path / "hub"
+    weights = save_tiny("siglip_image", tmp_path / "w", seed=3)
+    _fake_hub_cache(hub, "someone/tiny-redux", "image_encoder", "a" * 40, weights)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(hub))
+    comp = get_component("siglip_image")
+    src = Source("repo", repo="someone/tiny-redux", subfolder="image_encoder")
+    fp = fingerprint(src, comp)
+    model = load_model(comp, src, torch.float32, "cpu", tmp_path)
+    assert type(model).__name__ == "SiglipVisionModel"
+    # Another snapshot revision is another fingerprint.
+    _fake_hub_cache(hub, "someone/tiny-redux2", "image_encoder", "b" * 40, weights)
+    src2 = Source("repo", repo="someone/tiny-redux2", subfolder="image_encoder")
+    assert fingerprint(src2, comp) != fp
+    with pytest.raises(WeightsNotFoundError, match="not in the local Hugging Face cache.*hf download"):
+        fingerprint(Source("repo", repo="someone/absent", subfolder="x"), comp)
