@@ -12,7 +12,7 @@ import random
 import shutil
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +36,23 @@ class PlanItem:
     key_fields: dict[str, Any] = field(default_factory=dict)
     action: str = "build"  # build | rebuild | cached | error
     reason: str = ""
+    #: Set when this item builds with the fallback backend: why the profile's backend is not used.
+    fallback_from: str = ""
 
 
 @dataclass
 class BuildResult:
     name: str
-    outcome: str  # built | cached | cached-by-other | failed | skipped
+    outcome: str  # built | cached | cached-by-other | failed
     key: str = ""
+    backend: str = ""
     times: dict[str, float] = field(default_factory=dict)
     engine_size: int = 0
     error: str = ""
     notes: list[str] = field(default_factory=list)
+    #: The stage that failed, and the traceback of an unexpected exception (shown with --debug).
+    failed_stage: str = ""
+    traceback: str = ""
 
 
 class Listener:
@@ -80,32 +86,43 @@ def key_fields(spec: ComponentSpec, cache: Cache) -> dict[str, Any]:
 
 def plan(profile: Profile, cache: Cache, names: list[str] | None = None,
          force: bool = False) -> list[PlanItem]:
+    """What ``build`` would do for each selected entry. A profile backend that cannot run here
+    is replaced by the entry's fallback backend, when it has one."""
     entries = cache.entries()
-    items = []
-    for spec in profile.select(names):
-        item = PlanItem(spec)
-        try:
-            if current_device(spec.device) is None:
-                raise BuildError(f"no {spec.device} device on this machine")
-            item.key_fields = key_fields(spec, cache)
-            item.key = engine_key(item.key_fields)
-        except FramepackTrtError as exc:
-            item.action, item.reason = "error", str(exc)
-            items.append(item)
-            continue
-        entry = entries.get(item.key)
-        if entry is None:
-            item.action, item.reason = "build", "not in cache"
-        else:
-            state = cache.file_state(entry)
-            if force:
-                item.action, item.reason = "rebuild", "--force"
-            elif state.state != "ok":
-                item.action, item.reason = "rebuild", state.reason
-            else:
-                item.action, item.reason = "cached", entry["engine"]["file"]
-        items.append(item)
-    return items
+    return [plan_item(spec, cache, entries, force) for spec in profile.select(names)]
+
+
+def fallback_spec(spec: ComponentSpec) -> ComponentSpec:
+    assert spec.fallback_backend
+    return replace(spec, backend=spec.fallback_backend, build={}, fallback_backend=None)
+
+
+def plan_item(spec: ComponentSpec, cache: Cache, entries: dict, force: bool = False) -> PlanItem:
+    item = PlanItem(spec)
+    try:
+        if current_device(spec.device) is None:
+            raise BuildError(f"no {spec.device} device on this machine")
+        if spec.fallback_backend:
+            reason = get_backend(spec.backend).unavailable_reason(spec.device)
+            if reason:
+                fallback = plan_item(fallback_spec(spec), cache, entries, force)
+                fallback.fallback_from = f"{spec.backend} unavailable: {reason}"
+                return fallback
+        item.key_fields = key_fields(spec, cache)
+        item.key = engine_key(item.key_fields)
+    except FramepackTrtError as exc:
+        item.action, item.reason = "error", str(exc)
+        return item
+    entry = entries.get(item.key)
+    if entry is None:
+        item.action, item.reason = "build", "not in cache"
+    elif force:
+        item.action, item.reason = "rebuild", "--force"
+    elif (state := cache.file_state(entry)).state != "ok":
+        item.action, item.reason = "rebuild", state.reason
+    else:
+        item.action, item.reason = "cached", entry["engine"]["file"]
+    return item
 
 
 def build(profile: Profile, cache: Cache, items: list[PlanItem],
@@ -114,20 +131,41 @@ def build(profile: Profile, cache: Cache, items: list[PlanItem],
     results = []
     for item in items:
         if item.action == "cached":
-            result = BuildResult(item.spec.name, "cached", item.key)
+            result = BuildResult(item.spec.name, "cached", item.key, item.spec.backend)
         elif item.action == "error":
-            result = BuildResult(item.spec.name, "failed", item.key, error=item.reason)
+            result = BuildResult(item.spec.name, "failed", item.key, item.spec.backend,
+                                 error=item.reason)
         else:
             listener.start(item)
             result = build_one(profile, cache, item, listener)
+            if result.outcome == "failed" and _fallback_applies(item, result):
+                first = result
+                item = plan_item(fallback_spec(item.spec), cache, cache.entries())
+                item.fallback_from = f"{first.backend} failed at {first.failed_stage}: {first.error}"
+                if item.action == "cached":
+                    result = BuildResult(item.spec.name, "cached", item.key, item.spec.backend)
+                elif item.action == "error":
+                    result = BuildResult(item.spec.name, "failed", item.key, item.spec.backend,
+                                         error=item.reason)
+                else:
+                    listener.start(item)
+                    result = build_one(profile, cache, item, listener)
+        if item.fallback_from:
+            result.notes.insert(0, f"built with fallback backend {item.spec.backend}: "
+                                   f"{item.fallback_from}")
         listener.finish(item, result)
         results.append(result)
     return results
 
 
+def _fallback_applies(item: PlanItem, result: BuildResult) -> bool:
+    """A fallback backend helps when the backend itself failed, not the weights or export."""
+    return bool(item.spec.fallback_backend) and result.failed_stage in ("compile", "save", "verify")
+
+
 def build_one(profile: Profile, cache: Cache, item: PlanItem, listener: Listener) -> BuildResult:
     spec = item.spec
-    result = BuildResult(spec.name, "built", item.key)
+    result = BuildResult(spec.name, "built", item.key, spec.backend)
     with cache.entry_lock(item.key):
         existing = cache.entries().get(item.key)
         if existing and item.action == "build" and cache.file_state(existing).state == "ok":
@@ -147,10 +185,12 @@ def build_one(profile: Profile, cache: Cache, item: PlanItem, listener: Listener
             committed = True
         except FramepackTrtError as exc:
             result.outcome, result.error = "failed", str(exc)
+            result.failed_stage = result.failed_stage or _current_stage(result)
         except Exception as exc:  # a compiler crash must not stop the other components
             result.outcome = "failed"
             result.error = f"{type(exc).__name__}: {exc}".strip()
-            result.notes.append(traceback.format_exc())
+            result.failed_stage = _current_stage(result)
+            result.traceback = traceback.format_exc()
         finally:
             # Ctrl-C included: nothing half-written stays behind, the manifest is untouched.
             for p in (tmp_engine, tmp_golden) + (() if committed else (engine_path, golden_path)):
@@ -159,6 +199,11 @@ def build_one(profile: Profile, cache: Cache, item: PlanItem, listener: Listener
                 else:
                     p.unlink(missing_ok=True)
     return result
+
+
+def _current_stage(result: BuildResult) -> str:
+    """The last stage entered (stages record their time when they end or fail)."""
+    return next(reversed(result.times), "")
 
 
 def _timed(result: BuildResult, listener: Listener, item: PlanItem, stage: str):

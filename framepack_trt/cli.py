@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from framepack_trt import __version__
@@ -61,7 +62,7 @@ def _errors(fn):
         except FramepackTrtError as exc:
             if _state["debug"]:
                 err.print(traceback.format_exc(), markup=False)
-            err.print(f"[red]error:[/] {exc}")
+            err.print(f"[red]error:[/] {escape(str(exc))}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]: the cache is consistent (no half-written engine "
@@ -107,7 +108,7 @@ def _profile_for_cache(profile: str | None):
 
 def _print_warnings(cache) -> None:
     for w in cache.warnings:
-        err.print(f"[yellow]warning:[/] {w}")
+        err.print(f"[yellow]warning:[/] {escape(w)}")
     cache.warnings.clear()
 
 
@@ -159,11 +160,14 @@ def build(
     built = sum(r.outcome == "built" for r in results)
     cached = sum(r.outcome.startswith("cached") for r in results)
     out.print(f"{built} built, {cached} cached, {len(failed)} failed")
+    for r in results:
+        for note in r.notes:
+            out.print(f"[yellow]note:[/] {escape(r.name)}: {escape(note)}")
     for r in failed:
-        err.print(f"[red]failed:[/] {r.name}: {r.error}")
-        if _state["debug"]:
-            for note in r.notes:
-                err.print(note, markup=False)
+        err.print(f"[red]failed:[/] {escape(r.name)}: {escape(r.error)}"
+                  + (f" (at {r.failed_stage})" if r.failed_stage else ""))
+        if _state["debug"] and r.traceback:
+            err.print(r.traceback, markup=False)
     if failed:
         raise typer.Exit(1)
 
@@ -177,8 +181,9 @@ def _plan_table(items) -> Table:
     colors = {"cached": "green", "build": "cyan", "rebuild": "yellow", "error": "red"}
     for i in items:
         s = i.spec
+        why = i.reason + (f" (fallback; {i.fallback_from})" if i.fallback_from else "")
         t.add_row(s.name, s.component, s.backend, s.dtype, s.device, format_dims(s.dims),
-                  f"[{colors[i.action]}]{i.action}[/]", i.reason)
+                  f"[{colors[i.action]}]{i.action}[/]", escape(why))
     return t
 
 
@@ -206,8 +211,12 @@ def _run_build(prof, cache, items, todo):
             self.tasks = {}
 
         def start(self, item):
-            self.tasks[item.spec.name] = progress.add_task(item.spec.name, total=len(STAGES),
-                                                           stage="starting")
+            label = f"{item.spec.name} ({item.spec.backend})"
+            if item.spec.name in self.tasks:  # a retry with the fallback backend
+                progress.reset(self.tasks[item.spec.name], description=label, stage="fallback")
+            else:
+                self.tasks[item.spec.name] = progress.add_task(label, total=len(STAGES),
+                                                               stage="starting")
 
         def stage(self, item, stage):
             task = self.tasks[item.spec.name]
@@ -231,13 +240,13 @@ def _summary_table(results) -> Table:
     from framepack_trt.util import human_size
 
     t = Table(title="summary", title_justify="left")
-    for col in ("engine", "result", *STAGES, "total", "size"):
-        t.add_column(col, justify="right" if col not in ("engine", "result") else "left")
+    for col in ("engine", "backend", "result", *STAGES, "total", "size"):
+        t.add_column(col, justify="left" if col in ("engine", "backend", "result") else "right")
     colors = {"built": "green", "cached": "green", "cached-by-other": "green", "failed": "red"}
     for r in results:
         times = [f"{r.times[s]:.1f}s" if s in r.times else "-" for s in STAGES]
         total = f"{sum(r.times.values()):.1f}s" if r.times else "-"
-        t.add_row(r.name, f"[{colors.get(r.outcome, 'white')}]{r.outcome}[/]", *times, total,
+        t.add_row(r.name, r.backend, f"[{colors.get(r.outcome, 'white')}]{r.outcome}[/]", *times, total,
                   human_size(r.engine_size) if r.engine_size else "-")
     return t
 
@@ -294,7 +303,7 @@ def list_(
             dims = format_dims({n: DimRange(**d) for n, d in r["dims"].items()})
             status = f"[{colors[r['status']]}]{r['status']}[/]"
             if r["reason"]:
-                status += f" ({r['reason']})"
+                status += f" ({escape(r['reason'])})"
             t.add_row(r["name"], r["component"], f"{r['backend']} {r['backend_version']}",
                       r["dtype"], dims, human_size(r["size"]), r["device"],
                       r["created"][:19].replace("T", " "), status)
@@ -342,7 +351,7 @@ def purge(
         known = {e["name"] for e in entries.values()} | {e["component"] for e in entries.values()}
         for c in components:
             if c not in known:
-                err.print(f"[yellow]warning:[/] no engine named {c!r} in {cache.root}")
+                err.print(f"[yellow]warning:[/] no engine named {escape(repr(c))} in {cache.root}")
     orphans = cache.orphans(entries)
     if not chosen and not orphans:
         out.print(f"nothing to purge in {cache.root}")
@@ -439,14 +448,14 @@ def _verify_table(results, seed) -> Table:
         if r.status.state != "ok" or r.error:
             label = "[yellow]skipped[/]" if r.skipped else "[red]fail[/]"
             t.add_row(r.name, "-", "-", "-", "-", "-", "-", "-",
-                      f"{label} {r.status.state}: {r.status.reason or r.error}")
+                      f"{label} {r.status.state}: {escape(r.status.reason or r.error)}")
             continue
         for c in r.cases:
             sizes = " ".join(f"{k}={v}" for k, v in c.sizes.items())
             if c.error:
-                t.add_row(r.name, c.case, sizes, "-", "-", "-", "-", "-", f"[red]fail[/] {c.error}")
+                t.add_row(r.name, c.case, sizes, "-", "-", "-", "-", "-", f"[red]fail[/] {escape(c.error)}")
             for o in c.checks:
-                res = "[green]pass[/]" if o.passed else f"[red]fail[/] {o.reason}"
+                res = "[green]pass[/]" if o.passed else f"[red]fail[/] {escape(o.reason)}"
                 t.add_row(r.name, c.case, sizes, o.output, f"{o.max_abs:.3g}", f"{o.rel_l2:.3g}",
                           f"{o.cosine:.6f}", "yes" if o.finite else "[red]no[/]", res)
     return t

@@ -41,9 +41,10 @@ DTYPES = ("float32", "float16", "bfloat16")
 DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16",
                  "float": "float32"}
 DEVICES = ("cpu", "cuda")
-TOP_KEYS = ("name", "description", "cache_dir", "backend", "device", "components")
-ENTRY_KEYS = ("component", "name", "source", "dtype", "backend", "device", "dims", "buckets",
-              "tolerance", "build")
+TOP_KEYS = ("name", "description", "cache_dir", "backend", "fallback_backend", "device",
+            "components")
+ENTRY_KEYS = ("component", "name", "source", "dtype", "backend", "fallback_backend", "device",
+              "dims", "buckets", "tolerance", "build")
 BUCKET_SETS = {"framepack-640": FRAMEPACK_640_BUCKETS}
 
 #: Built-in profiles, by name: the repository's profiles/ folder (or its copy in the wheel).
@@ -76,6 +77,8 @@ class ComponentSpec:
     tolerance: Tolerance
     build: dict[str, Any] = field(default_factory=dict)
     buckets: tuple[tuple[int, int], ...] = ()
+    #: Backend to build with when ``backend`` is unavailable or fails for this component.
+    fallback_backend: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,8 +108,8 @@ class Profile:
         """The same profile with every component on ``backend`` (the ``--backend`` option)."""
         if backend not in BACKENDS:
             raise UsageError(f"--backend: unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
-        comps = tuple(replace(c, backend=backend, build={}) if c.backend != backend else c
-                      for c in self.components)
+        comps = tuple(replace(c, backend=backend, build={}, fallback_backend=None)
+                      if c.backend != backend else c for c in self.components)
         return replace(self, backend=backend, components=comps)
 
 
@@ -292,6 +295,10 @@ def _build_settings(p: _Problems, where: str, raw: Any, backend: str | None) -> 
             p.add(f"{where}.{key}", f"{_fmt(value)} is not valid; expected {expected}")
             continue
         out[key] = value
+    try:
+        BACKENDS[backend].settings_class(**out)
+    except (TypeError, ValueError) as exc:
+        p.add(where, f"{exc}")
     return out
 
 
@@ -301,8 +308,9 @@ def _type_ok(value: Any, annotation: str) -> bool:
               "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
               "str": lambda v: isinstance(v, str),
               "None": lambda v: v is None,
-              "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)}
-    return any(checks.get(part.strip(), lambda v: True)(value) for part in annotation.split("|"))
+              "tuple[str, ...]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)}
+    parts = [p.strip() for p in annotation.split("|")]
+    return any(checks.get(part, lambda v: True)(value) for part in parts)
 
 
 def _buckets(p: _Problems, where: str, raw: Any) -> tuple[tuple[int, int], ...]:
@@ -336,6 +344,8 @@ def parse_profile(raw: Any, path: Path) -> Profile:
     _check_keys(p, "", raw, TOP_KEYS)
     backends = sorted(BACKENDS)
     backend = _choice(p, "backend", raw.get("backend", "aoti"), backends)
+    fallback = (_choice(p, "fallback_backend", raw["fallback_backend"], backends)
+                if raw.get("fallback_backend") is not None else None)
     device = _choice(p, "device", raw.get("device", "cuda"), DEVICES)
     cache_dir = None
     if raw.get("cache_dir") is not None:
@@ -383,6 +393,10 @@ def parse_profile(raw: Any, path: Path) -> Profile:
             if "backend" in entry else backend
         e_device = _choice(p, f"{where}.device", entry["device"], DEVICES) \
             if "device" in entry else device
+        e_fallback = (_choice(p, f"{where}.fallback_backend", entry["fallback_backend"], backends)
+                      if entry.get("fallback_backend") is not None else fallback)
+        if e_fallback == e_backend:
+            e_fallback = None
         dims = dict(comp.default_dims)
         raw_dims = entry.get("dims") or {}
         if not isinstance(raw_dims, Mapping):
@@ -416,13 +430,17 @@ def parse_profile(raw: Any, path: Path) -> Profile:
         tol = _tolerance(p, f"{where}.tolerance", entry.get("tolerance"),
                          comp.tolerance(dtype or comp.default_dtype))
         build = _build_settings(p, f"{where}.build", entry.get("build"), e_backend)
-        if e_device and e_backend in BACKENDS and e_device not in BACKENDS[e_backend].devices:
-            p.add(f"{where}.device", f"backend {e_backend!r} cannot build for {e_device!r}; "
-                  f"valid: {', '.join(BACKENDS[e_backend].devices)}")
+        usable = [b for b in (e_backend, e_fallback)
+                  if b in BACKENDS and e_device in BACKENDS[b].devices]
+        if e_device and e_backend in BACKENDS and not usable:
+            p.add(f"{where}.device", f"backend {e_backend!r} cannot build for {e_device!r} "
+                  f"(it builds for {', '.join(BACKENDS[e_backend].devices)}); choose another "
+                  "device, or a fallback_backend that can")
         if source and dtype and e_backend and e_device:
             comps.append(ComponentSpec(name=ename, component=comp_name, source=source, dtype=dtype,
                                        backend=e_backend, device=e_device, dims=dims,
-                                       tolerance=tol, build=build, buckets=buckets))
+                                       tolerance=tol, build=build, buckets=buckets,
+                                       fallback_backend=e_fallback))
     if p.items:
         raise ProfileError(str(path), p.items)
     return Profile(path=path, name=name, description=str(description or ""), cache_dir=cache_dir,

@@ -56,3 +56,20 @@ def cli(*args: str, cwd: Path | None = None, env: dict | None = None, check: boo
         raise AssertionError(f"framepack-trt {' '.join(args)} exited {proc.returncode}\n"
                              f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def built_cache(tmp_path_factory, tiny_weights):
+    """One real engine (SigLIP, AOTInductor, CPU) built through the CLI."""
+    root = tmp_path_factory.mktemp("built")
+    p = write_profile(root / "one.yaml", [
+        {"component": "siglip_image", "source": {"path": str(tiny_weights["siglip_image"])},
+         "dtype": "float32", "dims": {"batch": {"min": 1, "opt": 1, "max": 3}}}])
+    from typer.testing import CliRunner
+
+    from framepack_trt.cli import app
+
+    r = CliRunner().invoke(app, ["build", "--profile", str(p), "--cache-dir", str(root / "cache")])
+    assert r.exit_code == 0, r.output
+    assert "1 built, 0 cached, 0 failed" in r.stdout
+    return p, root / "cache"

@@ -124,19 +124,6 @@ def test_doctor(tmp_path):
     assert info["cache"] == "does not exist yet"
 
 
-@pytest.fixture(scope="module")
-def built_cache(tmp_path_factory, tiny_weights):
-    """One real engine (SigLIP, AOTInductor, CPU) built through the CLI."""
-    root = tmp_path_factory.mktemp("built")
-    p = write_profile(root / "one.yaml", [
-        {"component": "siglip_image", "source": {"path": str(tiny_weights["siglip_image"])},
-         "dtype": "float32", "dims": {"batch": {"min": 1, "opt": 1, "max": 3}}}])
-    r = run("build", "--profile", str(p), "--cache-dir", str(root / "cache"))
-    assert r.exit_code == 0, r.output
-    assert "1 built, 0 cached, 0 failed" in r.stdout
-    return p, root / "cache"
-
-
 def test_build_list_verify_purge(built_cache, tmp_path):
     profile, original = built_cache
     cache = tmp_path / "cache"

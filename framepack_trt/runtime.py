@@ -1,0 +1,98 @@
+"""Loading engines from the cache at run time: pick the engine whose ranges cover a call's
+shapes, check every call's shapes, and say clearly when a shape is outside the range.
+
+    from framepack_trt.runtime import find_engine, load_engine
+    entry = find_engine(cache, "clip_text", {"input_ids": ids})
+    engine = load_engine(cache, entry)
+    (pooled,) = engine(ids)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from framepack_trt.cache import Cache
+from framepack_trt.errors import ShapeError
+from framepack_trt.shapes import DimRange
+
+
+def call_sizes(entry: Mapping[str, Any], shapes: Sequence[Sequence[int]]) -> dict[str, int]:
+    """The named sizes of a call, from its input shapes; ShapeError when they disagree with
+    the engine's static sizes or with each other."""
+    specs = entry["inputs"]
+    if len(shapes) != len(specs):
+        raise ShapeError(f"{entry['name']}: takes {len(specs)} input(s) "
+                         f"({', '.join(s['name'] for s in specs)}), got {len(shapes)}")
+    sizes: dict[str, int] = {}
+    for spec, shape in zip(specs, shapes, strict=True):
+        if len(shape) != len(spec["shape"]):
+            raise ShapeError(f"{entry['name']}: input {spec['name']} has rank {len(shape)}, "
+                             f"expected {len(spec['shape'])} ({spec['shape']})")
+        for axis, (want, got) in enumerate(zip(spec["shape"], shape, strict=True)):
+            if isinstance(want, int):
+                if want != got:
+                    raise ShapeError(f"{entry['name']}: input {spec['name']} dim {axis} is {got}, "
+                                     f"the engine is built for {want}")
+            elif sizes.setdefault(want, got) != got:
+                raise ShapeError(f"{entry['name']}: dim {want} is {sizes[want]} in one input "
+                                 f"and {got} in {spec['name']}")
+    return sizes
+
+
+def out_of_range(entry: Mapping[str, Any], sizes: Mapping[str, int]) -> str | None:
+    """Why the engine's ranges do not cover ``sizes``, or None when they do."""
+    for name, rng in entry["key_fields"]["dims"].items():
+        r = DimRange(**rng)
+        if name in sizes and not r.covers(sizes[name]):
+            return f"{name}={sizes[name]} is outside the engine's range {r.min}..{r.max}"
+    return None
+
+
+def find_engine(cache: Cache, component: str, inputs: Mapping[str, Any] | Sequence[Any]):
+    """The usable engine (status ok) of ``component`` (entry name or component) whose ranges
+    cover the inputs' shapes, nearest to its opt sizes; None if there is none."""
+    best, best_score = None, None
+    for entry in cache.entries().values():
+        if component not in (entry["name"], entry["component"]):
+            continue
+        if cache.status(entry).state != "ok":
+            continue
+        shapes = ([tuple(inputs[s["name"]].shape) for s in entry["inputs"]]
+                  if isinstance(inputs, Mapping) else [tuple(t.shape) for t in inputs])
+        try:
+            sizes = call_sizes(entry, shapes)
+        except (ShapeError, KeyError):
+            continue
+        if out_of_range(entry, sizes):
+            continue
+        dims = entry["key_fields"]["dims"]
+        score = sum(abs(sizes[n] - d["opt"]) for n, d in dims.items() if n in sizes)
+        if best_score is None or score < best_score:
+            best, best_score = entry, score
+    return best
+
+
+class CheckedEngine:
+    """An engine that checks each call's shapes against its ranges before running it."""
+
+    def __init__(self, entry: Mapping[str, Any], engine):
+        self.entry = entry
+        self._engine = engine
+
+    def __call__(self, *inputs):
+        sizes = call_sizes(self.entry, [tuple(t.shape) for t in inputs])
+        problem = out_of_range(self.entry, sizes)
+        if problem:
+            raise ShapeError(f"{self.entry['name']}: {problem}; build an engine that covers it "
+                             "(widen the profile's dims) or run the eager model")
+        return self._engine(*inputs)
+
+
+def load_engine(cache: Cache, entry: Mapping[str, Any]) -> CheckedEngine:
+    from framepack_trt.backends import get_backend
+
+    fields = entry["key_fields"]
+    engine = get_backend(fields["backend"]).load(cache.root / entry["engine"]["file"],
+                                                  fields["device"]["type"])
+    return CheckedEngine(entry, engine)

@@ -1,0 +1,41 @@
+"""Runtime: find the engine that covers a call's shapes, check shapes on every call."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from framepack_trt.cache import Cache
+from framepack_trt.errors import ShapeError
+from framepack_trt.runtime import call_sizes, find_engine, load_engine
+
+
+def test_find_and_run_checked_engine(built_cache):
+    _, root = built_cache
+    cache = Cache(root)
+    (entry,) = cache.entries().values()
+    size = entry["inputs"][0]["shape"][2]
+    x = torch.randn(2, 3, size, size)
+    assert find_engine(cache, "siglip_image", {"pixel_values": x})["key"] == entry["key"]
+    assert find_engine(cache, "siglip_image", [torch.randn(4, 3, size, size)]) is None  # batch max 3
+    assert find_engine(cache, "clip_text", [x]) is None
+    engine = load_engine(cache, entry)
+    (out,) = engine(x)
+    assert out.shape[0] == 2 and torch.isfinite(out).all()
+    with pytest.raises(ShapeError, match=r"batch=4 is outside the engine's range 1\.\.3"):
+        engine(torch.randn(4, 3, size, size))
+    with pytest.raises(ShapeError, match="dim 2 is 8, the engine is built for"):
+        engine(torch.randn(1, 3, 8, size))
+
+
+def test_call_sizes_disagreement():
+    entry = {"name": "llama_text", "inputs": [{"name": "input_ids", "shape": ["batch", "text_len"]},
+                                              {"name": "attention_mask", "shape": ["batch", "text_len"]}]}
+    assert call_sizes(entry, [(1, 5), (1, 5)]) == {"batch": 1, "text_len": 5}
+    with pytest.raises(ShapeError, match="dim text_len is 5 in one input and 6 in attention_mask"):
+        call_sizes(entry, [(1, 5), (1, 6)])
+    with pytest.raises(ShapeError, match="takes 2 input"):
+        call_sizes(entry, [(1, 5)])
+    json.dumps(entry)
