@@ -461,6 +461,51 @@ def _verify_table(results, seed) -> Table:
     return t
 
 
+# -- bench -----------------------------------------------------------------------------------
+
+@app.command()
+@_errors
+def bench(
+    cache_dir: CacheDirOpt = None,
+    framepack_dir: FramepackDirOpt = None,
+    components: ComponentsOpt = None,
+    iters: Annotated[int, typer.Option("--iters", help="Timed runs per engine and eager.")] = 20,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 3,
+    markdown_out: Annotated[Path | None, typer.Option(
+        "--markdown", help="Also write the table as Markdown to this file.", show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Time each engine against its eager model at the engine's opt sizes, in the same run.
+
+    Reports medians and the ratio eager/engine (above 1: the engine is faster). Engines that
+    cannot run here (stale, missing, corrupt) are skipped.
+    """
+    import datetime
+
+    from framepack_trt.bench import bench_entry, markdown
+
+    cache = _cache(cache_dir, framepack_dir)
+    entries = [e for e in sorted(cache.entries().values(), key=lambda e: (e["name"], e["key"]))
+               if (not components or e["name"] in components or e["component"] in components)]
+    results = []
+    for e in entries:
+        st = cache.status(e)
+        if st.state != "ok":
+            err.print(f"[yellow]skipped:[/] {escape(e['name'])}: {st.state} ({escape(st.reason)})")
+            continue
+        if not as_json:
+            out.print(f"timing {e['name']} ({e['key_fields']['backend']})...")
+        results.append(bench_entry(cache, e, warmup=warmup, iters=iters))
+    date = datetime.date.today().isoformat()
+    table = markdown(results, date)
+    if markdown_out:
+        markdown_out.write_text(table + "\n")
+    if as_json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        out.print(table, markup=False)
+
+
 # -- doctor and components -------------------------------------------------------------------
 
 @app.command()

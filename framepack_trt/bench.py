@@ -1,0 +1,106 @@
+"""Latency of each engine against its eager model, measured in the same run.
+
+For every engine: the eager model is loaded from the engine's recorded source, both run on
+the same random inputs at the engine's opt sizes, after warm-up; the median of N timed runs is
+reported for each, with the ratio eager / engine (above 1: the engine is faster) and the error
+between them. On CUDA every timed run ends with a synchronize.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from framepack_trt.cache import Cache
+
+
+@dataclass
+class BenchResult:
+    name: str
+    backend: str
+    backend_version: str
+    dtype: str
+    device: str
+    sizes: dict[str, int]
+    eager_ms: float
+    engine_ms: float
+    speedup: float
+    rel_l2: float
+    cosine: float
+    build_s: float
+    engine_mb: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _time(fn, inputs, warmup: int, iters: int, cuda: bool) -> float:
+    import torch
+
+    for _ in range(warmup):
+        fn(*inputs)
+    if cuda:
+        torch.cuda.synchronize()
+    samples = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn(*inputs)
+        if cuda:
+            torch.cuda.synchronize()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(samples)
+
+
+def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int = 20,
+                seed: int = 0) -> BenchResult:
+    import torch
+
+    from framepack_trt.compare import compare
+    from framepack_trt.components.base import Tolerance, get_component
+    from framepack_trt.export import torch_dtype
+    from framepack_trt.runtime import load_engine
+    from framepack_trt.shapes import DimRange, sizes_at
+    from framepack_trt.sources import Source, load_model
+
+    fields = entry["key_fields"]
+    device = fields["device"]["type"]
+    component = get_component(entry["component"])
+    dtype = torch_dtype(fields["dtype"])
+    model = load_model(component, Source.from_dict(entry["source"]), dtype, device, cache.weights_dir)
+    engine = load_engine(cache, entry)
+    dims = {n: DimRange(**r) for n, r in fields["dims"].items()}
+    sizes = sizes_at(dims, "opt")
+    inputs = component.make_inputs(model.config, sizes, dtype, device,
+                                   torch.Generator().manual_seed(seed))
+
+    def eager(*xs):
+        with torch.inference_mode():
+            return component.reference(model, xs)
+
+    cuda = device == "cuda"
+    eager_ms = _time(eager, inputs, warmup, iters, cuda)
+    engine_ms = _time(engine, inputs, warmup, iters, cuda)
+    check = compare(entry["outputs"][0], engine(*inputs)[0], eager(*inputs)[0],
+                    Tolerance(**entry["tolerance"]))
+    return BenchResult(
+        name=entry["name"], backend=fields["backend"], backend_version=fields["backend_version"],
+        dtype=fields["dtype"], device=entry.get("device_name", device), sizes=sizes,
+        eager_ms=round(eager_ms, 3), engine_ms=round(engine_ms, 3),
+        speedup=round(eager_ms / engine_ms, 3), rel_l2=check.rel_l2, cosine=check.cosine,
+        build_s=round(sum(entry.get("build_seconds", {}).values()), 1),
+        engine_mb=round(entry["engine"]["size"] / 2**20, 1),
+    )
+
+
+def markdown(results: list[BenchResult], date: str) -> str:
+    lines = ["| engine | backend | dtype | device | sizes | eager ms | engine ms | eager/engine "
+             "| rel L2 | build s | engine MB | date |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        sizes = " ".join(f"{k}={v}" for k, v in r.sizes.items())
+        lines.append(f"| {r.name} | {r.backend} | {r.dtype} | {r.device} | {sizes} | "
+                     f"{r.eager_ms:.3f} | {r.engine_ms:.3f} | {r.speedup:.2f}x | {r.rel_l2:.2e} | "
+                     f"{r.build_s} | {r.engine_mb} | {date} |")
+    return "\n".join(lines)
