@@ -7,8 +7,13 @@ compares at the min, opt and max of every dim and at a random in-range shape.
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from framepack_trt.cache import Cache, EntryStatus
@@ -51,6 +56,7 @@ class EngineVerification:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "passed": self.passed,
             "name": self.name, "key": self.key, "mode": self.mode,
             "status": self.status.state, "status_reason": self.status.reason,
             "result": "skipped" if self.skipped else ("pass" if self.passed else "fail"),
@@ -125,3 +131,50 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
             expected = component.reference(model, inputs)
         check(case, inputs, expected)
         result.cases.append(case)
+
+
+def verify_in_fresh_process(cache: Cache, entry: dict[str, Any], timeout: float = 3600) -> dict:
+    """Quick verification of a (not yet committed) entry in a new Python process.
+
+    Returns ``EngineVerification.to_dict()``; a process that dies (a crash inside compiled code)
+    comes back as a failure that says how it died.
+    """
+    with tempfile.NamedTemporaryFile("w", suffix=".json", dir=cache.tmp_dir, delete=False) as f:
+        json.dump(entry, f)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "framepack_trt.verify", f.name, str(cache.root)],
+                              capture_output=True, text=True, timeout=timeout)
+    finally:
+        Path(f.name).unlink(missing_ok=True)
+    if proc.returncode == 0:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
+           else f"exit code {proc.returncode}")
+    tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+    return {"name": entry["name"], "passed": False, "result": "fail", "cases": [],
+            "error": f"the process loading and running the engine died ({how}): {tail}"}
+
+
+def verification_problem(result: dict) -> str:
+    """The first reason a verification dict failed."""
+    if result.get("error"):
+        return result["error"]
+    if result.get("status") not in (None, "ok"):
+        return f"{result['status']}: {result.get('status_reason', '')}"
+    for case in result.get("cases", []):
+        if case.get("error"):
+            return f"{case['case']} {case['sizes']}: {case['error']}"
+        for o in case.get("outputs", []):
+            if not o["passed"]:
+                return f"{case['case']} {case['sizes']} {o['output']}: {o['reason']}"
+    return "unknown"
+
+
+def _child_main(entry_path: str, cache_root: str) -> None:
+    entry = json.loads(Path(entry_path).read_text())
+    result = verify_entry(Cache(cache_root), entry)
+    print(json.dumps(result.to_dict()))
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1], sys.argv[2])

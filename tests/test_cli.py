@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
 from conftest import write_profile
 from typer.testing import CliRunner
 
