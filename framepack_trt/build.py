@@ -152,7 +152,7 @@ def build(profile: Profile, cache: Cache, items: list[PlanItem],
                     listener.start(item)
                     result = build_one(profile, cache, item, listener)
         if item.fallback_from:
-            result.notes.insert(0, f"built with fallback backend {item.spec.backend}: "
+            result.notes.insert(0, f"used fallback backend {item.spec.backend} because "
                                    f"{item.fallback_from}")
         listener.finish(item, result)
         results.append(result)

@@ -1,7 +1,7 @@
 """TensorRT through ``torch_tensorrt.dynamo``: one backend for the standard and the RTX edition
 (both expose the same API; which one is installed enters the cache key).
 
-Engine file format: ``.ep``, a ``torch.export`` ExportedProgram written by
+Engine file format: ``.trt.pt2``, a ``torch.export`` ExportedProgram archive written by
 ``torch_tensorrt.save(..., output_format="exported_program", retrace=False)``. The TensorRT
 engines are embedded in it (as serialized engine objects), together with any part of the graph
 left to PyTorch and its weights, so it loads in a fresh process with ``torch_tensorrt.load``
@@ -97,7 +97,7 @@ def resolve_ops(names: tuple[str, ...]) -> set[str]:
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
-    file_suffix = ".ep"
+    file_suffix = ".trt.pt2"
     settings_class = TensorRTSettings
     devices = ("cuda",)
 

@@ -25,6 +25,7 @@ class LlamaText(Component):
     default_dtype = "float16"
     default_dims = {"batch": DimRange(1, 1, 1), "text_len": DimRange(1, 351, 351)}
     output_names = ("hidden_states",)
+    revision = 2  # 2: explicit 4D attention mask
     tiny_config = {
         "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,
@@ -61,8 +62,17 @@ class LlamaText(Component):
                 self.encoder = encoder
 
             def forward(self, input_ids, attention_mask):
-                out = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                                   use_cache=False)
+                # The causal + key-padding mask, built here as an additive 4D mask (which the
+                # model uses as given) instead of by transformers' mask helpers, whose
+                # shortcuts make shape guards that torch.export cannot prove for every length
+                # (seen with torch 2.11 + transformers 5.17 on CUDA).
+                dtype = self.encoder.embed_tokens.weight.dtype
+                positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+                causal = positions[None, :] <= positions[:, None]
+                keep = causal[None, None] & attention_mask[:, None, None, :].bool()
+                mask = torch.zeros(keep.shape, dtype=dtype, device=input_ids.device)
+                mask = mask.masked_fill(~keep, torch.finfo(dtype).min)
+                out = self.encoder(input_ids=input_ids, attention_mask=mask, use_cache=False)
                 return (out.last_hidden_state,)
 
         return HiddenState(truncated)

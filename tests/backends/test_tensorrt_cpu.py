@@ -75,7 +75,7 @@ def test_fallback_and_failures_do_not_stop_others(tmp_path, tiny_weights):
     assert r.returncode == 1
     assert "1 built, 0 cached, 1 failed" in r.stdout
     assert "fallback; tensorrt unavailable: TensorRT builds engines for CUDA GPUs only" in r.stdout
-    assert "built with fallback backend aoti" in r.stdout
+    assert "used fallback backend aoti because tensorrt unavailable" in r.stdout
     assert "llama_text: " in r.stderr and "exceeds the model's max_position_embeddings (512)" in r.stderr
     rows = json.loads(cli("list", "--cache-dir", str(cache), "--json", check=True).stdout)["entries"]
     assert [(e["name"], e["backend"], e["status"]) for e in rows] == [("siglip_image", "aoti", "ok")]

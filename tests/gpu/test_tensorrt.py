@@ -40,7 +40,7 @@ def test_build_list_and_verify_in_fresh_processes(trt_cache):
     rows = json.loads(cli("list", "--cache-dir", str(cache), "--json", check=True).stdout)["entries"]
     assert sorted(e["name"] for e in rows) == sorted(NAMES)
     for e in rows:
-        assert e["status"] == "ok" and e["engine"].endswith(".ep")
+        assert e["status"] == "ok" and e["engine"].endswith(".trt.pt2")
         assert "edition" in e["backend_version"] and "TensorRT" in e["backend_version"]
     quick = json.loads(cli("verify", "--cache-dir", str(cache), "--json", check=True).stdout)
     assert quick["passed"]
