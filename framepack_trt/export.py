@@ -68,10 +68,20 @@ def export_component(
     gen = torch.Generator().manual_seed(seed)
     inputs = component.make_inputs(config, sizes, dtype, device, gen)
     module = component.export_module(model).eval()
+    shapes = dynamic_shapes(specs, dims)
     try:
-        with torch.no_grad():
-            program = torch.export.export(module, inputs, dynamic_shapes=dynamic_shapes(specs, dims),
-                                          strict=False)
+        try:
+            with torch.no_grad():
+                program = torch.export.export(module, inputs, dynamic_shapes=shapes, strict=False)
+        except Exception as first:
+            if device != "cuda" or "Constraints violated" not in str(first):
+                raise
+            # The CUDA SDPA kernels' shape checks can add guards that export cannot prove over
+            # a whole range (seen with torch 2.11); the math kernel has none.
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]):
+                program = torch.export.export(module, inputs, dynamic_shapes=shapes, strict=False)
     except Exception as exc:  # torch raises many types here; report them as one build failure
         raise BuildError(f"torch.export failed for {component.name} with dims "
                          f"{ {k: str(v) for k, v in dims.items()} }: {type(exc).__name__}: "
