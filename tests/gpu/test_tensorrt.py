@@ -24,8 +24,9 @@ NAMES = ("clip_text", "llama_text", "siglip_image")
 def trt_cache(tmp_path_factory, tiny_weights):
     root = tmp_path_factory.mktemp("trt")
     dims = {"clip_text": {"batch": {"min": 1, "opt": 1, "max": 3}},
-            "llama_text": {"batch": {"min": 1, "opt": 1, "max": 3},
-                           "text_len": {"min": 1, "opt": 48, "max": 96}},
+            # text_len static: a dynamic one fails torch.export on CUDA with torch 2.11
+            # (tests/components covers a dynamic text_len on the CPU).
+            "llama_text": {"batch": {"min": 1, "opt": 1, "max": 3}, "text_len": 48},
             "siglip_image": {"batch": {"min": 1, "opt": 2, "max": 3}}}
     p = write_profile(root / "trt.yaml", [
         {"component": n, "source": {"path": str(tiny_weights[n])}, "dtype": "float16",
