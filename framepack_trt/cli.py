@@ -407,7 +407,7 @@ def verify(
     """
     import random
 
-    from framepack_trt.verify import verify_entry
+    from framepack_trt.verify import verify_isolated
 
     cache = _cache(cache_dir, framepack_dir, _profile_for_cache(profile))
     entries = cache.entries()
@@ -423,12 +423,11 @@ def verify(
     for e in sorted(selected, key=lambda e: e["name"]):
         if not as_json:
             out.print(f"verifying {e['name']} ({'full' if full else 'quick'})...")
-        results.append(verify_entry(cache, e, full=full, seed=seed))
-    failed = [r for r in results if not r.passed]
+        results.append(verify_isolated(cache, e, full=full, seed=seed))
+    failed = [r for r in results if not r["passed"]]
     if as_json:
         print(json.dumps({"cache_dir": str(cache.root), "seed": seed,
-                          "passed": not failed, "engines": [r.to_dict() for r in results]},
-                         indent=2))
+                          "passed": not failed, "engines": results}, indent=2))
     else:
         if not results:
             out.print(f"no engines in {cache.root}")
@@ -439,25 +438,31 @@ def verify(
         raise typer.Exit(1)
 
 
-def _verify_table(results, seed) -> Table:
+def _verify_table(results: list[dict], seed) -> Table:
     t = Table(title="verify" + (f" (seed {seed})" if seed is not None else ""), title_justify="left")
     for col in ("engine", "case", "sizes", "output", "max_abs", "rel_l2", "cosine", "finite",
                 "result"):
         t.add_column(col, overflow="fold")
+
+    def num(v, spec):
+        return "-" if v is None else format(v, spec)
+
     for r in results:
-        if r.status.state != "ok" or r.error:
-            label = "[yellow]skipped[/]" if r.skipped else "[red]fail[/]"
-            t.add_row(r.name, "-", "-", "-", "-", "-", "-", "-",
-                      f"{label} {r.status.state}: {escape(r.status.reason or r.error)}")
+        if r["status"] != "ok" or r["error"]:
+            label = "[yellow]skipped[/]" if r["result"] == "skipped" else "[red]fail[/]"
+            t.add_row(r["name"], "-", "-", "-", "-", "-", "-", "-",
+                      f"{label} {r['status']}: {escape(r['status_reason'] or r['error'])}")
             continue
-        for c in r.cases:
-            sizes = " ".join(f"{k}={v}" for k, v in c.sizes.items())
-            if c.error:
-                t.add_row(r.name, c.case, sizes, "-", "-", "-", "-", "-", f"[red]fail[/] {escape(c.error)}")
-            for o in c.checks:
-                res = "[green]pass[/]" if o.passed else f"[red]fail[/] {escape(o.reason)}"
-                t.add_row(r.name, c.case, sizes, o.output, f"{o.max_abs:.3g}", f"{o.rel_l2:.3g}",
-                          f"{o.cosine:.6f}", "yes" if o.finite else "[red]no[/]", res)
+        for c in r["cases"]:
+            sizes = " ".join(f"{k}={v}" for k, v in c["sizes"].items())
+            if c["error"]:
+                t.add_row(r["name"], c["case"], sizes, "-", "-", "-", "-", "-",
+                          f"[red]fail[/] {escape(c['error'])}")
+            for o in c["outputs"]:
+                res = "[green]pass[/]" if o["passed"] else f"[red]fail[/] {escape(o['reason'])}"
+                t.add_row(r["name"], c["case"], sizes, o["output"], num(o["max_abs"], ".3g"),
+                          num(o["rel_l2"], ".3g"), num(o["cosine"], ".6f"),
+                          "yes" if o["finite"] else "[red]no[/]", res)
     return t
 
 

@@ -133,17 +133,23 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
         result.cases.append(case)
 
 
-def verify_in_fresh_process(cache: Cache, entry: dict[str, Any], timeout: float = 3600) -> dict:
-    """Quick verification of a (not yet committed) entry in a new Python process.
+def verify_in_fresh_process(cache: Cache, entry: dict[str, Any], full: bool = False,
+                            seed: int | None = None, timeout: float = 3600) -> dict:
+    """``verify_entry`` in a new Python process, for an entry that may not be committed yet.
 
-    Returns ``EngineVerification.to_dict()``; a process that dies (a crash inside compiled code)
-    comes back as a failure that says how it died.
+    Each engine gets its own process: loading several engines (and eager models) into one
+    process crashed with torch_tensorrt 2.11, and a crash inside compiled code then takes only
+    that engine down. Returns ``EngineVerification.to_dict()``; a process that dies comes back
+    as a failure that says how it died.
     """
+    cache.tmp_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".json", dir=cache.tmp_dir, delete=False) as f:
         json.dump(entry, f)
+    args = [sys.executable, "-m", "framepack_trt.verify", f.name, str(cache.root)]
+    if full:
+        args += ["--full", str(seed if seed is not None else random.randrange(2**31))]
     try:
-        proc = subprocess.run([sys.executable, "-m", "framepack_trt.verify", f.name, str(cache.root)],
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
     finally:
         Path(f.name).unlink(missing_ok=True)
     if proc.returncode == 0:
@@ -151,8 +157,19 @@ def verify_in_fresh_process(cache: Cache, entry: dict[str, Any], timeout: float 
     how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
            else f"exit code {proc.returncode}")
     tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-    return {"name": entry["name"], "passed": False, "result": "fail", "cases": [],
+    return {"name": entry["name"], "key": entry["key"], "mode": "full" if full else "quick",
+            "passed": False, "result": "fail", "status": "ok", "status_reason": "", "cases": [],
             "error": f"the process loading and running the engine died ({how}): {tail}"}
+
+
+def verify_isolated(cache: Cache, entry: dict[str, Any], full: bool = False,
+                    seed: int | None = None) -> dict:
+    """Check the files here (sha256, staleness), then run the engine in its own process."""
+    status = cache.status(entry, deep=True)
+    if status.state != "ok":
+        return EngineVerification(entry["name"], entry["key"], "full" if full else "quick",
+                                  status).to_dict()
+    return verify_in_fresh_process(cache, entry, full=full, seed=seed)
 
 
 def verification_problem(result: dict) -> str:
@@ -170,11 +187,12 @@ def verification_problem(result: dict) -> str:
     return "unknown"
 
 
-def _child_main(entry_path: str, cache_root: str) -> None:
-    entry = json.loads(Path(entry_path).read_text())
-    result = verify_entry(Cache(cache_root), entry)
+def _child_main(argv: list[str]) -> None:
+    entry = json.loads(Path(argv[0]).read_text())
+    full = len(argv) > 2 and argv[2] == "--full"
+    result = verify_entry(Cache(argv[1]), entry, full=full, seed=int(argv[3]) if full else None)
     print(json.dumps(result.to_dict()))
 
 
 if __name__ == "__main__":
-    _child_main(sys.argv[1], sys.argv[2])
+    _child_main(sys.argv[1:])
