@@ -256,7 +256,8 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
         program = exported.program
 
     with _timed(result, listener, item, "compile"):
-        request = BuildRequest(program, specs, spec.dims,
+        engine_dims = {**spec.dims, **component.derived_dims(spec.dims)}
+        request = BuildRequest(program, specs, engine_dims,
                                spec.dtype, spec.device, backend.settings(spec.build),
                                cache.state_dir / spec.backend)
         request.state_dir.mkdir(parents=True, exist_ok=True)
@@ -266,16 +267,18 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
     with _timed(result, listener, item, "save"):
         rng = random.Random(seed)
         gen = torch.Generator().manual_seed(seed)
+        raw_names = component.raw_input_names(config)
         tensors: dict[str, torch.Tensor] = {}
         cases = []
         for case in GOLDEN_CASES:
-            sizes = random_sizes(spec.dims, rng) if case == "random" else sizes_at(spec.dims, case)
+            sizes = (component.snap_sizes(random_sizes(spec.dims, rng)) if case == "random"
+                     else sizes_at(spec.dims, case))
             inputs = component.make_inputs(config, sizes, dtype, spec.device, gen)
             with torch.inference_mode():
                 outputs = component.reference(model, inputs)
             idx = len(cases)
-            for spec_in, t in zip(specs, inputs, strict=True):
-                tensors[f"{idx}.input.{spec_in.name}"] = t.detach().cpu().contiguous()
+            for name, t in zip(raw_names, inputs, strict=True):
+                tensors[f"{idx}.input.{name}"] = t.detach().cpu().contiguous()
             for name, t in zip(component.output_names, outputs, strict=True):
                 tensors[f"{idx}.output.{name}"] = t.detach().cpu().contiguous()
             cases.append({"case": case, "sizes": sizes})
@@ -293,8 +296,11 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
         "key_fields": item.key_fields,
         "source": spec.source.to_dict(),
         "tolerance": spec.tolerance.to_dict(),
-        "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype}
+        "inputs": [{"name": s.name, "shape": [list(e) if isinstance(e, tuple) else e
+                                               for e in s.shape], "dtype": s.dtype}
                    for s in specs],
+        "raw_inputs": raw_names,
+        "engine_dims": {n: r.to_dict() for n, r in engine_dims.items()},
         "outputs": list(component.output_names),
         "golden_cases": cases,
         "engine": engine_meta,

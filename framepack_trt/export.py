@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from framepack_trt.components.base import Component, InputSpec
+from framepack_trt.components.base import Component, InputSpec, entry_size
 from framepack_trt.errors import BuildError
 from framepack_trt.shapes import Dims, trace_sizes
 
@@ -29,7 +29,11 @@ def input_dtype(spec: InputSpec, model_dtype: torch.dtype) -> torch.dtype:
 
 
 def concrete_shape(spec: InputSpec, sizes: dict[str, int]) -> tuple[int, ...]:
-    return tuple(sizes[e] if isinstance(e, str) else e for e in spec.shape)
+    return tuple(entry_size(e, sizes) for e in spec.shape)
+
+
+def _dim_name(entry) -> str | None:
+    return entry if isinstance(entry, str) else entry[0] if isinstance(entry, tuple) else None
 
 
 def torch_dims(dims: Dims) -> dict[str, Any]:
@@ -42,11 +46,16 @@ def dynamic_shapes(specs: Sequence[InputSpec], dims: Dims) -> tuple[dict[int, An
     tdims = torch_dims(dims)
     out = []
     for spec in specs:
-        unknown = [e for e in spec.shape if isinstance(e, str) and e not in dims]
+        names = [_dim_name(e) for e in spec.shape]
+        unknown = [n for n in names if n is not None and n not in dims]
         if unknown:
             raise BuildError(f"input {spec.name} uses undeclared dims {unknown}")
-        out.append({i: tdims[e] for i, e in enumerate(spec.shape)
-                    if isinstance(e, str) and not dims[e].static})
+        shape: dict[int, Any] = {}
+        for i, (entry, name) in enumerate(zip(spec.shape, names, strict=True)):
+            if name is None or dims[name].static:
+                continue
+            shape[i] = tdims[name] if isinstance(entry, str) else entry[1] * tdims[name]
+        out.append(shape)
     return tuple(out)
 
 
@@ -66,9 +75,10 @@ def export_component(
     avoid = {e for s in specs for e in s.shape if isinstance(e, int)}
     sizes = trace_sizes(dims, avoid)
     gen = torch.Generator().manual_seed(seed)
-    inputs = component.make_inputs(config, sizes, dtype, device, gen)
+    inputs = component.prepare(component.make_inputs(config, sizes, dtype, device, gen), dtype,
+                               device)
     module = component.export_module(model).eval()
-    shapes = dynamic_shapes(specs, dims)
+    shapes = dynamic_shapes(specs, {**dims, **component.derived_dims(dims)})
     try:
         try:
             with torch.no_grad():

@@ -34,15 +34,20 @@ def call_sizes(entry: Mapping[str, Any], shapes: Sequence[Sequence[int]]) -> dic
                 if want != got:
                     raise ShapeError(f"{entry['name']}: input {spec['name']} dim {axis} is {got}, "
                                      f"the engine is built for {want}")
-            elif sizes.setdefault(want, got) != got:
-                raise ShapeError(f"{entry['name']}: dim {want} is {sizes[want]} in one input "
-                                 f"and {got} in {spec['name']}")
+                continue
+            name, factor = (want, 1) if isinstance(want, str) else want
+            if got % factor:
+                raise ShapeError(f"{entry['name']}: input {spec['name']} dim {axis} is {got}, "
+                                 f"the engine needs a multiple of {factor}")
+            if sizes.setdefault(name, got // factor) != got // factor:
+                raise ShapeError(f"{entry['name']}: dim {name} is {sizes[name]} in one input "
+                                 f"and {got // factor} in {spec['name']}")
     return sizes
 
 
 def out_of_range(entry: Mapping[str, Any], sizes: Mapping[str, int]) -> str | None:
     """Why the engine's ranges do not cover ``sizes``, or None when they do."""
-    for name, rng in entry["key_fields"]["dims"].items():
+    for name, rng in (entry.get("engine_dims") or entry["key_fields"]["dims"]).items():
         r = DimRange(**rng)
         if name in sizes and not r.covers(sizes[name]):
             return f"{name}={sizes[name]} is outside the engine's range {r.min}..{r.max}"
@@ -66,7 +71,7 @@ def find_engine(cache: Cache, component: str, inputs: Mapping[str, Any] | Sequen
             continue
         if out_of_range(entry, sizes):
             continue
-        dims = entry["key_fields"]["dims"]
+        dims = entry.get("engine_dims") or entry["key_fields"]["dims"]
         score = sum(abs(sizes[n] - d["opt"]) for n, d in dims.items() if n in sizes)
         if best_score is None or score < best_score:
             best, best_score = entry, score

@@ -170,11 +170,32 @@ def random_config(source: Source, component: Component) -> dict[str, Any]:
 # -- loading ---------------------------------------------------------------------------------
 
 def quiet_transformers() -> None:
-    """No per-file progress bars or config chatter from transformers in our output."""
+    """No per-file progress bars or config chatter from transformers/diffusers in our output."""
+    from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+
+
+def is_transformers_class(cls: type) -> bool:
+    return hasattr(cls, "config_class")
+
+
+def construct(cls: type, config: dict[str, Any]):
+    """A randomly initialised model of ``cls`` (a transformers or a diffusers class)."""
+    if is_transformers_class(cls):
+        return cls(cls.config_class(**config))
+    return cls.from_config(config)
+
+
+def from_pretrained(cls: type, local: Path, dtype):
+    """``from_pretrained`` from a local folder, offline, for transformers and diffusers."""
+    if is_transformers_class(cls):
+        return cls.from_pretrained(str(local), dtype=dtype, local_files_only=True)
+    return cls.from_pretrained(str(local), torch_dtype=dtype, local_files_only=True)
 
 
 def materialize_random(source: Source, component: Component, weights_dir: Path) -> Path:
@@ -187,9 +208,8 @@ def materialize_random(source: Source, component: Component, weights_dir: Path) 
         return target
     quiet_transformers()
     cls = component.load_model_class()
-    config = cls.config_class(**random_config(source, component))
     torch.manual_seed(source.seed)
-    model = cls(config).eval()
+    model = construct(cls, random_config(source, component)).eval()
     weights_dir.mkdir(parents=True, exist_ok=True)
     tmp = weights_dir / f".tmp-{target.name}-{os.getpid()}"
     model.save_pretrained(tmp)
@@ -214,7 +234,7 @@ def load_model(
     else:
         local = resolve_local_dir(source)
     try:
-        model = cls.from_pretrained(str(local), dtype=dtype, local_files_only=True)
+        model = from_pretrained(cls, local, dtype)
     except OSError as exc:
         raise WeightsNotFoundError(f"cannot load {component.model_class} from {local}: {exc}") from exc
     return model.to(device).eval()

@@ -95,11 +95,12 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
     component = get_component(entry["component"])
     tol = Tolerance(**entry["tolerance"])
     engine = get_backend(fields["backend"]).load(cache.root / entry["engine"]["file"], device)
-    input_names = [i["name"] for i in entry["inputs"]]
+    raw_names = entry.get("raw_inputs") or [i["name"] for i in entry["inputs"]]
+    dtype = torch_dtype(fields["dtype"])
 
     def check(case: CaseResult, inputs, expected) -> None:
         try:
-            outs = engine(*inputs)
+            outs = engine(*component.prepare(inputs, dtype, device))
         except Exception as exc:  # e.g. a shape the engine refuses
             case.error = f"{type(exc).__name__}: {exc}".strip()
             return
@@ -110,21 +111,21 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
         golden = load_file(str(cache.root / entry["golden"]["file"]))
         for idx, meta in enumerate(entry["golden_cases"]):
             case = CaseResult(f"golden:{meta['case']}", meta["sizes"])
-            inputs = [golden[f"{idx}.input.{n}"].to(device) for n in input_names]
+            inputs = [golden[f"{idx}.input.{n}"].to(device) for n in raw_names]
             expected = [golden[f"{idx}.output.{n}"] for n in entry["outputs"]]
             check(case, inputs, expected)
             result.cases.append(case)
         return
 
     dims = {n: DimRange(**r) for n, r in fields["dims"].items()}
-    dtype = torch_dtype(fields["dtype"])
     model = load_model(component, Source.from_dict(entry["source"]), dtype, device,
                        cache.weights_dir)
     seed = random.randrange(2**31) if seed is None else seed
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     for which in FULL_CASES:
-        sizes = random_sizes(dims, rng) if which == "random" else sizes_at(dims, which)
+        sizes = (component.snap_sizes(random_sizes(dims, rng)) if which == "random"
+                 else sizes_at(dims, which))
         case = CaseResult(which, sizes)
         inputs = component.make_inputs(model.config, sizes, dtype, device, gen)
         with torch.inference_mode():

@@ -22,12 +22,12 @@ def save_tiny(component_name: str, target: Path, seed: int = 0, **overrides) -> 
     import torch
 
     from framepack_trt.components.base import get_component
+    from framepack_trt.sources import construct
 
     comp = get_component(component_name)
     cls = comp.load_model_class()
-    config = cls.config_class(**{**comp.tiny_config, **overrides})
     torch.manual_seed(seed)
-    cls(config).eval().save_pretrained(target)
+    construct(cls, {**comp.tiny_config, **overrides}).eval().save_pretrained(target)
     return target
 
 

@@ -20,16 +20,17 @@ def test_tiny_profile_end_to_end(tmp_path):
     cwd = tmp_path  # the default cache is Cache/tensorrt_engines under the current folder
     cache = cwd / "Cache" / "tensorrt_engines"
     r = cli("build", cwd=cwd, check=True)  # the built-in tiny profile
-    assert "3 built, 0 cached, 0 failed" in r.stdout
+    assert "4 built, 0 cached, 0 failed" in r.stdout
     for stage in ("load", "export", "compile", "save", "verify"):
         assert f"clip_text: {stage}" in r.stdout
 
     rows = entries(cwd)
-    assert sorted(e["name"] for e in rows) == ["clip_text", "llama_text", "siglip_image"]
+    assert sorted(e["name"] for e in rows) == ["clip_text", "llama_text", "siglip_image",
+                                               "transformer"]
     assert all(e["status"] == "ok" and e["backend"] == "aoti" for e in rows)
 
     r = cli("verify", cwd=cwd, check=True)
-    assert "3 passed, 0 failed" in r.stdout
+    assert "4 passed, 0 failed" in r.stdout
     r = cli("verify", "--full", "--json", cwd=cwd, check=True)
     result = json.loads(r.stdout)
     assert result["passed"]
@@ -38,7 +39,7 @@ def test_tiny_profile_end_to_end(tmp_path):
         assert all(o["passed"] and o["finite"] for c in engine["cases"] for o in c["outputs"])
 
     r = cli("build", cwd=cwd, check=True)
-    assert "0 built, 3 cached, 0 failed" in r.stdout
+    assert "0 built, 4 cached, 0 failed" in r.stdout
 
     # `list` and `--help` never import torch.
     probe = textwrap.dedent(f"""
@@ -61,15 +62,16 @@ def test_tiny_profile_end_to_end(tmp_path):
     engine.write_bytes(bytes(data))
     r = cli("verify", cwd=cwd)
     assert r.returncode == 1
-    assert "corrupt" in r.stdout and "2 passed, 1 failed" in r.stdout
+    assert "corrupt" in r.stdout and "3 passed, 1 failed" in r.stdout
     status = {e["name"]: e["status"] for e in entries(cwd)}
-    assert status == {"clip_text": "ok", "llama_text": "corrupt", "siglip_image": "ok"}
+    assert status == {"clip_text": "ok", "llama_text": "corrupt", "siglip_image": "ok",
+                      "transformer": "ok"}
 
     r = cli("build", cwd=cwd, check=True)
-    assert "1 built, 2 cached, 0 failed" in r.stdout
+    assert "1 built, 3 cached, 0 failed" in r.stdout
     assert all(e["status"] == "ok" for e in entries(cwd))
 
     r = cli("purge", "--all", "--yes", cwd=cwd, check=True)
-    assert "removed 3 engine(s)" in r.stdout
+    assert "removed 4 engine(s)" in r.stdout
     assert entries(cwd) == []
     assert list((cache / "engines").iterdir()) == []

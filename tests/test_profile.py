@@ -20,7 +20,11 @@ def test_builtin_profiles_load():
     assert {"tiny", "framepack"} <= set(names)
     tiny = load_profile("tiny")
     assert tiny.device == "cpu" and tiny.backend == "aoti"
-    assert {c.component for c in tiny.components} == {"clip_text", "llama_text", "siglip_image"}
+    assert {c.component for c in tiny.components} == {"clip_text", "llama_text", "siglip_image",
+                                                      "transformer"}
+    tx = next(c for c in tiny.components if c.component == "transformer")
+    assert tx.dims["latent_height"] == DimRange(52, 52, 120)  # every 640 bucket, opt the first
+    assert tx.dims["latent_width"] == DimRange(52, 120, 120)
     llama = next(c for c in tiny.components if c.component == "llama_text")
     assert llama.dims["text_len"] == DimRange(1, 48, 64)
     real = load_profile("framepack")

@@ -127,14 +127,16 @@ class TensorRTBackend(Backend):
         import torch
         import torch_tensorrt
 
+        from framepack_trt.components.base import entry_size
         from framepack_trt.export import input_dtype, torch_dtype
+        from framepack_trt.shapes import sizes_at
 
         settings: TensorRTSettings = request.settings  # type: ignore[assignment]
         model_dtype = torch_dtype(request.dtype)
         inputs = []
         for spec in request.inputs:
-            shapes = {which: tuple(getattr(request.dims[e], which) if isinstance(e, str) else e
-                                   for e in spec.shape) for which in ("min", "opt", "max")}
+            shapes = {which: tuple(entry_size(e, sizes_at(request.dims, which)) for e in spec.shape)
+                      for which in ("min", "opt", "max")}
             inputs.append(torch_tensorrt.Input(min_shape=shapes["min"], opt_shape=shapes["opt"],
                                                max_shape=shapes["max"],
                                                dtype=input_dtype(spec, model_dtype), name=spec.name))

@@ -1,6 +1,6 @@
 """Component adapters, one file each; importing this package registers them all."""
 
-from framepack_trt.components import clip_text, llama_text, siglip_image  # noqa: F401
+from framepack_trt.components import clip_text, llama_text, siglip_image, transformer  # noqa: F401
 from framepack_trt.components.base import (  # noqa: F401
     Component,
     InputSpec,

@@ -43,8 +43,19 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "bfloat16": Tolerance(rel_l2=2e-2, cosine=0.999),
 }
 
-#: One entry of an input's shape: a dim name (shared wherever it appears) or a static size.
-ShapeEntry = str | int
+#: One entry of an input's shape: a dim name (shared wherever it appears), a static size, or
+#: (dim name, factor) for a size that is always ``factor`` times the dim.
+ShapeEntry = str | int | tuple[str, int]
+
+
+def entry_size(entry: ShapeEntry, sizes: Mapping[str, int]) -> int:
+    """The concrete size of one shape entry."""
+    if isinstance(entry, int):
+        return entry
+    if isinstance(entry, str):
+        return sizes[entry]
+    name, factor = entry
+    return factor * sizes[name]
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,25 @@ class Component:
     def check_dims(self, config: Any, dims: Mapping[str, DimRange]) -> list[str]:
         """Problems with the dims that only the loaded config can reveal (empty if none)."""
         return []
+
+    def snap_sizes(self, sizes: dict[str, int]) -> dict[str, int]:
+        """Nearest sizes the model accepts (e.g. even latent sizes); identity by default. Used
+        on randomly drawn in-range sizes."""
+        return sizes
+
+    def derived_dims(self, dims: Mapping[str, DimRange]) -> dict[str, DimRange]:
+        """Engine dims computed from the profile's dims (none by default)."""
+        return {}
+
+    def raw_input_names(self, config: Any) -> list[str]:
+        """Names of the inputs of a call as the model takes it (``make_inputs`` order); by
+        default the engine's own inputs."""
+        return [spec.name for spec in self.input_specs(config)]
+
+    def prepare(self, inputs: Sequence[torch.Tensor], dtype: torch.dtype,
+                device: str) -> tuple[torch.Tensor, ...]:
+        """Engine inputs from a call's inputs (identity by default). Runs eagerly, per call."""
+        return tuple(inputs)
 
     # -- torch side -------------------------------------------------------------------------
     def export_module(self, model: torch.nn.Module) -> torch.nn.Module:
