@@ -312,6 +312,10 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
         "created": now_iso(),
         "device_name": describe(item.key_fields["device"]),
     }
+    if spec.device == "cuda":
+        entry["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        result.notes.append(f"peak GPU memory allocated by torch during the build: "
+                            f"{entry['peak_gpu_gib']} GiB")
 
     with _timed(result, listener, item, "verify"):
         # In a fresh process: proves the engine loads from its file alone, and a crash while
