@@ -108,8 +108,9 @@ class Profile:
         """The same profile with every component on ``backend`` (the ``--backend`` option)."""
         if backend not in BACKENDS:
             raise UsageError(f"--backend: unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
-        comps = tuple(replace(c, backend=backend, build={}, fallback_backend=None)
-                      if c.backend != backend else c for c in self.components)
+        comps = tuple(replace(c, backend=backend, fallback_backend=None,
+                              build=c.build if c.backend == backend else {})
+                      for c in self.components)
         return replace(self, backend=backend, components=comps)
 
 

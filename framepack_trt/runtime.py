@@ -54,18 +54,35 @@ def out_of_range(entry: Mapping[str, Any], sizes: Mapping[str, int]) -> str | No
     return None
 
 
+def _engine_inputs(entry: Mapping[str, Any], inputs: Mapping[str, Any] | Sequence[Any]):
+    """Engine inputs from engine inputs (a sequence or a mapping by engine input name) or from
+    a call by keyword (prepared by the component, e.g. the transformer's text crop)."""
+    if not isinstance(inputs, Mapping):
+        return list(inputs)
+    names = [s["name"] for s in entry["inputs"]]
+    if set(names) <= set(inputs):
+        return [inputs[n] for n in names]
+    from framepack_trt.components.base import get_component
+    from framepack_trt.export import torch_dtype
+
+    component = get_component(entry["component"])
+    raw = entry.get("raw_inputs") or names
+    return list(component.prepare_kwargs(inputs, raw, torch_dtype(entry["key_fields"]["dtype"]),
+                                         None))
+
+
 def find_engine(cache: Cache, component: str, inputs: Mapping[str, Any] | Sequence[Any]):
     """The usable engine (status ok) of ``component`` (entry name or component) whose ranges
-    cover the inputs' shapes, nearest to its opt sizes; None if there is none."""
+    cover the call's shapes, nearest to its opt sizes; None if there is none. ``inputs``: the
+    engine's inputs in order, or a call by keyword (any convention the component accepts)."""
     best, best_score = None, None
     for entry in cache.entries().values():
         if component not in (entry["name"], entry["component"]):
             continue
         if cache.status(entry).state != "ok":
             continue
-        shapes = ([tuple(inputs[s["name"]].shape) for s in entry["inputs"]]
-                  if isinstance(inputs, Mapping) else [tuple(t.shape) for t in inputs])
         try:
+            shapes = [tuple(t.shape) for t in _engine_inputs(entry, inputs)]
             sizes = call_sizes(entry, shapes)
         except (ShapeError, KeyError):
             continue
@@ -85,7 +102,13 @@ class CheckedEngine:
         self.entry = entry
         self._engine = engine
 
-    def __call__(self, *inputs):
+    def __call__(self, *inputs, **kwargs):
+        """Positional: the engine's inputs. By keyword: a call as the model takes it (for the
+        transformer: diffusers' or FramePack's names), prepared first."""
+        if kwargs:
+            if inputs:
+                raise TypeError("pass the inputs by position or by keyword, not both")
+            inputs = tuple(_engine_inputs(self.entry, kwargs))
         sizes = call_sizes(self.entry, [tuple(t.shape) for t in inputs])
         problem = out_of_range(self.entry, sizes)
         if problem:

@@ -87,11 +87,14 @@ def _pad_indices(indices: torch.Tensor, multiple: int) -> torch.Tensor:
     return torch.cat([indices, indices[-1:].expand(pad)]) if pad else indices
 
 
-def prepare_call(kwargs: Mapping[str, Any], dtype: torch.dtype, device: str | torch.device):
-    """The engine's inputs (in ENGINE_INPUTS order) for one transformer call."""
+def prepare_call(kwargs: Mapping[str, Any], dtype: torch.dtype,
+                 device: str | torch.device | None):
+    """The engine's inputs (in ENGINE_INPUTS order) for one transformer call (``device``
+    None: where the latents are)."""
     from diffusers.models.transformers.transformer_hunyuan_video_framepack import _pad_for_3d_conv
 
     call = diffusers_kwargs(kwargs)
+    device = device if device is not None else call["hidden_states"].device
     mask = call.pop("encoder_attention_mask")
     length = text_length(mask)
     call["encoder_hidden_states"] = call["encoder_hidden_states"][:, :length]
@@ -189,7 +192,12 @@ class FramepackTransformerForExport(torch.nn.Module):
         for block in m.single_transformer_blocks:
             tokens, context = block(tokens, context, temb, None, rotary)
 
-        out = tokens[:, -(frames // p_t) * rows * cols:]
+        # The latents being denoised are the last tokens. An explicit start and length (both
+        # products of sizes) instead of a negative start, whose length TensorRT's shape
+        # analysis could not prove non-negative ("ISliceLayer size elements must be
+        # non-negative", torch_tensorrt-RTX 2.11).
+        history = hist4.shape[1] + hist2.shape[1] + clean.shape[1]
+        out = tokens.narrow(1, history, (frames // p_t) * rows * cols)
         out = m.norm_out(out, temb)
         out = m.proj_out(out)
         out = out.reshape(batch, frames // p_t, rows, cols, -1, p_t, p, p)

@@ -29,7 +29,13 @@ def test_builtin_profiles_load():
     assert llama.dims["text_len"] == DimRange(1, 48, 64)
     real = load_profile("framepack")
     assert real.device == "cuda"
-    assert all(c.source.kind == "repo" and c.dtype == "float16" for c in real.components)
+    assert all(c.source.kind == "repo" for c in real.components)
+    assert {c.component: c.dtype for c in real.components} == {
+        "llama_text": "float16", "clip_text": "float16", "siglip_image": "float16",
+        "transformer": "bfloat16"}
+    assert all(c.backend == "tensorrt" and c.fallback_backend == "aoti" for c in real.components)
+    forced = real.with_backend("tensorrt")  # --backend: that backend only, no fallback
+    assert all(c.fallback_backend is None for c in forced.components)
 
 
 def test_defaults_and_overrides(tmp_path):

@@ -130,6 +130,16 @@ class Component:
         on randomly drawn in-range sizes."""
         return sizes
 
+    def prepare_kwargs(self, kwargs: Mapping[str, torch.Tensor], names: Sequence[str],
+                       dtype: torch.dtype, device: str | None) -> tuple[torch.Tensor, ...]:
+        """Engine inputs from a call by keyword (``names``: the call's input names)."""
+        missing = [n for n in names if n not in kwargs]
+        unknown = [n for n in kwargs if n not in names]
+        if missing or unknown:
+            raise UsageError(f"{self.name}: takes {', '.join(names)}; missing {missing}, "
+                             f"unknown {unknown}")
+        return self.prepare(tuple(kwargs[n] for n in names), dtype, device)
+
     def derived_dims(self, dims: Mapping[str, DimRange]) -> dict[str, DimRange]:
         """Engine dims computed from the profile's dims (none by default)."""
         return {}

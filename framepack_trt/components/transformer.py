@@ -111,6 +111,12 @@ class Transformer(Component):
 
         return prepare_call(dict(zip(RAW_INPUTS, inputs, strict=True)), dtype, device)
 
+    def prepare_kwargs(self, kwargs, names, dtype, device):
+        """A call by keyword, with diffusers' or FramePack's argument names."""
+        from framepack_trt.transformer_export import prepare_call
+
+        return prepare_call(kwargs, dtype, device)
+
     def export_module(self, model):
         from framepack_trt.transformer_export import FramepackTransformerForExport
 
