@@ -131,32 +131,28 @@ def build(profile: Profile, cache: Cache, items: list[PlanItem],
     listener = listener or Listener()
     results = []
     for item in items:
-        if item.action == "cached":
-            result = BuildResult(item.spec.name, "cached", item.key, item.spec.backend)
-        elif item.action == "error":
-            result = BuildResult(item.spec.name, "failed", item.key, item.spec.backend,
-                                 error=item.reason)
-        else:
-            listener.start(item)
-            result = build_one(profile, cache, item, listener)
-            if result.outcome == "failed" and _fallback_applies(item, result):
-                first = result
-                item = plan_item(fallback_spec(item.spec), cache, cache.entries())
-                item.fallback_from = f"{first.backend} failed at {first.failed_stage}: {first.error}"
-                if item.action == "cached":
-                    result = BuildResult(item.spec.name, "cached", item.key, item.spec.backend)
-                elif item.action == "error":
-                    result = BuildResult(item.spec.name, "failed", item.key, item.spec.backend,
-                                         error=item.reason)
-                else:
-                    listener.start(item)
-                    result = build_one(profile, cache, item, listener)
+        result = _run_item(profile, cache, item, listener)
+        if result.outcome == "failed" and _fallback_applies(item, result):
+            first = result
+            item = plan_item(fallback_spec(item.spec), cache, cache.entries())
+            item.fallback_from = f"{first.backend} failed at {first.failed_stage}: {first.error}"
+            result = _run_item(profile, cache, item, listener)
         if item.fallback_from:
             result.notes.insert(0, f"used fallback backend {item.spec.backend} because "
                                    f"{item.fallback_from}")
         listener.finish(item, result)
         results.append(result)
     return results
+
+
+def _run_item(profile: Profile, cache: Cache, item: PlanItem, listener: Listener) -> BuildResult:
+    """The result of one planned item: cached, a planning error, or a build."""
+    if item.action == "cached":
+        return BuildResult(item.spec.name, "cached", item.key, item.spec.backend)
+    if item.action == "error":
+        return BuildResult(item.spec.name, "failed", item.key, item.spec.backend, error=item.reason)
+    listener.start(item)
+    return build_one(profile, cache, item, listener)
 
 
 def _fallback_applies(item: PlanItem, result: BuildResult) -> bool:

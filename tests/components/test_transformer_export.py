@@ -76,14 +76,10 @@ def test_matches_diffusers(model, h, w, length, vanilla):
 
 def test_framepack_convention_and_dtypes(model):
     """FramePack's own argument names, fp32 clean latents, int64 indices, bool mask."""
+    from tests_helpers import TO_FRAMEPACK
+
     c = call(60, 104, 77, vanilla=False, seed=5)
-    names = {"image_embeds": "image_embeddings", "indices_latents": "latent_indices",
-             "latents_clean": "clean_latents", "indices_latents_clean": "clean_latent_indices",
-             "latents_history_2x": "clean_latents_2x",
-             "indices_latents_history_2x": "clean_latent_2x_indices",
-             "latents_history_4x": "clean_latents_4x",
-             "indices_latents_history_4x": "clean_latent_4x_indices"}
-    fp = {names.get(k, k): v for k, v in c.items()}
+    fp = {TO_FRAMEPACK.get(k, k): v for k, v in c.items()}
     fp["clean_latent_indices"] = fp["clean_latent_indices"][None]  # FramePack passes (1, n)
     with torch.no_grad():
         expected = model(**c, return_dict=False)[0]
