@@ -191,6 +191,28 @@ class Cache:
                 out += [p for p in sorted(d.iterdir()) if p not in referenced]
         return out
 
+    def remove_orphans(self) -> list[Path]:
+        """Delete the orphan files, except those of an engine being built right now (its build
+        lock is held: its files exist before its manifest entry does). Returns what went."""
+        import shutil
+
+        from filelock import Timeout
+
+        removed = []
+        for path in self.orphans():
+            key16 = path.name.split(".")[0].rsplit("-", 1)[-1]
+            lock = FileLock(str(self.locks_dir / f"{key16}.lock"))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue  # a build of this engine is in progress
+            try:
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+                removed.append(path)
+            finally:
+                lock.release()
+        return removed
+
     def size(self) -> int:
         return dir_size(self.root) if self.root.is_dir() else 0
 

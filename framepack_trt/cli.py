@@ -268,7 +268,6 @@ def list_(
     gone); corrupt (a file fails its size or sha256 check). Files no entry references are
     listed as orphans (`purge` removes them).
     """
-    from framepack_trt.cache import staleness  # noqa: F401  (keeps import cost visible)
     from framepack_trt.shapes import DimRange, format_dims
     from framepack_trt.util import human_size
 
@@ -373,12 +372,11 @@ def purge(
         if not typer.confirm(f"Remove {len(chosen)} engine(s) and {len(orphans)} orphan(s)?"):
             raise typer.Exit(1)
     deleted = cache.remove(list(chosen))
-    import shutil
-
-    for p in cache.orphans():
-        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    removed = cache.remove_orphans()
     out.print(f"removed {len(chosen)} engine(s) ({len(deleted)} file(s)) and "
-              f"{len(orphans)} orphan(s)")
+              f"{len(removed)} orphan(s)")
+    if len(removed) < len(orphans):
+        out.print(f"kept {len(orphans) - len(removed)} file(s) of engines being built now")
 
 
 # -- verify ----------------------------------------------------------------------------------

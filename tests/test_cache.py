@@ -220,3 +220,17 @@ def test_resolve_cache_dir_precedence(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "env"))
     assert resolve_cache_dir(profile_dir=tmp_path / "p") == tmp_path / "env"
     assert resolve_cache_dir(cli=tmp_path / "cli", profile_dir=tmp_path / "p") == tmp_path / "cli"
+
+
+def test_remove_orphans_spares_engines_being_built(cache):
+    """A build moves its files into place before its manifest entry exists; purge must not
+    delete them while that build holds its lock."""
+    stray = cache.engines_dir / "old-0123456789abcdef.pt2"
+    stray.write_bytes(b"x")
+    key = "fedcba9876543210" + "0" * 48
+    building = cache.engines_dir / f"clip_text-{key[:16]}.pt2"
+    building.write_bytes(b"y")
+    with cache.entry_lock(key):
+        assert cache.remove_orphans() == [stray]
+    assert building.exists() and not stray.exists()
+    assert cache.remove_orphans() == [building]
