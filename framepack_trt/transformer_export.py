@@ -10,7 +10,8 @@ AOTInductor on CUDA fails on). Here the same function is split in two:
     and dtypes, crops the text to its length (explicit dynamic text length: the mask must be a
     prefix of ones, as FramePack's is), pads the history latents and their frame indices to
     multiples of the history kernels exactly as diffusers does (replicate), and casts.
-``FramepackTransformerForExport``  (the engine): only shape-static operations on its inputs.
+``FramepackTransformerForExport``  (the engine): only shape-static operations on its inputs,
+    and the output projection in fp32, as FramePack runs it (fp32 output).
     The RoPE of a padded history block is computed at clamped grid positions, which equals
     diffusers' replicate padding of the table; no ``%`` on a dynamic size is left.
 
@@ -21,6 +22,7 @@ path does after its crop.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -145,6 +147,25 @@ def _history_rope(rope, frame_indices, rows, cols, padded_rows, padded_cols, ker
     return out[0], out[1]
 
 
+def fp32_projection(proj_out: torch.nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
+    """FramePack's ``high_quality_fp32_output_for_inference``: the output projection runs in
+    fp32 (its weights upcast, exactly) on fp32 activations, and the output is fp32."""
+    bias = proj_out.bias.float() if proj_out.bias is not None else None
+    return F.linear(hidden.float(), proj_out.weight.float(), bias)
+
+
+@contextmanager
+def framepack_fp32_output(model: torch.nn.Module):
+    """Within this block the diffusers module's own forward computes its output projection as
+    FramePack does (``fp32_projection``), through a forward hook; nothing else changes."""
+    handle = model.proj_out.register_forward_hook(
+        lambda module, args, output: fp32_projection(module, args[0]))
+    try:
+        yield model
+    finally:
+        handle.remove()
+
+
 class FramepackTransformerForExport(torch.nn.Module):
     """The FramePack transformer's forward on prepared inputs (see ``prepare_call``), using the
     diffusers model's own submodules and parameters (shared, not copied)."""
@@ -199,7 +220,7 @@ class FramepackTransformerForExport(torch.nn.Module):
         history = hist4.shape[1] + hist2.shape[1] + clean.shape[1]
         out = tokens.narrow(1, history, (frames // p_t) * rows * cols)
         out = m.norm_out(out, temb)
-        out = m.proj_out(out)
+        out = fp32_projection(m.proj_out, out)
         out = out.reshape(batch, frames // p_t, rows, cols, -1, p_t, p, p)
         out = out.permute(0, 4, 1, 5, 2, 6, 3, 7)
         return (out.flatten(6, 7).flatten(4, 5).flatten(2, 3),)

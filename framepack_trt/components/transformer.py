@@ -36,7 +36,7 @@ def _buckets_range(index: int) -> DimRange:
 class Transformer(Component):
     name = "transformer"
     description = ("FramePack transformer: latents (1, 16, frames, h, w) + text, image and history "
-                   "conditions -> noise prediction (1, 16, frames, h, w)")
+                   "conditions -> noise prediction (1, 16, frames, h, w), fp32")
     model_class = "diffusers.HunyuanVideoFramepackTransformer3DModel"
     default_dtype = "bfloat16"
     default_dims = {
@@ -123,7 +123,12 @@ class Transformer(Component):
         return FramepackTransformerForExport(model)
 
     def reference(self, model, inputs):
-        return (model(**dict(zip(RAW_INPUTS, inputs, strict=True)), return_dict=False)[0],)
+        """The diffusers module's own forward, with its output projection in fp32 as FramePack
+        sets ``high_quality_fp32_output_for_inference`` (a forward hook; fp32 output)."""
+        from framepack_trt.transformer_export import framepack_fp32_output
+
+        with framepack_fp32_output(model):
+            return (model(**dict(zip(RAW_INPUTS, inputs, strict=True)), return_dict=False)[0],)
 
     def make_inputs(self, config, sizes, dtype, device, generator):
         import torch

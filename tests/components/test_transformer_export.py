@@ -9,7 +9,12 @@ import pytest
 import torch
 from torch.export import Dim
 
-from framepack_trt.transformer_export import ENGINE_INPUTS, FramepackTransformerForExport, prepare_call
+from framepack_trt.transformer_export import (
+    ENGINE_INPUTS,
+    FramepackTransformerForExport,
+    framepack_fp32_output,
+    prepare_call,
+)
 
 TINY = dict(num_attention_heads=2, attention_head_dim=16, num_layers=1, num_single_layers=1,
             num_refiner_layers=1, text_embed_dim=32, pooled_projection_dim=16,
@@ -64,11 +69,17 @@ CASES = [(52, 120, 1, False), (120, 52, 128, True), (68, 88, 256, False), (88, 6
          (64, 96, 7, False), (56, 108, 200, True)]  # latent sizes of 640 buckets, both ways
 
 
+def reference(model, c):
+    """The diffusers module's forward, output projection in fp32 as FramePack runs it."""
+    with framepack_fp32_output(model):
+        return model(**c, return_dict=False)[0]
+
+
 @pytest.mark.parametrize("h,w,length,vanilla", CASES)
 def test_matches_diffusers(model, h, w, length, vanilla):
     c = call(h, w, length, vanilla, seed=h * w + length)
     with torch.no_grad():
-        expected = model(**c, return_dict=False)[0]
+        expected = reference(model, c)
         got = FramepackTransformerForExport(model)(*prepare_call(c, torch.float32, "cpu"))[0]
     assert got.shape == expected.shape == (1, 16, 9, h, w)
     assert rel_l2(got, expected) <= 1e-5
@@ -82,7 +93,7 @@ def test_framepack_convention_and_dtypes(model):
     fp = {TO_FRAMEPACK.get(k, k): v for k, v in c.items()}
     fp["clean_latent_indices"] = fp["clean_latent_indices"][None]  # FramePack passes (1, n)
     with torch.no_grad():
-        expected = model(**c, return_dict=False)[0]
+        expected = reference(model, c)
         got = FramepackTransformerForExport(model)(*prepare_call(fp, torch.float32, "cpu"))[0]
     assert rel_l2(got, expected) <= 1e-5
 
@@ -120,6 +131,25 @@ def test_exports_with_dynamic_height_width_and_text(model):
     for h, w, length, vanilla in CASES[:3]:
         c = call(h, w, length, vanilla, seed=1)
         with torch.no_grad():
-            expected = model(**c, return_dict=False)[0]
+            expected = reference(model, c)
             got = module(*prepare_call(c, torch.float32, "cpu"))[0]
         assert rel_l2(got, expected) <= 1e-5, (h, w, length)
+
+
+def test_bf16_weights_fp32_output(model):
+    """bf16 weights as FramePack loads them; the output projection in fp32, the output fp32,
+    and the diffusers module (same hook) agrees within bf16 tolerance."""
+    import copy
+
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    c = {k: (v.to(torch.bfloat16) if v.is_floating_point() and not k.startswith(("timestep", "guidance"))
+             else v) for k, v in call(68, 88, 100, seed=9).items()}
+    with torch.no_grad():
+        expected = reference(bf16, c)
+        got = FramepackTransformerForExport(bf16)(*prepare_call(c, torch.bfloat16, "cpu"))[0]
+        plain = bf16(**c, return_dict=False)[0]
+    assert got.dtype == expected.dtype == torch.float32 and plain.dtype == torch.bfloat16
+    assert bf16.proj_out.weight.dtype == torch.bfloat16  # the weights themselves stay bf16
+    assert rel_l2(got, expected) <= 1e-2
+    cos = torch.nn.functional.cosine_similarity(got.flatten().double(), expected.flatten().double(), dim=0)
+    assert cos >= 0.999
