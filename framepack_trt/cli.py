@@ -50,6 +50,8 @@ ComponentsOpt = Annotated[list[str] | None, typer.Option(
     "--component", "--components", "-c", help="Only these profile entries (name or component; "
     "repeat the option for several).", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+CacheProfileOpt = Annotated[str | None, typer.Option(
+    "--profile", "-p", help="Read the cache dir from this profile.", show_default=False)]
 
 
 def _errors(fn):
@@ -258,8 +260,7 @@ def _summary_table(results) -> Table:
 def list_(
     cache_dir: CacheDirOpt = None,
     framepack_dir: FramepackDirOpt = None,
-    profile: Annotated[str | None, typer.Option(
-        "--profile", "-p", help="Read the cache dir from this profile.", show_default=False)] = None,
+    profile: CacheProfileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the engines in the cache and whether each can run here.
@@ -319,8 +320,7 @@ def list_(
 def purge(
     cache_dir: CacheDirOpt = None,
     framepack_dir: FramepackDirOpt = None,
-    profile: Annotated[str | None, typer.Option(
-        "--profile", "-p", help="Read the cache dir from this profile.", show_default=False)] = None,
+    profile: CacheProfileOpt = None,
     components: ComponentsOpt = None,
     stale: Annotated[bool, typer.Option(
         "--stale", help="Engines that cannot run here (stale, missing or corrupt).")] = False,
@@ -386,8 +386,7 @@ def purge(
 def verify(
     cache_dir: CacheDirOpt = None,
     framepack_dir: FramepackDirOpt = None,
-    profile: Annotated[str | None, typer.Option(
-        "--profile", "-p", help="Read the cache dir from this profile.", show_default=False)] = None,
+    profile: CacheProfileOpt = None,
     components: ComponentsOpt = None,
     full: Annotated[bool, typer.Option(
         "--full", help="Load the eager model from its recorded source and compare at min, opt, "
