@@ -242,6 +242,12 @@ class Cache:
         return EntryStatus("stale", reason) if reason else EntryStatus("ok")
 
 
+def entry_matches(entry: dict[str, Any], names: list[str] | None) -> bool:
+    """Whether an entry is selected by ``names`` (entry names or component names; all when
+    ``names`` is empty)."""
+    return not names or entry["name"] in names or entry["component"] in names
+
+
 def staleness(fields: dict[str, Any]) -> str | None:
     """Why an engine cannot run on this machine's device and software, or None if it can."""
     reasons = []

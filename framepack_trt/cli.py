@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from framepack_trt import __version__
+from framepack_trt.cache import entry_matches
 from framepack_trt.errors import FramepackTrtError, UsageError
 
 app = typer.Typer(
@@ -344,7 +345,7 @@ def purge(
     for key, e in entries.items():
         st = cache.status(e)
         if (all_ or st.state == "missing" or (stale and st.state != "ok")
-                or (components and (e["name"] in components or e["component"] in components))):
+                or (components and entry_matches(e, components))):
             chosen[key] = (e, st)
     if components:
         known = {e["name"] for e in entries.values()} | {e["component"] for e in entries.values()}
@@ -409,8 +410,7 @@ def verify(
     cache = _cache(cache_dir, framepack_dir, _profile_for_cache(profile))
     entries = cache.entries()
     _print_warnings(cache)
-    selected = [e for e in entries.values()
-                if not components or e["name"] in components or e["component"] in components]
+    selected = [e for e in entries.values() if entry_matches(e, components)]
     if components and not selected:
         raise UsageError(f"no engine named {', '.join(components)} in {cache.root}; it has: "
                          f"{', '.join(sorted(e['name'] for e in entries.values())) or 'none'}")
@@ -488,7 +488,7 @@ def bench(
 
     cache = _cache(cache_dir, framepack_dir)
     entries = [e for e in sorted(cache.entries().values(), key=lambda e: (e["name"], e["key"]))
-               if (not components or e["name"] in components or e["component"] in components)]
+               if entry_matches(e, components)]
     results = []
     for e in entries:
         st = cache.status(e)

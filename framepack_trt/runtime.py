@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from framepack_trt.cache import Cache
+from framepack_trt.cache import Cache, entry_matches
 from framepack_trt.errors import ShapeError
 from framepack_trt.shapes import DimRange
 
@@ -77,7 +77,7 @@ def find_engine(cache: Cache, component: str, inputs: Mapping[str, Any] | Sequen
     engine's inputs in order, or a call by keyword (any convention the component accepts)."""
     best, best_score = None, None
     for entry in cache.entries().values():
-        if component not in (entry["name"], entry["component"]):
+        if not entry_matches(entry, [component]):
             continue
         if cache.status(entry).state != "ok":
             continue

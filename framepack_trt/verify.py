@@ -67,9 +67,10 @@ class EngineVerification:
 
 
 def verify_entry(cache: Cache, entry: dict[str, Any], full: bool = False,
-                 seed: int | None = None) -> EngineVerification:
+                 seed: int | None = None, deep: bool = True) -> EngineVerification:
+    """``deep``: re-hash the files (False where the caller has just checked or written them)."""
     result = EngineVerification(entry["name"], entry["key"], "full" if full else "quick",
-                                cache.status(entry, deep=True))
+                                cache.status(entry, deep=deep))
     if result.status.state != "ok":
         return result
     try:
@@ -191,7 +192,10 @@ def verification_problem(result: dict) -> str:
 def _child_main(argv: list[str]) -> None:
     entry = json.loads(Path(argv[0]).read_text())
     full = len(argv) > 2 and argv[2] == "--full"
-    result = verify_entry(Cache(argv[1]), entry, full=full, seed=int(argv[3]) if full else None)
+    # Both callers checked the files' sha256 (verify_isolated) or just wrote and hashed them
+    # (build): the child only re-checks size, mtime and staleness.
+    result = verify_entry(Cache(argv[1]), entry, full=full, seed=int(argv[3]) if full else None,
+                          deep=False)
     print(json.dumps(result.to_dict()))
 
 
