@@ -21,6 +21,7 @@ from framepack_trt.cache import Cache, engine_key, now_iso
 from framepack_trt.components.base import get_component
 from framepack_trt.device import current_device, describe, torch_version
 from framepack_trt.errors import BuildError, FramepackTrtError
+from framepack_trt.memory import PeakMemory
 from framepack_trt.profile import ComponentSpec, Profile
 from framepack_trt.sources import fingerprint
 from framepack_trt.verify import verification_problem, verify_in_fresh_process
@@ -236,52 +237,53 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
     dtype = torch_dtype(spec.dtype)
     seed = int(item.key[:8], 16)
 
-    with _timed(result, listener, item, "load"):
-        reason = backend.unavailable_reason(spec.device)
-        if reason:
-            raise BuildError(f"backend {spec.backend!r} unavailable: {reason}")
-        model = load_model(component, spec.source, dtype, spec.device, cache.weights_dir)
-        config = model.config
-        specs = component.input_specs(config)
-        problems = component.check_dims(config, spec.dims)
-        if problems:
-            raise BuildError(f"{profile.path}: components[{spec.name}]: " + "; ".join(problems))
+    with PeakMemory(cuda=spec.device == "cuda") as memory:
+        with _timed(result, listener, item, "load"):
+            reason = backend.unavailable_reason(spec.device)
+            if reason:
+                raise BuildError(f"backend {spec.backend!r} unavailable: {reason}")
+            model = load_model(component, spec.source, dtype, spec.device, cache.weights_dir)
+            config = model.config
+            specs = component.input_specs(config)
+            problems = component.check_dims(config, spec.dims)
+            if problems:
+                raise BuildError(f"{profile.path}: components[{spec.name}]: " + "; ".join(problems))
 
-    with _timed(result, listener, item, "export"):
-        exported = export_component(component, model, spec.dims, dtype, spec.device, seed)
-        program = exported.program
+        with _timed(result, listener, item, "export"):
+            exported = export_component(component, model, spec.dims, dtype, spec.device, seed)
+            program = exported.program
 
-    with _timed(result, listener, item, "compile"):
-        engine_dims = {**spec.dims, **component.derived_dims(spec.dims)}
-        request = BuildRequest(program, specs, engine_dims,
-                               spec.dtype, spec.device, backend.settings(spec.build),
-                               cache.state_dir / spec.backend)
-        request.state_dir.mkdir(parents=True, exist_ok=True)
-        report = backend.build(request, tmp_engine)
-        result.notes += report.notes
+        with _timed(result, listener, item, "compile"):
+            engine_dims = {**spec.dims, **component.derived_dims(spec.dims)}
+            request = BuildRequest(program, specs, engine_dims,
+                                   spec.dtype, spec.device, backend.settings(spec.build),
+                                   cache.state_dir / spec.backend)
+            request.state_dir.mkdir(parents=True, exist_ok=True)
+            report = backend.build(request, tmp_engine)
+            result.notes += report.notes
 
-    with _timed(result, listener, item, "save"):
-        rng = random.Random(seed)
-        gen = torch.Generator().manual_seed(seed)
-        raw_names = component.raw_input_names(config)
-        tensors: dict[str, torch.Tensor] = {}
-        cases = []
-        for case in GOLDEN_CASES:
-            sizes = (component.snap_sizes(random_sizes(spec.dims, rng)) if case == "random"
-                     else sizes_at(spec.dims, case))
-            inputs = component.make_inputs(config, sizes, dtype, spec.device, gen)
-            with torch.inference_mode():
-                outputs = component.reference(model, inputs)
-            idx = len(cases)
-            for name, t in zip(raw_names, inputs, strict=True):
-                tensors[f"{idx}.input.{name}"] = t.detach().cpu().contiguous()
-            for name, t in zip(component.output_names, outputs, strict=True):
-                tensors[f"{idx}.output.{name}"] = t.detach().cpu().contiguous()
-            cases.append({"case": case, "sizes": sizes})
-        save_file(tensors, str(tmp_golden))
-        os.replace(tmp_engine, engine_path)
-        os.replace(tmp_golden, golden_path)
-        del model, exported, program, request
+        with _timed(result, listener, item, "save"):
+            rng = random.Random(seed)
+            gen = torch.Generator().manual_seed(seed)
+            raw_names = component.raw_input_names(config)
+            tensors: dict[str, torch.Tensor] = {}
+            cases = []
+            for case in GOLDEN_CASES:
+                sizes = (component.snap_sizes(random_sizes(spec.dims, rng)) if case == "random"
+                         else sizes_at(spec.dims, case))
+                inputs = component.make_inputs(config, sizes, dtype, spec.device, gen)
+                with torch.inference_mode():
+                    outputs = component.reference(model, inputs)
+                idx = len(cases)
+                for name, t in zip(raw_names, inputs, strict=True):
+                    tensors[f"{idx}.input.{name}"] = t.detach().cpu().contiguous()
+                for name, t in zip(component.output_names, outputs, strict=True):
+                    tensors[f"{idx}.output.{name}"] = t.detach().cpu().contiguous()
+                cases.append({"case": case, "sizes": sizes})
+            save_file(tensors, str(tmp_golden))
+            os.replace(tmp_engine, engine_path)
+            os.replace(tmp_golden, golden_path)
+            del model, exported, program, request
 
     engine_meta = cache.describe_file(engine_path)
     result.engine_size = engine_meta["size"]
@@ -308,17 +310,21 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
         "created": now_iso(),
         "device_name": describe(item.key_fields["device"]),
     }
-    if spec.device == "cuda":
-        entry["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-        result.notes.append(f"peak GPU memory allocated by torch during the build: "
-                            f"{entry['peak_gpu_gib']} GiB")
+    peaks = memory.peaks()
+    entry.update(peaks.to_dict())
+    result.notes.append(peaks.describe())
 
     with _timed(result, listener, item, "verify"):
         # In a fresh process: proves the engine loads from its file alone, and a crash while
         # loading or running it (a segfault in compiled code) fails this component only.
-        check = verify_in_fresh_process(cache, entry)
+        # A component whose one engine spans shapes a backend may get wrong at some of them
+        # (full_check_at_build) is checked against a fresh eager reference at every size of
+        # `verify --full`; the others against the golden samples just written.
+        full = component.full_check_at_build
+        check = verify_in_fresh_process(cache, entry, full=full, seed=seed if full else None)
         if not check["passed"]:
-            raise BuildError(f"{spec.name}: the engine does not match eager on the golden samples: "
+            what = "at the sizes of verify --full" if full else "on the golden samples"
+            raise BuildError(f"{spec.name}: the engine does not match eager {what}: "
                              f"{verification_problem(check)}")
     entry["build_seconds"] = {k: round(v, 3) for k, v in result.times.items()}
     return entry

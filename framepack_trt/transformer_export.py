@@ -199,10 +199,15 @@ class FramepackTransformerForExport(torch.nn.Module):
         rope4 = _history_rope(m.rope, indices_latents_history_4x, rows, cols,
                               latents_history_4x.shape[-2] // p, latents_history_4x.shape[-1] // p,
                               (4, 4, 4))
-        # diffusers' order: 4x, 2x, clean, then the latents being denoised.
-        tokens = torch.cat([hist4, hist2, clean, tokens], dim=1)
-        rotary = (torch.cat([rope4[0], rope2[0], rope_clean[0], rope[0]], dim=0),
-                  torch.cat([rope4[1], rope2[1], rope_clean[1], rope[1]], dim=0))
+        # diffusers puts the history first (4x, 2x, clean, then the latents being denoised) and
+        # slices the last tokens off at the end. Attention over the image tokens has no mask
+        # and each token carries its own RoPE, so the order does not change the function; the
+        # latents go first here so that the final slice starts at 0. A slice at a dynamic
+        # start was refused by TensorRT-RTX ("ISliceLayer size elements must be
+        # non-negative", torch_tensorrt-RTX 2.11).
+        tokens = torch.cat([tokens, hist4, hist2, clean], dim=1)
+        rotary = (torch.cat([rope[0], rope4[0], rope2[0], rope_clean[0]], dim=0),
+                  torch.cat([rope[1], rope4[1], rope2[1], rope_clean[1]], dim=0))
 
         temb, _ = m.time_text_embed(timestep, pooled_projections, guidance)
         text = m.context_embedder(encoder_hidden_states, timestep, None)
@@ -213,12 +218,7 @@ class FramepackTransformerForExport(torch.nn.Module):
         for block in m.single_transformer_blocks:
             tokens, context = block(tokens, context, temb, None, rotary)
 
-        # The latents being denoised are the last tokens. An explicit start and length (both
-        # products of sizes) instead of a negative start, whose length TensorRT's shape
-        # analysis could not prove non-negative ("ISliceLayer size elements must be
-        # non-negative", torch_tensorrt-RTX 2.11).
-        history = hist4.shape[1] + hist2.shape[1] + clean.shape[1]
-        out = tokens.narrow(1, history, (frames // p_t) * rows * cols)
+        out = tokens.narrow(1, 0, (frames // p_t) * rows * cols)
         out = m.norm_out(out, temb)
         out = fp32_projection(m.proj_out, out)
         out = out.reshape(batch, frames // p_t, rows, cols, -1, p_t, p, p)

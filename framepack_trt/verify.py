@@ -124,9 +124,9 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
     seed = random.randrange(2**31) if seed is None else seed
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
-    for which in FULL_CASES:
-        sizes = (component.snap_sizes(random_sizes(dims, rng)) if which == "random"
-                 else sizes_at(dims, which))
+    cases = [(which, component.snap_sizes(random_sizes(dims, rng)) if which == "random"
+              else sizes_at(dims, which)) for which in FULL_CASES]
+    for which, sizes in cases + component.check_sizes(dims):
         case = CaseResult(which, sizes)
         inputs = component.make_inputs(model.config, sizes, dtype, device, gen)
         with torch.inference_mode():

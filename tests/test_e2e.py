@@ -35,8 +35,15 @@ def test_tiny_profile_end_to_end(tmp_path):
     result = json.loads(r.stdout)
     assert result["passed"]
     for engine in result["engines"]:
-        assert [c["case"] for c in engine["cases"]] == ["min", "opt", "max", "random"]
+        names = [c["case"] for c in engine["cases"]]
+        assert names[:4] == ["min", "opt", "max", "random"]
+        # The transformer is also checked at every 640 bucket (its range covers all 14).
+        assert len(names) == (4 + 14 if engine["name"] == "transformer" else 4), names
         assert all(o["passed"] and o["finite"] for c in engine["cases"] for o in c["outputs"])
+    tx = next(e for e in result["engines"] if e["name"] == "transformer")
+    assert {"bucket 544x704", "bucket 960x416"} <= {c["case"] for c in tx["cases"]}
+    assert next(c for c in tx["cases"] if c["case"] == "bucket 544x704")["sizes"][
+        "latent_height"] == 68
 
     r = cli("build", cwd=cwd, check=True)
     assert "0 built, 4 cached, 0 failed" in r.stdout

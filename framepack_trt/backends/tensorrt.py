@@ -16,12 +16,14 @@ it keeps partially converted graphs runnable, which a bare TensorRT plan file wo
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from framepack_trt.backends.base import Backend, BuildReport, BuildRequest, BuildSettings
 from framepack_trt.device import package_version
+from framepack_trt.errors import BuildError
 
 #: Distributions per edition: (torch_tensorrt package, TensorRT packages).
 EDITIONS = {
@@ -124,14 +126,19 @@ class TensorRTBackend(Backend):
         return None
 
     def build(self, request: BuildRequest, out_path: Path) -> BuildReport:
-        import torch
+        module, report = self.compile(request)
+        self.save(module, request, out_path, report)
+        return report
+
+    @staticmethod
+    def _inputs(request: BuildRequest) -> list:
+        """One torch_tensorrt.Input (min/opt/max shapes, dtype) per engine input."""
         import torch_tensorrt
 
         from framepack_trt.components.base import entry_size
         from framepack_trt.export import input_dtype, torch_dtype
         from framepack_trt.shapes import sizes_at
 
-        settings: TensorRTSettings = request.settings  # type: ignore[assignment]
         model_dtype = torch_dtype(request.dtype)
         inputs = []
         for spec in request.inputs:
@@ -140,6 +147,17 @@ class TensorRTBackend(Backend):
             inputs.append(torch_tensorrt.Input(min_shape=shapes["min"], opt_shape=shapes["opt"],
                                                max_shape=shapes["max"],
                                                dtype=input_dtype(spec, model_dtype), name=spec.name))
+        return inputs
+
+    def compile(self, request: BuildRequest):
+        """The compiled module (TensorRT engines, plus PyTorch for ops left out) and a report."""
+        import torch
+        import torch_tensorrt
+
+        from framepack_trt.graph_passes import positive_slice_bounds
+
+        settings: TensorRTSettings = request.settings  # type: ignore[assignment]
+        inputs = self._inputs(request)
         gpu = torch.cuda.get_device_properties(0)
         timing_cache = request.state_dir / (
             "timing-" + re.sub(r"[^A-Za-z0-9]+", "_", f"{gpu.name}-sm{gpu.major}{gpu.minor}") + ".bin")
@@ -168,8 +186,20 @@ class TensorRTBackend(Backend):
         dropped = sorted(set(wanted) - set(kwargs))
         if dropped:
             report.notes.append(f"this torch_tensorrt does not take {', '.join(dropped)}")
-        with torch.no_grad():
-            trt_module = torch_tensorrt.dynamo.compile(request.exported, **kwargs)
+        rewritten = positive_slice_bounds(request.exported)
+        if rewritten:
+            report.notes.append(f"{rewritten} slice bound(s) of the form x[:, :-n] with a dynamic n "
+                                "rewritten as x[:, :size-n] (torch_tensorrt takes them as lengths)")
+        with torch.no_grad(), TensorRTErrors() as trt_errors:
+            try:
+                trt_module = torch_tensorrt.dynamo.compile(request.exported, **kwargs)
+            except Exception as exc:
+                if not trt_errors.messages:
+                    raise
+                # torch_tensorrt goes on after a failed engine build and fails later with an
+                # unrelated error (deserialize_cuda_engine(None)); TensorRT's own message is
+                # the one that says what went wrong.
+                raise BuildError("TensorRT: " + " | ".join(trt_errors.messages[-3:])) from exc
         report.details.update(partition_report(trt_module))
         left = report.details["ops_in_pytorch"]
         if left:
@@ -177,9 +207,38 @@ class TensorRTBackend(Backend):
                 f"partial conversion: {report.details['trt_engines']} TensorRT engine(s); "
                 f"{sum(left.values())} op(s) left to PyTorch: "
                 + ", ".join(f"{op} x{n}" for op, n in sorted(left.items())))
-        torch_tensorrt.save(trt_module, str(out_path), output_format="exported_program",
-                            retrace=False)
-        return report
+        return trt_module, report
+
+    def save(self, module, request: BuildRequest, out_path: Path, report: BuildReport) -> None:
+        import torch_tensorrt
+
+        from framepack_trt.export import dynamic_shapes
+
+        accepted = inspect.signature(torch_tensorrt.save).parameters
+        save_kwargs = {"output_format": "exported_program", "retrace": False}
+        if "pickle_protocol" in accepted:
+            # The default (2) cannot hold an engine over 4 GiB (the real-width transformer's is).
+            save_kwargs["pickle_protocol"] = 4
+        try:
+            torch_tensorrt.save(module, str(out_path), **save_kwargs)
+            return
+        except Exception as first:
+            # The legacy exporter (retrace=False) cannot serialize a partitioned graph whose
+            # TensorRT engines pass sizes (SymInts) to the PyTorch parts (torch_tensorrt 2.11,
+            # pytorch/TensorRT#4620); re-exporting the inlined graph with the engine's dims can.
+            if not report.details.get("ops_in_pytorch"):
+                raise
+            out_path.unlink(missing_ok=True)
+            try:
+                torch_tensorrt.save(module, str(out_path), **{
+                    **save_kwargs, "retrace": True, "arg_inputs": self._inputs(request),
+                    "dynamic_shapes": dynamic_shapes(request.inputs, request.dims)})
+            except Exception as second:
+                raise BuildError(f"saving the partially converted module failed: with retrace=False: "
+                                 f"{type(first).__name__}: {str(first).splitlines()[0][:300]}; with "
+                                 f"retrace=True: {type(second).__name__}: "
+                                 f"{str(second).splitlines()[0][:300]}") from second
+            report.notes.append("saved by re-exporting the partitioned graph (retrace=True)")
 
     def load(self, path: Path, device: str):
         import torch
@@ -193,6 +252,28 @@ class TensorRTBackend(Backend):
             return tuple(out) if isinstance(out, (list, tuple)) else (out,)
 
         return engine
+
+
+class TensorRTErrors(logging.Handler):
+    """Collects the error messages torch_tensorrt logs (TensorRT's builder errors among them)
+    while active."""
+
+    def __init__(self):
+        super().__init__(level=logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # TensorRT's logger is "torch_tensorrt [TensorRT Conversion Context]": not a child of
+        # "torch_tensorrt" by name, so the handler sits on the root logger.
+        if record.name.startswith("torch_tensorrt"):
+            self.messages.append(record.getMessage().strip())
+
+    def __enter__(self) -> TensorRTErrors:
+        logging.getLogger().addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger().removeHandler(self)
 
 
 def partition_report(module) -> dict:

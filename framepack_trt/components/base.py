@@ -89,6 +89,9 @@ class Component:
     output_names: ClassVar[tuple[str, ...]]
     #: Per-dtype tolerance overrides (falls back to DEFAULT_TOLERANCES).
     tolerances: ClassVar[Mapping[str, Tolerance]] = {}
+    #: Verify at every size of ``verify --full`` (a fresh eager reference) before caching an
+    #: engine, instead of only the stored golden samples.
+    full_check_at_build: ClassVar[bool] = False
     #: Tiny config used by ``source: {random: ...}``, merged with the profile's overrides.
     tiny_config: ClassVar[Mapping[str, Any]] = {}
     #: Bump when the exported graph of this adapter changes, so cached engines are rebuilt.
@@ -129,6 +132,11 @@ class Component:
         """Nearest sizes the model accepts (e.g. even latent sizes); identity by default. Used
         on randomly drawn in-range sizes."""
         return sizes
+
+    def check_sizes(self, dims: Mapping[str, DimRange]) -> list[tuple[str, dict[str, int]]]:
+        """Named sizes that ``verify --full`` (and, with ``full_check_at_build``, the build)
+        checks besides min, opt, max and a random one; none by default."""
+        return []
 
     def prepare_kwargs(self, kwargs: Mapping[str, torch.Tensor], names: Sequence[str],
                        dtype: torch.dtype, device: str | None) -> tuple[torch.Tensor, ...]:

@@ -101,3 +101,45 @@ def test_partial_conversion_is_reported(tmp_path, tiny_weights):
     assert "partial conversion" in r.stdout and "left to PyTorch" in r.stdout, r.stdout
     assert "attention" in r.stdout
     cli("verify", "--cache-dir", str(tmp_path / "c"), "--full", check=True)
+
+
+def test_transformer_engine_all_buckets_dynamic_text(tmp_path, tiny_weights):
+    """The tiny-config FramePack transformer through TensorRT: one engine over the 640 latent
+    range with a dynamic text length (diffusers' x[:, :-text] splits rewritten for
+    torch_tensorrt), checked against diffusers at min, opt, max, a random shape and every 640
+    bucket, at build time and again by `verify --full` in a fresh process.
+
+    TensorRT-RTX 1.4 (H100) built a wrong engine in 3 of 5 builds of this graph: rel L2 2.3e-2
+    to 3.3e-2 at latent 62x98 (not a bucket shape), right at the others tried (52x52, 68x88,
+    120x120, 56x84); the other 2 builds were right everywhere, 62x98 and all 14 buckets
+    included. The build must then refuse the engine (nothing cached, the failing case named);
+    the test reports that as xfail, since the fault is TensorRT's, after checking that the
+    refusal happened properly."""
+    p = write_profile(tmp_path / "tx.yaml", [
+        {"component": "transformer", "source": {"path": str(tiny_weights["transformer"])},
+         # float16: a tiny random config in bfloat16 sits near the 1e-2 tolerance on its own
+         # (rel L2 up to 3.3e-2 seen on an H100); the real-width bf16 engine is at 2e-3 to
+         # 3.5e-3 (docs/benchmarks.md). This test is about the graph: slices and dynamic dims.
+         "dtype": "float16", "dims": {"latent_height": {"min": 52, "opt": 68, "max": 120},
+                                      "latent_width": {"min": 52, "opt": 88, "max": 120},
+                                      "text_len": {"min": 1, "opt": 64, "max": 256}}}],
+        backend="tensorrt", device="cuda")
+    cache = tmp_path / "cache"
+    r = cli("build", "--profile", str(p), "--cache-dir", str(cache))
+    assert "slice bound(s)" in r.stdout  # the rewrite happened (and was needed: see graph_passes)
+    listed = json.loads(cli("list", "--cache-dir", str(cache), "--json", check=True).stdout)
+    if r.returncode != 0:
+        assert "does not match eager at the sizes of verify --full" in r.stdout, r.stdout
+        assert listed["entries"] == [] and not any((cache / "engines").glob("*")), listed
+        pytest.xfail("TensorRT built a wrong engine; the build refused it: "
+                     + r.stdout.split("failed: ", 1)[-1][:300])
+    assert "1 built, 0 cached, 0 failed" in r.stdout, r.stdout
+    full = json.loads(cli("verify", "--cache-dir", str(cache), "--full", "--seed", "2", "--json",
+                          check=True).stdout)
+    assert full["passed"]
+    cases = full["engines"][0]["cases"]
+    assert [c["case"] for c in cases][:4] == ["min", "opt", "max", "random"]
+    assert len(cases) == 4 + 14
+    for case in cases:
+        for o in case["outputs"]:
+            assert o["rel_l2"] <= 1e-2 and o["cosine"] >= 0.999, case
