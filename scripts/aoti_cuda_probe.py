@@ -55,8 +55,10 @@ def run(case: str) -> None:
     torch._inductor.aoti_compile_and_package(ep, package_path=path)
     print(case, "compiled", flush=True)
     if "fresh" in case:
-        code = (f"import torch, faulthandler; faulthandler.enable(); r = torch._inductor.aoti_load_package({path!r}); "
-                f"x = torch.randint(1, 999, (2, 77), device='cuda'); print('fresh out', r(x)[0].shape, flush=True)")
+        code = (f"import torch, faulthandler; faulthandler.enable(); "
+                f"r = torch._inductor.aoti_load_package({path!r}); "
+                f"x = torch.randint(1, 999, (2, 77), device='cuda'); "
+                f"print('fresh out', r(x)[0].shape, flush=True)")
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         print("fresh rc", p.returncode, p.stdout[-300:], p.stderr[-1500:], flush=True)
         return
