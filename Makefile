@@ -32,7 +32,7 @@ gpu-test: install ## the GPU tests (need CUDA; TensorRT ones need torch_tensorrt
 	$(BIN)/python -m pytest -q -m gpu tests/gpu
 
 lint: install
-	$(BIN)/python -m ruff check framepack_trt tests
+	$(BIN)/python -m ruff check framepack_trt tests scripts
 
 build: install ## build PROFILE (default tiny); extra options in ARGS
 	$(BIN)/framepack-trt build --profile $(PROFILE) $(ARGS)
