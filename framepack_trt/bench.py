@@ -61,7 +61,7 @@ def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int
     from framepack_trt.components.base import Tolerance, get_component
     from framepack_trt.export import torch_dtype
     from framepack_trt.runtime import load_engine
-    from framepack_trt.shapes import DimRange, sizes_at
+    from framepack_trt.shapes import dims_from_dict, sizes_at
     from framepack_trt.sources import Source, load_model
 
     fields = entry["key_fields"]
@@ -70,8 +70,7 @@ def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int
     dtype = torch_dtype(fields["dtype"])
     model = load_model(component, Source.from_dict(entry["source"]), dtype, device, cache.weights_dir)
     engine = load_engine(cache, entry)
-    dims = {n: DimRange(**r) for n, r in fields["dims"].items()}
-    sizes = sizes_at(dims, "opt")
+    sizes = sizes_at(dims_from_dict(fields["dims"]), "opt")
     inputs = component.make_inputs(model.config, sizes, dtype, device,
                                    torch.Generator().manual_seed(seed))
 
@@ -80,10 +79,10 @@ def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int
             return component.reference(model, xs)
 
     cuda = device == "cuda"
-    eager_ms = _time(eager, inputs, warmup, iters, cuda)
     def engine_call(*xs):  # what the runtime does per call: prepare, then the engine
         return engine(*component.prepare(xs, dtype, device))
 
+    eager_ms = _time(eager, inputs, warmup, iters, cuda)
     engine_ms = _time(engine_call, inputs, warmup, iters, cuda)
     check = compare(entry["outputs"][0], engine_call(*inputs)[0], eager(*inputs)[0],
                     Tolerance(**entry["tolerance"]))

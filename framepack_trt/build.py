@@ -228,7 +228,6 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
 
     from framepack_trt.backends import BuildRequest
     from framepack_trt.export import export_component, torch_dtype
-    from framepack_trt.shapes import random_sizes, sizes_at
     from framepack_trt.sources import load_model
 
     spec = item.spec
@@ -269,8 +268,7 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
             tensors: dict[str, torch.Tensor] = {}
             cases = []
             for case in GOLDEN_CASES:
-                sizes = (component.snap_sizes(random_sizes(spec.dims, rng)) if case == "random"
-                         else sizes_at(spec.dims, case))
+                sizes = component.case_sizes(spec.dims, case, rng)
                 inputs = component.make_inputs(config, sizes, dtype, spec.device, gen)
                 with torch.inference_mode():
                     outputs = component.reference(model, inputs)
@@ -321,7 +319,7 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
         # (full_check_at_build) is checked against a fresh eager reference at every size of
         # `verify --full`; the others against the golden samples just written.
         full = component.full_check_at_build
-        check = verify_in_fresh_process(cache, entry, full=full, seed=seed if full else None)
+        check = verify_in_fresh_process(cache, entry, full=full, seed=seed)
         if not check["passed"]:
             what = "at the sizes of verify --full" if full else "on the golden samples"
             raise BuildError(f"{spec.name}: the engine does not match eager {what}: "

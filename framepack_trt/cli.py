@@ -270,7 +270,7 @@ def list_(
     gone); corrupt (a file fails its size or sha256 check). Files no entry references are
     listed as orphans (`purge` removes them).
     """
-    from framepack_trt.shapes import DimRange, format_dims
+    from framepack_trt.shapes import dims_from_dict, format_dims
     from framepack_trt.util import human_size
 
     cache = _cache(cache_dir, framepack_dir, _profile_for_cache(profile))
@@ -301,7 +301,7 @@ def list_(
             t.add_column(col, overflow="fold")
         colors = {"ok": "green", "stale": "yellow", "missing": "red", "corrupt": "red"}
         for r in rows:
-            dims = format_dims({n: DimRange(**d) for n, d in r["dims"].items()})
+            dims = format_dims(dims_from_dict(r["dims"]))
             status = f"[{colors[r['status']]}]{r['status']}[/]"
             if r["reason"]:
                 status += f" ({escape(r['reason'])})"

@@ -14,7 +14,7 @@ from typing import Any
 
 from framepack_trt.cache import Cache, entry_matches
 from framepack_trt.errors import ShapeError
-from framepack_trt.shapes import DimRange
+from framepack_trt.shapes import Dims, dims_from_dict
 
 
 def call_sizes(entry: Mapping[str, Any], shapes: Sequence[Sequence[int]]) -> dict[str, int]:
@@ -45,10 +45,15 @@ def call_sizes(entry: Mapping[str, Any], shapes: Sequence[Sequence[int]]) -> dic
     return sizes
 
 
+def engine_dims(entry: Mapping[str, Any]) -> Dims:
+    """The engine's ranges: the profile's dims plus those the component derives from them
+    (older entries recorded only the profile's)."""
+    return dims_from_dict(entry.get("engine_dims") or entry["key_fields"]["dims"])
+
+
 def out_of_range(entry: Mapping[str, Any], sizes: Mapping[str, int]) -> str | None:
     """Why the engine's ranges do not cover ``sizes``, or None when they do."""
-    for name, rng in (entry.get("engine_dims") or entry["key_fields"]["dims"]).items():
-        r = DimRange(**rng)
+    for name, r in engine_dims(entry).items():
         if name in sizes and not r.covers(sizes[name]):
             return f"{name}={sizes[name]} is outside the engine's range {r.min}..{r.max}"
     return None
@@ -88,8 +93,7 @@ def find_engine(cache: Cache, component: str, inputs: Mapping[str, Any] | Sequen
             continue
         if out_of_range(entry, sizes):
             continue
-        dims = entry.get("engine_dims") or entry["key_fields"]["dims"]
-        score = sum(abs(sizes[n] - d["opt"]) for n, d in dims.items() if n in sizes)
+        score = sum(abs(sizes[n] - r.opt) for n, r in engine_dims(entry).items() if n in sizes)
         if best_score is None or score < best_score:
             best, best_score = entry, score
     return best

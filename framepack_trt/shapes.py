@@ -44,6 +44,11 @@ class DimRange:
 Dims = dict[str, DimRange]
 
 
+def dims_from_dict(raw: dict[str, dict[str, int]]) -> Dims:
+    """Dims from their ``to_dict`` form (as the manifest keeps them)."""
+    return {name: DimRange(**r) for name, r in raw.items()}
+
+
 def format_dims(dims: Dims) -> str:
     return ", ".join(f"{name}={rng}" for name, rng in dims.items())
 

@@ -103,10 +103,10 @@ def prepare_call(kwargs: Mapping[str, Any], dtype: torch.dtype,
     batch = call["hidden_states"].shape[0]
     if call.get("guidance") is None:
         raise ValueError("transformer: guidance is required (FramePack passes 10000 by default)")
-    for key, (kt, _, _) in HISTORY_KERNELS.items():
+    for key, kernel in HISTORY_KERNELS.items():
         name = f"latents_history_{key}"
-        call[name] = _pad_for_3d_conv(call[name], HISTORY_KERNELS[key])
-        call[f"indices_{name}"] = _pad_indices(call[f"indices_{name}"], kt)
+        call[name] = _pad_for_3d_conv(call[name], kernel)
+        call[f"indices_{name}"] = _pad_indices(call[f"indices_{name}"], kernel[0])
     out = []
     for name in ENGINE_INPUTS:
         value = call[name]
@@ -202,9 +202,9 @@ class FramepackTransformerForExport(torch.nn.Module):
         # diffusers puts the history first (4x, 2x, clean, then the latents being denoised) and
         # slices the last tokens off at the end. Attention over the image tokens has no mask
         # and each token carries its own RoPE, so the order does not change the function; the
-        # latents go first here so that the final slice starts at 0. A slice at a dynamic
-        # start was refused by TensorRT-RTX ("ISliceLayer size elements must be
-        # non-negative", torch_tensorrt-RTX 2.11).
+        # latents go first here so that the final slice starts at 0 instead of at a dynamic
+        # offset. (The TensorRT failure once blamed on that slice came from diffusers' own
+        # x[:, :-text_len] splits; see graph_passes.)
         tokens = torch.cat([tokens, hist4, hist2, clean], dim=1)
         rotary = (torch.cat([rope[0], rope4[0], rope2[0], rope_clean[0]], dim=0),
                   torch.cat([rope[1], rope4[1], rope2[1], rope_clean[1]], dim=0))

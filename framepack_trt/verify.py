@@ -18,7 +18,7 @@ from typing import Any
 
 from framepack_trt.cache import Cache, EntryStatus
 from framepack_trt.compare import OutputCheck
-from framepack_trt.shapes import DimRange, random_sizes, sizes_at
+from framepack_trt.shapes import dims_from_dict
 
 FULL_CASES = ("min", "opt", "max", "random")
 
@@ -118,14 +118,13 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
             result.cases.append(case)
         return
 
-    dims = {n: DimRange(**r) for n, r in fields["dims"].items()}
+    dims = dims_from_dict(fields["dims"])
     model = load_model(component, Source.from_dict(entry["source"]), dtype, device,
                        cache.weights_dir)
     seed = random.randrange(2**31) if seed is None else seed
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
-    cases = [(which, component.snap_sizes(random_sizes(dims, rng)) if which == "random"
-              else sizes_at(dims, which)) for which in FULL_CASES]
+    cases = [(which, component.case_sizes(dims, which, rng)) for which in FULL_CASES]
     for which, sizes in cases + component.check_sizes(dims):
         case = CaseResult(which, sizes)
         inputs = component.make_inputs(model.config, sizes, dtype, device, gen)

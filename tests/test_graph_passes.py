@@ -4,6 +4,8 @@ against the diffusers module."""
 
 from __future__ import annotations
 
+import random
+
 import torch
 from torch.export import Dim
 
@@ -56,7 +58,7 @@ def test_constant_and_positive_bounds_untouched():
 def test_transformer_rewritten_matches_diffusers(tmp_path):
     from framepack_trt.components.base import get_component
     from framepack_trt.export import export_component
-    from framepack_trt.shapes import DimRange, random_sizes, sizes_at
+    from framepack_trt.shapes import DimRange
     from framepack_trt.sources import construct
 
     comp = get_component("transformer")
@@ -70,12 +72,10 @@ def test_transformer_rewritten_matches_diffusers(tmp_path):
     # Every split of image from text tokens in the blocks (diffusers' code) is one of these.
     assert positive_slice_bounds(program) >= 4
     assert negative_bounds(program) == 0
-    import random
-
     gen = torch.Generator().manual_seed(1)
     module = program.module()
-    for sizes in (sizes_at(dims, "min"), sizes_at(dims, "max"),
-                  comp.snap_sizes(random_sizes(dims, random.Random(2)))):
+    for case in ("min", "max", "random"):
+        sizes = comp.case_sizes(dims, case, random.Random(2))
         raw = comp.make_inputs(model.config, sizes, torch.float32, "cpu", gen)
         with torch.no_grad():
             got = module(*comp.prepare(raw, torch.float32, "cpu"))[0]

@@ -86,8 +86,6 @@ def resolve_ops(names: tuple[str, ...]) -> set[str]:
         namespace, op = parts[2], parts[3] if len(parts) > 3 else ""
         packet = getattr(getattr(torch.ops, namespace), op, None) if op else None
         if packet is None:
-            from framepack_trt.errors import BuildError
-
             raise BuildError(f"torch_executed_ops: {name!r} is not an operator (torch.ops.{namespace}"
                              f".{op} does not exist)")
         if len(parts) > 4:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from framepack_trt.errors import UsageError
-from framepack_trt.shapes import DimRange
+from framepack_trt.shapes import DimRange, random_sizes, sizes_at
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -132,6 +132,11 @@ class Component:
         """Nearest sizes the model accepts (e.g. even latent sizes); identity by default. Used
         on randomly drawn in-range sizes."""
         return sizes
+
+    def case_sizes(self, dims: Mapping[str, DimRange], case: str, rng) -> dict[str, int]:
+        """Sizes at ``min``, ``opt`` or ``max`` of every dim, or (``random``) drawn in range with
+        ``rng`` (a ``random.Random``) and snapped to sizes the model accepts."""
+        return self.snap_sizes(random_sizes(dims, rng)) if case == "random" else sizes_at(dims, case)
 
     def check_sizes(self, dims: Mapping[str, DimRange]) -> list[tuple[str, dict[str, int]]]:
         """Named sizes that ``verify --full`` (and, with ``full_check_at_build``, the build)

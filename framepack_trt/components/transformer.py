@@ -60,7 +60,7 @@ class Transformer(Component):
 
     def check_dims(self, config, dims):
         problems = []
-        for name in ("latent_height", "latent_width"):
+        for name in self.bucket_dims:
             r = dims[name]
             if r.min % 2 or r.max % 2 or r.opt % 2:
                 problems.append(f"dims.{name}: {r} must be even (the patch size is 2)")
@@ -78,14 +78,13 @@ class Transformer(Component):
         for height, width in FRAMEPACK_640_BUCKETS:
             sizes = {name: r.opt for name, r in dims.items()}
             sizes.update(latent_height=height // 8, latent_width=width // 8)
-            if all(dims[n].min <= sizes[n] <= dims[n].max for n in ("latent_height", "latent_width")):
+            if all(dims[n].covers(sizes[n]) for n in self.bucket_dims):
                 out.append((f"bucket {height}x{width}", sizes))
         return out
 
     def snap_sizes(self, sizes):
         """Latent sizes must be even (patch size 2): an odd size moves down by one."""
-        return {k: v - v % 2 if k in ("latent_height", "latent_width") else v
-                for k, v in sizes.items()}
+        return {k: v - v % 2 if k in self.bucket_dims else v for k, v in sizes.items()}
 
     def derived_dims(self, dims):
         """rows/cols: latent size / 2 (the patch grid); hist2_*/hist4_*: the 2x and 4x history
