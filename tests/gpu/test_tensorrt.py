@@ -109,12 +109,12 @@ def test_transformer_engine_all_buckets_dynamic_text(tmp_path, tiny_weights):
     torch_tensorrt), checked against diffusers at min, opt, max, a random shape and every 640
     bucket, at build time and again by `verify --full` in a fresh process.
 
-    TensorRT-RTX 1.4 (H100) built a wrong engine in 3 of 5 builds of this graph: rel L2 2.3e-2
-    to 3.3e-2 at latent 62x98 (not a bucket shape), right at the others tried (52x52, 68x88,
-    120x120, 56x84); the other 2 builds were right everywhere, 62x98 and all 14 buckets
-    included. The build must then refuse the engine (nothing cached, the failing case named);
-    the test reports that as xfail, since the fault is TensorRT's, after checking that the
-    refusal happened properly."""
+    TensorRT-RTX 1.4 (H100) built a wrong engine in 3 of 5 builds of this graph (4 fp16, 1
+    bf16): rel L2 2.3e-2 to 3.3e-2 at latent 62x98 (not a bucket shape), right at the others
+    tried (52x52, 68x88, 120x120, 56x84); the other 2 builds were right at every shape tried,
+    62x98 included, one of them at all 14 buckets. The build must then refuse the engine
+    (nothing cached, the failing case named); the test reports that as xfail, since the fault
+    is TensorRT's, after checking that the refusal happened properly."""
     p = write_profile(tmp_path / "tx.yaml", [
         {"component": "transformer", "source": {"path": str(tiny_weights["transformer"])},
          # float16: a tiny random config in bfloat16 sits near the 1e-2 tolerance on its own
