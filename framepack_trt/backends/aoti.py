@@ -8,6 +8,8 @@ version and the device it was built for, which the cache key records.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -29,13 +31,54 @@ class AotiSettings(BuildSettings):
     ENGINE_FIELDS = frozenset({"max_autotune"})
 
 
+#: Added to the link of every package's shared library; see ``extra_link_flags``.
+LINK_FLAGS = "-static-libstdc++ -static-libgcc -Wl,--exclude-libs,ALL -Wl,-Bsymbolic"
+
+
+@contextmanager
+def extra_link_flags(flags: str = LINK_FLAGS) -> Iterator[list[str]]:
+    """Add ``flags`` to the link of every shared library inductor builds meanwhile; yields the
+    list of link commands it changed.
+
+    Why (docs/aoti-cuda.md): inductor links a package's wrapper library without libstdc++
+    among its dependencies, so at load time the wrapper's C++ standard-library references bind
+    to whatever the process already exports first, which includes libtorch's own copies of
+    libstdc++ template code (std::regex among them) built by torch's compiler. On the CUDA
+    machine with torch 2.11 the wrapper's ``std::regex`` in ``parse_device_str`` then recursed
+    until the stack overflowed: a segfault in ``aoti_load_package`` for every package, cured by
+    ``LD_PRELOAD`` of libstdc++. ``LINK_FLAGS`` gives the wrapper its own libstdc++ and libgcc,
+    statically, with their symbols hidden (``--exclude-libs``), and binds its own definitions
+    to itself (``-Bsymbolic``), so what it runs no longer depends on the loading process.
+    """
+    from torch._inductor import cpp_builder
+
+    original = cpp_builder.CppBuilder.get_command_line
+    changed: list[str] = []
+
+    def get_command_line(self) -> str:
+        cmd = original(self)
+        compiler = getattr(self, "_compiler", "")
+        if getattr(self, "_do_link", False) and compiler and cmd.startswith(compiler) \
+                and not compiler.endswith(("cl", "cl.exe")):
+            cmd = f"{compiler} {flags}{cmd[len(compiler):]}"
+            changed.append(cmd)
+        return cmd
+
+    cpp_builder.CppBuilder.get_command_line = get_command_line
+    try:
+        yield changed
+    finally:
+        cpp_builder.CppBuilder.get_command_line = original
+
+
 class AotiBackend(Backend):
     name = "aoti"
     file_suffix = ".pt2"
     settings_class = AotiSettings
 
     def version(self) -> str:
-        return "torch-" + metadata.version("torch")
+        # The link fix is part of the engine: packages built before it crash on CUDA.
+        return "torch-" + metadata.version("torch") + "+own-libstdcxx"
 
     def unavailable_reason(self, device: str) -> str | None:
         if device == "cpu":
@@ -55,10 +98,11 @@ class AotiBackend(Backend):
         configs: dict = {"max_autotune": settings.max_autotune}
         if settings.compile_threads is not None:
             configs["compile_threads"] = settings.compile_threads
-        torch._inductor.aoti_compile_and_package(
-            request.exported, package_path=str(out_path), inductor_configs=configs
-        )
-        return BuildReport(details={"inductor_configs": configs})
+        with extra_link_flags():
+            torch._inductor.aoti_compile_and_package(
+                request.exported, package_path=str(out_path), inductor_configs=configs
+            )
+        return BuildReport(details={"inductor_configs": configs, "link": LINK_FLAGS})
 
     def load(self, path: Path, device: str):
         import torch
