@@ -166,7 +166,9 @@ def build_one(profile: Profile, cache: Cache, item: PlanItem, listener: Listener
     result = BuildResult(spec.name, "built", item.key, spec.backend)
     with cache.entry_lock(item.key):
         existing = cache.entries().get(item.key)
-        if existing and item.action == "build" and cache.file_state(existing).state == "ok":
+        # Another process built (or repaired) it while this one waited for the lock.
+        if (existing and item.reason != "--force"
+                and cache.file_state(existing).state == "ok"):
             result.outcome = "cached-by-other"
             return result
         stem = cache.file_stem(spec.name, item.key)
@@ -190,7 +192,8 @@ def build_one(profile: Profile, cache: Cache, item: PlanItem, listener: Listener
             result.failed_stage = _current_stage(result)
             result.traceback = traceback.format_exc()
         finally:
-            # Ctrl-C included: nothing half-written stays behind, the manifest is untouched.
+            # Ctrl-C included: nothing half-written stays behind, the manifest is untouched,
+            # and the files of an entry this build replaces stay until the commit.
             for p in (tmp_engine, tmp_golden) + (() if committed else (engine_path, golden_path)):
                 if p.is_dir():  # AOTInductor may leave a folder beside its package
                     shutil.rmtree(p, ignore_errors=True)
@@ -320,6 +323,9 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
         # `verify --full`; the others against the golden samples just written.
         full = component.full_check_at_build
         check = verify_in_fresh_process(cache, entry, full=full, seed=seed)
+        if check["result"] == "skipped":
+            raise BuildError(f"{spec.name}: the engine was not checked, so it is not cached: the "
+                             f"checking process found it {verification_problem(check)}")
         if not check["passed"]:
             what = "at the sizes of verify --full" if full else "on the golden samples"
             raise BuildError(f"{spec.name}: the engine does not match eager {what}: "

@@ -4,16 +4,20 @@ Layout (``<cache>`` is ``--cache-dir``, else $FRAMEPACK_TENSORRT_CACHE_DIR, else
 ``cache_dir``, else ``Cache/tensorrt_engines`` under the FramePack directory):
 
     manifest.json            versioned index: one entry per engine, keyed by its cache key
-    engines/NAME-KEY16.EXT    engine files (.pt2 for AOTInductor, ...)
-    golden/NAME-KEY16.safetensors   random inputs and the eager outputs, saved at build time
+    engines/NAME-KEY16-BUILD.EXT    engine files (.pt2 for AOTInductor, ...); BUILD is 8 hex
+                             digits new for every build, so a rebuild never writes over the
+                             files of the entry it replaces
+    golden/NAME-KEY16-BUILD.safetensors   random inputs and eager outputs, saved at build time
     weights/                 random-source weights, written once with save_pretrained
     state/                   files a backend keeps between builds (TensorRT timing caches)
     locks/                   lock files (manifest and per-engine build locks)
     tmp/                     files being written; never referenced by the manifest
 
 An entry enters the manifest only after its files are complete (temp file + ``os.replace``),
-so a crash leaves at worst an orphan file, which ``list`` reports and ``purge`` removes.
-Removal goes the other way: the entry leaves the manifest first, then its files.
+so a crash leaves at worst an orphan file, which ``list`` reports and ``purge`` removes. A
+rebuild commits its new files in place of the old entry and only then deletes the old files.
+Removal goes the other way: the entry leaves the manifest first, then its files. Files of an
+engine whose build lock is held are never removed.
 
 No torch import here: ``framepack-trt list`` must start fast.
 """
@@ -22,14 +26,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from framepack_trt.backends import BACKENDS
 from framepack_trt.device import current_device, describe, torch_version
@@ -69,6 +75,45 @@ def engine_key(fields: dict[str, Any]) -> str:
     return sha256_text(canonical_json(fields))
 
 
+#: ``-KEY16-BUILD`` (or the older ``-KEY16``) before a file's suffix: the key of the engine
+#: a cache file belongs to. Names may contain dots and dashes; the last match counts.
+_FILE_KEY = re.compile(r"-([0-9a-f]{16})(?:-[0-9a-f]{8})?(?=\.|$)")
+
+#: What a manifest entry must hold for this version to use it (name: type).
+_ENTRY_FIELDS = {"key": str, "name": str, "component": str, "engine": dict, "golden": dict,
+                 "key_fields": dict}
+_FILE_FIELDS = {"file": str, "sha256": str, "size": int, "mtime_ns": int}
+
+
+def file_key16(path: Path) -> str | None:
+    """The 16-digit key prefix in a cache file's name, or None for a foreign file."""
+    found = _FILE_KEY.findall(path.name)
+    return found[-1] if found else None
+
+
+def entry_problem(key: Any, entry: Any) -> str | None:
+    """Why a manifest entry cannot be used, or None when it has every field this version reads."""
+    if not isinstance(entry, dict):
+        return f"is a {type(entry).__name__}, not an object"
+    for name, typ in _ENTRY_FIELDS.items():
+        if not isinstance(entry.get(name), typ):
+            return f"field {name!r} is missing or not a {typ.__name__}"
+    if entry["key"] != key:
+        return "its key does not match its place in the manifest"
+    for part in ("engine", "golden"):
+        for name, typ in _FILE_FIELDS.items():
+            value = entry[part].get(name)
+            if not isinstance(value, typ) or isinstance(value, bool):
+                return f"field {part}.{name} is missing or not a {typ.__name__}"
+    missing = [f for f in KEY_FIELDS if f not in entry["key_fields"]]
+    if missing:
+        return f"key_fields lacks {', '.join(missing)}"
+    device = entry["key_fields"]["device"]
+    if not isinstance(device, dict) or not isinstance(device.get("type"), str):
+        return "key_fields.device is not a device description"
+    return None
+
+
 @dataclass
 class EntryStatus:
     state: str  # ok | stale | missing | corrupt
@@ -103,78 +148,155 @@ class Cache:
             raise CacheError(f"cache dir {self.root} is not writable: "
                              f"{exc.strerror or exc}; choose another with --cache-dir or "
                              f"${ENV_VAR}") from exc
+        self._read()  # a manifest of another format: refuse before any work is done
 
     # -- locks -----------------------------------------------------------------------------
+    def _lock(self, name: str) -> FileLock:
+        """A lock file under locks/; a cache we cannot write is a CacheError, not a traceback."""
+        try:
+            self.locks_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._not_writable(exc) from exc
+        return FileLock(str(self.locks_dir / name))
+
+    def _not_writable(self, exc: OSError) -> CacheError:
+        return CacheError(f"cannot write in cache dir {self.root}: {exc.strerror or exc}; this "
+                          f"command changes the cache: run it where the cache is writable, or "
+                          f"choose another with --cache-dir or ${ENV_VAR}")
+
+    @contextmanager
+    def _held(self, lock: FileLock, timeout: float = -1) -> Iterator[None]:
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:  # an OSError too, but not a permissions problem
+            raise
+        except OSError as exc:
+            raise self._not_writable(exc) from exc
+        try:
+            yield
+        finally:
+            lock.release()
+
     @contextmanager
     def manifest_lock(self) -> Iterator[None]:
-        self.locks_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.locks_dir / "manifest.lock")):
+        with self._held(self._lock("manifest.lock")):
             yield
 
     @contextmanager
-    def entry_lock(self, key: str) -> Iterator[None]:
-        """Held while one engine is built, so two processes never build the same entry."""
-        self.locks_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.locks_dir / f"{key[:16]}.lock")):
+    def entry_lock(self, key: str, timeout: float = -1) -> Iterator[None]:
+        """Held while one engine is built or removed, so two processes never build the same
+        entry and nothing removes the files of an engine being built. With ``timeout`` >= 0,
+        ``filelock.Timeout`` when another process holds it that long."""
+        with self._held(self._lock(f"{key[:16]}.lock"), timeout):
             yield
 
     # -- manifest --------------------------------------------------------------------------
     def entries(self) -> dict[str, dict[str, Any]]:
-        """The manifest's entries. An unreadable manifest or entry is skipped with a warning
-        (in ``self.warnings``); its engines are then orphans and get rebuilt."""
-        if not self.manifest_path.exists():
+        """The manifest's entries. An unreadable manifest or a malformed entry is skipped with a
+        warning (in ``self.warnings``): its engines are then missing and get rebuilt. A manifest
+        in a format this version does not know is a CacheError: nothing may change it."""
+        doc = self._read()
+        if doc is None:
             return {}
+        raw = doc.get("entries")
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.warnings.append(f"{self.manifest_path}: 'entries' is a {type(raw).__name__}, "
+                                 f"not an object; its entries are ignored and will be rebuilt")
+            return {}
+        out = {}
+        for key, entry in raw.items():
+            problem = entry_problem(key, entry)
+            if problem:
+                self.warnings.append(f"manifest entry {str(key)[:16]} is malformed ({problem}); "
+                                     f"ignored, it will be rebuilt")
+            else:
+                out[key] = entry
+        return out
+
+    def _read(self) -> dict[str, Any] | None:
+        """The manifest document, None when there is none or it cannot be parsed (a warning)."""
+        if not self.manifest_path.is_file():
+            return None
         try:
             data = json.loads(self.manifest_path.read_text())
         except (OSError, ValueError) as exc:
             self.warnings.append(f"{self.manifest_path} is unreadable ({exc}); treated as empty")
-            return {}
-        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
-            fmt = data.get("format") if isinstance(data, dict) else None
-            self.warnings.append(f"{self.manifest_path} has format {fmt!r}, this version reads "
-                                 f"{MANIFEST_FORMAT}; its entries are ignored and will be rebuilt")
-            return {}
-        out = {}
-        for key, entry in (data.get("entries") or {}).items():
-            if (isinstance(entry, dict) and entry.get("key") == key
-                    and all(k in entry for k in ("name", "engine", "golden", "key_fields"))):
-                out[key] = entry
-            else:
-                self.warnings.append(f"manifest entry {key[:16]} is malformed; ignored")
-        return out
+            return None
+        if not isinstance(data, dict):
+            self.warnings.append(f"{self.manifest_path} is not a JSON object; treated as empty")
+            return None
+        if data.get("format") != MANIFEST_FORMAT:
+            raise CacheError(
+                f"{self.manifest_path} has format {data.get('format')!r}; this framepack-trt "
+                f"reads and writes format {MANIFEST_FORMAT} only, and changes nothing in this "
+                f"cache. Use the framepack-trt that wrote it, or another --cache-dir")
+        return data
 
     def _write(self, entries: dict[str, dict[str, Any]]) -> None:
         doc = {"format": MANIFEST_FORMAT, "entries": dict(sorted(entries.items()))}
-        atomic_write_text(self.manifest_path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        try:
+            atomic_write_text(self.manifest_path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        except OSError as exc:
+            raise self._not_writable(exc) from exc
 
-    def commit(self, entry: dict[str, Any]) -> None:
-        """Add (or replace) one entry. Its files must already be complete at their paths."""
+    def commit(self, entry: dict[str, Any]) -> dict[str, Any] | None:
+        """Add (or replace) one entry; its files must already be complete at their paths. The
+        files of the entry it replaces are deleted after the new entry is in the manifest.
+        Returns the replaced entry."""
         for part in ("engine", "golden"):
             if not (self.root / entry[part]["file"]).is_file():
                 raise CacheError(f"refusing to commit {entry['name']}: {entry[part]['file']} is missing")
         with self.manifest_lock():
             entries = self.entries()
+            old = entries.get(entry["key"])
             entries[entry["key"]] = entry
             self._write(entries)
+        if old:
+            self._delete_files(old, keep=entry)
+        return old
 
-    def remove(self, keys: list[str]) -> list[Path]:
-        """Remove entries from the manifest, then their files. Returns the files deleted."""
-        with self.manifest_lock():
-            entries = self.entries()
-            gone = [entries.pop(k) for k in keys if k in entries]
-            self._write(entries)
+    def _delete_files(self, entry: dict[str, Any], keep: dict[str, Any] | None = None) -> list[Path]:
+        kept = {keep[p]["file"] for p in ("engine", "golden")} if keep else set()
         deleted = []
-        for entry in gone:
-            for part in ("engine", "golden"):
-                path = self.root / entry[part]["file"]
-                if path.exists():
-                    path.unlink()
-                    deleted.append(path)
+        for part in ("engine", "golden"):
+            if entry[part]["file"] in kept:
+                continue
+            path = self.root / entry[part]["file"]
+            try:
+                path.unlink()
+                deleted.append(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise self._not_writable(exc) from exc
         return deleted
+
+    def remove(self, keys: list[str]) -> tuple[list[Path], list[str]]:
+        """Remove entries from the manifest, then their files. An entry whose engine is being
+        built right now (its lock is held) is left alone. Returns the files deleted and the
+        keys left alone."""
+        deleted: list[Path] = []
+        busy: list[str] = []
+        for key in keys:
+            try:
+                with self.entry_lock(key, timeout=0):
+                    with self.manifest_lock():
+                        entries = self.entries()
+                        gone = entries.pop(key, None)
+                        if gone is not None:
+                            self._write(entries)
+                    if gone is not None:
+                        deleted += self._delete_files(gone)
+            except Timeout:
+                busy.append(key)
+        return deleted, busy
 
     # -- files -----------------------------------------------------------------------------
     def file_stem(self, name: str, key: str) -> str:
-        return f"{name}-{key[:16]}"
+        """A new stem for one build's files: never that of a file already in the cache."""
+        return f"{name}-{key[:16]}-{secrets.token_hex(4)}"
 
     def describe_file(self, path: Path) -> dict[str, Any]:
         st = path.stat()
@@ -196,21 +318,22 @@ class Cache:
         lock is held: its files exist before its manifest entry does). Returns what went."""
         import shutil
 
-        from filelock import Timeout
-
         removed = []
         for path in self.orphans():
-            key16 = path.name.split(".")[0].rsplit("-", 1)[-1]
-            lock = FileLock(str(self.locks_dir / f"{key16}.lock"))
+            key16 = file_key16(path)
             try:
-                lock.acquire(timeout=0)
+                with self.entry_lock(key16, timeout=0) if key16 else nullcontext():
+                    if path.is_dir():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink(missing_ok=True)
+                    removed.append(path)
             except Timeout:
                 continue  # a build of this engine is in progress
-            try:
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-                removed.append(path)
-            finally:
-                lock.release()
+            except CacheError:
+                raise
+            except OSError as exc:
+                raise self._not_writable(exc) from exc
         return removed
 
     def size(self) -> int:

@@ -372,10 +372,13 @@ def purge(
             raise UsageError("purge asks for confirmation; pass --yes to confirm non-interactively")
         if not typer.confirm(f"Remove {len(chosen)} engine(s) and {len(orphans)} orphan(s)?"):
             raise typer.Exit(1)
-    deleted = cache.remove(list(chosen))
+    deleted, busy = cache.remove(list(chosen))
     removed = cache.remove_orphans()
-    out.print(f"removed {len(chosen)} engine(s) ({len(deleted)} file(s)) and "
+    out.print(f"removed {len(chosen) - len(busy)} engine(s) ({len(deleted)} file(s)) and "
               f"{len(removed)} orphan(s)")
+    for key in busy:
+        out.print(f"[yellow]kept[/] {escape(chosen[key][0]['name'])}: it is being built right now; "
+                  f"purge it again when that build ends")
     if len(removed) < len(orphans):
         out.print(f"kept {len(orphans) - len(removed)} file(s) of engines being built now")
 
@@ -401,7 +404,8 @@ def verify(
 
     Reports max abs error, relative L2, cosine similarity and NaN/Inf per output, with
     pass/fail against each engine's tolerance. Files are checked against their sha256 first.
-    Stale engines (built for another device or software) are skipped and said so.
+    Stale engines (built for another device or software) are skipped and said so; they never
+    count as passed, and a run that checks no engine at all exits 1.
     """
     import random
 
@@ -421,17 +425,28 @@ def verify(
         if not as_json:
             out.print(f"verifying {e['name']} ({'full' if full else 'quick'})...")
         results.append(verify_isolated(cache, e, full=full, seed=seed))
-    failed = [r for r in results if not r["passed"]]
+    skipped = [r for r in results if r["result"] == "skipped"]
+    failed = [r for r in results if r["result"] == "fail"]
+    # Stale engines are reported, never counted as passed; checking none at all is a failure.
+    nothing_checked = bool(results) and len(skipped) == len(results)
     if as_json:
         print(json.dumps({"cache_dir": str(cache.root), "seed": seed,
-                          "passed": not failed, "engines": results}, indent=2))
+                          "passed": not failed and not nothing_checked,
+                          "counts": {"passed": len(results) - len(failed) - len(skipped),
+                                     "failed": len(failed), "skipped": len(skipped)},
+                          "engines": results}, indent=2))
     else:
         if not results:
             out.print(f"no engines in {cache.root}")
         else:
             out.print(_verify_table(results, seed))
-            out.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
-    if failed:
+            out.print(f"{len(results) - len(failed) - len(skipped)} passed, {len(failed)} failed, "
+                      f"{len(skipped)} skipped")
+            if nothing_checked:
+                err.print("[red]error:[/] no engine was checked: every selected engine is stale "
+                          "(built for another device or software); rebuild them here with "
+                          "`framepack-trt build`")
+    if failed or nothing_checked:
         raise typer.Exit(1)
 
 

@@ -24,6 +24,7 @@ names the file, the field, the bad value and what is valid. No torch import here
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -130,10 +131,25 @@ def resolve_profile_path(profile: str | os.PathLike | None) -> Path:
     )
 
 
+class ProfileLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading numbers as YAML 1.2 does: ``1e-2`` is a float, not the
+    string PyYAML 1.1 rules make of it."""
+
+
+ProfileLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
 def load_profile(profile: str | os.PathLike | None = None) -> Profile:
     path = resolve_profile_path(profile)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=ProfileLoader)  # noqa: S506 (a SafeLoader)
     except OSError as exc:
         raise ProfileError(str(path), [f"cannot read the file: {exc.strerror or exc}"]) from exc
     except yaml.YAMLError as exc:

@@ -32,7 +32,7 @@ class CaseResult:
 
     @property
     def passed(self) -> bool:
-        return not self.error and all(c.passed for c in self.checks)
+        return not self.error and bool(self.checks) and all(c.passed for c in self.checks)
 
 
 @dataclass
@@ -46,13 +46,13 @@ class EngineVerification:
 
     @property
     def skipped(self) -> bool:
+        """Not checked: the engine cannot run here (stale). Never counted as passed."""
         return self.status.state == "stale"
 
     @property
     def passed(self) -> bool:
-        if self.skipped:
-            return True
-        return self.status.state == "ok" and not self.error and all(c.passed for c in self.cases)
+        return (self.status.state == "ok" and not self.error and bool(self.cases)
+                and all(c.passed for c in self.cases))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -140,27 +140,34 @@ def verify_in_fresh_process(cache: Cache, entry: dict[str, Any], full: bool = Fa
 
     Each engine gets its own process: loading several engines (and eager models) into one
     process crashed with torch_tensorrt 2.11, and a crash inside compiled code then takes only
-    that engine down. Returns ``EngineVerification.to_dict()``; a process that dies comes back
-    as a failure that says how it died.
+    that engine down. The entry goes to the child, and its result comes back, through files
+    in a private temporary folder outside the cache (nothing a ``purge`` touches; the cache may
+    be read-only). Returns ``EngineVerification.to_dict()``; a process that dies or overruns
+    ``timeout`` seconds comes back as a failure that says so.
     """
-    cache.tmp_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".json", dir=cache.tmp_dir, delete=False) as f:
-        json.dump(entry, f)
-    args = [sys.executable, "-m", "framepack_trt.verify", f.name, str(cache.root)]
-    if full:
-        args += ["--full", str(seed if seed is not None else random.randrange(2**31))]
-    try:
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-    finally:
-        Path(f.name).unlink(missing_ok=True)
-    if proc.returncode == 0:
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+    mode = "full" if full else "quick"
+
+    def failure(error: str) -> dict:
+        return {"name": entry["name"], "key": entry["key"], "mode": mode, "passed": False,
+                "result": "fail", "status": "ok", "status_reason": "", "cases": [], "error": error}
+
+    with tempfile.TemporaryDirectory(prefix="framepack-trt-verify-") as tmp:
+        entry_file, result_file = Path(tmp) / "entry.json", Path(tmp) / "result.json"
+        entry_file.write_text(json.dumps(entry))
+        args = [sys.executable, "-m", "framepack_trt.verify", str(entry_file), str(result_file),
+                str(cache.root)]
+        if full:
+            args += ["--full", str(seed if seed is not None else random.randrange(2**31))]
+        try:
+            proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return failure(f"the process checking the engine did not finish within {timeout:.0f} s")
+        if proc.returncode == 0 and result_file.is_file():
+            return json.loads(result_file.read_text())
     how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
            else f"exit code {proc.returncode}")
     tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-    return {"name": entry["name"], "key": entry["key"], "mode": "full" if full else "quick",
-            "passed": False, "result": "fail", "status": "ok", "status_reason": "", "cases": [],
-            "error": f"the process loading and running the engine died ({how}): {tail}"}
+    return failure(f"the process loading and running the engine died ({how}): {tail}")
 
 
 def verify_isolated(cache: Cache, entry: dict[str, Any], full: bool = False,
@@ -189,13 +196,15 @@ def verification_problem(result: dict) -> str:
 
 
 def _child_main(argv: list[str]) -> None:
-    entry = json.loads(Path(argv[0]).read_text())
-    full = len(argv) > 2 and argv[2] == "--full"
+    """ENTRY_JSON RESULT_JSON CACHE_DIR [--full SEED]: verify one entry, write the result."""
+    entry_file, result_file, root = argv[:3]
+    full = len(argv) > 3 and argv[3] == "--full"
+    entry = json.loads(Path(entry_file).read_text())
     # Both callers checked the files' sha256 (verify_isolated) or just wrote and hashed them
     # (build): the child only re-checks size, mtime and staleness.
-    result = verify_entry(Cache(argv[1]), entry, full=full, seed=int(argv[3]) if full else None,
+    result = verify_entry(Cache(root), entry, full=full, seed=int(argv[4]) if full else None,
                           deep=False)
-    print(json.dumps(result.to_dict()))
+    Path(result_file).write_text(json.dumps(result.to_dict()))
 
 
 if __name__ == "__main__":

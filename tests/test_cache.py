@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from framepack_trt.backends.aoti import AotiBackend
 from framepack_trt.cache import (
     ENV_VAR,
     KEY_FIELDS,
@@ -27,7 +28,7 @@ BASE = {
     "dims": {"batch": {"min": 1, "opt": 1, "max": 2}, "text_len": {"min": 77, "opt": 77, "max": 77}},
     "dtype": "float16",
     "backend": "aoti",
-    "backend_version": "torch-" + torch_version(),
+    "backend_version": AotiBackend().version(),
     "torch": torch_version(),
     "device": current_device("cpu"),
     "build": {"max_autotune": False},
@@ -156,7 +157,8 @@ def test_orphans_and_remove(cache):
     half = cache.tmp_dir / "half-written.pt2"
     half.write_bytes(b"x")
     assert set(cache.orphans()) == {stray, half}
-    deleted = cache.remove([drop["key"]])
+    deleted, busy = cache.remove([drop["key"]])
+    assert busy == []
     assert {p.name for p in deleted} == {Path(drop["engine"]["file"]).name,
                                          Path(drop["golden"]["file"]).name}
     assert list(cache.entries()) == [keep["key"]]
@@ -167,9 +169,20 @@ def test_unreadable_manifest_is_a_miss_with_warning(cache):
     cache.manifest_path.write_text("{not json")
     assert cache.entries() == {}
     assert "unreadable" in cache.warnings[0]
-    cache.manifest_path.write_text(json.dumps({"format": 999, "entries": {}}))
-    assert cache.entries() == {}
-    assert "format 999" in cache.warnings[-1]
+
+
+def test_manifest_of_another_format_is_never_rewritten(cache):
+    """A newer framepack-trt's manifest: this version refuses to read it as empty and write
+    its own over it (the other entries' files would become orphans and be purged)."""
+    entry = make_entry(cache)
+    text = json.dumps({"format": 999, "entries": {"k": {"anything": 1}}})
+    cache.manifest_path.write_text(text)
+    for action in (cache.entries, cache.orphans, cache.remove_orphans, lambda: cache.commit(entry),
+                   lambda: cache.remove(["k"]), cache.ensure_writable):
+        with pytest.raises(CacheError, match="format 999.*format 1 only.*changes nothing"):
+            action()
+    assert cache.manifest_path.read_text() == text
+    assert Path(cache.root / entry["engine"]["file"]).exists()
 
 
 def test_malformed_entry_is_skipped(cache):
@@ -180,6 +193,77 @@ def test_malformed_entry_is_skipped(cache):
     cache.manifest_path.write_text(json.dumps(doc))
     assert list(cache.entries()) == [good["key"]]
     assert "malformed" in cache.warnings[0]
+
+
+def _bad(entry: dict, path: str, value) -> dict:
+    bad = copy.deepcopy(entry)
+    *parents, last = path.split(".")
+    target = bad
+    for part in parents:
+        target = target[part]
+    target[last] = value
+    return bad
+
+
+@pytest.mark.parametrize("path, value, problem", [
+    ("engine", "engines/x.pt2", "field 'engine'"),
+    ("key_fields", {}, "key_fields lacks component"),
+    ("key_fields.device", "cpu", "key_fields.device"),
+    ("golden.size", "12", "golden.size"),
+    ("name", None, "field 'name'"),
+])
+def test_wrong_shape_entries_are_reported_and_missing(cache, path, value, problem):
+    good = make_entry(cache)
+    cache.commit(good)
+    doc = json.loads(cache.manifest_path.read_text())
+    doc["entries"][good["key"]] = _bad(good, path, value)
+    cache.manifest_path.write_text(json.dumps(doc))
+    assert cache.entries() == {}
+    assert problem in cache.warnings[0] and "rebuilt" in cache.warnings[0]
+
+
+def test_entries_of_the_wrong_type_are_reported(cache):
+    cache.manifest_path.write_text(json.dumps({"format": 1, "entries": [1, 2]}))
+    assert cache.entries() == {} and "'entries' is a list" in cache.warnings[0]
+    cache.manifest_path.write_text(json.dumps([1]))
+    assert cache.entries() == {} and "not a JSON object" in cache.warnings[-1]
+
+
+def test_commit_replaces_and_then_deletes_the_old_files(cache):
+    old = make_entry(cache)
+    cache.commit(old)
+    new = make_entry(cache)  # same key, new build: its own file names
+    assert new["engine"]["file"] != old["engine"]["file"]
+    assert cache.commit(new)["engine"]["file"] == old["engine"]["file"]
+    assert cache.entries()[new["key"]]["engine"] == new["engine"]
+    assert not (cache.root / old["engine"]["file"]).exists()
+    assert not (cache.root / old["golden"]["file"]).exists()
+    assert cache.orphans() == [] and cache.status(new).state == "ok"
+
+
+def test_remove_leaves_an_engine_being_built(cache):
+    entry = make_entry(cache)
+    cache.commit(entry)
+    with cache.entry_lock(entry["key"]):
+        deleted, busy = cache.remove([entry["key"]])
+    assert (deleted, busy) == ([], [entry["key"]])
+    assert list(cache.entries()) == [entry["key"]]
+    assert cache.status(entry).state == "ok"
+
+
+def test_unwritable_locks_are_one_clear_error(cache):
+    """What a read-only cache gives purge and verify: a CacheError naming the cache, not an
+    OSError traceback (as root, chmod does not stop writes; a file where locks/ should be
+    does)."""
+    entry = make_entry(cache)
+    cache.commit(entry)
+    (cache.locks_dir / "manifest.lock").unlink()
+    cache.locks_dir.rmdir()
+    cache.locks_dir.write_text("not a folder")
+    with pytest.raises(CacheError, match=r"cannot write in cache dir .*--cache-dir"):
+        cache.remove([entry["key"]])
+    with pytest.raises(CacheError, match=r"cannot write in cache dir"):
+        cache.remove_orphans() if cache.orphans() else cache.commit(entry)
 
 
 def test_manifest_write_is_atomic(cache, monkeypatch):
@@ -193,7 +277,7 @@ def test_manifest_write_is_atomic(cache, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(CacheError, match="disk full"):
         cache.commit(second)
     monkeypatch.undo()
     assert cache.manifest_path.read_text() == before
@@ -228,7 +312,8 @@ def test_remove_orphans_spares_engines_being_built(cache):
     stray = cache.engines_dir / "old-0123456789abcdef.pt2"
     stray.write_bytes(b"x")
     key = "fedcba9876543210" + "0" * 48
-    building = cache.engines_dir / f"clip_text-{key[:16]}.pt2"
+    # A profile name with dots and dashes, and a key-like part in it, must not fool the parse.
+    building = cache.engines_dir / f"{cache.file_stem('llama.short-0123456789abcdef.v2', key)}.pt2"
     building.write_bytes(b"y")
     with cache.entry_lock(key):
         assert cache.remove_orphans() == [stray]

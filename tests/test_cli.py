@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 
-from conftest import write_profile
+import pytest
+from conftest import cli, write_profile
 from typer.testing import CliRunner
 
 from framepack_trt.cli import app
@@ -96,8 +97,10 @@ def test_no_gpu_is_a_clear_failure(tmp_path, tiny_weights):
     p = write_profile(tmp_path / "p.yaml", [{"component": "clip_text",
                                              "source": {"path": str(tiny_weights["clip_text"])}}],
                       device="cuda")
-    r = run("build", "--profile", str(p), "--cache-dir", str(tmp_path / "c"))
-    assert r.exit_code == 1 and "no cuda device on this machine" in r.stderr
+    # No GPU visible, on a machine with or without one.
+    r = cli("build", "--profile", str(p), "--cache-dir", str(tmp_path / "c"),
+            env={"CUDA_VISIBLE_DEVICES": ""})
+    assert r.returncode == 1 and "no cuda device on this machine" in r.stderr
 
 
 def test_unwritable_cache_dir(tmp_path, tiny_weights):
@@ -179,4 +182,85 @@ def test_verify_reports_wrong_engine(built_cache, tmp_path):
     (cache / "manifest.json").write_text(json.dumps(manifest))
     r = run("verify", "--cache-dir", str(cache))
     assert r.exit_code == 1
-    assert "rel_l2" in r.stdout and "fail" in r.stdout and "0 passed, 1 failed" in r.stdout
+    assert "rel_l2" in r.stdout and "fail" in r.stdout and "0 passed, 1 failed, 0 skipped" in r.stdout
+
+
+def _copy(built_cache, tmp_path):
+    profile, original = built_cache
+    cache = tmp_path / "cache"
+    shutil.copytree(original, cache)
+    return profile, cache
+
+
+def test_verify_never_passes_what_it_did_not_check(built_cache, tmp_path):
+    _, cache = _copy(built_cache, tmp_path)
+    manifest = json.loads((cache / "manifest.json").read_text())
+    (entry,) = manifest["entries"].values()
+    entry["key_fields"]["torch"] = "0.0"  # built with another torch: stale here
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    r = run("verify", "--cache-dir", str(cache))
+    assert r.exit_code == 1
+    assert "0 passed, 0 failed, 1 skipped" in r.stdout and "no engine was checked" in r.stderr
+    res = json.loads(run("verify", "--cache-dir", str(cache), "--json").stdout)
+    assert res["passed"] is False and res["counts"] == {"passed": 0, "failed": 0, "skipped": 1}
+    assert res["engines"][0]["result"] == "skipped" and res["engines"][0]["passed"] is False
+
+
+@pytest.mark.parametrize("bad", [
+    {"format": 1, "entries": [1, 2]},
+    "engine-is-a-string",
+    "empty-key-fields",
+])
+def test_wrong_shape_manifest_is_reported_by_every_command(built_cache, tmp_path, bad):
+    profile, cache = _copy(built_cache, tmp_path)
+    manifest = json.loads((cache / "manifest.json").read_text())
+    (entry,) = manifest["entries"].values()
+    if bad == "engine-is-a-string":
+        entry["engine"] = entry["engine"]["file"]
+    elif bad == "empty-key-fields":
+        entry["key_fields"] = {}
+    else:
+        manifest = bad
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    for args in (["list"], ["list", "--json"], ["verify"], ["purge", "--stale", "--dry-run"],
+                 ["build", "--profile", str(profile), "--dry-run"]):
+        r = run(*args, "--cache-dir", str(cache))
+        assert r.exception is None or isinstance(r.exception, SystemExit), (args, r.output)
+        assert "malformed" in r.output or "'entries' is a list" in r.output, (args, r.output)
+    r = run("verify", "--cache-dir", str(cache))
+    assert r.exit_code == 0 and "no engines" in r.stdout  # nothing valid to check
+    r = run("build", "--profile", str(profile), "--dry-run", "--cache-dir", str(cache))
+    assert "not in cache" in r.stdout  # treated as missing: it will be rebuilt
+
+
+def test_newer_manifest_format_is_left_alone(built_cache, tmp_path):
+    profile, cache = _copy(built_cache, tmp_path)
+    manifest = json.loads((cache / "manifest.json").read_text())
+    manifest["format"] = 2
+    text = json.dumps(manifest)
+    (cache / "manifest.json").write_text(text)
+    files = sorted(p for p in cache.rglob("*") if p.is_file() and "locks" not in p.parts)
+    for args in (["build", "--profile", str(profile)], ["purge", "--stale", "--yes"], ["list"],
+                 ["verify"]):
+        r = run(*args, "--cache-dir", str(cache))
+        assert r.exit_code == 1 and "has format 2" in r.stderr and "changes nothing" in r.stderr, \
+            (args, r.output)
+        assert r.exception is None or isinstance(r.exception, SystemExit)
+    assert (cache / "manifest.json").read_text() == text
+    assert sorted(p for p in cache.rglob("*") if p.is_file() and "locks" not in p.parts) == files
+
+
+def test_purge_and_verify_on_a_cache_they_cannot_write(built_cache, tmp_path):
+    """verify only reads (its scratch files live outside the cache); purge says, in one line,
+    that it cannot write. (As root, chmod does not stop writes: a file where locks/ should be
+    does the same to the lock files.)"""
+    _, cache = _copy(built_cache, tmp_path)
+    shutil.rmtree(cache / "locks")
+    shutil.rmtree(cache / "tmp")
+    (cache / "locks").write_text("not a folder")
+    (cache / "tmp").write_text("not a folder")
+    r = run("verify", "--cache-dir", str(cache))
+    assert r.exit_code == 0 and "1 passed" in r.stdout, r.output
+    r = run("purge", "--cache-dir", str(cache), "--all", "--yes")
+    assert r.exit_code == 1 and "cannot write in cache dir" in r.stderr, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
