@@ -54,7 +54,9 @@ def _time(fn, inputs, warmup: int, iters: int, cuda: bool) -> float:
 
 
 def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int = 20,
-                seed: int = 0) -> BenchResult:
+                seed: int = 0, sizes: dict[str, int] | None = None, model=None) -> BenchResult:
+    """Eager vs engine at ``sizes`` (default: the engine's opt sizes). ``model``: the eager
+    model, when the caller has it loaded already."""
     import torch
 
     from framepack_trt.compare import compare
@@ -68,9 +70,11 @@ def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int
     device = fields["device"]["type"]
     component = get_component(entry["component"])
     dtype = torch_dtype(fields["dtype"])
-    model = load_model(component, Source.from_dict(entry["source"]), dtype, device, cache.weights_dir)
+    if model is None:
+        model = load_model(component, Source.from_dict(entry["source"]), dtype, device,
+                           cache.weights_dir)
     engine = load_engine(cache, entry)
-    sizes = sizes_at(dims_from_dict(fields["dims"]), "opt")
+    sizes = sizes or sizes_at(dims_from_dict(fields["dims"]), "opt")
     inputs = component.make_inputs(model.config, sizes, dtype, device,
                                    torch.Generator().manual_seed(seed))
 
@@ -106,3 +110,39 @@ def markdown(results: list[BenchResult], date: str) -> str:
                      f"{r.eager_ms:.3f} | {r.engine_ms:.3f} | {r.speedup:.2f}x | {r.rel_l2:.2e} | "
                      f"{r.build_s} | {r.engine_mb} | {date} |")
     return "\n".join(lines)
+
+
+def time_entry(cache: Cache, entry: dict[str, Any], warmup: int, iters: int) -> list[dict[str, Any]]:
+    """``bench_entry`` at each of the component's timing sizes, eager model loaded once."""
+    from framepack_trt.components.base import get_component
+    from framepack_trt.export import torch_dtype
+    from framepack_trt.shapes import dims_from_dict
+    from framepack_trt.sources import Source, load_model
+
+    fields = entry["key_fields"]
+    component = get_component(entry["component"])
+    model = load_model(component, Source.from_dict(entry["source"]), torch_dtype(fields["dtype"]),
+                       fields["device"]["type"], cache.weights_dir)
+    out = []
+    for label, sizes in component.timing_sizes(dims_from_dict(fields["dims"])):
+        r = bench_entry(cache, entry, warmup=warmup, iters=iters, sizes=sizes, model=model)
+        out.append({"case": label, "sizes": sizes, "eager_ms": r.eager_ms,
+                    "engine_ms": r.engine_ms, "speedup": r.speedup, "rel_l2": r.rel_l2})
+    return out
+
+
+def _child_main(argv: list[str]) -> None:
+    """ENTRY_JSON RESULT_JSON CACHE_DIR WARMUP ITERS: time one entry, write the cases."""
+    import json
+    from pathlib import Path
+
+    entry_file, result_file, root, warmup, iters = argv[:5]
+    entry = json.loads(Path(entry_file).read_text())
+    cases = time_entry(Cache(root), entry, int(warmup), int(iters))
+    Path(result_file).write_text(json.dumps(cases))
+
+
+if __name__ == "__main__":
+    import sys
+
+    _child_main(sys.argv[1:])

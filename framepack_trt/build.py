@@ -16,17 +16,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from framepack_trt import auto
 from framepack_trt.backends import get_backend
-from framepack_trt.cache import Cache, engine_key, now_iso
+from framepack_trt.cache import Cache, code_fingerprint, engine_key, now_iso
 from framepack_trt.components.base import get_component
-from framepack_trt.device import current_device, describe, torch_version
+from framepack_trt.device import current_device, describe, library_versions, torch_version
 from framepack_trt.errors import BuildError, FramepackTrtError
 from framepack_trt.memory import PeakMemory
 from framepack_trt.profile import ComponentSpec, Profile
 from framepack_trt.sources import fingerprint
 from framepack_trt.verify import verification_problem, verify_in_fresh_process
 
-STAGES = ("load", "export", "compile", "save", "verify")
+STAGES = ("load", "export", "compile", "save", "verify", "time")
 #: Golden samples stored per engine: at opt and at a random in-range shape.
 GOLDEN_CASES = ("opt", "random")
 
@@ -71,7 +72,7 @@ def key_fields(spec: ComponentSpec, cache: Cache) -> dict[str, Any]:
     settings = backend.settings(spec.build)
     return {
         "component": spec.component,
-        "component_revision": component.revision,
+        "code": code_fingerprint(spec.component, spec.backend),
         # The memo of weight-file hashes lives in the cache; a dry run on a cache that does not
         # exist yet creates nothing.
         "weights": fingerprint(spec.source, component,
@@ -81,6 +82,7 @@ def key_fields(spec: ComponentSpec, cache: Cache) -> dict[str, Any]:
         "backend": spec.backend,
         "backend_version": backend.version(),
         "torch": torch_version(),
+        "libraries": library_versions(),
         "device": current_device(spec.device),
         "build": settings.engine_fields(),
     }
@@ -100,6 +102,8 @@ def fallback_spec(spec: ComponentSpec) -> ComponentSpec:
 
 
 def plan_item(spec: ComponentSpec, cache: Cache, entries: dict, force: bool = False) -> PlanItem:
+    if spec.backend == auto.AUTO:
+        return plan_auto(spec, cache, entries, force)
     item = PlanItem(spec)
     try:
         if current_device(spec.device) is None:
@@ -127,6 +131,81 @@ def plan_item(spec: ComponentSpec, cache: Cache, entries: dict, force: bool = Fa
     return item
 
 
+def plan_auto(spec: ComponentSpec, cache: Cache, entries: dict, force: bool = False) -> PlanItem:
+    """An auto item is cached when its choice is recorded and the engine it kept (if any) is
+    intact; a backend that failed stays failed until ``--force``."""
+    item = PlanItem(spec)
+    try:
+        if current_device(spec.device) is None:
+            raise BuildError(f"no {spec.device} device on this machine")
+        fields = [key_fields(c, cache) for c in auto.candidates(spec)]
+        item.key_fields, item.key = {"auto": fields}, auto.choice_key(fields)
+    except FramepackTrtError as exc:
+        item.action, item.reason = "error", str(exc)
+        return item
+    chosen = cache.choices().get(item.key)
+    if chosen is None:
+        item.action, item.reason = "build", "no choice recorded"
+    elif force:
+        item.action, item.reason = "rebuild", "--force"
+    elif chosen["kept"] and (chosen["kept"] not in entries
+                             or cache.file_state(entries[chosen["kept"]]).state != "ok"):
+        item.action, item.reason = "rebuild", "the engine auto kept is missing or corrupt"
+    else:
+        item.action, item.reason = "cached", auto.describe(chosen)
+    return item
+
+
+def build_auto(profile: Profile, cache: Cache, item: PlanItem, listener: Listener) -> BuildResult:
+    """Build, verify and time every candidate; keep the fastest verified one if it beats
+    eager by auto.MIN_SPEEDUP; remove the others' files; record the choice."""
+    spec, force = item.spec, item.reason == "--force"
+    records = []
+    times: dict[str, float] = {}  # every candidate's stages, added up
+    for cand in auto.candidates(spec):
+        record = auto.candidate_record(cand)
+        records.append(record)
+        reason = get_backend(cand.backend).unavailable_reason(spec.device)
+        if reason:
+            record.update(outcome="unavailable", error=reason)
+            continue
+        citem = plan_item(cand, cache, cache.entries(), force)
+        record["key"] = citem.key
+        result = _run_item(profile, cache, citem, listener)
+        for stage, seconds in result.times.items():
+            times[stage] = times.get(stage, 0.0) + seconds
+        if result.outcome == "failed":
+            record.update(outcome="failed", error=f"at {result.failed_stage or 'plan'}: {result.error}")
+            continue
+        entry = cache.entries()[citem.key]
+        listener.stage(citem, "time")
+        start = time.perf_counter()
+        try:
+            record["cases"] = auto.time_in_fresh_process(cache, entry)
+        except RuntimeError as exc:
+            record.update(outcome="failed", error=f"at time: {exc}")
+            continue
+        finally:
+            times["time"] = times.get("time", 0.0) + time.perf_counter() - start
+        record.update(outcome="verified", speedup=round(auto.speedup(record["cases"]), 3))
+    kept = auto.decide(records)
+    cache.remove([r["key"] for r in records if r["key"] and r is not kept
+                  and r["outcome"] in ("slower", "not-faster-than-eager")])
+    choice = auto.choice(spec.name, spec.component, records)
+    cache.record_choice(item.key, choice)
+    result = BuildResult(spec.name, "built" if kept else "failed", item.key,
+                         f"auto: {kept['backend']}" if kept else "auto: eager", times=times)
+    if kept is None and any(r["outcome"] == "not-faster-than-eager" for r in records):
+        result.outcome = "built"  # a measured answer: eager is the fastest here
+    if result.outcome == "failed":
+        result.error = "; ".join(f"{r['backend']} {r['outcome']}: {r['error']}" for r in records) \
+            or f"no backend builds for {spec.device}"
+    kept_entry = cache.entries().get(kept["key"]) if kept else None
+    result.engine_size = kept_entry["engine"]["size"] if kept_entry else 0
+    result.notes.append(auto.describe(choice))
+    return result
+
+
 def build(profile: Profile, cache: Cache, items: list[PlanItem],
           listener: Listener | None = None) -> list[BuildResult]:
     listener = listener or Listener()
@@ -152,6 +231,8 @@ def _run_item(profile: Profile, cache: Cache, item: PlanItem, listener: Listener
         return BuildResult(item.spec.name, "cached", item.key, item.spec.backend)
     if item.action == "error":
         return BuildResult(item.spec.name, "failed", item.key, item.spec.backend, error=item.reason)
+    if item.spec.backend == auto.AUTO:
+        return build_auto(profile, cache, item, listener)
     listener.start(item)
     return build_one(profile, cache, item, listener)
 
@@ -300,6 +381,7 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
                    for s in specs],
         "raw_inputs": raw_names,
         "engine_dims": {n: r.to_dict() for n, r in engine_dims.items()},
+        "buckets": [list(b) for b in spec.buckets],
         "outputs": list(component.output_names),
         "golden_cases": cases,
         "engine": engine_meta,

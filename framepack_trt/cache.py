@@ -24,6 +24,9 @@ No torch import here: ``framepack-trt list`` must start fast.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -38,7 +41,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from framepack_trt.backends import BACKENDS
-from framepack_trt.device import current_device, describe, torch_version
+from framepack_trt.device import current_device, describe, library_versions, torch_version
 from framepack_trt.errors import CacheError
 from framepack_trt.util import atomic_write_text, canonical_json, dir_size, sha256_file, sha256_text
 
@@ -47,8 +50,11 @@ ENV_VAR = "FRAMEPACK_TENSORRT_CACHE_DIR"
 DEFAULT_SUBDIR = Path("Cache") / "tensorrt_engines"
 
 #: The fields of a cache key. Change any one, get a new key.
-KEY_FIELDS = ("component", "component_revision", "weights", "dims", "dtype", "backend",
-              "backend_version", "torch", "device", "build")
+KEY_FIELDS = ("component", "code", "weights", "dims", "dtype", "backend", "backend_version",
+              "torch", "libraries", "device", "build")
+#: The key fields every manifest entry must have to be listed at all (older entries may lack
+#: the others; they are then stale).
+CORE_KEY_FIELDS = ("component", "dims", "dtype", "backend", "backend_version", "torch", "device")
 
 
 def resolve_cache_dir(
@@ -105,7 +111,7 @@ def entry_problem(key: Any, entry: Any) -> str | None:
             value = entry[part].get(name)
             if not isinstance(value, typ) or isinstance(value, bool):
                 return f"field {part}.{name} is missing or not a {typ.__name__}"
-    missing = [f for f in KEY_FIELDS if f not in entry["key_fields"]]
+    missing = [f for f in CORE_KEY_FIELDS if f not in entry["key_fields"]]
     if missing:
         return f"key_fields lacks {', '.join(missing)}"
     device = entry["key_fields"]["device"]
@@ -217,6 +223,9 @@ class Cache:
 
     def _read(self) -> dict[str, Any] | None:
         """The manifest document, None when there is none or it cannot be parsed (a warning)."""
+        if self.root.exists() and not self.root.is_dir():
+            raise CacheError(f"cache dir {self.root} exists and is not a directory; choose "
+                             f"another with --cache-dir or ${ENV_VAR}")
         if not self.manifest_path.is_file():
             return None
         try:
@@ -234,8 +243,45 @@ class Cache:
                 f"cache. Use the framepack-trt that wrote it, or another --cache-dir")
         return data
 
-    def _write(self, entries: dict[str, dict[str, Any]]) -> None:
-        doc = {"format": MANIFEST_FORMAT, "entries": dict(sorted(entries.items()))}
+    def choices(self) -> dict[str, dict[str, Any]]:
+        """The recorded ``backend: auto`` choices (auto.py), by choice key. A malformed one is
+        skipped with a warning: that component is chosen again by the next build."""
+        doc = self._read()
+        raw = (doc or {}).get("choices") or {}
+        out = {}
+        for key, c in (raw.items() if isinstance(raw, dict) else ()):
+            if (isinstance(c, dict) and isinstance(c.get("name"), str)
+                    and isinstance(c.get("candidates"), list)
+                    and (c.get("kept") is None or isinstance(c.get("kept"), str))):
+                out[key] = c
+            else:
+                self.warnings.append(f"manifest choice {str(key)[:16]} is malformed; ignored, "
+                                     f"it will be made again")
+        return out
+
+    def record_choice(self, key: str, choice: dict[str, Any]) -> None:
+        with self.manifest_lock():
+            choices = self.choices()
+            choices[key] = choice
+            self._write(self.entries(), choices)
+
+    def remove_choices(self, names: list[str] | None = None) -> int:
+        """Forget the auto choices of these entry or component names (all when None)."""
+        with self.manifest_lock():
+            choices = self.choices()
+            keep = {k: c for k, c in choices.items()
+                    if names is not None and not entry_matches(c, names)}
+            if len(keep) != len(choices):
+                self._write(self.entries(), keep)
+        return len(choices) - len(keep)
+
+    def _write(self, entries: dict[str, dict[str, Any]],
+               choices: dict[str, dict[str, Any]] | None = None) -> None:
+        """Write the manifest (called under the manifest lock); ``choices`` default to those
+        on disk."""
+        choices = self.choices() if choices is None else choices
+        doc = {"format": MANIFEST_FORMAT, "entries": dict(sorted(entries.items())),
+               "choices": dict(sorted(choices.items()))}
         try:
             atomic_write_text(self.manifest_path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
         except OSError as exc:
@@ -371,8 +417,30 @@ def entry_matches(entry: dict[str, Any], names: list[str] | None) -> bool:
     return not names or entry["name"] in names or entry["component"] in names
 
 
+@functools.cache
+def code_fingerprint(component: str, backend: str) -> str:
+    """sha256 of the source of the code that turns ``component`` into an engine with
+    ``backend``: the adapter's module, the modules it exports through (``code_modules``) and
+    the backend's module. Read from the files; nothing is imported."""
+    from framepack_trt.components.base import get_component
+
+    adapter = get_component(component)
+    modules = {type(adapter).__module__, *adapter.code_modules}
+    if backend in BACKENDS:
+        modules.add(BACKENDS[backend].__module__)
+    h = hashlib.sha256()
+    for name in sorted(modules):
+        spec = importlib.util.find_spec(name)
+        h.update(name.encode() + b"\0")
+        h.update(Path(spec.origin).read_bytes() if spec and spec.origin else b"missing")
+    return h.hexdigest()
+
+
 def staleness(fields: dict[str, Any]) -> str | None:
-    """Why an engine cannot run on this machine's device and software, or None if it can."""
+    """Why an engine cannot run on this machine's device and software, or was built by code or
+    libraries that have changed since; None if neither."""
+    from framepack_trt.errors import UsageError
+
     reasons = []
     here = current_device(fields["device"]["type"])
     if here != fields["device"]:
@@ -383,6 +451,21 @@ def staleness(fields: dict[str, Any]) -> str | None:
     now = backend().version() if backend else "unknown backend"
     if now != fields["backend_version"]:
         reasons.append(f"built with {fields['backend_version']}, installed {now}")
+    libraries = library_versions()
+    if fields.get("libraries") is None:
+        reasons.append("built by an older framepack-trt that did not record the diffusers and "
+                       "transformers versions")
+    elif fields["libraries"] != libraries:
+        changed = [f"{k} {fields['libraries'].get(k)} -> {v}" for k, v in libraries.items()
+                   if fields["libraries"].get(k) != v]
+        reasons.append(f"built with other model libraries ({', '.join(changed)})")
+    try:
+        code = code_fingerprint(fields["component"], fields["backend"])
+    except UsageError:
+        reasons.append(f"unknown component {fields['component']!r}")
+    else:
+        if fields.get("code") != code:
+            reasons.append("the code that exports or compiles it has changed since it was built")
     return "; ".join(reasons) or None
 
 

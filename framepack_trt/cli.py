@@ -125,8 +125,10 @@ def build(
     framepack_dir: FramepackDirOpt = None,
     components: ComponentsOpt = None,
     backend: Annotated[str | None, typer.Option(
-        "--backend", "-b", help="Build every component with this backend (aoti, ...), "
-        "overriding the profile.", show_default=False)] = None,
+        "--backend", "-b", help="Build every component with this backend, overriding the "
+        "profile: aoti, tensorrt, or auto (build each backend available here, verify and time "
+        "each against eager, keep the fastest that beats eager by 3%).",
+        show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if cached.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; build nothing.")] = False,
 ) -> None:
@@ -287,9 +289,14 @@ def list_(
             "engine": e["engine"]["file"],
         })
     orphans = [p.relative_to(cache.root).as_posix() for p in cache.orphans(entries)]
+    choices = sorted(cache.choices().values(), key=lambda c: c["name"])
+    for r in rows:  # the speed-up auto measured for the engines it kept
+        kept = next((c for ch in choices for c in ch["candidates"] if c.get("key") == r["key"]
+                     and c["outcome"] == "kept"), None)
+        r["speedup"] = kept["speedup"] if kept else None
     if as_json:
         print(json.dumps({"cache_dir": str(cache.root), "entries": rows, "orphans": orphans,
-                          "warnings": cache.warnings}, indent=2))
+                          "choices": choices, "warnings": cache.warnings}, indent=2))
         return
     _print_warnings(cache)
     if not rows:
@@ -305,10 +312,17 @@ def list_(
             status = f"[{colors[r['status']]}]{r['status']}[/]"
             if r["reason"]:
                 status += f" ({escape(r['reason'])})"
-            t.add_row(r["name"], r["component"], f"{r['backend']} {r['backend_version']}",
+            backend = f"{r['backend']} {r['backend_version']}"
+            if r["speedup"]:
+                backend += f" (auto, {r['speedup']:.2f}x eager)"
+            t.add_row(r["name"], r["component"], backend,
                       r["dtype"], dims, human_size(r["size"]), r["device"],
                       r["created"][:19].replace("T", " "), status)
         out.print(t)
+    from framepack_trt.auto import describe
+
+    for c in choices:
+        out.print(f"{escape(c['name'])}: {escape(describe(c))}")
     if orphans:
         out.print(f"[yellow]{len(orphans)} orphan file(s)[/] (no manifest entry; "
                   f"`framepack-trt purge --stale` removes them): {', '.join(orphans)}")
@@ -347,13 +361,15 @@ def purge(
         if (all_ or st.state == "missing" or (stale and st.state != "ok")
                 or (components and entry_matches(e, components))):
             chosen[key] = (e, st)
+    choices = [c for c in cache.choices().values()
+               if all_ or (components and entry_matches(c, components))]
     if components:
-        known = {e["name"] for e in entries.values()} | {e["component"] for e in entries.values()}
+        known = {e[f] for e in [*entries.values(), *choices] for f in ("name", "component")}
         for c in components:
             if c not in known:
                 err.print(f"[yellow]warning:[/] no engine named {escape(repr(c))} in {cache.root}")
     orphans = cache.orphans(entries)
-    if not chosen and not orphans:
+    if not chosen and not orphans and not choices:
         out.print(f"nothing to purge in {cache.root}")
         return
     t = Table(title=("would remove" if dry_run else "will remove"), title_justify="left")
@@ -361,6 +377,8 @@ def purge(
         t.add_column(col)
     for e, st in chosen.values():
         t.add_row(f"{e['name']} ({e['engine']['file']})", st.state, human_size(e["engine"]["size"]))
+    for c in choices:
+        t.add_row(f"backend: auto choice of {c['name']}", "-", "-")
     for p in orphans:
         t.add_row(f"orphan {p.relative_to(cache.root).as_posix()}", "-",
                   human_size(p.stat().st_size) if p.is_file() else "-")
@@ -373,9 +391,13 @@ def purge(
         if not typer.confirm(f"Remove {len(chosen)} engine(s) and {len(orphans)} orphan(s)?"):
             raise typer.Exit(1)
     deleted, busy = cache.remove(list(chosen))
+    # A purged component's backend: auto choice goes too, so the next build chooses again.
+    forgotten = cache.remove_choices(None if all_ else components) if choices else 0
     removed = cache.remove_orphans()
     out.print(f"removed {len(chosen) - len(busy)} engine(s) ({len(deleted)} file(s)) and "
               f"{len(removed)} orphan(s)")
+    if forgotten:
+        out.print(f"forgot {forgotten} backend: auto choice(s)")
     for key in busy:
         out.print(f"[yellow]kept[/] {escape(chosen[key][0]['name'])}: it is being built right now; "
                   f"purge it again when that build ends")
@@ -546,9 +568,9 @@ def doctor(
     for k, v in info.items():
         if isinstance(v, dict):
             for kk, vv in v.items():
-                t.add_row(f"{k}.{kk}", str(vv))
+                t.add_row(f"{k}.{kk}", escape(str(vv)))
         else:
-            t.add_row(k, str(v))
+            t.add_row(k, escape(str(v)))
     out.print(t)
 
 

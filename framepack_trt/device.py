@@ -91,3 +91,20 @@ def describe(device: dict[str, str] | None) -> str:
     if device["type"] == "cpu":
         return f"cpu {device['arch']} ({device['isa']})"
     return f"{device['name']} (sm {device['capability']})"
+
+
+#: Libraries whose code is traced into the exported graphs (the model classes).
+TRACED_LIBRARIES = ("diffusers", "transformers")
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of TRACED_LIBRARIES (None where one is missing); no import."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in TRACED_LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out

@@ -42,7 +42,9 @@ def report(cache: Cache) -> dict[str, Any]:
             status[device] = "available" if reason is None else f"unavailable: {reason}"
         info[f"backend {name}"] = {"version": backend.version(), **status}
     info["cache dir"] = str(cache.root)
-    if cache.root.is_dir():
+    if cache.root.exists() and not cache.root.is_dir():
+        info["cache"] = "not a directory: choose another cache dir"
+    elif cache.root.is_dir():
         entries = cache.entries()
         info["cache"] = f"{len(entries)} engine(s), {human_size(cache.size())}"
     else:

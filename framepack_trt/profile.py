@@ -107,8 +107,15 @@ class Profile:
 
     def with_backend(self, backend: str) -> Profile:
         """The same profile with every component on ``backend`` (the ``--backend`` option)."""
-        if backend not in BACKENDS:
-            raise UsageError(f"--backend: unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+        if backend not in BACKENDS and backend != "auto":
+            raise UsageError(f"--backend: unknown backend {backend!r}; known: "
+                             f"{', '.join([*BACKENDS, 'auto'])}")
+        wrong = [f"{c.name} (device {c.device})" for c in self.components
+                 if backend in BACKENDS and c.device not in BACKENDS[backend].devices]
+        if wrong:
+            raise UsageError(f"--backend {backend}: builds for {', '.join(BACKENDS[backend].devices)} "
+                             f"only, and {self.path} has {', '.join(wrong)}; choose another "
+                             f"--backend (or auto)")
         comps = tuple(replace(c, backend=backend, fallback_backend=None,
                               build=c.build if c.backend == backend else {})
                       for c in self.components)
@@ -240,7 +247,13 @@ def _source(p: _Problems, where: str, raw: Any, base: Path) -> Source | None:
             p.add(f"{where}.path", f"{_fmt(raw['path'])} is not valid; expected a directory path")
             return None
         path = Path(os.path.expanduser(raw["path"]))
-        return Source("path", path=str(path if path.is_absolute() else (base / path)))
+        path = path if path.is_absolute() else base / path
+        if not path.is_dir():
+            p.add(f"{where}.path", f"{_fmt(raw['path'])} is not a directory "
+                  f"({'a file' if path.exists() else 'it does not exist'}); expected a "
+                  "save_pretrained folder")
+            return None
+        return Source("path", path=str(path))
     if kind == "repo":
         _check_keys(p, where + ".", raw, ("repo", "subfolder", "revision"))
         ok = True
@@ -330,7 +343,8 @@ def _type_ok(value: Any, annotation: str) -> bool:
     return any(checks.get(part, lambda v: True)(value) for part in parts)
 
 
-def _buckets(p: _Problems, where: str, raw: Any) -> tuple[tuple[int, int], ...]:
+def _buckets(p: _Problems, where: str, raw: Any, component: str,
+             multiple: int) -> tuple[tuple[int, int], ...]:
     if isinstance(raw, str):
         if raw in BUCKET_SETS:
             return BUCKET_SETS[raw]
@@ -343,10 +357,10 @@ def _buckets(p: _Problems, where: str, raw: Any) -> tuple[tuple[int, int], ...]:
     out = []
     for i, pair in enumerate(raw):
         if (not isinstance(pair, list) or len(pair) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 and v % 8 == 0
-                           for v in pair)):
-            p.add(f"{where}[{i}]", f"{_fmt(pair)} is not valid; expected [height, width], "
-                  "positive multiples of 8 pixels")
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                           and v % multiple == 0 for v in pair)):
+            p.add(f"{where}[{i}]", f"{_fmt(pair)} is not valid; expected [height, width] in "
+                  f"pixels, positive multiples of {multiple} for component {component!r}")
             continue
         out.append((pair[0], pair[1]))
     return tuple(out)
@@ -360,7 +374,7 @@ def parse_profile(raw: Any, path: Path) -> Profile:
         raise ProfileError(str(path), ["the file must be a mapping with a 'components' list"])
     _check_keys(p, "", raw, TOP_KEYS)
     backends = sorted(BACKENDS)
-    backend = _choice(p, "backend", raw.get("backend", "aoti"), backends)
+    backend = _choice(p, "backend", raw.get("backend", "aoti"), [*backends, "auto"])
     fallback = (_choice(p, "fallback_backend", raw["fallback_backend"], backends)
                 if raw.get("fallback_backend") is not None else None)
     device = _choice(p, "device", raw.get("device", "cuda"), DEVICES)
@@ -406,7 +420,8 @@ def parse_profile(raw: Any, path: Path) -> Profile:
             p.add(f"{where}.source", "missing; every component needs a source of weights")
         source = _source(p, f"{where}.source", entry.get("source"), base)
         dtype = _dtype(p, f"{where}.dtype", entry.get("dtype", comp.default_dtype))
-        e_backend = _choice(p, f"{where}.backend", entry.get("backend", backend), backends) \
+        e_backend = _choice(p, f"{where}.backend", entry.get("backend", backend),
+                            [*backends, "auto"]) \
             if "backend" in entry else backend
         e_device = _choice(p, f"{where}.device", entry["device"], DEVICES) \
             if "device" in entry else device
@@ -426,7 +441,8 @@ def parse_profile(raw: Any, path: Path) -> Profile:
                 p.add(f"{where}.buckets", f"component {comp_name!r} has no image height/width dims; "
                       f"its dims are: {', '.join(comp.default_dims)}")
             else:
-                buckets = _buckets(p, f"{where}.buckets", entry["buckets"])
+                buckets = _buckets(p, f"{where}.buckets", entry["buckets"], comp_name,
+                                   comp.bucket_multiple)
                 if buckets:
                     dims.update(comp.dims_for_buckets(buckets))
         for dname, dval in raw_dims.items():

@@ -125,7 +125,8 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     cases = [(which, component.case_sizes(dims, which, rng)) for which in FULL_CASES]
-    for which, sizes in cases + component.check_sizes(dims):
+    buckets = [tuple(b) for b in entry.get("buckets") or ()]
+    for which, sizes in cases + component.check_sizes(dims, buckets):
         case = CaseResult(which, sizes)
         inputs = component.make_inputs(model.config, sizes, dtype, device, gen)
         with torch.inference_mode():

@@ -15,34 +15,37 @@ from framepack_trt.cache import (
     KEY_FIELDS,
     MANIFEST_FORMAT,
     Cache,
+    code_fingerprint,
     engine_key,
     resolve_cache_dir,
 )
-from framepack_trt.device import current_device, torch_version
+from framepack_trt.device import current_device, library_versions, torch_version
 from framepack_trt.errors import CacheError
 
 BASE = {
     "component": "clip_text",
-    "component_revision": 1,
+    "code": code_fingerprint("clip_text", "aoti"),
     "weights": "ab" * 32,
     "dims": {"batch": {"min": 1, "opt": 1, "max": 2}, "text_len": {"min": 77, "opt": 77, "max": 77}},
     "dtype": "float16",
     "backend": "aoti",
     "backend_version": AotiBackend().version(),
     "torch": torch_version(),
+    "libraries": library_versions(),
     "device": current_device("cpu"),
     "build": {"max_autotune": False},
 }
 
 CHANGES = {
     "component": "llama_text",
-    "component_revision": 2,
+    "code": "12" * 32,
     "weights": "cd" * 32,
     "dims": {"batch": {"min": 1, "opt": 2, "max": 2}, "text_len": {"min": 77, "opt": 77, "max": 77}},
     "dtype": "bfloat16",
     "backend": "tensorrt",
     "backend_version": "torch-0.0",
     "torch": "0.0",
+    "libraries": {"diffusers": "0.0", "transformers": "0.0"},
     "device": {"type": "cuda", "name": "NVIDIA H100 80GB HBM3", "capability": "9.0"},
     "build": {"max_autotune": True},
 }
@@ -319,3 +322,33 @@ def test_remove_orphans_spares_engines_being_built(cache):
         assert cache.remove_orphans() == [stray]
     assert building.exists() and not stray.exists()
     assert cache.remove_orphans() == [building]
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    ("libraries", {"diffusers": "0.1", "transformers": "0.2"}, "other model libraries (diffusers 0.1 ->"),
+    ("code", "00" * 32, "the code that exports or compiles it has changed"),
+])
+def test_changed_libraries_or_code_make_an_engine_stale(cache, field, value, reason):
+    entry = make_entry(cache, fields={**copy.deepcopy(BASE), field: value})
+    st = cache.status(entry)
+    assert st.state == "stale" and reason in st.reason
+
+
+def test_entry_of_an_older_version_is_stale_not_malformed(cache):
+    fields = {k: v for k, v in copy.deepcopy(BASE).items() if k not in ("code", "libraries")}
+    entry = {**make_entry(cache), "key_fields": fields}
+    cache.commit(entry)
+    assert list(cache.entries()) == [entry["key"]]
+    st = cache.status(entry)
+    assert st.state == "stale" and "older framepack-trt" in st.reason and "code" in st.reason
+
+
+def test_code_fingerprint_follows_the_source():
+    """The fingerprint is the modules' source: it differs per component and backend and
+    covers the modules a component exports through."""
+    from framepack_trt.components.base import get_component
+
+    assert code_fingerprint("clip_text", "aoti") != code_fingerprint("llama_text", "aoti")
+    assert code_fingerprint("clip_text", "aoti") != code_fingerprint("clip_text", "tensorrt")
+    assert "framepack_trt.transformer_export" in get_component("transformer").code_modules
+    assert "framepack_trt.export" in get_component("clip_text").code_modules

@@ -47,7 +47,7 @@ def test_list_empty(tmp_path):
     assert r.exit_code == 0 and "no engines" in r.stdout
     r = run("list", "--cache-dir", str(tmp_path / "c"), "--json")
     assert json.loads(r.stdout) == {"cache_dir": str(tmp_path / "c"), "entries": [],
-                                    "orphans": [], "warnings": []}
+                                    "orphans": [], "choices": [], "warnings": []}
 
 
 def test_bad_profile_exit_2_one_message(tmp_path):
@@ -85,12 +85,39 @@ def test_dry_run_plans_and_writes_nothing(tmp_path, tiny_weights):
     assert not cache.exists()
 
 
-def test_missing_weights_fail_that_component_exit_1(tmp_path):
+def test_missing_weights_path_is_misuse_at_load(tmp_path):
     p = write_profile(tmp_path / "p.yaml", [{"component": "clip_text",
                                              "source": {"path": str(tmp_path / "absent")}}])
     r = run("build", "--profile", str(p), "--cache-dir", str(tmp_path / "c"))
-    assert r.exit_code == 1
-    assert f"weights directory {tmp_path / 'absent'} does not exist" in r.stderr
+    assert r.exit_code == 2
+    assert f"components[0].source.path: '{tmp_path / 'absent'}' is not a directory" in r.stderr
+
+
+def test_backend_option_for_another_device_is_misuse(tmp_path):
+    p = write_profile(tmp_path / "p.yaml", [{"component": "clip_text", "source": {"random": {}}}])
+    r = run("build", "--profile", str(p), "--backend", "tensorrt", "--cache-dir", str(tmp_path / "c"))
+    assert r.exit_code == 2 and "builds for cuda only" in r.stderr
+
+
+def test_cache_dir_that_is_a_file_is_an_error_everywhere(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    for args in (["list"], ["verify"], ["purge", "--all", "--yes"]):
+        r = run(*args, "--cache-dir", str(f))
+        assert r.exit_code == 1 and "exists and is not a directory" in r.stderr, (args, r.output)
+    r = run("doctor", "--cache-dir", str(f), "--json")
+    assert json.loads(r.stdout)["cache"].startswith("not a directory")
+
+
+def test_doctor_table_keeps_the_install_hints_extras(tmp_path, monkeypatch):
+    """Rich took the hint's [tensorrt-rtx] for markup and dropped it."""
+    monkeypatch.setenv("COLUMNS", "600")
+    info = json.loads(run("doctor", "--cache-dir", str(tmp_path / "c"), "--json").stdout)
+    hints = [v for v in info["backend tensorrt"].values() if "pip install" in v]
+    r = run("doctor", "--cache-dir", str(tmp_path / "c"))
+    assert r.exit_code == 0
+    for hint in hints:  # none where TensorRT is installed
+        assert "'framepack-trt[tensorrt-rtx]'" in hint and hint in r.stdout
 
 
 def test_no_gpu_is_a_clear_failure(tmp_path, tiny_weights):

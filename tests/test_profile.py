@@ -39,6 +39,7 @@ def test_builtin_profiles_load():
 
 
 def test_defaults_and_overrides(tmp_path):
+    (tmp_path / "../weights/llama").mkdir(parents=True, exist_ok=True)
     p = tmp_path / "p.yaml"
     p.write_text(f"""
 device: cpu
@@ -70,6 +71,12 @@ components:
 
 BAD = [
     ("- just a list", ["must be a mapping"]),
+    ("components:\n  - component: transformer\n    source: {random: {}}\n"
+     "    buckets: [[416, 960], [424, 960]]\n",
+     ["components[0].buckets[1]: [424, 960] is not valid; expected [height, width] in pixels, "
+      "positive multiples of 16 for component 'transformer'"]),
+    ("components:\n  - component: clip_text\n    source: {path: /no/such/folder}\n",
+     ["components[0].source.path: '/no/such/folder' is not a directory (it does not exist)"]),
     ("backend: aoti\nbogus: 1\ncomponents: [" + "]", ["bogus: unknown field; valid fields: name",
                                                       "components: [] is not valid"]),
     ("backend: tensorrtx\ncomponents:" + GOOD_ENTRY, ["backend: 'tensorrtx' is not valid; valid: aoti"]),
@@ -148,3 +155,33 @@ def test_builtin_dir_is_repo_profiles():
     from framepack_trt.profile import builtin_profiles_dir
 
     assert builtin_profiles_dir() == Path(__file__).resolve().parent.parent / "profiles"
+
+
+def test_yaml_1_2_floats_are_numbers(tmp_path):
+    """The README's own example: PyYAML reads 1e-2 as a string by YAML 1.1 rules."""
+    p = tmp_path / "p.yaml"
+    p.write_text("device: cpu\ncomponents:\n  - component: clip_text\n    source: {random: {}}\n"
+                 "    tolerance: {rel_l2: 1e-2, cosine: 9.99e-1, max_abs: 2E0}\n")
+    (clip,) = load_profile(p).components
+    assert (clip.tolerance.rel_l2, clip.tolerance.cosine, clip.tolerance.max_abs) == (0.01, 0.999, 2.0)
+
+
+def test_backend_option_that_cannot_build_for_the_device_is_misuse(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("device: cpu\ncomponents:\n  - component: clip_text\n    source: {random: {}}\n")
+    with pytest.raises(UsageError, match=r"--backend tensorrt: builds for cuda only, and .*p.yaml "
+                                         r"has clip_text \(device cpu\)") as info:
+        load_profile(p).with_backend("tensorrt")
+    assert info.value.exit_code == 2
+    assert load_profile(p).with_backend("auto").components[0].backend == "auto"
+
+
+def test_profile_buckets_are_what_the_transformer_checks(tmp_path):
+    from framepack_trt.components.base import get_component
+
+    p = tmp_path / "p.yaml"
+    p.write_text("device: cpu\ncomponents:\n  - component: transformer\n    source: {random: {}}\n"
+                 "    buckets: [[512, 512], [544, 704]]\n")
+    (tx,) = load_profile(p).components
+    checks = get_component("transformer").check_sizes(tx.dims, tx.buckets)
+    assert [label for label, _ in checks] == ["bucket 512x512", "bucket 544x704"]

@@ -94,12 +94,17 @@ class Component:
     full_check_at_build: ClassVar[bool] = False
     #: Tiny config used by ``source: {random: ...}``, merged with the profile's overrides.
     tiny_config: ClassVar[Mapping[str, Any]] = {}
-    #: Bump when the exported graph of this adapter changes, so cached engines are rebuilt.
-    revision: ClassVar[int] = 1
+    #: Modules, besides the adapter's own, whose code shapes the exported graph: their source
+    #: enters the cache key (``code_fingerprint``), so an engine built before they changed is
+    #: stale. No revision number to remember.
+    code_modules: ClassVar[tuple[str, ...]] = (
+        "framepack_trt.components.base", "framepack_trt.export", "framepack_trt.graph_passes")
     #: (height dim, width dim) for components that take images at FramePack's buckets.
     bucket_dims: ClassVar[tuple[str, str] | None] = None
     #: Pixels per unit of those dims (8 for latents).
     pixels_per_unit: ClassVar[int] = 8
+    #: A bucket's height and width must be multiples of this many pixels.
+    bucket_multiple: ClassVar[int] = 8
 
     @classmethod
     def dims_for_buckets(cls, buckets: Sequence[tuple[int, int]]) -> dict[str, DimRange]:
@@ -138,10 +143,16 @@ class Component:
         ``rng`` (a ``random.Random``) and snapped to sizes the model accepts."""
         return self.snap_sizes(random_sizes(dims, rng)) if case == "random" else sizes_at(dims, case)
 
-    def check_sizes(self, dims: Mapping[str, DimRange]) -> list[tuple[str, dict[str, int]]]:
+    def check_sizes(self, dims: Mapping[str, DimRange],
+                    buckets: Sequence[tuple[int, int]] = ()) -> list[tuple[str, dict[str, int]]]:
         """Named sizes that ``verify --full`` (and, with ``full_check_at_build``, the build)
-        checks besides min, opt, max and a random one; none by default."""
+        checks besides min, opt, max and a random one (``buckets``: the profile's own, in
+        pixels); none by default."""
         return []
+
+    def timing_sizes(self, dims: Mapping[str, DimRange]) -> list[tuple[str, dict[str, int]]]:
+        """Where ``backend: auto`` times a candidate against eager: the opt sizes."""
+        return [("opt", sizes_at(dims, "opt"))]
 
     def prepare_kwargs(self, kwargs: Mapping[str, torch.Tensor], names: Sequence[str],
                        dtype: torch.dtype, device: str | None) -> tuple[torch.Tensor, ...]:

@@ -25,7 +25,6 @@ class LlamaText(Component):
     default_dtype = "float16"
     default_dims = {"batch": DimRange(1, 1, 1), "text_len": DimRange(1, 351, 351)}
     output_names = ("hidden_states",)
-    revision = 2  # 2: explicit 4D attention mask
     tiny_config = {
         "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512,

@@ -23,6 +23,10 @@ TEXT_PAD = 512
 IMAGE_TOKENS = 729
 
 
+#: Buckets ``backend: auto`` times the transformer at (pixels): wide, the opt, a square image's.
+TIMING_BUCKETS = ((416, 960), (544, 704), (640, 608))
+
+
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -48,9 +52,11 @@ class Transformer(Component):
     }
     dim_limits = {"batch": (1, 1), "text_len": (1, TEXT_PAD)}
     bucket_dims = ("latent_height", "latent_width")
+    bucket_multiple = 16  # even latent sizes: the patch is 2x2
     output_names = ("sample",)
     tolerances = {"bfloat16": Tolerance(rel_l2=1e-2, cosine=0.999)}
     full_check_at_build = True
+    code_modules = (*Component.code_modules, "framepack_trt.transformer_export")
     tiny_config = {
         "num_attention_heads": 2, "attention_head_dim": 16, "num_layers": 1,
         "num_single_layers": 1, "num_refiner_layers": 1, "text_embed_dim": 32,
@@ -69,17 +75,25 @@ class Transformer(Component):
                             "(FramePack's configuration)")
         return problems
 
-    def check_sizes(self, dims):
-        """Every 640 bucket inside the engine's latent range, at the opt text length: the
-        shapes FramePack really calls with. One engine covers them all, and a TensorRT-RTX
-        build was seen to be wrong at one shape of its range and right at others
-        (docs/transformer.md), so each of them is checked."""
+    def check_sizes(self, dims, buckets=()):
+        """Every bucket of the profile (without one: every 640 bucket) inside the engine's
+        latent range, at the opt text length: the shapes FramePack really calls with. One
+        engine covers them all, and a TensorRT-RTX build was seen to be wrong at one shape of
+        its range and right at others (docs/transformer.md), so each of them is checked."""
         out = []
-        for height, width in FRAMEPACK_640_BUCKETS:
+        for height, width in buckets or FRAMEPACK_640_BUCKETS:
             sizes = {name: r.opt for name, r in dims.items()}
             sizes.update(latent_height=height // 8, latent_width=width // 8)
             if all(dims[n].covers(sizes[n]) for n in self.bucket_dims):
                 out.append((f"bucket {height}x{width}", sizes))
+        return out
+
+    def timing_sizes(self, dims):
+        """Opt, and the 416x960, 544x704 and 640x608 (a square image's) buckets in range."""
+        out = [("opt", {name: r.opt for name, r in dims.items()})]
+        for label, sizes in self.check_sizes(dims, TIMING_BUCKETS):
+            if sizes not in [s for _, s in out]:
+                out.append((label, sizes))
         return out
 
     def snap_sizes(self, sizes):

@@ -1,0 +1,114 @@
+"""``backend: auto``: build the component with every backend that can build for its device,
+verify each, time each against eager, and keep the fastest verified engine, but only one
+that beats eager by at least ``MIN_SPEEDUP``; otherwise keep none (the runtime then runs the
+eager model). Every candidate's numbers, or its failure, are recorded in the manifest as the
+component's *choice*, so the next ``build`` builds nothing and a backend that failed is not
+tried again unless ``--force``.
+
+Timing runs in a fresh process per candidate (``python -m framepack_trt.bench``): eager and
+engine on the same random inputs, one after the other, at the component's timing sizes (opt;
+for the transformer also the 416x960, 544x704 and 640x608 buckets in range). The speed-up that
+decides is the geometric mean over those sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from framepack_trt.backends import BACKENDS, get_backend
+from framepack_trt.cache import Cache, now_iso
+from framepack_trt.profile import ComponentSpec
+from framepack_trt.util import canonical_json, sha256_text
+
+AUTO = "auto"
+#: An engine is kept only if eager / engine is at least this.
+MIN_SPEEDUP = 1.03
+TIMING_WARMUP, TIMING_ITERS = 3, 10
+
+
+def candidates(spec: ComponentSpec) -> list[ComponentSpec]:
+    """One spec per backend that builds for the spec's device; each gets the build settings
+    its backend knows."""
+    out = []
+    for name, cls in sorted(BACKENDS.items()):
+        if spec.device not in cls.devices:
+            continue
+        known = set(cls.settings_class.field_names())
+        out.append(replace(spec, backend=name, fallback_backend=None,
+                           build={k: v for k, v in spec.build.items() if k in known}))
+    return out
+
+
+def choice_key(candidate_fields: list[dict[str, Any]]) -> str:
+    """The key of an auto choice: every candidate's cache-key fields. Installing a backend,
+    or any change that makes a candidate's key change, makes a new choice."""
+    return sha256_text(canonical_json({"auto": candidate_fields}))
+
+
+def describe(choice: dict[str, Any]) -> str:
+    """One line: what was kept and why, with every candidate's result."""
+    parts = []
+    for c in choice["candidates"]:
+        if c.get("speedup") is not None:
+            parts.append(f"{c['backend']} {c['speedup']:.2f}x")
+        else:
+            parts.append(f"{c['backend']} {c['outcome']}")
+    kept = next((c for c in choice["candidates"] if c["outcome"] == "kept"), None)
+    head = (f"kept {kept['backend']} ({kept['speedup']:.2f}x eager)" if kept else
+            f"no engine kept: none verified at >= {MIN_SPEEDUP:.2f}x eager, the runtime uses eager")
+    return f"auto: {head}; candidates: {', '.join(parts)}"
+
+
+def decide(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Mark each verified record kept, slower or not-faster; return the kept one."""
+    timed = [r for r in records if r["outcome"] == "verified"]
+    best = max(timed, key=lambda r: r["speedup"], default=None)
+    for r in timed:
+        if r is best and r["speedup"] >= MIN_SPEEDUP:
+            r["outcome"] = "kept"
+        elif r["speedup"] < MIN_SPEEDUP:
+            r["outcome"] = "not-faster-than-eager"
+        else:
+            r["outcome"] = "slower"
+    return best if best is not None and best["outcome"] == "kept" else None
+
+
+def speedup(cases: list[dict[str, Any]]) -> float:
+    """Geometric mean of eager / engine over the timed sizes."""
+    return math.exp(sum(math.log(c["speedup"]) for c in cases) / len(cases))
+
+
+def time_in_fresh_process(cache: Cache, entry: dict[str, Any], timeout: float = 3600) -> list[dict]:
+    """Eager vs engine at the component's timing sizes, in a process of its own; raises
+    RuntimeError with the child's last lines when it fails."""
+    with tempfile.TemporaryDirectory(prefix="framepack-trt-time-") as tmp:
+        entry_file, result_file = Path(tmp) / "entry.json", Path(tmp) / "result.json"
+        entry_file.write_text(json.dumps(entry))
+        args = [sys.executable, "-m", "framepack_trt.bench", str(entry_file), str(result_file),
+                str(cache.root), str(TIMING_WARMUP), str(TIMING_ITERS)]
+        try:
+            proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"timing did not finish within {timeout:.0f} s") from exc
+        if proc.returncode == 0 and result_file.is_file():
+            return json.loads(result_file.read_text())
+    tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+    raise RuntimeError(f"timing failed (exit code {proc.returncode}): {tail}")
+
+
+def candidate_record(spec: ComponentSpec) -> dict[str, Any]:
+    return {"backend": spec.backend, "backend_version": get_backend(spec.backend).version(),
+            "key": "", "outcome": "", "speedup": None, "cases": [], "error": ""}
+
+
+def choice(name: str, component: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    kept = next((r for r in records if r["outcome"] == "kept"), None)
+    return {"name": name, "component": component, "kept": kept["key"] if kept else None,
+            "min_speedup": MIN_SPEEDUP, "candidates": records, "created": now_iso()}
