@@ -73,3 +73,31 @@ def built_cache(tmp_path_factory, tiny_weights):
     assert r.exit_code == 0, r.output
     assert "1 built, 0 cached, 0 failed" in r.stdout
     return p, root / "cache"
+
+
+_PLAIN_LOAD = r"""
+import sys, torch
+from safetensors.torch import load_file
+pkg, golden, device = sys.argv[1:4]
+runner = torch._inductor.aoti_load_package(pkg)
+g = load_file(golden)
+out = runner(g["0.input.pixel_values"].to(device))[0].float().cpu()
+ref = g["0.output.last_hidden_state"].float()
+print(float((out - ref).norm() / ref.norm()))
+"""
+
+
+def siglip_with_torchs_own_loader(cache: Path, device: str) -> float:
+    """Rel L2 of the cache's SigLIP AOTInductor package against its golden sample, loaded by
+    torch's own ``aoti_load_package`` in a plain process that imports torch first, with no
+    LD_PRELOAD (torch 2.11's CUDA packages crashed there before the backend's link fix)."""
+    import json
+
+    entry = next(e for e in json.loads((cache / "manifest.json").read_text())["entries"].values()
+                 if e["component"] == "siglip_image")
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    proc = subprocess.run([sys.executable, "-c", _PLAIN_LOAD, str(cache / entry["engine"]["file"]),
+                           str(cache / entry["golden"]["file"]), device],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return float(proc.stdout.strip().splitlines()[-1])

@@ -6,25 +6,14 @@ copies of libstdc++ code the loading process exports (torch 2.11 on CUDA segfaul
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import zipfile
 
 import pytest
+from conftest import siglip_with_torchs_own_loader
 
 needs_readelf = pytest.mark.skipif(shutil.which("readelf") is None, reason="needs binutils' readelf")
-
-PLAIN_LOAD = r"""
-import sys, torch
-from safetensors.torch import load_file
-runner = torch._inductor.aoti_load_package(sys.argv[1])
-g = load_file(sys.argv[2])
-out = runner(g["0.input.pixel_values"])[0]
-ref = g["0.output.last_hidden_state"]
-print(float((out - ref).norm() / ref.norm()))
-"""
 
 
 def _entry(cache):
@@ -49,10 +38,4 @@ def test_wrapper_library_has_its_own_libstdcxx(built_cache, tmp_path):
 def test_package_loads_with_torchs_own_loader(built_cache):
     """A plain process that imported torch first, no LD_PRELOAD, torch's loader, not ours."""
     _, cache = built_cache
-    entry = _entry(cache)
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    proc = subprocess.run([sys.executable, "-c", PLAIN_LOAD, str(cache / entry["engine"]["file"]),
-                           str(cache / entry["golden"]["file"])],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert float(proc.stdout.strip().splitlines()[-1]) < 1e-4
+    assert siglip_with_torchs_own_loader(cache, "cpu") < 1e-4

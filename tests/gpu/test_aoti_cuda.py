@@ -6,23 +6,8 @@ own ``aoti_load_package`` in a plain process that imported torch first, with no 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
-from conftest import cli, write_profile
-
-PLAIN_LOAD = r"""
-import sys, torch
-from safetensors.torch import load_file
-pkg, golden = sys.argv[1], sys.argv[2]
-runner = torch._inductor.aoti_load_package(pkg)
-g = load_file(golden)
-ids = g["0.input.pixel_values"].cuda()
-out = runner(ids)[0].float().cpu()
-ref = g["0.output.last_hidden_state"].float()
-print(float((out - ref).norm() / ref.norm()))
-"""
+from conftest import cli, siglip_with_torchs_own_loader, write_profile
 
 
 def test_aoti_cuda_tiny_encoders(tmp_path, tiny_weights):
@@ -40,11 +25,4 @@ def test_aoti_cuda_tiny_encoders(tmp_path, tiny_weights):
     r = cli("verify", "--cache-dir", str(cache), "--full", "--json", check=True)
     assert json.loads(r.stdout)["passed"]
 
-    siglip = next(e for e in json.loads((cache / "manifest.json").read_text())["entries"].values()
-                  if e["component"] == "siglip_image")
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    proc = subprocess.run([sys.executable, "-c", PLAIN_LOAD, str(cache / siglip["engine"]["file"]),
-                           str(cache / siglip["golden"]["file"])],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert float(proc.stdout.strip().splitlines()[-1]) < 1e-2
+    assert siglip_with_torchs_own_loader(cache, "cuda") < 1e-2
