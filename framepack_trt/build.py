@@ -57,6 +57,12 @@ class BuildResult:
     failed_stage: str = ""
     traceback: str = ""
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "outcome": self.outcome, "key": self.key,
+                "backend": self.backend, "seconds": {k: round(v, 3) for k, v in self.times.items()},
+                "engine_size": self.engine_size, "error": self.error,
+                "failed_stage": self.failed_stage, "notes": self.notes}
+
 
 class Listener:
     """Progress callbacks; the CLI draws Rich bars with them. All are optional no-ops."""

@@ -131,6 +131,9 @@ def build(
         show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if cached.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; build nothing.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Machine-readable results on stdout (the plan and progress go to "
+        "stderr).")] = False,
 ) -> None:
     """Compile every engine of a profile into the cache; cached engines are skipped.
 
@@ -138,6 +141,22 @@ def build(
     compile (the backend), save (engine + golden samples), verify (engine vs eager on the golden
     samples). The manifest entry is written last, so an interrupted build leaves no half entry.
     """
+    if as_json:  # everything for people goes to stderr; stdout carries the JSON alone
+        out.file = sys.stderr
+        try:
+            results = _build(profile, cache_dir, framepack_dir, components, backend, force, dry_run)
+        finally:
+            out.file = sys.stdout
+        print(json.dumps({"results": [r.to_dict() for r in results or []],
+                          "passed": not any(r.outcome == "failed" for r in results or [])},
+                         indent=2))
+    else:
+        results = _build(profile, cache_dir, framepack_dir, components, backend, force, dry_run)
+    if any(r.outcome == "failed" for r in results or []):
+        raise typer.Exit(1)
+
+
+def _build(profile, cache_dir, framepack_dir, components, backend, force, dry_run):
     from framepack_trt.build import plan
     from framepack_trt.profile import load_profile
 
@@ -152,7 +171,7 @@ def build(
     out.print(f"profile [bold]{prof.name}[/] ({prof.path})  cache [bold]{cache.root}[/]")
     out.print(_plan_table(items))
     if dry_run:
-        return
+        return None
     todo = [i for i in items if i.action in ("build", "rebuild")]
     if todo:
         results = _run_build(prof, cache, items, todo)
@@ -173,8 +192,7 @@ def build(
                   + (f" (at {r.failed_stage})" if r.failed_stage else ""))
         if _state["debug"] and r.traceback:
             err.print(r.traceback, markup=False)
-    if failed:
-        raise typer.Exit(1)
+    return results
 
 
 def _plan_table(items) -> Table:

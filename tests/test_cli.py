@@ -291,3 +291,12 @@ def test_purge_and_verify_on_a_cache_they_cannot_write(built_cache, tmp_path):
     r = run("purge", "--cache-dir", str(cache), "--all", "--yes")
     assert r.exit_code == 1 and "cannot write in cache dir" in r.stderr, r.output
     assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_build_json_is_the_only_thing_on_stdout(built_cache, tmp_path):
+    profile, cache = _copy(built_cache, tmp_path)
+    r = cli("build", "--profile", str(profile), "--cache-dir", str(cache), "--json", check=True)
+    doc = json.loads(r.stdout)
+    assert doc["passed"] and [(x["name"], x["outcome"]) for x in doc["results"]] == [
+        ("siglip_image", "cached")]
+    assert "plan" in r.stderr

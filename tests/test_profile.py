@@ -33,9 +33,10 @@ def test_builtin_profiles_load():
     assert {c.component: c.dtype for c in real.components} == {
         "llama_text": "float16", "clip_text": "float16", "siglip_image": "float16",
         "transformer": "bfloat16"}
-    assert all(c.backend == "tensorrt" and c.fallback_backend == "aoti" for c in real.components)
-    forced = real.with_backend("tensorrt")  # --backend: that backend only, no fallback
-    assert all(c.fallback_backend is None for c in forced.components)
+    assert all(c.backend == "auto" and c.fallback_backend is None for c in real.components)
+    forced = real.with_backend("tensorrt")  # --backend: that backend only
+    assert all(c.backend == "tensorrt" for c in forced.components)
+    assert load_profile("realwidth").backend == "auto"
 
 
 def test_defaults_and_overrides(tmp_path):
