@@ -1,7 +1,7 @@
 """FramePack's transformer (diffusers ``HunyuanVideoFramepackTransformer3DModel``) made
 export-ready, over the diffusers module's own parameters.
 
-The diffusers forward cannot be exported as it is (see DESIGN.md): with batch 1 it crops the
+The diffusers forward cannot be exported as it is (docs/transformer.md): with batch 1 it crops the
 text by ``encoder_attention_mask.sum()`` (a data-dependent shape), and it pads the 2x/4x
 history latents and their RoPE tables by ``(k - size % k) % k`` (a modular expression that
 AOTInductor on CUDA fails on). Here the same function is split in two:
