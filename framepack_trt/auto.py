@@ -13,19 +13,14 @@ decides is the geometric mean over those sizes.
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
-import tempfile
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from framepack_trt.backends import BACKENDS, get_backend
 from framepack_trt.cache import Cache, now_iso
 from framepack_trt.profile import ComponentSpec
-from framepack_trt.util import canonical_json, sha256_text
+from framepack_trt.util import ChildFailed, canonical_json, run_in_fresh_process, sha256_text
 
 AUTO = "auto"
 #: An engine is kept only if eager / engine is at least this.
@@ -60,7 +55,7 @@ def describe(choice: dict[str, Any]) -> str:
             parts.append(f"{c['backend']} {c['speedup']:.2f}x")
         else:
             parts.append(f"{c['backend']} {c['outcome']}")
-    kept = next((c for c in choice["candidates"] if c["outcome"] == "kept"), None)
+    kept = next((c for c in choice["candidates"] if c["key"] == choice["kept"]), None)
     head = (f"kept {kept['backend']} ({kept['speedup']:.2f}x eager)" if kept else
             f"no engine kept: none verified at >= {MIN_SPEEDUP:.2f}x eager, the runtime uses eager")
     return f"auto: {head}; candidates: {', '.join(parts)}"
@@ -86,21 +81,14 @@ def speedup(cases: list[dict[str, Any]]) -> float:
 
 
 def time_in_fresh_process(cache: Cache, entry: dict[str, Any], timeout: float = 3600) -> list[dict]:
-    """Eager vs engine at the component's timing sizes, in a process of its own; raises
-    RuntimeError with the child's last lines when it fails."""
-    with tempfile.TemporaryDirectory(prefix="framepack-trt-time-") as tmp:
-        entry_file, result_file = Path(tmp) / "entry.json", Path(tmp) / "result.json"
-        entry_file.write_text(json.dumps(entry))
-        args = [sys.executable, "-m", "framepack_trt.bench", str(entry_file), str(result_file),
-                str(cache.root), str(TIMING_WARMUP), str(TIMING_ITERS)]
-        try:
-            proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise RuntimeError(f"timing did not finish within {timeout:.0f} s") from exc
-        if proc.returncode == 0 and result_file.is_file():
-            return json.loads(result_file.read_text())
-    tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-    raise RuntimeError(f"timing failed (exit code {proc.returncode}): {tail}")
+    """Eager vs engine at the component's timing sizes, in a process of its own
+    (``python -m framepack_trt.bench``); RuntimeError saying how the child failed."""
+    try:
+        return run_in_fresh_process("framepack_trt.bench", entry,
+                                    [str(cache.root), str(TIMING_WARMUP), str(TIMING_ITERS)],
+                                    timeout)
+    except ChildFailed as exc:
+        raise RuntimeError(f"the timing process {exc}") from exc
 
 
 def candidate_record(spec: ComponentSpec) -> dict[str, Any]:
@@ -108,7 +96,7 @@ def candidate_record(spec: ComponentSpec) -> dict[str, Any]:
             "key": "", "outcome": "", "speedup": None, "cases": [], "error": ""}
 
 
-def choice(name: str, component: str, records: list[dict[str, Any]]) -> dict[str, Any]:
-    kept = next((r for r in records if r["outcome"] == "kept"), None)
+def choice(name: str, component: str, records: list[dict[str, Any]],
+           kept: dict[str, Any] | None) -> dict[str, Any]:
     return {"name": name, "component": component, "kept": kept["key"] if kept else None,
             "min_speedup": MIN_SPEEDUP, "candidates": records, "created": now_iso()}

@@ -197,7 +197,7 @@ def build_auto(profile: Profile, cache: Cache, item: PlanItem, listener: Listene
     kept = auto.decide(records)
     cache.remove([r["key"] for r in records if r["key"] and r is not kept
                   and r["outcome"] in ("slower", "not-faster-than-eager")])
-    choice = auto.choice(spec.name, spec.component, records)
+    choice = auto.choice(spec.name, spec.component, records, kept)
     cache.record_choice(item.key, choice)
     result = BuildResult(spec.name, "built" if kept else "failed", item.key,
                          f"auto: {kept['backend']}" if kept else "auto: eager", times=times)

@@ -201,25 +201,39 @@ class Cache:
         """The manifest's entries. An unreadable manifest or a malformed entry is skipped with a
         warning (in ``self.warnings``): its engines are then missing and get rebuilt. A manifest
         in a format this version does not know is a CacheError: nothing may change it."""
-        doc = self._read()
-        if doc is None:
-            return {}
+        return self._load()[0]
+
+    def choices(self) -> dict[str, dict[str, Any]]:
+        """The recorded ``backend: auto`` choices (auto.py), by choice key. A malformed one is
+        skipped with a warning: that component is chosen again by the next build."""
+        return self._load()[1]
+
+    def _load(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """Entries and choices from one read of the manifest (see ``entries``, ``choices``)."""
+        doc = self._read() or {}
+        entries: dict[str, dict[str, Any]] = {}
         raw = doc.get("entries")
-        if raw is None:
-            return {}
-        if not isinstance(raw, dict):
+        if raw is not None and not isinstance(raw, dict):
             self.warnings.append(f"{self.manifest_path}: 'entries' is a {type(raw).__name__}, "
                                  f"not an object; its entries are ignored and will be rebuilt")
-            return {}
-        out = {}
-        for key, entry in raw.items():
+        for key, entry in (raw.items() if isinstance(raw, dict) else ()):
             problem = entry_problem(key, entry)
             if problem:
                 self.warnings.append(f"manifest entry {str(key)[:16]} is malformed ({problem}); "
                                      f"ignored, it will be rebuilt")
             else:
-                out[key] = entry
-        return out
+                entries[key] = entry
+        choices: dict[str, dict[str, Any]] = {}
+        raw = doc.get("choices") or {}
+        for key, c in (raw.items() if isinstance(raw, dict) else ()):
+            if (isinstance(c, dict) and isinstance(c.get("name"), str)
+                    and isinstance(c.get("candidates"), list)
+                    and (c.get("kept") is None or isinstance(c.get("kept"), str))):
+                choices[key] = c
+            else:
+                self.warnings.append(f"manifest choice {str(key)[:16]} is malformed; ignored, "
+                                     f"it will be made again")
+        return entries, choices
 
     def _read(self) -> dict[str, Any] | None:
         """The manifest document, None when there is none or it cannot be parsed (a warning)."""
@@ -243,43 +257,25 @@ class Cache:
                 f"cache. Use the framepack-trt that wrote it, or another --cache-dir")
         return data
 
-    def choices(self) -> dict[str, dict[str, Any]]:
-        """The recorded ``backend: auto`` choices (auto.py), by choice key. A malformed one is
-        skipped with a warning: that component is chosen again by the next build."""
-        doc = self._read()
-        raw = (doc or {}).get("choices") or {}
-        out = {}
-        for key, c in (raw.items() if isinstance(raw, dict) else ()):
-            if (isinstance(c, dict) and isinstance(c.get("name"), str)
-                    and isinstance(c.get("candidates"), list)
-                    and (c.get("kept") is None or isinstance(c.get("kept"), str))):
-                out[key] = c
-            else:
-                self.warnings.append(f"manifest choice {str(key)[:16]} is malformed; ignored, "
-                                     f"it will be made again")
-        return out
-
     def record_choice(self, key: str, choice: dict[str, Any]) -> None:
         with self.manifest_lock():
-            choices = self.choices()
+            entries, choices = self._load()
             choices[key] = choice
-            self._write(self.entries(), choices)
+            self._write(entries, choices)
 
     def remove_choices(self, names: list[str] | None = None) -> int:
         """Forget the auto choices of these entry or component names (all when None)."""
         with self.manifest_lock():
-            choices = self.choices()
+            entries, choices = self._load()
             keep = {k: c for k, c in choices.items()
                     if names is not None and not entry_matches(c, names)}
             if len(keep) != len(choices):
-                self._write(self.entries(), keep)
+                self._write(entries, keep)
         return len(choices) - len(keep)
 
     def _write(self, entries: dict[str, dict[str, Any]],
-               choices: dict[str, dict[str, Any]] | None = None) -> None:
-        """Write the manifest (called under the manifest lock); ``choices`` default to those
-        on disk."""
-        choices = self.choices() if choices is None else choices
+               choices: dict[str, dict[str, Any]]) -> None:
+        """Write the manifest (called under the manifest lock, with what ``_load`` read)."""
         doc = {"format": MANIFEST_FORMAT, "entries": dict(sorted(entries.items())),
                "choices": dict(sorted(choices.items()))}
         try:
@@ -295,10 +291,10 @@ class Cache:
             if not (self.root / entry[part]["file"]).is_file():
                 raise CacheError(f"refusing to commit {entry['name']}: {entry[part]['file']} is missing")
         with self.manifest_lock():
-            entries = self.entries()
+            entries, choices = self._load()
             old = entries.get(entry["key"])
             entries[entry["key"]] = entry
-            self._write(entries)
+            self._write(entries, choices)
         if old:
             self._delete_files(old, keep=entry)
         return old
@@ -329,10 +325,10 @@ class Cache:
             try:
                 with self.entry_lock(key, timeout=0):
                     with self.manifest_lock():
-                        entries = self.entries()
+                        entries, choices = self._load()
                         gone = entries.pop(key, None)
                         if gone is not None:
-                            self._write(entries)
+                            self._write(entries, choices)
                     if gone is not None:
                         deleted += self._delete_files(gone)
             except Timeout:

@@ -59,3 +59,31 @@ def dir_size(path: Path) -> int:
             except OSError:
                 pass
     return total
+
+
+class ChildFailed(Exception):
+    """A fresh-process run that timed out or died; the message says how."""
+
+
+def run_in_fresh_process(module: str, entry: Any, args: list[str], timeout: float) -> Any:
+    """``python -m MODULE ENTRY_JSON RESULT_JSON *args`` in a new process, with ``entry`` and
+    the child's JSON result exchanged through files in a private temporary folder (outside
+    any cache: nothing a purge touches, and stray prints on stdout are harmless). Returns the
+    result; ChildFailed when the child overruns ``timeout`` seconds or exits without one."""
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory(prefix="framepack-trt-") as tmp:
+        entry_file, result_file = Path(tmp) / "entry.json", Path(tmp) / "result.json"
+        entry_file.write_text(json.dumps(entry))
+        cmd = [sys.executable, "-m", module, str(entry_file), str(result_file), *args]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise ChildFailed(f"did not finish within {timeout:.0f} s") from exc
+        if proc.returncode == 0 and result_file.is_file():
+            return json.loads(result_file.read_text())
+    how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
+           else f"exit code {proc.returncode}")
+    tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+    raise ChildFailed(f"died ({how}): {tail}")

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 from framepack_trt.cache import Cache, EntryStatus
 from framepack_trt.compare import OutputCheck
 from framepack_trt.shapes import dims_from_dict
+from framepack_trt.util import ChildFailed, run_in_fresh_process
 
 FULL_CASES = ("min", "opt", "max", "random")
 
@@ -152,23 +151,13 @@ def verify_in_fresh_process(cache: Cache, entry: dict[str, Any], full: bool = Fa
         return {"name": entry["name"], "key": entry["key"], "mode": mode, "passed": False,
                 "result": "fail", "status": "ok", "status_reason": "", "cases": [], "error": error}
 
-    with tempfile.TemporaryDirectory(prefix="framepack-trt-verify-") as tmp:
-        entry_file, result_file = Path(tmp) / "entry.json", Path(tmp) / "result.json"
-        entry_file.write_text(json.dumps(entry))
-        args = [sys.executable, "-m", "framepack_trt.verify", str(entry_file), str(result_file),
-                str(cache.root)]
-        if full:
-            args += ["--full", str(seed if seed is not None else random.randrange(2**31))]
-        try:
-            proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return failure(f"the process checking the engine did not finish within {timeout:.0f} s")
-        if proc.returncode == 0 and result_file.is_file():
-            return json.loads(result_file.read_text())
-    how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
-           else f"exit code {proc.returncode}")
-    tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-    return failure(f"the process loading and running the engine died ({how}): {tail}")
+    args = [str(cache.root)]
+    if full:
+        args += ["--full", str(seed if seed is not None else random.randrange(2**31))]
+    try:
+        return run_in_fresh_process("framepack_trt.verify", entry, args, timeout)
+    except ChildFailed as exc:
+        return failure(f"the process loading and running the engine {exc}")
 
 
 def verify_isolated(cache: Cache, entry: dict[str, Any], full: bool = False,

@@ -110,7 +110,6 @@ def test_two_builds_at_once_build_each_engine_once(tmp_path, one_engine_profile)
 PATCHED = textwrap.dedent("""
     import subprocess, sys
     import framepack_trt.build as build_module
-    import framepack_trt.verify as verify_module
     from framepack_trt.cache import Cache
     from framepack_trt.cli import main
 
@@ -127,7 +126,7 @@ PATCHED = textwrap.dedent("""
                 "status_reason": "built for another device"}
 
     if mode == "purge-during-verify":
-        verify_module.subprocess.run = purge_then_run
+        subprocess.run = purge_then_run  # the check's child process starts through it
     elif mode == "unchecked":
         build_module.verify_in_fresh_process = unchecked
     sys.argv = ["framepack-trt", *sys.argv[3:]]
