@@ -96,6 +96,28 @@ def candidate_record(spec: ComponentSpec) -> dict[str, Any]:
             "key": "", "outcome": "", "speedup": None, "cases": [], "error": ""}
 
 
+def markdown(choices: list[dict[str, Any]]) -> str:
+    """Every candidate of every recorded auto choice, one row per timed size: what ``build``
+    measured when it chose (eager and engine in the same fresh process)."""
+    lines = ["| engine | backend | version | outcome | sizes | eager ms | engine ms | eager/engine "
+             "| rel L2 | created |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for ch in sorted(choices, key=lambda c: c["name"]):
+        for c in ch["candidates"]:
+            rows = c.get("cases") or [None]
+            for case in rows:
+                if case is None:
+                    why = c.get("error", "").splitlines()[0][:80] if c.get("error") else ""
+                    lines.append(f"| {ch['name']} | {c['backend']} | {c['backend_version']} | "
+                                 f"{c['outcome']} | {why} | | | | | {ch['created'][:10]} |")
+                    continue
+                sizes = " ".join(f"{k}={v}" for k, v in case["sizes"].items())
+                lines.append(f"| {ch['name']} | {c['backend']} | {c['backend_version']} | "
+                             f"{c['outcome']} | {sizes} | {case['eager_ms']:.3f} | "
+                             f"{case['engine_ms']:.3f} | {case['speedup']:.2f}x | "
+                             f"{case['rel_l2']:.2e} | {ch['created'][:10]} |")
+    return "\n".join(lines)
+
+
 def choice(name: str, component: str, records: list[dict[str, Any]],
            kept: dict[str, Any] | None) -> dict[str, Any]:
     return {"name": name, "component": component, "kept": kept["key"] if kept else None,

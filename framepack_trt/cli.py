@@ -529,7 +529,8 @@ def bench(
     iters: Annotated[int, typer.Option("--iters", help="Timed runs per engine and eager.")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 3,
     markdown_out: Annotated[Path | None, typer.Option(
-        "--markdown", help="Also write the table as Markdown to this file.", show_default=False)] = None,
+        "--markdown", help="Also write the table as Markdown to this file, with every candidate "
+        "that `backend: auto` timed when it chose.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Time each engine against its eager model at the engine's opt sizes, in the same run.
@@ -556,7 +557,12 @@ def bench(
     date = datetime.date.today().isoformat()
     table = markdown(results, date)
     if markdown_out:
-        markdown_out.write_text(table + "\n")
+        from framepack_trt.auto import markdown as auto_markdown
+
+        choices = [c for c in cache.choices().values() if entry_matches(c, components)]
+        extra = ("\n\nWhat `backend: auto` measured when it chose (every candidate):\n\n"
+                 + auto_markdown(choices)) if choices else ""
+        markdown_out.write_text(table + extra + "\n")
     if as_json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:

@@ -53,6 +53,12 @@ def test_auto_keeps_what_its_numbers_say_and_builds_once(tmp_path, auto_profile)
     r = cli("build", "--profile", str(auto_profile), "--cache-dir", str(cache), check=True)
     assert "0 built, 1 cached" in r.stdout and ": compile" not in r.stdout
     assert listing(cache)["choices"] == [choice]
+    md = tmp_path / "bench.md"
+    cli("bench", "--cache-dir", str(cache), "--iters", "1", "--warmup", "0", "--markdown", str(md),
+        check=True)
+    row = next(line for line in md.read_text().splitlines()
+               if line.startswith(f"| siglip_image | aoti | {cand['backend_version']} | {cand['outcome']} |"))
+    assert f"| {case['eager_ms']:.3f} | {case['engine_ms']:.3f} |" in row
     r = cli("purge", "--cache-dir", str(cache), "--component", "siglip_image", "--yes", check=True)
     assert listing(cache)["choices"] == [] and listing(cache)["entries"] == []
 
