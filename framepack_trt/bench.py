@@ -1,9 +1,10 @@
 """Latency of each engine against its eager model, measured in the same run.
 
 For every engine: the eager model is loaded from the engine's recorded source, both run on
-the same random inputs at the engine's opt sizes, after warm-up; the median of N timed runs is
-reported for each, with the ratio eager / engine (above 1: the engine is faster) and the error
-between them. On CUDA every timed run ends with a synchronize.
+the same random inputs at the engine's opt sizes, after warm-up (at least WARMUP_S seconds
+each), timed alternately, eager then engine, N times; the median of each is reported, with the
+ratio eager / engine (above 1: the engine is faster) and the error between them.
+On CUDA every timed run ends with a synchronize.
 """
 
 from __future__ import annotations
@@ -36,27 +37,47 @@ class BenchResult:
         return asdict(self)
 
 
-def _time(fn, inputs, warmup: int, iters: int, cuda: bool) -> float:
+def _run(fn, inputs, cuda: bool) -> float:
+    """One call's wall time in ms (on CUDA, until the device is done)."""
     import torch
 
-    for _ in range(warmup):
-        fn(*inputs)
+    start = time.perf_counter()
+    fn(*inputs)
     if cuda:
         torch.cuda.synchronize()
-    samples = []
+    return (time.perf_counter() - start) * 1e3
+
+
+def _time(fn, inputs, warmup: int, iters: int, cuda: bool) -> float:
+    """Median ms of ``iters`` calls after ``warmup`` untimed ones."""
+    return _time_pair(fn, fn, inputs, warmup, iters, cuda)[0]
+
+
+#: Warm-up runs until at least this long has passed (clocks up, caches and autotuning done).
+WARMUP_S = 0.5
+
+
+def _time_pair(a, b, inputs, warmup: int, iters: int, cuda: bool) -> tuple[float, float]:
+    """Median ms of ``a`` and of ``b``, timed alternately (a, b, a, b, ...) so that a drift in
+    the machine's speed (clocks, other load) falls on both alike. Each is first warmed up for
+    ``warmup`` calls and at least WARMUP_S seconds."""
+    for fn in (a, b):
+        start, n = time.perf_counter(), 0
+        while n < warmup or (warmup and time.perf_counter() - start < WARMUP_S):
+            _run(fn, inputs, cuda)
+            n += 1
+    samples_a, samples_b = [], []
     for _ in range(iters):
-        start = time.perf_counter()
-        fn(*inputs)
-        if cuda:
-            torch.cuda.synchronize()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
+        samples_a.append(_run(a, inputs, cuda))
+        samples_b.append(_run(b, inputs, cuda))
+    return statistics.median(samples_a), statistics.median(samples_b)
 
 
 def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int = 20,
-                seed: int = 0, sizes: dict[str, int] | None = None, model=None) -> BenchResult:
-    """Eager vs engine at ``sizes`` (default: the engine's opt sizes). ``model``: the eager
-    model, when the caller has it loaded already."""
+                seed: int = 0, sizes: dict[str, int] | None = None, model=None,
+                engine=None) -> BenchResult:
+    """Eager vs engine at ``sizes`` (default: the engine's opt sizes). ``model`` and
+    ``engine``: the eager model and the loaded engine, when the caller has them already."""
     import torch
 
     from framepack_trt.compare import compare
@@ -73,7 +94,7 @@ def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int
     if model is None:
         model = load_model(component, Source.from_dict(entry["source"]), dtype, device,
                            cache.weights_dir)
-    engine = load_engine(cache, entry)
+    engine = engine if engine is not None else load_engine(cache, entry)
     sizes = sizes or sizes_at(dims_from_dict(fields["dims"]), "opt")
     inputs = component.make_inputs(model.config, sizes, dtype, device,
                                    torch.Generator().manual_seed(seed))
@@ -86,8 +107,7 @@ def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int
     def engine_call(*xs):  # what the runtime does per call: prepare, then the engine
         return engine(*component.prepare(xs, dtype, device))
 
-    eager_ms = _time(eager, inputs, warmup, iters, cuda)
-    engine_ms = _time(engine_call, inputs, warmup, iters, cuda)
+    eager_ms, engine_ms = _time_pair(eager, engine_call, inputs, warmup, iters, cuda)
     check = compare(entry["outputs"][0], engine_call(*inputs)[0], eager(*inputs)[0],
                     Tolerance(**entry["tolerance"]))
     return BenchResult(
@@ -113,9 +133,11 @@ def markdown(results: list[BenchResult], date: str) -> str:
 
 
 def time_entry(cache: Cache, entry: dict[str, Any], warmup: int, iters: int) -> list[dict[str, Any]]:
-    """``bench_entry`` at each of the component's timing sizes, eager model loaded once."""
+    """``bench_entry`` at each of the component's timing sizes, the eager model and the
+    engine loaded once (a real-width engine takes seconds to load and gigabytes to hold)."""
     from framepack_trt.components.base import get_component
     from framepack_trt.export import torch_dtype
+    from framepack_trt.runtime import load_engine
     from framepack_trt.shapes import dims_from_dict
     from framepack_trt.sources import Source, load_model
 
@@ -123,9 +145,11 @@ def time_entry(cache: Cache, entry: dict[str, Any], warmup: int, iters: int) -> 
     component = get_component(entry["component"])
     model = load_model(component, Source.from_dict(entry["source"]), torch_dtype(fields["dtype"]),
                        fields["device"]["type"], cache.weights_dir)
+    engine = load_engine(cache, entry)
     out = []
     for label, sizes in component.timing_sizes(dims_from_dict(fields["dims"])):
-        r = bench_entry(cache, entry, warmup=warmup, iters=iters, sizes=sizes, model=model)
+        r = bench_entry(cache, entry, warmup=warmup, iters=iters, sizes=sizes, model=model,
+                        engine=engine)
         out.append({"case": label, "sizes": sizes, "eager_ms": r.eager_ms,
                     "engine_ms": r.engine_ms, "speedup": r.speedup, "rel_l2": r.rel_l2})
     return out

@@ -184,6 +184,8 @@ def build_auto(profile: Profile, cache: Cache, item: PlanItem, listener: Listene
             record.update(outcome="failed", error=f"at {result.failed_stage or 'plan'}: {result.error}")
             continue
         entry = cache.entries()[citem.key]
+        if result.outcome == "cached":  # built earlier (by --backend, or an interrupted auto)
+            listener.start(citem)
         listener.stage(citem, "time")
         start = time.perf_counter()
         try:

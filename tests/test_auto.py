@@ -32,12 +32,18 @@ def listing(cache):
 
 def test_auto_keeps_what_its_numbers_say_and_builds_once(tmp_path, auto_profile):
     cache = tmp_path / "cache"
+    # A candidate built before (with --backend, or by an auto build that was interrupted) is
+    # the same engine: auto times it without building it again.
+    r = cli("build", "--profile", str(auto_profile), "--cache-dir", str(cache),
+            "--backend", "aoti", check=True)
+    assert "1 built" in r.stdout
+    (prebuilt,) = listing(cache)["entries"]
     r = cli("build", "--profile", str(auto_profile), "--cache-dir", str(cache), check=True)
-    assert ": time" in r.stdout and "auto:" in r.stdout
+    assert ": time" in r.stdout and "auto:" in r.stdout and ": compile" not in r.stdout
     state = listing(cache)
     (choice,) = state["choices"]
     (cand,) = choice["candidates"]
-    assert cand["backend"] == "aoti" and cand["cases"]
+    assert cand["backend"] == "aoti" and cand["cases"] and cand["key"] == prebuilt["key"]
     case = cand["cases"][0]
     assert case["case"] == "opt" and case["eager_ms"] > 0 and case["engine_ms"] > 0
     assert case["speedup"] == pytest.approx(case["eager_ms"] / case["engine_ms"], rel=1e-2)
