@@ -9,6 +9,7 @@ reported and the others still build.
 from __future__ import annotations
 
 import random
+import secrets
 import shutil
 import time
 import traceback
@@ -326,7 +327,11 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
     component = get_component(spec.component)
     backend = get_backend(spec.backend)
     dtype = torch_dtype(spec.dtype)
+    # The export sample and the golden samples are drawn from the key (a rebuild writes the
+    # same files); the build's check draws its own inputs from a fresh seed (recorded), so an
+    # engine that is right only at the values it was exported or sampled with is refused.
     seed = int(item.key[:8], 16)
+    check_seed = secrets.randbelow(2**31)
 
     with PeakMemory(cuda=spec.device == "cuda") as memory:
         with _timed(result, listener, item, "load"):
@@ -412,13 +417,16 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
         # (full_check_at_build) is checked against a fresh eager reference at every size of
         # `verify --full`; the others against the golden samples just written.
         full = component.full_check_at_build
-        check = verify_in_fresh_process(cache, entry, full=full, seed=seed)
+        check = verify_in_fresh_process(cache, entry, full=full, seed=check_seed)
         if check["result"] == "skipped":
             raise BuildError(f"{spec.name}: the engine was not checked, so it is not cached: the "
                              f"checking process found it {verification_problem(check)}")
         if not check["passed"]:
-            what = "at the sizes of verify --full" if full else "on the golden samples"
+            what = (f"at the sizes of verify --full (inputs drawn with seed {check_seed})"
+                    if full else "on the golden samples")
             raise BuildError(f"{spec.name}: the engine does not match eager {what}: "
                              f"{verification_problem(check)}")
+    entry["build_check"] = {"mode": check["mode"], "seed": check_seed if full else None,
+                            "cases": [c["case"] for c in check["cases"]]}
     entry["build_seconds"] = {k: round(v, 3) for k, v in result.times.items()}
     return entry

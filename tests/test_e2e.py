@@ -28,6 +28,17 @@ def test_tiny_profile_end_to_end(tmp_path):
     assert sorted(e["name"] for e in rows) == ["clip_text", "llama_text", "siglip_image",
                                                "transformer"]
     assert all(e["status"] == "ok" and e["backend"] == "aoti" for e in rows)
+    # The transformer's build-time check ran at the sizes of verify --full, on inputs drawn
+    # from a seed of its own (not the key's, from which the export and golden samples come);
+    # the others were checked on their golden samples.
+    manifest = json.loads((cache / "manifest.json").read_text())["entries"]
+    for key, e in manifest.items():
+        check = e["build_check"]
+        if e["name"] == "transformer":
+            assert check["mode"] == "full" and check["seed"] != int(key[:8], 16)
+            assert check["cases"][:4] == ["min", "opt", "max", "random"] and len(check["cases"]) == 8
+        else:
+            assert check["mode"] == "quick" and check["seed"] is None and check["cases"]
 
     r = cli("verify", cwd=cwd, check=True)
     assert "4 passed, 0 failed" in r.stdout
