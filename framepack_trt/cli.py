@@ -492,8 +492,8 @@ def verify(
 
 def _verify_table(results: list[dict], seed) -> Table:
     t = Table(title="verify" + (f" (seed {seed})" if seed is not None else ""), title_justify="left")
-    for col in ("engine", "case", "sizes", "output", "max_abs", "rel_l2", "cosine", "finite",
-                "result"):
+    for col in ("engine", "case", "sizes", "output", "max_abs", "max/std", "rel_l2", "cosine",
+                "finite", "result"):
         t.add_column(col, overflow="fold")
 
     def num(v, spec):
@@ -502,18 +502,18 @@ def _verify_table(results: list[dict], seed) -> Table:
     for r in results:
         if r["status"] != "ok" or r["error"]:
             label = "[yellow]skipped[/]" if r["result"] == "skipped" else "[red]fail[/]"
-            t.add_row(r["name"], "-", "-", "-", "-", "-", "-", "-",
+            t.add_row(r["name"], "-", "-", "-", "-", "-", "-", "-", "-",
                       f"{label} {r['status']}: {escape(r['status_reason'] or r['error'])}")
             continue
         for c in r["cases"]:
             sizes = " ".join(f"{k}={v}" for k, v in c["sizes"].items())
             if c["error"]:
-                t.add_row(r["name"], c["case"], sizes, "-", "-", "-", "-", "-",
+                t.add_row(r["name"], c["case"], sizes, "-", "-", "-", "-", "-", "-",
                           f"[red]fail[/] {escape(c['error'])}")
             for o in c["outputs"]:
                 res = "[green]pass[/]" if o["passed"] else f"[red]fail[/] {escape(o['reason'])}"
                 t.add_row(r["name"], c["case"], sizes, o["output"], num(o["max_abs"], ".3g"),
-                          num(o["rel_l2"], ".3g"), num(o["cosine"], ".6f"),
+                          num(o.get("max_abs_std"), ".3g"), num(o["rel_l2"], ".3g"), num(o["cosine"], ".6f"),
                           "yes" if o["finite"] else "[red]no[/]", res)
     return t
 

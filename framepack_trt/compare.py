@@ -1,4 +1,5 @@
-"""Engine output vs eager output: max abs error, relative L2, cosine, NaN/Inf."""
+"""Engine output vs eager output: max abs error (also in units of the eager output's standard
+deviation), relative L2, cosine, NaN/Inf."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class OutputCheck:
     output: str
     shape: tuple[int, ...]
     max_abs: float
+    max_abs_std: float
     rel_l2: float
     cosine: float
     finite: bool
@@ -29,7 +31,7 @@ class OutputCheck:
 
 def compare(name: str, actual: torch.Tensor, expected: torch.Tensor, tol: Tolerance) -> OutputCheck:
     if tuple(actual.shape) != tuple(expected.shape):
-        return OutputCheck(name, tuple(actual.shape), math.inf, math.inf, -1.0, True, False,
+        return OutputCheck(name, tuple(actual.shape), math.inf, math.inf, math.inf, -1.0, True, False,
                            f"shape {tuple(actual.shape)} != eager {tuple(expected.shape)}")
     a = actual.detach().to("cpu", torch.float64).flatten()
     e = expected.detach().to("cpu", torch.float64).flatten()
@@ -37,6 +39,8 @@ def compare(name: str, actual: torch.Tensor, expected: torch.Tensor, tol: Tolera
     eager_finite = bool(torch.isfinite(e).all())
     diff = a - e
     max_abs = float(diff.abs().max()) if diff.numel() else 0.0
+    std = float(e.std()) if e.numel() > 1 else 0.0
+    max_abs_std = max_abs / std if std > 0 else max_abs
     e_norm = float(e.norm())
     rel = float(diff.norm()) / e_norm if e_norm > 0 else float(diff.norm())
     denom = float(a.norm()) * e_norm
@@ -52,5 +56,8 @@ def compare(name: str, actual: torch.Tensor, expected: torch.Tensor, tol: Tolera
         reasons.append(f"cosine {cos:.6f} < {tol.cosine:g}")
     if tol.max_abs is not None and not max_abs <= tol.max_abs:
         reasons.append(f"max_abs {max_abs:.3g} > {tol.max_abs:g}")
-    return OutputCheck(name, tuple(actual.shape), max_abs, rel, cos, finite, not reasons,
+    if tol.max_abs_std is not None and not max_abs_std <= tol.max_abs_std:
+        reasons.append(f"max_abs {max_abs:.3g} is {max_abs_std:.3g} standard deviations of the "
+                       f"eager output > {tol.max_abs_std:g} (a wrong region)")
+    return OutputCheck(name, tuple(actual.shape), max_abs, max_abs_std, rel, cos, finite, not reasons,
                        "; ".join(reasons))

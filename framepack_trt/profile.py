@@ -17,7 +17,7 @@ names the file, the field, the bad value and what is valid. No torch import here
         device: cuda           # optional override
         dims: {batch: 1, text_len: {min: 1, opt: 77, max: 77}}
         buckets: framepack-640 | [[416, 960], ...]   # image components only
-        tolerance: {rel_l2: 1e-2, cosine: 0.999, max_abs: null}
+        tolerance: {rel_l2: 1e-2, cosine: 0.999, max_abs: null, max_abs_std: 0.5}
         build: {...}           # backend build settings (see `framepack-trt components`)
 """
 
@@ -286,15 +286,16 @@ def _tolerance(p: _Problems, where: str, raw: Any, default: Tolerance) -> Tolera
     if raw is None:
         return default
     if not isinstance(raw, Mapping):
-        p.add(where, f"{_fmt(raw)} is not valid; expected {{rel_l2, cosine, max_abs}}")
+        p.add(where, f"{_fmt(raw)} is not valid; expected {{rel_l2, cosine, max_abs, max_abs_std}}")
         return default
-    _check_keys(p, where + ".", raw, ("rel_l2", "cosine", "max_abs"))
+    keys = ("rel_l2", "cosine", "max_abs", "max_abs_std")
+    _check_keys(p, where + ".", raw, keys)
     values = default.to_dict()
-    for key in ("rel_l2", "cosine", "max_abs"):
+    for key in keys:
         if key not in raw:
             continue
         v = raw[key]
-        if key == "max_abs" and v is None:
+        if key.startswith("max_abs") and v is None:
             values[key] = None
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (key == "cosine" and v > 1):

@@ -103,6 +103,8 @@ BAD = [
      ["components[0].dims.text_len: 1..100 is outside what 'clip_text' supports (1..77)"]),
     ("components:" + GOOD_ENTRY + "    tolerance: {cosine: 2}\n",
      ["components[0].tolerance.cosine: 2 is not valid; expected a number in [0, 1]"]),
+    ("components:" + GOOD_ENTRY + "    tolerance: {max_abs_std: -1}\n",
+     ["components[0].tolerance.max_abs_std: -1 is not valid; expected a number >= 0"]),
     ("components:" + GOOD_ENTRY + "    build: {workspace: 4}\n",
      ["components[0].build.workspace: unknown build setting for backend 'aoti'; "
       "valid: max_autotune, compile_threads"]),
@@ -162,9 +164,10 @@ def test_yaml_1_2_floats_are_numbers(tmp_path):
     """The README's own example: PyYAML reads 1e-2 as a string by YAML 1.1 rules."""
     p = tmp_path / "p.yaml"
     p.write_text("device: cpu\ncomponents:\n  - component: clip_text\n    source: {random: {}}\n"
-                 "    tolerance: {rel_l2: 1e-2, cosine: 9.99e-1, max_abs: 2E0}\n")
+                 "    tolerance: {rel_l2: 1e-2, cosine: 9.99e-1, max_abs: 2E0, max_abs_std: 2.5e-1}\n")
     (clip,) = load_profile(p).components
-    assert (clip.tolerance.rel_l2, clip.tolerance.cosine, clip.tolerance.max_abs) == (0.01, 0.999, 2.0)
+    assert (clip.tolerance.rel_l2, clip.tolerance.cosine, clip.tolerance.max_abs,
+            clip.tolerance.max_abs_std) == (0.01, 0.999, 2.0, 0.25)
 
 
 def test_backend_option_that_cannot_build_for_the_device_is_misuse(tmp_path):
