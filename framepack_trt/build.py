@@ -427,6 +427,7 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
             raise BuildError(f"{spec.name}: the engine does not match eager {what}: "
                              f"{verification_problem(check)}")
     entry["build_check"] = {"mode": check["mode"], "seed": check_seed if full else None,
+                            "reference": spec.tolerance.reference,
                             "cases": [c["case"] for c in check["cases"]]}
     entry["build_seconds"] = {k: round(v, 3) for k, v in result.times.items()}
     return entry

@@ -438,6 +438,12 @@ def verify(
     seed: Annotated[int | None, typer.Option(
         "--seed", help="Seed for --full's random inputs and shape (default: random, printed).",
         show_default=False)] = None,
+    reference: Annotated[str | None, typer.Option(
+        "--reference", help="eager: compare with the eager model in the engine's dtype; fp32: "
+        "compare the engine and eager (fp16/bf16) with the model in float32, and pass the engine "
+        "if its error is within the tolerance's reference_factor (default 2) of eager's own. "
+        "Default: what each engine's tolerance says (eager unless the profile set it).",
+        show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check engines against eager PyTorch; exit 1 if any fails.
@@ -449,6 +455,7 @@ def verify(
     """
     import random
 
+    from framepack_trt.components.base import REFERENCES
     from framepack_trt.verify import verify_isolated
 
     cache = _cache(cache_dir, framepack_dir, _profile_for_cache(profile))
@@ -460,11 +467,14 @@ def verify(
                          f"{', '.join(sorted(e['name'] for e in entries.values())) or 'none'}")
     if full and seed is None:
         seed = random.randrange(2**31)
+    if reference is not None and reference not in REFERENCES:
+        raise UsageError(f"--reference {reference!r} is not valid; expected one of: "
+                         f"{', '.join(REFERENCES)}")
     results = []
     for e in sorted(selected, key=lambda e: e["name"]):
         if not as_json:
             out.print(f"verifying {e['name']} ({'full' if full else 'quick'})...")
-        results.append(verify_isolated(cache, e, full=full, seed=seed))
+        results.append(verify_isolated(cache, e, full=full, seed=seed, reference=reference))
     skipped = [r for r in results if r["result"] == "skipped"]
     failed = [r for r in results if r["result"] == "fail"]
     # Stale engines are reported, never counted as passed; checking none at all is a failure.
@@ -512,7 +522,11 @@ def _verify_table(results: list[dict], seed) -> Table:
                           f"[red]fail[/] {escape(c['error'])}")
             for o in c["outputs"]:
                 res = "[green]pass[/]" if o["passed"] else f"[red]fail[/] {escape(o['reason'])}"
-                t.add_row(r["name"], c["case"], sizes, o["output"], num(o["max_abs"], ".3g"),
+                output = o["output"]
+                if o.get("reference") == "fp32":
+                    output += (f" vs fp32 (eager's own: rel_l2 {o['eager_rel_l2']:.3g}, "
+                               f"max/std {o['eager_max_abs_std']:.3g})")
+                t.add_row(r["name"], c["case"], sizes, output, num(o["max_abs"], ".3g"),
                           num(o.get("max_abs_std"), ".3g"), num(o["rel_l2"], ".3g"), num(o["cosine"], ".6f"),
                           "yes" if o["finite"] else "[red]no[/]", res)
     return t

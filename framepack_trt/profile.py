@@ -17,7 +17,8 @@ names the file, the field, the bad value and what is valid. No torch import here
         device: cuda           # optional override
         dims: {batch: 1, text_len: {min: 1, opt: 77, max: 77}}
         buckets: framepack-640 | [[416, 960], ...]   # image components only
-        tolerance: {rel_l2: 1e-2, cosine: 0.999, max_abs: null, max_abs_std: 0.5}
+        tolerance: {rel_l2: 1e-2, cosine: 0.999, max_abs: null, max_abs_std: 0.5,
+                    reference: eager | fp32, reference_factor: 2}
         build: {...}           # backend build settings (see `framepack-trt components`)
 """
 
@@ -33,7 +34,7 @@ from typing import Any
 import yaml
 
 from framepack_trt.backends import BACKENDS
-from framepack_trt.components.base import Tolerance, registry
+from framepack_trt.components.base import REFERENCES, Tolerance, registry
 from framepack_trt.errors import ProfileError, UsageError
 from framepack_trt.shapes import FRAMEPACK_640_BUCKETS, DimRange
 from framepack_trt.sources import Source
@@ -47,6 +48,7 @@ TOP_KEYS = ("name", "description", "cache_dir", "backend", "fallback_backend", "
 ENTRY_KEYS = ("component", "name", "source", "dtype", "backend", "fallback_backend", "device",
               "dims", "buckets", "tolerance", "build")
 BUCKET_SETS = {"framepack-640": FRAMEPACK_640_BUCKETS}
+TOLERANCE_KEYS = ("rel_l2", "cosine", "max_abs", "max_abs_std", "reference", "reference_factor")
 
 #: Built-in profiles, by name: the repository's profiles/ folder (or its copy in the wheel).
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -286,20 +288,28 @@ def _tolerance(p: _Problems, where: str, raw: Any, default: Tolerance) -> Tolera
     if raw is None:
         return default
     if not isinstance(raw, Mapping):
-        p.add(where, f"{_fmt(raw)} is not valid; expected {{rel_l2, cosine, max_abs, max_abs_std}}")
+        p.add(where, f"{_fmt(raw)} is not valid; expected a mapping with {', '.join(TOLERANCE_KEYS)}")
         return default
-    keys = ("rel_l2", "cosine", "max_abs", "max_abs_std")
-    _check_keys(p, where + ".", raw, keys)
+    _check_keys(p, where + ".", raw, TOLERANCE_KEYS)
     values = default.to_dict()
-    for key in keys:
+    for key in TOLERANCE_KEYS:
         if key not in raw:
             continue
         v = raw[key]
+        if key == "reference":
+            if v not in REFERENCES:
+                p.add(f"{where}.{key}", f"{_fmt(v)} is not valid; expected one of: "
+                      f"{', '.join(REFERENCES)}")
+            else:
+                values[key] = v
+            continue
         if key.startswith("max_abs") and v is None:
             values[key] = None
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (key == "cosine" and v > 1):
-            valid = "a number in [0, 1]" if key == "cosine" else "a number >= 0"
+        if (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
+                or (key == "cosine" and v > 1) or (key == "reference_factor" and v < 1)):
+            valid = {"cosine": "a number in [0, 1]", "reference_factor": "a number >= 1"}.get(
+                key, "a number >= 0")
             p.add(f"{where}.{key}", f"{_fmt(v)} is not valid; expected {valid}")
             continue
         values[key] = float(v)

@@ -66,26 +66,28 @@ class EngineVerification:
 
 
 def verify_entry(cache: Cache, entry: dict[str, Any], full: bool = False,
-                 seed: int | None = None, deep: bool = True) -> EngineVerification:
-    """``deep``: re-hash the files (False where the caller has just checked or written them)."""
+                 seed: int | None = None, deep: bool = True,
+                 reference: str | None = None) -> EngineVerification:
+    """``deep``: re-hash the files (False where the caller has just checked or written them).
+    ``reference``: "eager" or "fp32" (default: the entry's tolerance says)."""
     result = EngineVerification(entry["name"], entry["key"], "full" if full else "quick",
                                 cache.status(entry, deep=deep))
     if result.status.state != "ok":
         return result
     try:
-        _run(cache, entry, full, seed, result)
+        _run(cache, entry, full, seed, result, reference)
     except Exception as exc:  # report a crashing engine as a failure of that engine
         result.error = f"{type(exc).__name__}: {exc}".strip()
     return result
 
 
 def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
-         result: EngineVerification) -> None:
+         result: EngineVerification, reference: str | None = None) -> None:
     import torch
     from safetensors.torch import load_file
 
     from framepack_trt.backends import get_backend
-    from framepack_trt.compare import compare
+    from framepack_trt.compare import compare, compare_to_fp32
     from framepack_trt.components.base import Tolerance, get_component
     from framepack_trt.export import torch_dtype
     from framepack_trt.sources import Source, load_model
@@ -97,6 +99,11 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
     engine = get_backend(fields["backend"]).load(cache.root / entry["engine"]["file"], device)
     raw_names = entry.get("raw_inputs") or [i["name"] for i in entry["inputs"]]
     dtype = torch_dtype(fields["dtype"])
+    source = Source.from_dict(entry["source"])
+    reference = reference or tol.reference
+    # The model in float32, for an fp32 reference (a float32 engine is its own reference).
+    truth_model = (load_model(component, source, torch.float32, device, cache.weights_dir)
+                   if reference == "fp32" and dtype != torch.float32 else None)
 
     def check(case: CaseResult, inputs, expected) -> None:
         try:
@@ -104,8 +111,15 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
         except Exception as exc:  # e.g. a shape the engine refuses
             case.error = f"{type(exc).__name__}: {exc}".strip()
             return
-        for name, out, exp in zip(entry["outputs"], outs, expected, strict=True):
-            case.checks.append(compare(name, out, exp, tol))
+        if truth_model is None:
+            for name, out, exp in zip(entry["outputs"], outs, expected, strict=True):
+                case.checks.append(compare(name, out, exp, tol))
+            return
+        with torch.inference_mode():
+            truth = component.reference(truth_model, [
+                x.float() if x.is_floating_point() else x for x in inputs])
+        for name, out, exp, tru in zip(entry["outputs"], outs, expected, truth, strict=True):
+            case.checks.append(compare_to_fp32(name, out, exp.to(out.device), tru, tol))
 
     if not full:
         golden = load_file(str(cache.root / entry["golden"]["file"]))
@@ -118,8 +132,7 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
         return
 
     dims = dims_from_dict(fields["dims"])
-    model = load_model(component, Source.from_dict(entry["source"]), dtype, device,
-                       cache.weights_dir)
+    model = load_model(component, source, dtype, device, cache.weights_dir)
     seed = random.randrange(2**31) if seed is None else seed
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -135,7 +148,8 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
 
 
 def verify_in_fresh_process(cache: Cache, entry: dict[str, Any], full: bool = False,
-                            seed: int | None = None, timeout: float = 3600) -> dict:
+                            seed: int | None = None, timeout: float = 3600,
+                            reference: str | None = None) -> dict:
     """``verify_entry`` in a new Python process, for an entry that may not be committed yet.
 
     Each engine gets its own process: loading several engines (and eager models) into one
@@ -154,6 +168,8 @@ def verify_in_fresh_process(cache: Cache, entry: dict[str, Any], full: bool = Fa
     args = [str(cache.root)]
     if full:
         args += ["--full", str(seed if seed is not None else random.randrange(2**31))]
+    if reference:
+        args += ["--reference", reference]
     try:
         return run_in_fresh_process("framepack_trt.verify", entry, args, timeout)
     except ChildFailed as exc:
@@ -161,13 +177,13 @@ def verify_in_fresh_process(cache: Cache, entry: dict[str, Any], full: bool = Fa
 
 
 def verify_isolated(cache: Cache, entry: dict[str, Any], full: bool = False,
-                    seed: int | None = None) -> dict:
+                    seed: int | None = None, reference: str | None = None) -> dict:
     """Check the files here (sha256, staleness), then run the engine in its own process."""
     status = cache.status(entry, deep=True)
     if status.state != "ok":
         return EngineVerification(entry["name"], entry["key"], "full" if full else "quick",
                                   status).to_dict()
-    return verify_in_fresh_process(cache, entry, full=full, seed=seed)
+    return verify_in_fresh_process(cache, entry, full=full, seed=seed, reference=reference)
 
 
 def verification_problem(result: dict) -> str:
@@ -186,14 +202,17 @@ def verification_problem(result: dict) -> str:
 
 
 def _child_main(argv: list[str]) -> None:
-    """ENTRY_JSON RESULT_JSON CACHE_DIR [--full SEED]: verify one entry, write the result."""
-    entry_file, result_file, root = argv[:3]
-    full = len(argv) > 3 and argv[3] == "--full"
+    """ENTRY_JSON RESULT_JSON CACHE_DIR [--full SEED] [--reference eager|fp32]: verify one
+    entry, write the result."""
+    entry_file, result_file, root, *opts = argv
+    full = "--full" in opts
+    seed = int(opts[opts.index("--full") + 1]) if full else None
+    reference = opts[opts.index("--reference") + 1] if "--reference" in opts else None
     entry = json.loads(Path(entry_file).read_text())
     # Both callers checked the files' sha256 (verify_isolated) or just wrote and hashed them
     # (build): the child only re-checks size, mtime and staleness.
-    result = verify_entry(Cache(root), entry, full=full, seed=int(argv[4]) if full else None,
-                          deep=False)
+    result = verify_entry(Cache(root), entry, full=full, seed=seed, deep=False,
+                          reference=reference)
     Path(result_file).write_text(json.dumps(result.to_dict()))
 
 

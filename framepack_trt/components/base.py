@@ -30,16 +30,28 @@ class Tolerance:
     ``max_abs_std`` bounds the largest absolute difference in units of the eager output's
     standard deviation, which such a region exceeds. ``max_abs`` (optional) bounds the largest
     absolute difference itself.
+
+    ``reference: fp32`` judges a float16/bfloat16 engine against the model run in float32
+    instead: the engine passes when its rel L2 and max_abs_std against float32 are within
+    ``reference_factor`` times eager's own (eager in the engine's dtype against float32), so an
+    engine is not refused for an error that eager in its precision makes too.
     """
 
     rel_l2: float
     cosine: float
     max_abs: float | None = None
     max_abs_std: float | None = None
+    reference: str = "eager"
+    reference_factor: float = 2.0
 
-    def to_dict(self) -> dict[str, float | None]:
+    def to_dict(self) -> dict[str, float | str | None]:
         return {"rel_l2": self.rel_l2, "cosine": self.cosine, "max_abs": self.max_abs,
-                "max_abs_std": self.max_abs_std}
+                "max_abs_std": self.max_abs_std, "reference": self.reference,
+                "reference_factor": self.reference_factor}
+
+
+#: What ``reference`` may be: the eager model in the engine's dtype, or the model in float32.
+REFERENCES = ("eager", "fp32")
 
 
 #: Sensible defaults per dtype; a component or a profile entry may override them. The
