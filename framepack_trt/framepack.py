@@ -1,0 +1,297 @@
+"""Engines inside FramePack: swap a loaded model's ``forward`` for one that runs the cached
+engine covering the call, and the eager forward otherwise.
+
+    from framepack_trt.framepack import use_engines
+    engines = use_engines(cache_dir, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                          image_encoder=image_encoder)
+    ...                      # FramePack runs as before
+    print(engines.report())  # "llama_text: 12 engine, 0 eager calls; ..."
+
+Only ``forward`` of the instance changes: the module keeps its class, ``.dtype``, ``.config``,
+``.to()``, its parameters and FramePack's memory helpers, and a call returns what the eager
+module returns (``.hidden_states[-3]``, ``.pooler_output``, ``.last_hidden_state``). A call
+that no engine covers (another shape, device or dtype, an argument the engine does not take)
+runs the eager forward, with one warning per reason that says what would cover it; with
+``strict=True`` it raises instead. An engine that fails at run time is marked broken and eager
+takes over. Engines are picked by checkpoint (the folder or repo the model was loaded from),
+never by component name alone. Which engine covers a call is memoised per input shape.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from framepack_trt.cache import Cache
+from framepack_trt.errors import FramepackTrtError
+
+#: FramePack's module names (demo_gradio.py) and the component each one is.
+MODULES = {"text_encoder": "llama_text", "text_encoder_2": "clip_text",
+           "image_encoder": "siglip_image"}
+
+
+class EngineFallback(FramepackTrtError):
+    """strict=True: a call would have run the eager module."""
+
+
+class HiddenStates(tuple):
+    """``hidden_states`` of a LLaMA call served by the engine: only the entry FramePack reads
+    (``[-3]``) exists; any other index says so instead of returning something wrong."""
+
+    def __new__(cls, count: int, index: int, tensor):
+        self = super().__new__(cls, [None] * count)
+        self._index, self._tensor = index % count, tensor
+        return self
+
+    def __getitem__(self, i):
+        if isinstance(i, int) and i % len(self) == self._index:
+            return self._tensor
+        raise LookupError(f"the engine computes hidden_states[{self._index - len(self)}] only; "
+                          f"index {i} needs the eager model (framepack_trt.framepack.restore)")
+
+
+def _checkpoint_dir(entry: Mapping[str, Any], cache: Cache) -> tuple[Path | None, str | None]:
+    """The local folder and (for repo sources) the repo id an entry's weights came from."""
+    from framepack_trt.components.base import get_component
+    from framepack_trt.sources import Source, materialize_random, resolve_local_dir
+
+    source = Source.from_dict(entry["source"])
+    try:
+        if source.kind == "random":
+            local = materialize_random(source, get_component(entry["component"]), cache.weights_dir)
+        else:
+            local = resolve_local_dir(source)
+    except FramepackTrtError:
+        local = None
+    return (local.resolve() if local else None), (source.repo if source.kind == "repo" else None)
+
+
+def same_checkpoint(entry: Mapping[str, Any], model, cache: Cache) -> bool:
+    """Whether ``model`` was loaded from the weights the entry was built from (by the folder or
+    repo id transformers records as ``config._name_or_path``)."""
+    loaded_from = str(getattr(model.config, "_name_or_path", "") or "")
+    if not loaded_from:
+        return False
+    local, repo = _checkpoint_dir(entry, cache)
+    if repo is not None and loaded_from == repo:
+        return True
+    p = Path(loaded_from)
+    if local is None or not p.is_dir():
+        return False
+    # from_pretrained(folder, subfolder=...) records the folder without the subfolder.
+    subfolder = entry["source"].get("subfolder")
+    return p.resolve() == local or (bool(subfolder) and p.resolve() / subfolder == local)
+
+
+class Swap:
+    """One module's forward, swapped: picks the engine per call, falls back to eager."""
+
+    def __init__(self, name: str, component: str, model, cache: Cache, strict: bool,
+                 parse: Callable, wrap: Callable):
+        self.name, self.component, self.model, self.cache = name, component, model, cache
+        self.strict, self._parse, self._wrap = strict, parse, wrap
+        self.eager_forward = model.forward  # the bound method of the class
+        self.calls: Counter[str] = Counter()
+        self.warned: set[str] = set()
+        self._engines: dict[str, Any] = {}       # key -> loaded engine
+        self._picked: dict[tuple, str | None] = {}  # shapes -> key, memoised
+        self._why: dict[tuple, str] = {}
+        self.broken: dict[str, str] = {}
+        self.entries = [e for e in cache.entries().values()
+                        if e["component"] == component and cache.status(e).state == "ok"
+                        and same_checkpoint(e, model, cache)]
+
+    # -- the swapped forward ------------------------------------------------------------------
+    def forward(self, *args, **kwargs):
+        inputs, why = self._parse(self.model, args, kwargs)
+        key = None
+        if inputs is not None:
+            key, why = self._pick(inputs)
+        if key is not None:
+            try:
+                out = self._engine(key)(*inputs)
+            except Exception as exc:  # broken at run time: never again, eager takes over
+                self.broken[key] = f"{type(exc).__name__}: {exc}"
+                why = f"the engine failed at run time and is no longer used ({self.broken[key]})"
+            else:
+                self.calls["engine"] += 1
+                return self._wrap(self.model, out)
+        return self._eager(why, args, kwargs)
+
+    def _eager(self, why: str, args, kwargs):
+        if self.strict:
+            raise EngineFallback(f"{self.name} ({self.component}): {why}")
+        if why not in self.warned:
+            self.warned.add(why)
+            warnings.warn(f"framepack-trt: {self.name} ({self.component}) runs eager: {why}",
+                          stacklevel=3)
+        self.calls["eager"] += 1
+        return self.eager_forward(*args, **kwargs)
+
+    def _pick(self, inputs) -> tuple[str | None, str]:
+        from framepack_trt.runtime import call_sizes, out_of_range
+
+        shape_key = tuple((tuple(t.shape), str(t.dtype), t.device.type) for t in inputs)
+        if shape_key not in self._picked:
+            best, reasons = None, []
+            for e in self.entries:
+                if e["key"] in self.broken:
+                    continue
+                device = e["key_fields"]["device"]["type"]
+                if device != inputs[0].device.type:
+                    reasons.append(f"engine {e['key'][:8]} runs on {device}, the call is on "
+                                   f"{inputs[0].device.type}")
+                    continue
+                try:
+                    sizes = call_sizes(e, [tuple(t.shape) for t in inputs])
+                except FramepackTrtError as exc:
+                    reasons.append(str(exc))
+                    continue
+                problem = out_of_range(e, sizes)
+                if problem:
+                    reasons.append(problem)
+                    continue
+                best = best or e
+            self._picked[shape_key] = best["key"] if best else None
+            self._why[shape_key] = ("no engine of this checkpoint in the cache; build one with "
+                                    "`framepack-trt build`" if not self.entries else
+                                    "no engine covers the call (" + "; ".join(reasons) + "); "
+                                    "widen the profile's dims and run `framepack-trt build`")
+        key = self._picked[shape_key]
+        if key in self.broken:
+            return None, f"the engine failed at run time ({self.broken[key]})"
+        return key, self._why[shape_key]
+
+    def _engine(self, key: str):
+        if key not in self._engines:
+            from framepack_trt.runtime import load_engine
+
+            entry = next(e for e in self.entries if e["key"] == key)
+            self._engines[key] = load_engine(self.cache, entry)
+        return self._engines[key]
+
+
+# -- per component: which calls an engine can serve, and the output the caller reads ----------
+
+def _kw(args, kwargs, names):
+    """The call's arguments by name (positional ones mapped to ``names`` in order)."""
+    bound = dict(zip(names, args, strict=False))
+    return {**bound, **kwargs}
+
+
+def _only(call: dict, allowed: set[str]) -> str | None:
+    extra = sorted(k for k, v in call.items() if k not in allowed and v not in (None, False))
+    return f"the call passes {', '.join(extra)}, which the engine does not take" if extra else None
+
+
+def _parse_llama(model, args, kwargs):
+    call = _kw(args, kwargs, ["input_ids", "attention_mask"])
+    why = _only(call, {"input_ids", "attention_mask", "output_hidden_states", "return_dict",
+                       "use_cache"})
+    if why:
+        return None, why
+    if not call.get("output_hidden_states"):
+        return None, "the call does not ask for hidden_states (the engine computes only [-3])"
+    if call.get("return_dict") is False:
+        return None, "return_dict=False"
+    ids, mask = call.get("input_ids"), call.get("attention_mask")
+    if ids is None or mask is None:
+        return None, "the engine needs input_ids and attention_mask"
+    return (ids, mask.to(ids.dtype)), ""
+
+
+def _wrap_llama(model, out):
+    from transformers.modeling_outputs import BaseModelOutputWithPast
+
+    from framepack_trt.components.llama_text import HIDDEN_STATE_INDEX
+
+    (hidden,) = out
+    count = model.config.num_hidden_layers + 1
+    return BaseModelOutputWithPast(hidden_states=HiddenStates(count, HIDDEN_STATE_INDEX, hidden))
+
+
+def _parse_single(name: str):
+    def parse(model, args, kwargs):
+        call = _kw(args, kwargs, [name])
+        why = _only(call, {name, "return_dict"})
+        if why:
+            return None, why
+        if call.get("return_dict") is False:
+            return None, "return_dict=False"
+        if call.get(name) is None:
+            return None, f"the engine needs {name}"
+        return (call[name],), ""
+    return parse
+
+
+def _wrap_clip(model, out):
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    return BaseModelOutputWithPooling(pooler_output=out[0])
+
+
+def _wrap_siglip(model, out):
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    return BaseModelOutputWithPooling(last_hidden_state=out[0])
+
+
+CALLS = {"llama_text": (_parse_llama, _wrap_llama),
+         "clip_text": (_parse_single("input_ids"), _wrap_clip),
+         "siglip_image": (_parse_single("pixel_values"), _wrap_siglip)}
+
+
+class Engines:
+    """The swaps made by ``use_engines``: counters, a report, and ``restore()``."""
+
+    def __init__(self, swaps: dict[str, Swap], missing: list[str]):
+        self.swaps, self.missing = swaps, missing
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {s.component: {"engine": s.calls["engine"], "eager": s.calls["eager"]}
+                for s in self.swaps.values()}
+
+    def report(self) -> str:
+        parts = [f"{s.component}: {s.calls['engine']} engine, {s.calls['eager']} eager calls"
+                 + (f" ({len(s.broken)} engine(s) broken)" if s.broken else "")
+                 for s in self.swaps.values()]
+        return "; ".join(parts + [f"{m}: no engine" for m in self.missing])
+
+    def restore(self) -> None:
+        """Give every module its own forward back."""
+        for s in self.swaps.values():
+            s.model.__dict__.pop("forward", None)
+        self.swaps = {}
+
+
+def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
+                framepack_dir: str | Path | None = None, **models) -> Engines:
+    """Swap in engines for the given FramePack modules (by FramePack's names: text_encoder,
+    text_encoder_2, image_encoder). Modules without an engine of their checkpoint stay eager;
+    that is said once, here."""
+    from framepack_trt.cache import resolve_cache_dir
+
+    unknown = sorted(set(models) - set(MODULES))
+    if unknown:
+        raise TypeError(f"use_engines: unknown module(s) {', '.join(unknown)}; "
+                        f"it takes {', '.join(MODULES)}")
+    cache = Cache(resolve_cache_dir(cache_dir, None, framepack_dir))
+    swaps, missing = {}, []
+    for name, model in models.items():
+        if model is None:
+            continue
+        component = MODULES[name]
+        parse, wrap = CALLS[component]
+        swap = Swap(name, component, model, cache, strict, parse, wrap)
+        if not swap.entries:
+            missing.append(component)
+            warnings.warn(f"framepack-trt: {name} ({component}) stays eager: no engine of its "
+                          f"checkpoint in {cache.root}; build one with `framepack-trt build`",
+                          stacklevel=2)
+            continue
+        model.forward = swap.forward  # the instance's forward; nn.Module.__call__ runs it
+        swaps[name] = swap
+    return Engines(swaps, missing)

@@ -1,0 +1,100 @@
+"""The encoders inside FramePack: ``use_engines`` swaps the forward of the modules FramePack
+loaded (real transformers classes, tiny random weights, loaded with from_pretrained as FramePack
+does) for engines built here with AOTInductor; calls as FramePack makes them return what the
+eager modules return; calls no engine covers run eager with one warning, or raise when strict."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from conftest import cli, save_tiny, write_profile
+
+from framepack_trt.framepack import EngineFallback, use_engines
+
+DIMS = {"llama_text": {"batch": {"min": 1, "opt": 1, "max": 2},
+                       "text_len": {"min": 1, "opt": 48, "max": 64}},
+        "clip_text": {"batch": {"min": 1, "opt": 1, "max": 2}, "text_len": 77},
+        "siglip_image": {"batch": {"min": 1, "opt": 1, "max": 2}}}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_weights):
+    root = tmp_path_factory.mktemp("framepack")
+    p = write_profile(root / "encoders.yaml", [
+        {"component": c, "source": {"path": str(tiny_weights[c])}, "dtype": "float32", "dims": d}
+        for c, d in DIMS.items()])
+    cli("build", "--profile", str(p), "--cache-dir", str(root / "cache"), check=True)
+    return root / "cache"
+
+
+def load(path, cls):
+    return cls.from_pretrained(path).eval()
+
+
+def close(a, b):
+    return float((a - b).norm() / b.norm()) < 1e-4
+
+
+def test_encoders_run_as_framepack_calls_them(built, tiny_weights):
+    from transformers import CLIPTextModel, LlamaModel, SiglipVisionModel
+
+    llama = load(tiny_weights["llama_text"], LlamaModel)
+    clip = load(tiny_weights["clip_text"], CLIPTextModel)
+    siglip = load(tiny_weights["siglip_image"], SiglipVisionModel)
+    gen = torch.Generator().manual_seed(7)
+    ids = torch.randint(3, 1000, (1, 40), generator=gen)
+    mask = torch.ones(1, 40, dtype=torch.int64)
+    mask[:, 29:] = 0  # a prompt of 29 tokens, padded
+    clip_ids = torch.randint(3, 1000, (1, 77), generator=gen)
+    px = torch.randn(1, 3, 32, 32, generator=gen)
+    with torch.inference_mode():
+        want = (llama(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-3],
+                clip(clip_ids).pooler_output, siglip(pixel_values=px).last_hidden_state)
+
+    engines = use_engines(built, strict=True, text_encoder=llama, text_encoder_2=clip,
+                          image_encoder=siglip)
+    dtype_before = llama.dtype
+    with torch.inference_mode():
+        got = (llama(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-3],
+               clip(clip_ids).pooler_output, siglip(pixel_values=px).last_hidden_state)
+    assert all(close(g, w) for g, w in zip(got, want, strict=True))
+    assert engines.counts() == {c: {"engine": 1, "eager": 0} for c in DIMS}
+    assert "llama_text: 1 engine, 0 eager calls" in engines.report()
+    # Everything else is the eager module's: class, dtype, config, parameters.
+    assert type(llama) is LlamaModel and llama.dtype == dtype_before
+    assert sum(p.numel() for p in llama.parameters()) > 0
+    with pytest.raises(LookupError, match=r"hidden_states\[-3\] only"):
+        llama(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-2]
+
+    # Outside every engine (text 80 > 64): strict raises; otherwise eager, warned once.
+    long_ids = torch.randint(3, 1000, (1, 80), generator=gen)
+    long_mask = torch.ones(1, 80, dtype=torch.int64)
+    with pytest.raises(EngineFallback, match="text_len=80 is outside the engine's range 1..64"):
+        llama(input_ids=long_ids, attention_mask=long_mask, output_hidden_states=True)
+    for s in engines.swaps.values():
+        s.strict = False
+    with pytest.warns(UserWarning, match="runs eager: no engine covers the call") as caught:
+        with torch.inference_mode():
+            a = llama(input_ids=long_ids, attention_mask=long_mask, output_hidden_states=True)
+            b = llama(input_ids=long_ids, attention_mask=long_mask, output_hidden_states=True)
+    assert len([w for w in caught if "runs eager" in str(w.message)]) == 1
+    engines.restore()
+    with torch.inference_mode():
+        c = llama(input_ids=long_ids, attention_mask=long_mask, output_hidden_states=True)
+    assert torch.equal(a.hidden_states[-3], c.hidden_states[-3])
+    assert torch.equal(b.last_hidden_state, c.last_hidden_state)
+    assert engines.counts() == {} and "forward" not in llama.__dict__
+
+
+def test_another_checkpoint_is_never_served(built, tmp_path):
+    from transformers import LlamaModel
+
+    other = load(save_tiny("llama_text", tmp_path / "other", seed=99), LlamaModel)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        engines = use_engines(built, text_encoder=other)
+    assert any("stays eager: no engine of its checkpoint" in str(w.message) for w in caught)
+    assert engines.swaps == {} and engines.missing == ["llama_text"]
+    assert "forward" not in other.__dict__
