@@ -60,13 +60,12 @@ def out_of_range(entry: Mapping[str, Any], sizes: Mapping[str, int]) -> str | No
 
 
 def _engine_inputs(entry: Mapping[str, Any], inputs: Mapping[str, Any] | Sequence[Any]):
-    """Engine inputs from engine inputs (a sequence or a mapping by engine input name) or from
-    a call by keyword (prepared by the component, e.g. the transformer's text crop)."""
+    """Engine inputs from engine inputs (a sequence) or from a call by keyword, always prepared
+    by the component (the transformer's text crop and history padding): a keyword call in
+    diffusers' names uses the same names as the engine's inputs but is not prepared yet."""
     if not isinstance(inputs, Mapping):
         return list(inputs)
     names = [s["name"] for s in entry["inputs"]]
-    if set(names) <= set(inputs):
-        return [inputs[n] for n in names]
     from framepack_trt.components.base import get_component
     from framepack_trt.export import torch_dtype
 

@@ -69,6 +69,15 @@ def test_transformer_engine_takes_framepack_calls(tiny_weights, tmp_path):
         expected = model(**diffusers_kwargs, return_dict=False)[0]
     rel = float((got.double() - expected.double()).norm() / expected.double().norm())
     assert got.shape == expected.shape == (1, 16, 9, 88, 68) and rel <= 1e-4, rel
+    # diffusers' names (the same as the engine's inputs) are prepared too: text cropped to the
+    # mask's 100 tokens, history padded; at the other bucket, with 60 of 512 text slots.
+    for (h, w, length, seed) in ((88, 68, 100, 4), (68, 88, 60, 6)):
+        diffusers_kwargs, _ = framepack_call(model.config, h, w, length, seed=seed)
+        (got,) = engine(**diffusers_kwargs)
+        with torch.no_grad():
+            expected = model(**diffusers_kwargs, return_dict=False)[0]
+        rel = float((got.double() - expected.double()).norm() / expected.double().norm())
+        assert rel <= 1e-4, (h, w, length, rel)
     _, too_big = framepack_call(model.config, 96, 68, 10, seed=5)  # 768 px: outside 544..704
     assert find_engine(cache, "transformer", too_big) is None
     with pytest.raises(ShapeError, match="outside the engine's range"):
