@@ -29,8 +29,8 @@ from framepack_trt.cache import Cache
 from framepack_trt.errors import FramepackTrtError
 
 #: FramePack's module names (demo_gradio.py) and the component each one is.
-MODULES = {"text_encoder": "llama_text", "text_encoder_2": "clip_text",
-           "image_encoder": "siglip_image"}
+MODULES = {"transformer": "transformer", "text_encoder": "llama_text",
+           "text_encoder_2": "clip_text", "image_encoder": "siglip_image"}
 
 
 class EngineFallback(FramepackTrtError):
@@ -118,6 +118,8 @@ class Swap:
                 why = f"the engine failed at run time and is no longer used ({self.broken[key]})"
             else:
                 self.calls["engine"] += 1
+                if self.component == "transformer":
+                    return self._wrap(self.model, out, kwargs.get("return_dict", True))
                 return self._wrap(self.model, out)
         return self._eager(why, args, kwargs)
 
@@ -134,13 +136,19 @@ class Swap:
     def _pick(self, inputs) -> tuple[str | None, str]:
         from framepack_trt.runtime import call_sizes, out_of_range
 
-        shape_key = tuple((tuple(t.shape), str(t.dtype), t.device.type) for t in inputs)
+        shape_key = (str(self.model.dtype),
+                     *((tuple(t.shape), str(t.dtype), t.device.type) for t in inputs))
         if shape_key not in self._picked:
             best, reasons = None, []
             for e in self.entries:
                 if e["key"] in self.broken:
                     continue
                 device = e["key_fields"]["device"]["type"]
+                dtype = e["key_fields"]["dtype"]
+                if f"torch.{dtype}" != str(self.model.dtype):
+                    reasons.append(f"engine {e['key'][:8]} is {dtype}, the model "
+                                   f"{str(self.model.dtype).removeprefix('torch.')}")
+                    continue
                 if device != inputs[0].device.type:
                     reasons.append(f"engine {e['key'][:8]} runs on {device}, the call is on "
                                    f"{inputs[0].device.type}")
@@ -239,7 +247,33 @@ def _wrap_siglip(model, out):
     return BaseModelOutputWithPooling(last_hidden_state=out[0])
 
 
-CALLS = {"llama_text": (_parse_llama, _wrap_llama),
+def _parse_transformer(model, args, kwargs):
+    """A keyword call in FramePack's or diffusers' names -> the engine's inputs (text cropped
+    to the mask, history padded), in the engine's dtype on the latents' device."""
+    from framepack_trt.transformer_export import prepare_call
+
+    if args:
+        return None, "the call passes arguments by position (FramePack passes them by keyword)"
+    if getattr(model, "enable_teacache", False):
+        return None, ("TeaCache is on: a whole-model engine cannot skip the block stack as "
+                      "TeaCache does; call initialize_teacache(enable_teacache=False) to use it")
+    if kwargs.get("attention_kwargs") is not None:
+        return None, "the call passes attention_kwargs"
+    try:
+        return prepare_call(kwargs, model.dtype, None), ""
+    except (FramepackTrtError, ValueError, KeyError) as exc:
+        return None, str(exc)
+
+
+def _wrap_transformer(model, out, return_dict: bool = True):
+    from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+    (sample,) = out
+    return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
+
+
+CALLS = {"transformer": (_parse_transformer, _wrap_transformer),
+         "llama_text": (_parse_llama, _wrap_llama),
          "clip_text": (_parse_single("input_ids"), _wrap_clip),
          "siglip_image": (_parse_single("pixel_values"), _wrap_siglip)}
 
@@ -269,8 +303,8 @@ class Engines:
 
 def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
                 framepack_dir: str | Path | None = None, **models) -> Engines:
-    """Swap in engines for the given FramePack modules (by FramePack's names: text_encoder,
-    text_encoder_2, image_encoder). Modules without an engine of their checkpoint stay eager;
+    """Swap in engines for the given FramePack modules (by FramePack's names: transformer,
+    text_encoder, text_encoder_2, image_encoder). Modules without an engine of their checkpoint stay eager;
     that is said once, here."""
     from framepack_trt.cache import resolve_cache_dir
 

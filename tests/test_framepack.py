@@ -24,7 +24,10 @@ def built(tmp_path_factory, tiny_weights):
     root = tmp_path_factory.mktemp("framepack")
     p = write_profile(root / "encoders.yaml", [
         {"component": c, "source": {"path": str(tiny_weights[c])}, "dtype": "float32", "dims": d}
-        for c, d in DIMS.items()])
+        for c, d in DIMS.items()] + [
+        {"component": "transformer", "source": {"path": str(tiny_weights["transformer"])},
+         "dtype": "float32", "buckets": [[544, 704], [704, 544]],
+         "dims": {"text_len": {"min": 1, "opt": 64, "max": 256}}}])
     cli("build", "--profile", str(p), "--cache-dir", str(root / "cache"), check=True)
     return root / "cache"
 
@@ -61,6 +64,7 @@ def test_encoders_run_as_framepack_calls_them(built, tiny_weights):
                clip(clip_ids).pooler_output, siglip(pixel_values=px).last_hidden_state)
     assert all(close(g, w) for g, w in zip(got, want, strict=True))
     assert engines.counts() == {c: {"engine": 1, "eager": 0} for c in DIMS}
+    assert "transformer: no engine" not in engines.report()
     assert "llama_text: 1 engine, 0 eager calls" in engines.report()
     # Everything else is the eager module's: class, dtype, config, parameters.
     assert type(llama) is LlamaModel and llama.dtype == dtype_before
@@ -98,3 +102,33 @@ def test_another_checkpoint_is_never_served(built, tmp_path):
     assert any("stays eager: no engine of its checkpoint" in str(w.message) for w in caught)
     assert engines.swaps == {} and engines.missing == ["llama_text"]
     assert "forward" not in other.__dict__
+
+
+def test_transformer_runs_as_framepack_and_diffusers_call_it(built, tiny_weights):
+    from diffusers import HunyuanVideoFramepackTransformer3DModel
+    from diffusers.models.modeling_outputs import Transformer2DModelOutput
+    from tests_helpers import framepack_call
+
+    model = load(tiny_weights["transformer"], HunyuanVideoFramepackTransformer3DModel)
+    calls = [framepack_call(model.config, h, w, n, seed=s)
+             for h, w, n, s in ((88, 68, 100, 1), (68, 88, 60, 2))]
+    with torch.inference_mode():
+        want = [model(**d, return_dict=False)[0] for d, _ in calls]
+    engines = use_engines(built, strict=True, transformer=model)
+    with torch.inference_mode():
+        for (d, fp), w in zip(calls, want, strict=True):
+            (got,) = model(**fp, return_dict=False)  # FramePack's names, a tuple
+            out = model(**d)                          # diffusers' names, an output object
+            assert isinstance(out, Transformer2DModelOutput)
+            assert close(got, w) and close(out.sample, w)
+    assert engines.counts() == {"transformer": {"engine": 4, "eager": 0}}
+
+    # TeaCache (FramePack's own class sets enable_teacache) needs the eager block stack.
+    model.enable_teacache = True
+    with pytest.raises(EngineFallback, match="TeaCache is on"):
+        model(**calls[0][1], return_dict=False)
+    del model.enable_teacache
+    _, outside = framepack_call(model.config, 96, 68, 10, seed=3)  # 768 px: outside 544..704
+    with pytest.raises(EngineFallback, match="latent_height|rows"):
+        model(**outside, return_dict=False)
+    engines.restore()
