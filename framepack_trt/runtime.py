@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from framepack_trt.cache import Cache, entry_matches
-from framepack_trt.errors import ShapeError
+from framepack_trt.errors import FramepackTrtError, ShapeError
 from framepack_trt.shapes import Dims, dims_from_dict
 
 
@@ -52,10 +52,22 @@ def engine_dims(entry: Mapping[str, Any]) -> Dims:
 
 
 def out_of_range(entry: Mapping[str, Any], sizes: Mapping[str, int]) -> str | None:
-    """Why the engine's ranges do not cover ``sizes``, or None when they do."""
-    for name, r in engine_dims(entry).items():
-        if name in sizes and not r.covers(sizes[name]):
-            return f"{name}={sizes[name]} is outside the engine's range {r.min}..{r.max}"
+    """Why the engine's ranges do not cover ``sizes``, or None when they do; said in the
+    profile's dims where the engine's inputs use other units (latent height and width, with
+    pixels, for the transformer; not its patch rows or padded history sizes)."""
+    from framepack_trt.components.base import get_component
+
+    component = get_component(entry["component"])
+    dims = engine_dims(entry)
+    user = component.user_sizes(sizes)
+    for name, value in [*user.items(), *sizes.items()]:
+        r = dims.get(name)
+        if r is None or r.covers(value):
+            continue
+        if name in (component.bucket_dims or ()):
+            return (f"{name}={value} ({value * 8} pixels) is outside the engine's range "
+                    f"{r.min}..{r.max} ({r.min * 8}..{r.max * 8} pixels)")
+        return f"{name}={value} is outside the engine's range {r.min}..{r.max}"
     return None
 
 
@@ -88,7 +100,7 @@ def find_engine(cache: Cache, component: str, inputs: Mapping[str, Any] | Sequen
         try:
             shapes = [tuple(t.shape) for t in _engine_inputs(entry, inputs)]
             sizes = call_sizes(entry, shapes)
-        except (ShapeError, KeyError):
+        except (FramepackTrtError, KeyError):  # a call this engine cannot take
             continue
         if out_of_range(entry, sizes):
             continue

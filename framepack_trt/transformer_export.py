@@ -95,14 +95,23 @@ def prepare_call(kwargs: Mapping[str, Any], dtype: torch.dtype,
     None: where the latents are)."""
     from diffusers.models.transformers.transformer_hunyuan_video_framepack import _pad_for_3d_conv
 
+    from framepack_trt.errors import ShapeError
+
     call = diffusers_kwargs(kwargs)
+    missing = [n for n in (*ENGINE_INPUTS, "encoder_attention_mask") if n not in call]
+    if missing:
+        raise ShapeError(f"transformer: the call lacks {', '.join(missing)}")
+    if call["hidden_states"].shape[0] != 1:
+        raise ShapeError(f"transformer: the engine takes batch 1 (FramePack's), the call has "
+                         f"batch {call['hidden_states'].shape[0]}")
     device = device if device is not None else call["hidden_states"].device
     mask = call.pop("encoder_attention_mask")
     length = text_length(mask)
     call["encoder_hidden_states"] = call["encoder_hidden_states"][:, :length]
     batch = call["hidden_states"].shape[0]
     if call.get("guidance") is None:
-        raise ValueError("transformer: guidance is required (FramePack passes 10000 by default)")
+        raise ShapeError("transformer: the engine needs guidance (FramePack passes 10000 by "
+                         "default); a call without it runs eager")
     for key, kernel in HISTORY_KERNELS.items():
         name = f"latents_history_{key}"
         call[name] = _pad_for_3d_conv(call[name], kernel)

@@ -129,6 +129,6 @@ def test_transformer_runs_as_framepack_and_diffusers_call_it(built, tiny_weights
         model(**calls[0][1], return_dict=False)
     del model.enable_teacache
     _, outside = framepack_call(model.config, 96, 68, 10, seed=3)  # 768 px: outside 544..704
-    with pytest.raises(EngineFallback, match="latent_height|rows"):
+    with pytest.raises(EngineFallback, match=r"latent_height=96 \(768 pixels\)"):
         model(**outside, return_dict=False)
     engines.restore()

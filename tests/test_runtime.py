@@ -80,5 +80,15 @@ def test_transformer_engine_takes_framepack_calls(tiny_weights, tmp_path):
         assert rel <= 1e-4, (h, w, length, rel)
     _, too_big = framepack_call(model.config, 96, 68, 10, seed=5)  # 768 px: outside 544..704
     assert find_engine(cache, "transformer", too_big) is None
-    with pytest.raises(ShapeError, match="outside the engine's range"):
+    # Said in the profile's terms (latent height, pixels), not the engine's patch rows.
+    with pytest.raises(ShapeError, match=r"latent_height=96 \(768 pixels\) is outside the "
+                       r"engine's range 68\.\.88 \(544\.\.704 pixels\)"):
         engine(**too_big)
+    # Calls the engine cannot take: find_engine says None, the engine says why.
+    batch2 = {k: (torch.cat([v, v]) if k in ("hidden_states", "latents_clean") else v)
+              for k, v in framepack_kwargs.items()}
+    no_guidance = {**framepack_kwargs, "guidance": None}
+    for call, why in ((batch2, "takes batch 1"), (no_guidance, "needs guidance")):
+        assert find_engine(cache, "transformer", call) is None
+        with pytest.raises(ShapeError, match=why):
+            engine(**call)

@@ -175,6 +175,11 @@ class Component:
         """Where ``backend: auto`` times a candidate against eager: the opt sizes."""
         return [("opt", sizes_at(dims, "opt"))]
 
+    def user_sizes(self, sizes: Mapping[str, int]) -> dict[str, int]:
+        """The profile's dims a call's engine sizes stand for, where the engine's inputs are in
+        other units (the transformer's patch rows -> latent height); none by default."""
+        return {}
+
     def prepare_kwargs(self, kwargs: Mapping[str, torch.Tensor], names: Sequence[str],
                        dtype: torch.dtype, device: str | None) -> tuple[torch.Tensor, ...]:
         """Engine inputs from a call by keyword (``names``: the call's input names)."""

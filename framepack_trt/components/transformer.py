@@ -100,6 +100,11 @@ class Transformer(Component):
         """Latent sizes must be even (patch size 2): an odd size moves down by one."""
         return {k: v - v % 2 if k in self.bucket_dims else v for k, v in sizes.items()}
 
+    def user_sizes(self, sizes):
+        """Latent height and width from the patch grid (2 latent pixels per patch)."""
+        return {axis: 2 * sizes[short] for axis, short in
+                (("latent_height", "rows"), ("latent_width", "cols")) if short in sizes}
+
     def derived_dims(self, dims):
         """rows/cols: latent size / 2 (the patch grid); hist2_*/hist4_*: the 2x and 4x history
         latents padded to multiples of 4 and 8, in units of 4 and 8."""
