@@ -75,6 +75,30 @@ def built_cache(tmp_path_factory, tiny_weights):
     return p, root / "cache"
 
 
+#: The FramePack set of tiny engines (``framepack_engines``): dims per component.
+FRAMEPACK_DIMS = {"llama_text": {"batch": {"min": 1, "opt": 1, "max": 2},
+                                 "text_len": {"min": 1, "opt": 48, "max": 64}},
+                  "clip_text": {"batch": {"min": 1, "opt": 1, "max": 2}, "text_len": 77},
+                  "siglip_image": {"batch": {"min": 1, "opt": 1, "max": 2}}}
+
+
+@pytest.fixture(scope="session")
+def framepack_engines(tmp_path_factory, tiny_weights) -> Path:
+    """A cache with one engine per component FramePack calls (AOTInductor, CPU, float32,
+    from the tiny save_pretrained folders), built once through the CLI; tests only read it.
+    The transformer's range is latent 68..88 (the 544x704 and 704x544 buckets), text 1..256."""
+    root = tmp_path_factory.mktemp("framepack")
+    p = write_profile(root / "framepack.yaml", [
+        {"component": c, "source": {"path": str(tiny_weights[c])}, "dtype": "float32", "dims": d}
+        for c, d in FRAMEPACK_DIMS.items()] + [
+        {"component": "transformer", "source": {"path": str(tiny_weights["transformer"])},
+         "dtype": "float32", "buckets": [[544, 704], [704, 544]],
+         "dims": {"text_len": {"min": 1, "opt": 32, "max": 256}}}])
+    r = cli("build", "--profile", str(p), "--cache-dir", str(root / "cache"), check=True)
+    assert "4 built, 0 cached, 0 failed" in r.stdout
+    return root / "cache"
+
+
 _PLAIN_LOAD = r"""
 import sys, torch
 from safetensors.torch import load_file

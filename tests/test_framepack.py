@@ -9,27 +9,9 @@ import warnings
 
 import pytest
 import torch
-from conftest import cli, save_tiny, write_profile
+from conftest import FRAMEPACK_DIMS, save_tiny
 
 from framepack_trt.framepack import EngineFallback, use_engines
-
-DIMS = {"llama_text": {"batch": {"min": 1, "opt": 1, "max": 2},
-                       "text_len": {"min": 1, "opt": 48, "max": 64}},
-        "clip_text": {"batch": {"min": 1, "opt": 1, "max": 2}, "text_len": 77},
-        "siglip_image": {"batch": {"min": 1, "opt": 1, "max": 2}}}
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_weights):
-    root = tmp_path_factory.mktemp("framepack")
-    p = write_profile(root / "encoders.yaml", [
-        {"component": c, "source": {"path": str(tiny_weights[c])}, "dtype": "float32", "dims": d}
-        for c, d in DIMS.items()] + [
-        {"component": "transformer", "source": {"path": str(tiny_weights["transformer"])},
-         "dtype": "float32", "buckets": [[544, 704], [704, 544]],
-         "dims": {"text_len": {"min": 1, "opt": 64, "max": 256}}}])
-    cli("build", "--profile", str(p), "--cache-dir", str(root / "cache"), check=True)
-    return root / "cache"
 
 
 def load(path, cls):
@@ -40,7 +22,7 @@ def close(a, b):
     return float((a - b).norm() / b.norm()) < 1e-4
 
 
-def test_encoders_run_as_framepack_calls_them(built, tiny_weights):
+def test_encoders_run_as_framepack_calls_them(framepack_engines, tiny_weights):
     from transformers import CLIPTextModel, LlamaModel, SiglipVisionModel
 
     llama = load(tiny_weights["llama_text"], LlamaModel)
@@ -56,14 +38,14 @@ def test_encoders_run_as_framepack_calls_them(built, tiny_weights):
         want = (llama(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-3],
                 clip(clip_ids).pooler_output, siglip(pixel_values=px).last_hidden_state)
 
-    engines = use_engines(built, strict=True, text_encoder=llama, text_encoder_2=clip,
+    engines = use_engines(framepack_engines, strict=True, text_encoder=llama, text_encoder_2=clip,
                           image_encoder=siglip)
     dtype_before = llama.dtype
     with torch.inference_mode():
         got = (llama(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-3],
                clip(clip_ids).pooler_output, siglip(pixel_values=px).last_hidden_state)
     assert all(close(g, w) for g, w in zip(got, want, strict=True))
-    assert engines.counts() == {c: {"engine": 1, "eager": 0} for c in DIMS}
+    assert engines.counts() == {c: {"engine": 1, "eager": 0} for c in FRAMEPACK_DIMS}
     assert "transformer: no engine" not in engines.report()
     assert "llama_text: 1 engine, 0 eager calls" in engines.report()
     # Everything else is the eager module's: class, dtype, config, parameters.
@@ -92,19 +74,19 @@ def test_encoders_run_as_framepack_calls_them(built, tiny_weights):
     assert engines.counts() == {} and "forward" not in llama.__dict__
 
 
-def test_another_checkpoint_is_never_served(built, tmp_path):
+def test_another_checkpoint_is_never_served(framepack_engines, tmp_path):
     from transformers import LlamaModel
 
     other = load(save_tiny("llama_text", tmp_path / "other", seed=99), LlamaModel)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        engines = use_engines(built, text_encoder=other)
+        engines = use_engines(framepack_engines, text_encoder=other)
     assert any("stays eager: no engine of its checkpoint" in str(w.message) for w in caught)
     assert engines.swaps == {} and engines.missing == ["llama_text"]
     assert "forward" not in other.__dict__
 
 
-def test_transformer_runs_as_framepack_and_diffusers_call_it(built, tiny_weights):
+def test_transformer_runs_as_framepack_and_diffusers_call_it(framepack_engines, tiny_weights):
     from diffusers import HunyuanVideoFramepackTransformer3DModel
     from diffusers.models.modeling_outputs import Transformer2DModelOutput
     from tests_helpers import framepack_call
@@ -114,7 +96,7 @@ def test_transformer_runs_as_framepack_and_diffusers_call_it(built, tiny_weights
              for h, w, n, s in ((88, 68, 100, 1), (68, 88, 60, 2))]
     with torch.inference_mode():
         want = [model(**d, return_dict=False)[0] for d, _ in calls]
-    engines = use_engines(built, strict=True, transformer=model)
+    engines = use_engines(framepack_engines, strict=True, transformer=model)
     with torch.inference_mode():
         for (d, fp), w in zip(calls, want, strict=True):
             (got,) = model(**fp, return_dict=False)  # FramePack's names, a tuple

@@ -41,24 +41,14 @@ def test_call_sizes_disagreement():
     json.dumps(entry)
 
 
-def test_transformer_engine_takes_framepack_calls(tiny_weights, tmp_path):
+def test_transformer_engine_takes_framepack_calls(tiny_weights, framepack_engines):
     """A transformer engine called the way FramePack calls its model (its argument names, fp32
     clean latents, int64 (1, n) indices, a bool mask over 512 text slots) gives the diffusers
     module's output; a bucket outside the range is refused."""
-    from conftest import write_profile
     from diffusers import HunyuanVideoFramepackTransformer3DModel
     from tests_helpers import framepack_call
-    from typer.testing import CliRunner
 
-    from framepack_trt.cli import app
-
-    p = write_profile(tmp_path / "tx.yaml", [{
-        "component": "transformer", "source": {"path": str(tiny_weights["transformer"])},
-        "dtype": "float32", "buckets": [[544, 704], [704, 544]],
-        "dims": {"text_len": {"min": 1, "opt": 32, "max": 256}}}])
-    r = CliRunner().invoke(app, ["build", "--profile", str(p), "--cache-dir", str(tmp_path / "c")])
-    assert r.exit_code == 0, r.output
-    cache = Cache(tmp_path / "c")
+    cache = Cache(framepack_engines)
     model = HunyuanVideoFramepackTransformer3DModel.from_pretrained(tiny_weights["transformer"]).eval()
     diffusers_kwargs, framepack_kwargs = framepack_call(model.config, 88, 68, 100, seed=4)
     entry = find_engine(cache, "transformer", framepack_kwargs)
