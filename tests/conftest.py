@@ -59,6 +59,17 @@ def cli(*args: str, cwd: Path | None = None, env: dict | None = None, check: boo
 
 
 @pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory) -> tuple[Path, str]:
+    """The README demo's build, done once: ``framepack-trt build`` (the built-in tiny profile:
+    4 engines, AOTInductor, CPU) through the console entry point in a fresh folder, whose
+    default cache is Cache/tensorrt_engines. Returns that cache and the build's stdout. Tests
+    only read it; one that changes a cache works on a ``shutil.copytree`` of it."""
+    cwd = tmp_path_factory.mktemp("tiny")
+    r = cli("build", cwd=cwd, check=True)
+    return cwd / "Cache" / "tensorrt_engines", r.stdout
+
+
+@pytest.fixture(scope="session")
 def built_cache(tmp_path_factory, tiny_weights):
     """One real engine (SigLIP, AOTInductor, CPU) built through the CLI."""
     root = tmp_path_factory.mktemp("built")

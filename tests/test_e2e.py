@@ -1,10 +1,15 @@
 """The README demo path, end to end, through the real console entry point in subprocesses:
 build tiny -> list -> verify -> verify --full -> build again builds nothing -> flip a byte ->
-verify fails and list says corrupt -> build rebuilds it -> purge --all -> list is empty."""
+verify fails and list says corrupt -> build rebuilds it -> purge --all -> list is empty.
+
+The first step, ``framepack-trt build`` of the tiny profile in an empty folder, is the session
+fixture ``tiny_build`` (other tests read the engines it built); this test goes on from a copy
+of its cache."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,13 +21,14 @@ def entries(cwd):
     return json.loads(cli("list", "--json", cwd=cwd, check=True).stdout)["entries"]
 
 
-def test_tiny_profile_end_to_end(tmp_path):
+def test_tiny_profile_end_to_end(tmp_path, tiny_build):
+    built, build_stdout = tiny_build  # `framepack-trt build` (the built-in tiny profile)
+    assert "4 built, 0 cached, 0 failed" in build_stdout
+    for stage in ("load", "export", "compile", "save", "verify"):
+        assert f"clip_text: {stage}" in build_stdout
     cwd = tmp_path  # the default cache is Cache/tensorrt_engines under the current folder
     cache = cwd / "Cache" / "tensorrt_engines"
-    r = cli("build", cwd=cwd, check=True)  # the built-in tiny profile
-    assert "4 built, 0 cached, 0 failed" in r.stdout
-    for stage in ("load", "export", "compile", "save", "verify"):
-        assert f"clip_text: {stage}" in r.stdout
+    shutil.copytree(built, cache)  # copy2: sizes and mtimes as built
 
     rows = entries(cwd)
     assert sorted(e["name"] for e in rows) == ["clip_text", "llama_text", "siglip_image",

@@ -41,25 +41,18 @@ def test_call_sizes_disagreement():
     json.dumps(entry)
 
 
-def test_transformer_engine_takes_framepack_calls(tiny_weights, tmp_path):
+def test_transformer_engine_takes_framepack_calls(tiny_build):
     """A transformer engine called the way FramePack calls its model (its argument names, fp32
     clean latents, int64 (1, n) indices, a bool mask over 512 text slots) gives the diffusers
-    module's output; a bucket outside the range is refused."""
-    from conftest import write_profile
+    module's output; a bucket outside the range is refused. The engine is the tiny profile's
+    (latent 52..120, every 640 bucket), the module its weights loaded with from_pretrained."""
     from diffusers import HunyuanVideoFramepackTransformer3DModel
     from tests_helpers import framepack_call
-    from typer.testing import CliRunner
 
-    from framepack_trt.cli import app
-
-    p = write_profile(tmp_path / "tx.yaml", [{
-        "component": "transformer", "source": {"path": str(tiny_weights["transformer"])},
-        "dtype": "float32", "buckets": [[544, 704], [704, 544]],
-        "dims": {"text_len": {"min": 1, "opt": 32, "max": 256}}}])
-    r = CliRunner().invoke(app, ["build", "--profile", str(p), "--cache-dir", str(tmp_path / "c")])
-    assert r.exit_code == 0, r.output
-    cache = Cache(tmp_path / "c")
-    model = HunyuanVideoFramepackTransformer3DModel.from_pretrained(tiny_weights["transformer"]).eval()
+    built, _ = tiny_build
+    cache = Cache(built)  # read only
+    (weights,) = (built / "weights").glob("transformer-*")
+    model = HunyuanVideoFramepackTransformer3DModel.from_pretrained(weights).eval()
     diffusers_kwargs, framepack_kwargs = framepack_call(model.config, 88, 68, 100, seed=4)
     entry = find_engine(cache, "transformer", framepack_kwargs)
     assert entry is not None
@@ -69,7 +62,7 @@ def test_transformer_engine_takes_framepack_calls(tiny_weights, tmp_path):
         expected = model(**diffusers_kwargs, return_dict=False)[0]
     rel = float((got.double() - expected.double()).norm() / expected.double().norm())
     assert got.shape == expected.shape == (1, 16, 9, 88, 68) and rel <= 1e-4, rel
-    _, too_big = framepack_call(model.config, 96, 68, 10, seed=5)  # 768 px: outside 544..704
+    _, too_big = framepack_call(model.config, 128, 68, 10, seed=5)  # 1024 px: outside 416..960
     assert find_engine(cache, "transformer", too_big) is None
     with pytest.raises(ShapeError, match="outside the engine's range"):
         engine(**too_big)
