@@ -3,7 +3,9 @@ and helpers to write profiles and run the CLI."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,20 +72,23 @@ def tiny_build(tmp_path_factory) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="session")
-def built_cache(tmp_path_factory, tiny_weights):
-    """One real engine (SigLIP, AOTInductor, CPU) built through the CLI."""
+def built_cache(tmp_path_factory, tiny_build):
+    """One real engine (SigLIP, AOTInductor, CPU, batch 1..2) in a cache of its own, and a
+    profile of it: the tiny build's SigLIP engine (a copy; the CLI purges the other three),
+    and the tiny profile's SigLIP entry, which plans it as cached."""
     root = tmp_path_factory.mktemp("built")
+    cache = root / "cache"
+    shutil.copytree(tiny_build[0], cache)
+    cli("purge", "--cache-dir", str(cache), "-c", "clip_text", "-c", "llama_text",
+        "-c", "transformer", "--yes", check=True)
     p = write_profile(root / "one.yaml", [
-        {"component": "siglip_image", "source": {"path": str(tiny_weights["siglip_image"])},
-         "dtype": "float32", "dims": {"batch": {"min": 1, "opt": 1, "max": 3}}}])
-    from typer.testing import CliRunner
-
-    from framepack_trt.cli import app
-
-    r = CliRunner().invoke(app, ["build", "--profile", str(p), "--cache-dir", str(root / "cache")])
-    assert r.exit_code == 0, r.output
-    assert "1 built, 0 cached, 0 failed" in r.stdout
-    return p, root / "cache"
+        {"component": "siglip_image", "source": {"random": {"seed": 2}}, "dtype": "float32",
+         "dims": {"batch": {"min": 1, "opt": 1, "max": 2}}}])
+    r = cli("build", "--profile", str(p), "--cache-dir", str(cache), "--dry-run", check=True)
+    assert "not in cache" not in r.stdout and "cached" in r.stdout, r.stdout
+    entries = json.loads((cache / "manifest.json").read_text())["entries"]
+    assert [e["name"] for e in entries.values()] == ["siglip_image"]
+    return p, cache
 
 
 _PLAIN_LOAD = r"""
@@ -102,8 +107,6 @@ def siglip_with_torchs_own_loader(cache: Path, device: str) -> float:
     """Rel L2 of the cache's SigLIP AOTInductor package against its golden sample, loaded by
     torch's own ``aoti_load_package`` in a plain process that imports torch first, with no
     LD_PRELOAD (torch 2.11's CUDA packages crashed there before the backend's link fix)."""
-    import json
-
     entry = next(e for e in json.loads((cache / "manifest.json").read_text())["entries"].values()
                  if e["component"] == "siglip_image")
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
