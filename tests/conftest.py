@@ -3,7 +3,9 @@ and helpers to write profiles and run the CLI."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,44 +61,34 @@ def cli(*args: str, cwd: Path | None = None, env: dict | None = None, check: boo
 
 
 @pytest.fixture(scope="session")
-def built_cache(tmp_path_factory, tiny_weights):
-    """One real engine (SigLIP, AOTInductor, CPU) built through the CLI."""
-    root = tmp_path_factory.mktemp("built")
-    p = write_profile(root / "one.yaml", [
-        {"component": "siglip_image", "source": {"path": str(tiny_weights["siglip_image"])},
-         "dtype": "float32", "dims": {"batch": {"min": 1, "opt": 1, "max": 3}}}])
-    from typer.testing import CliRunner
-
-    from framepack_trt.cli import app
-
-    r = CliRunner().invoke(app, ["build", "--profile", str(p), "--cache-dir", str(root / "cache")])
-    assert r.exit_code == 0, r.output
-    assert "1 built, 0 cached, 0 failed" in r.stdout
-    return p, root / "cache"
-
-
-#: The FramePack set of tiny engines (``framepack_engines``): dims per component.
-FRAMEPACK_DIMS = {"llama_text": {"batch": {"min": 1, "opt": 1, "max": 2},
-                                 "text_len": {"min": 1, "opt": 48, "max": 64}},
-                  "clip_text": {"batch": {"min": 1, "opt": 1, "max": 2}, "text_len": 77},
-                  "siglip_image": {"batch": {"min": 1, "opt": 1, "max": 2}}}
+def tiny_build(tmp_path_factory) -> tuple[Path, str]:
+    """The README demo's build, done once: ``framepack-trt build`` (the built-in tiny profile:
+    4 engines, AOTInductor, CPU) through the console entry point in a fresh folder, whose
+    default cache is Cache/tensorrt_engines. Returns that cache and the build's stdout. Tests
+    only read it; one that changes a cache works on a ``shutil.copytree`` of it."""
+    cwd = tmp_path_factory.mktemp("tiny")
+    r = cli("build", cwd=cwd, check=True)
+    return cwd / "Cache" / "tensorrt_engines", r.stdout
 
 
 @pytest.fixture(scope="session")
-def framepack_engines(tmp_path_factory, tiny_weights) -> Path:
-    """A cache with one engine per component FramePack calls (AOTInductor, CPU, float32,
-    from the tiny save_pretrained folders), built once through the CLI; tests only read it.
-    The transformer's range is latent 68..88 (the 544x704 and 704x544 buckets), text 1..256."""
-    root = tmp_path_factory.mktemp("framepack")
-    p = write_profile(root / "framepack.yaml", [
-        {"component": c, "source": {"path": str(tiny_weights[c])}, "dtype": "float32", "dims": d}
-        for c, d in FRAMEPACK_DIMS.items()] + [
-        {"component": "transformer", "source": {"path": str(tiny_weights["transformer"])},
-         "dtype": "float32", "buckets": [[544, 704], [704, 544]],
-         "dims": {"text_len": {"min": 1, "opt": 32, "max": 256}}}])
-    r = cli("build", "--profile", str(p), "--cache-dir", str(root / "cache"), check=True)
-    assert "4 built, 0 cached, 0 failed" in r.stdout
-    return root / "cache"
+def built_cache(tmp_path_factory, tiny_build):
+    """One real engine (SigLIP, AOTInductor, CPU, batch 1..2) in a cache of its own, and a
+    profile of it: the tiny build's SigLIP engine (a copy; the CLI purges the other three),
+    and the tiny profile's SigLIP entry, which plans it as cached."""
+    root = tmp_path_factory.mktemp("built")
+    cache = root / "cache"
+    shutil.copytree(tiny_build[0], cache)
+    cli("purge", "--cache-dir", str(cache), "-c", "clip_text", "-c", "llama_text",
+        "-c", "transformer", "--yes", check=True)
+    p = write_profile(root / "one.yaml", [
+        {"component": "siglip_image", "source": {"random": {"seed": 2}}, "dtype": "float32",
+         "dims": {"batch": {"min": 1, "opt": 1, "max": 2}}}])
+    r = cli("build", "--profile", str(p), "--cache-dir", str(cache), "--dry-run", check=True)
+    assert "not in cache" not in r.stdout and "cached" in r.stdout, r.stdout
+    entries = json.loads((cache / "manifest.json").read_text())["entries"]
+    assert [e["name"] for e in entries.values()] == ["siglip_image"]
+    return p, cache
 
 
 _PLAIN_LOAD = r"""
@@ -115,8 +107,6 @@ def siglip_with_torchs_own_loader(cache: Path, device: str) -> float:
     """Rel L2 of the cache's SigLIP AOTInductor package against its golden sample, loaded by
     torch's own ``aoti_load_package`` in a plain process that imports torch first, with no
     LD_PRELOAD (torch 2.11's CUDA packages crashed there before the backend's link fix)."""
-    import json
-
     entry = next(e for e in json.loads((cache / "manifest.json").read_text())["entries"].values()
                  if e["component"] == "siglip_image")
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}

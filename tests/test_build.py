@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,14 +27,21 @@ def listing(cache):
 
 
 CRASH = textwrap.dedent("""
-    import os, sys
+    import os, subprocess, sys
     from framepack_trt.build import build, plan
     from framepack_trt.cache import Cache
     from framepack_trt.profile import load_profile
 
+    real_run = subprocess.run
+
+    def purge_then_run(*args, **kwargs):  # a `purge --stale` lands as the check starts
+        Cache(sys.argv[2]).remove_orphans()
+        return real_run(*args, **kwargs)
+
     def crash(self, entry):  # the process dies after the files, before the manifest
         os._exit(17)
 
+    subprocess.run = purge_then_run  # the check's child process starts through it
     Cache.commit = crash
     profile = load_profile(sys.argv[1])
     cache = Cache(sys.argv[2])
@@ -42,11 +50,18 @@ CRASH = textwrap.dedent("""
 """)
 
 
-def test_crash_between_file_and_manifest(tmp_path, one_engine_profile):
+def test_crash_between_file_and_manifest_then_two_builds_at_once(tmp_path, one_engine_profile):
+    """A purge that lands as a build's check starts spares the files of the engine being built
+    (the check passes, so the build reaches its commit); the process then dies between its
+    files and the manifest: the files are orphans, and purge --stale removes them. The cache
+    then builds again, with two builds at once: the second starts while the first holds the
+    engine's lock (it is compiling), plans a build, waits on the lock, then finds the engine
+    the first one committed. (One test: the rebuild after the crash and the race built the
+    same engine twice.)"""
     cache = tmp_path / "cache"
     proc = subprocess.run([sys.executable, "-c", CRASH, str(one_engine_profile), str(cache)],
                           capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 17, proc.stderr
+    assert proc.returncode == 17, proc.stderr  # the check passed despite the purge
     assert any((cache / "engines").iterdir())  # the engine file was complete...
     state = listing(cache)
     assert state["entries"] == []  # ...but no entry points at it
@@ -54,10 +69,25 @@ def test_crash_between_file_and_manifest(tmp_path, one_engine_profile):
     r = cli("purge", "--cache-dir", str(cache), "--stale", "--yes", check=True)
     assert "2 orphan(s)" in r.stdout
     assert listing(cache)["orphans"] == []
-    r = cli("build", "--profile", str(one_engine_profile), "--cache-dir", str(cache), check=True)
-    assert "1 built, 0 cached, 0 failed" in r.stdout
+
+    args = [sys.executable, "-m", "framepack_trt", "build", "--profile", str(one_engine_profile),
+            "--cache-dir", str(cache)]
+    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    head = []
+    for line in first.stdout:
+        head.append(line)
+        if line.strip().endswith(": compile"):
+            break
+    second = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    outs = [("".join(head) + first.communicate(timeout=900)[0]), second.communicate(timeout=900)[0]]
+    assert first.returncode == 0 and second.returncode == 0, outs
+    assert "1 built, 0 cached, 0 failed" in outs[0]
+    assert "│ build " in outs[1] and "cached-by-other" in outs[1] and "0 built, 1 cached" in outs[1]
     state = listing(cache)
     assert [e["status"] for e in state["entries"]] == ["ok"] and state["orphans"] == []
+    assert len(list((cache / "engines").iterdir())) == 1
+    cli("verify", "--cache-dir", str(cache), check=True)
 
 
 def test_ctrl_c_during_compile_leaves_cache_consistent(tmp_path, one_engine_profile):
@@ -83,76 +113,33 @@ def test_ctrl_c_during_compile_leaves_cache_consistent(tmp_path, one_engine_prof
         assert list((cache / d).iterdir()) == [], d
 
 
-def test_two_builds_at_once_build_each_engine_once(tmp_path, one_engine_profile):
-    """The second build starts while the first holds the engine's lock (it is compiling), plans
-    a build, waits on the lock, then finds the engine the first one committed."""
-    cache = tmp_path / "cache"
-    args = [sys.executable, "-m", "framepack_trt", "build", "--profile", str(one_engine_profile),
-            "--cache-dir", str(cache)]
-    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
-    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    head = []
-    for line in first.stdout:
-        head.append(line)
-        if line.strip().endswith(": compile"):
-            break
-    second = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    outs = [("".join(head) + first.communicate(timeout=900)[0]), second.communicate(timeout=900)[0]]
-    assert first.returncode == 0 and second.returncode == 0, outs
-    assert "1 built, 0 cached" in outs[0]
-    assert "│ build " in outs[1] and "cached-by-other" in outs[1] and "0 built, 1 cached" in outs[1]
-    state = listing(cache)
-    assert [e["status"] for e in state["entries"]] == ["ok"] and state["orphans"] == []
-    assert len(list((cache / "engines").iterdir())) == 1
-    cli("verify", "--cache-dir", str(cache), check=True)
-
-
-PATCHED = textwrap.dedent("""
-    import subprocess, sys
+UNCHECKED = textwrap.dedent("""
+    import sys
     import framepack_trt.build as build_module
-    from framepack_trt.cache import Cache
     from framepack_trt.cli import main
-
-    mode, cache_dir = sys.argv[1], sys.argv[2]
-    real_run = subprocess.run
-
-    def purge_then_run(*args, **kwargs):  # a `purge --stale` lands as the check starts
-        Cache(cache_dir).remove_orphans()
-        return real_run(*args, **kwargs)
 
     def unchecked(cache, entry, **kwargs):  # the checking process sees another device
         return {"name": entry["name"], "key": entry["key"], "mode": "quick", "passed": False,
                 "result": "skipped", "status": "stale", "cases": [], "error": "",
                 "status_reason": "built for another device"}
 
-    if mode == "purge-during-verify":
-        subprocess.run = purge_then_run  # the check's child process starts through it
-    elif mode == "unchecked":
-        build_module.verify_in_fresh_process = unchecked
-    sys.argv = ["framepack-trt", *sys.argv[3:]]
+    build_module.verify_in_fresh_process = unchecked
+    sys.argv = ["framepack-trt", *sys.argv[1:]]
     main()
 """)
 
 
-def patched_build(mode, profile, cache, *extra):
-    return subprocess.run([sys.executable, "-c", PATCHED, mode, str(cache), "build", "--profile",
-                           str(profile), "--cache-dir", str(cache), *extra],
-                          capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"})
-
-
-def test_force_rebuild_never_loses_the_cached_engine(tmp_path, one_engine_profile):
-    """build --force: the old engine stays usable through a purge, a Ctrl-C and an unchecked
-    rebuild, and goes only when a checked new one is committed."""
+def test_force_rebuild_never_loses_the_cached_engine(tmp_path, built_cache):
+    """build --force: the old engine (a copy of the session's built one) stays usable through a
+    Ctrl-C and an unchecked rebuild, and goes only when a checked new one is committed."""
+    profile, original = built_cache
     cache = tmp_path / "cache"
-    # The first build, with a purge landing just as its check starts.
-    r = patched_build("purge-during-verify", one_engine_profile, cache)
-    assert r.returncode == 0 and "1 built" in r.stdout, r.stdout + r.stderr
+    shutil.copytree(original, cache)
     (old,) = listing(cache)["entries"]
     assert old["status"] == "ok"
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "framepack_trt", "build", "--profile", str(one_engine_profile),
+        [sys.executable, "-m", "framepack_trt", "build", "--profile", str(profile),
          "--cache-dir", str(cache), "--force"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -166,15 +153,16 @@ def test_force_rebuild_never_loses_the_cached_engine(tmp_path, one_engine_profil
     assert [(e["engine"], e["status"]) for e in state["entries"]] == [(old["engine"], "ok")]
     assert state["orphans"] == []
 
-    r = patched_build("unchecked", one_engine_profile, cache, "--force")
+    r = subprocess.run([sys.executable, "-c", UNCHECKED, "build", "--profile", str(profile),
+                        "--cache-dir", str(cache), "--force"], capture_output=True, text=True,
+                       timeout=900, env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"})
     assert r.returncode == 1 and "was not checked, so it is not cached" in r.stderr, r.stderr
     state = listing(cache)
     assert [(e["engine"], e["status"]) for e in state["entries"]] == [(old["engine"], "ok")]
     assert state["orphans"] == []
     cli("verify", "--cache-dir", str(cache), check=True)
 
-    r = cli("build", "--profile", str(one_engine_profile), "--cache-dir", str(cache), "--force",
-            check=True)
+    r = cli("build", "--profile", str(profile), "--cache-dir", str(cache), "--force", check=True)
     assert "1 built" in r.stdout
     state = listing(cache)
     (new,) = state["entries"]

@@ -162,7 +162,7 @@ def test_build_list_verify_purge(built_cache, tmp_path):
     r = run("list", "--cache-dir", str(cache), "--json")
     entries = json.loads(r.stdout)["entries"]
     assert [(e["name"], e["status"], e["backend"]) for e in entries] == [("siglip_image", "ok", "aoti")]
-    assert entries[0]["dims"] == {"batch": {"min": 1, "opt": 1, "max": 3}}
+    assert entries[0]["dims"] == {"batch": {"min": 1, "opt": 1, "max": 2}}
     r = run("verify", "--cache-dir", str(cache), "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
@@ -173,7 +173,7 @@ def test_build_list_verify_purge(built_cache, tmp_path):
     assert r.exit_code == 0, r.output
     cases = json.loads(r.stdout)["engines"][0]["cases"]
     assert [c["case"] for c in cases] == ["min", "opt", "max", "random"]
-    assert cases[2]["sizes"] == {"batch": 3}
+    assert cases[2]["sizes"] == {"batch": 2}
     r = run("verify", "--cache-dir", str(cache), "--component", "nope")
     assert r.exit_code == 2
     r = run("purge", "--cache-dir", str(cache), "--component", "siglip_image", "--dry-run")

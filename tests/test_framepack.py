@@ -9,9 +9,24 @@ import warnings
 
 import pytest
 import torch
-from conftest import FRAMEPACK_DIMS, save_tiny
+from conftest import save_tiny
 
 from framepack_trt.framepack import EngineFallback, use_engines
+
+COMPONENTS = ("llama_text", "clip_text", "siglip_image")
+
+
+@pytest.fixture(scope="module")
+def framepack_engines(tiny_build):
+    """The README demo's cache (the tiny profile, built once per session): an engine for each
+    module FramePack calls, and the random weights they were built from, in ``weights/``."""
+    built, _ = tiny_build
+    return built
+
+
+def weights(cache, component):
+    (path,) = (cache / "weights").glob(f"{component}-*")
+    return path
 
 
 def load(path, cls):
@@ -22,12 +37,12 @@ def close(a, b):
     return float((a - b).norm() / b.norm()) < 1e-4
 
 
-def test_encoders_run_as_framepack_calls_them(framepack_engines, tiny_weights):
+def test_encoders_run_as_framepack_calls_them(framepack_engines):
     from transformers import CLIPTextModel, LlamaModel, SiglipVisionModel
 
-    llama = load(tiny_weights["llama_text"], LlamaModel)
-    clip = load(tiny_weights["clip_text"], CLIPTextModel)
-    siglip = load(tiny_weights["siglip_image"], SiglipVisionModel)
+    llama = load(weights(framepack_engines, "llama_text"), LlamaModel)
+    clip = load(weights(framepack_engines, "clip_text"), CLIPTextModel)
+    siglip = load(weights(framepack_engines, "siglip_image"), SiglipVisionModel)
     gen = torch.Generator().manual_seed(7)
     ids = torch.randint(3, 1000, (1, 40), generator=gen)
     mask = torch.ones(1, 40, dtype=torch.int64)
@@ -45,7 +60,7 @@ def test_encoders_run_as_framepack_calls_them(framepack_engines, tiny_weights):
         got = (llama(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-3],
                clip(clip_ids).pooler_output, siglip(pixel_values=px).last_hidden_state)
     assert all(close(g, w) for g, w in zip(got, want, strict=True))
-    assert engines.counts() == {c: {"engine": 1, "eager": 0} for c in FRAMEPACK_DIMS}
+    assert engines.counts() == {c: {"engine": 1, "eager": 0} for c in COMPONENTS}
     assert "transformer: no engine" not in engines.report()
     assert "llama_text: 1 engine, 0 eager calls" in engines.report()
     # Everything else is the eager module's: class, dtype, config, parameters.
@@ -86,12 +101,12 @@ def test_another_checkpoint_is_never_served(framepack_engines, tmp_path):
     assert "forward" not in other.__dict__
 
 
-def test_transformer_runs_as_framepack_and_diffusers_call_it(framepack_engines, tiny_weights):
+def test_transformer_runs_as_framepack_and_diffusers_call_it(framepack_engines):
     from diffusers import HunyuanVideoFramepackTransformer3DModel
     from diffusers.models.modeling_outputs import Transformer2DModelOutput
     from tests_helpers import framepack_call
 
-    model = load(tiny_weights["transformer"], HunyuanVideoFramepackTransformer3DModel)
+    model = load(weights(framepack_engines, "transformer"), HunyuanVideoFramepackTransformer3DModel)
     calls = [framepack_call(model.config, h, w, n, seed=s)
              for h, w, n, s in ((88, 68, 100, 1), (68, 88, 60, 2))]
     with torch.inference_mode():
@@ -110,7 +125,7 @@ def test_transformer_runs_as_framepack_and_diffusers_call_it(framepack_engines, 
     with pytest.raises(EngineFallback, match="TeaCache is on"):
         model(**calls[0][1], return_dict=False)
     del model.enable_teacache
-    _, outside = framepack_call(model.config, 96, 68, 10, seed=3)  # 768 px: outside 544..704
-    with pytest.raises(EngineFallback, match=r"latent_height=96 \(768 pixels\)"):
+    _, outside = framepack_call(model.config, 128, 68, 10, seed=3)  # 1024 px: outside 416..960
+    with pytest.raises(EngineFallback, match=r"latent_height=128 \(1024 pixels\)"):
         model(**outside, return_dict=False)
     engines.restore()

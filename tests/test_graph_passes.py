@@ -65,8 +65,12 @@ def test_transformer_rewritten_matches_diffusers(tmp_path):
     torch.manual_seed(0)
     construct(comp.load_model_class(), comp.tiny_config).eval().save_pretrained(tmp_path)
     model = comp.load_model_class().from_pretrained(tmp_path).eval()
+    # Dynamic height, width and text length as the product exports them; the latent range is
+    # the smaller 416..544 x 416..704 pixels (the rewrite does not depend on it, and the
+    # eager checks at its max cost a fraction of 960x960's). Full-range exports are checked
+    # in tests/components.
     dims = {"batch": DimRange(1, 1, 1), "latent_frames": DimRange(9, 9, 9),
-            "latent_height": DimRange(52, 68, 120), "latent_width": DimRange(52, 88, 120),
+            "latent_height": DimRange(52, 60, 68), "latent_width": DimRange(52, 68, 88),
             "text_len": DimRange(1, 64, 256)}
     program = export_component(comp, model, dims, torch.float32, "cpu").program
     # Every split of image from text tokens in the blocks (diffusers' code) is one of these.

@@ -19,13 +19,13 @@ def test_find_and_run_checked_engine(built_cache):
     size = entry["inputs"][0]["shape"][2]
     x = torch.randn(2, 3, size, size)
     assert find_engine(cache, "siglip_image", {"pixel_values": x})["key"] == entry["key"]
-    assert find_engine(cache, "siglip_image", [torch.randn(4, 3, size, size)]) is None  # batch max 3
+    assert find_engine(cache, "siglip_image", [torch.randn(3, 3, size, size)]) is None  # batch max 2
     assert find_engine(cache, "clip_text", [x]) is None
     engine = load_engine(cache, entry)
     (out,) = engine(x)
     assert out.shape[0] == 2 and torch.isfinite(out).all()
-    with pytest.raises(ShapeError, match=r"batch=4 is outside the engine's range 1\.\.3"):
-        engine(torch.randn(4, 3, size, size))
+    with pytest.raises(ShapeError, match=r"batch=3 is outside the engine's range 1\.\.2"):
+        engine(torch.randn(3, 3, size, size))
     with pytest.raises(ShapeError, match="dim 2 is 8, the engine is built for"):
         engine(torch.randn(1, 3, 8, size))
 
@@ -41,15 +41,18 @@ def test_call_sizes_disagreement():
     json.dumps(entry)
 
 
-def test_transformer_engine_takes_framepack_calls(tiny_weights, framepack_engines):
+def test_transformer_engine_takes_framepack_calls(tiny_build):
     """A transformer engine called the way FramePack calls its model (its argument names, fp32
     clean latents, int64 (1, n) indices, a bool mask over 512 text slots) gives the diffusers
-    module's output; a bucket outside the range is refused."""
+    module's output; a bucket outside the range is refused. The engine is the tiny profile's
+    (latent 52..120, every 640 bucket), the module its weights loaded with from_pretrained."""
     from diffusers import HunyuanVideoFramepackTransformer3DModel
     from tests_helpers import framepack_call
 
-    cache = Cache(framepack_engines)
-    model = HunyuanVideoFramepackTransformer3DModel.from_pretrained(tiny_weights["transformer"]).eval()
+    built, _ = tiny_build
+    cache = Cache(built)  # read only
+    (weights,) = (built / "weights").glob("transformer-*")
+    model = HunyuanVideoFramepackTransformer3DModel.from_pretrained(weights).eval()
     diffusers_kwargs, framepack_kwargs = framepack_call(model.config, 88, 68, 100, seed=4)
     entry = find_engine(cache, "transformer", framepack_kwargs)
     assert entry is not None
@@ -68,11 +71,11 @@ def test_transformer_engine_takes_framepack_calls(tiny_weights, framepack_engine
             expected = model(**diffusers_kwargs, return_dict=False)[0]
         rel = float((got.double() - expected.double()).norm() / expected.double().norm())
         assert rel <= 1e-4, (h, w, length, rel)
-    _, too_big = framepack_call(model.config, 96, 68, 10, seed=5)  # 768 px: outside 544..704
+    _, too_big = framepack_call(model.config, 128, 68, 10, seed=5)  # 1024 px: outside 416..960
     assert find_engine(cache, "transformer", too_big) is None
     # Said in the profile's terms (latent height, pixels), not the engine's patch rows.
-    with pytest.raises(ShapeError, match=r"latent_height=96 \(768 pixels\) is outside the "
-                       r"engine's range 68\.\.88 \(544\.\.704 pixels\)"):
+    with pytest.raises(ShapeError, match=r"latent_height=128 \(1024 pixels\) is outside the "
+                       r"engine's range 52\.\.120 \(416\.\.960 pixels\)"):
         engine(**too_big)
     # Calls the engine cannot take: find_engine says None, the engine says why.
     batch2 = {k: (torch.cat([v, v]) if k in ("hidden_states", "latents_clean") else v)
