@@ -49,8 +49,9 @@ def write_profile(path: Path, components: list[dict], **top) -> Path:
 
 
 def cli(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = False,
-        timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run the real console entry point in a subprocess."""
+        timeout: int = 1800) -> subprocess.CompletedProcess:
+    """Run the real console entry point in a subprocess (the timeout only catches a hang: a
+    tiny-profile build takes minutes on 2 cores, and more on a loaded machine)."""
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "framepack_trt", *args], cwd=cwd,
                           capture_output=True, text=True, env=full_env, timeout=timeout)
