@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Annotated
@@ -67,12 +69,22 @@ def _errors(fn):
                 err.print(traceback.format_exc(), markup=False)
             err.print(f"[red]error:[/] {escape(str(exc))}")
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]: the cache is consistent (no half-written engine "
+        except KeyboardInterrupt as exc:
+            how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            err.print(f"[yellow]{how}[/]: the cache is consistent (no half-written engine "
                       "was added); run the command again to continue")
-            raise typer.Exit(130) from None
+            raise typer.Exit(143 if how == "terminated" else 130) from None
 
     return wrapper
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI job's timeout, `timeout`, `kill`): unwinds like Ctrl-C, so a build cleans
+    up its unfinished files instead of leaving orphans."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
 
 
 def _version(value: bool) -> None:
@@ -88,6 +100,8 @@ def _main(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     _state["debug"] = debug
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     # A log (CI, a pipe) is not a terminal: give tables room instead of Rich's 80 columns.
     for console in (out, err):
         if not console.is_terminal:

@@ -90,7 +90,12 @@ def test_crash_between_file_and_manifest_then_two_builds_at_once(tmp_path, one_e
     cli("verify", "--cache-dir", str(cache), check=True)
 
 
-def test_ctrl_c_during_compile_leaves_cache_consistent(tmp_path, one_engine_profile):
+@pytest.mark.parametrize(("sig", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
+                                                    (signal.SIGTERM, 143, "terminated")])
+def test_ctrl_c_or_kill_during_compile_leaves_cache_consistent(tmp_path, one_engine_profile, sig,
+                                                              code, word):
+    """Ctrl-C, or SIGTERM (a CI timeout, `timeout`, `kill`), during the compile: the build
+    removes its unfinished files, says so, and exits 130 or 143."""
     cache = tmp_path / "cache"
     proc = subprocess.Popen(
         [sys.executable, "-m", "framepack_trt", "build", "--profile", str(one_engine_profile),
@@ -101,12 +106,12 @@ def test_ctrl_c_during_compile_leaves_cache_consistent(tmp_path, one_engine_prof
     for line in proc.stdout:
         seen.append(line)
         if line.strip().endswith(": compile"):
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
             break
     rest, err = proc.communicate(timeout=600)
     assert seen[-1].strip().endswith(": compile"), "".join(seen)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "consistent" in err
+    assert proc.returncode == code, err
+    assert word in err and "consistent" in err
     state = listing(cache)
     assert state["entries"] == [] and state["orphans"] == []
     for d in ("engines", "golden", "tmp"):
