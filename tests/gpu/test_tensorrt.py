@@ -5,6 +5,7 @@ Skipped without CUDA or torch_tensorrt."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -109,12 +110,13 @@ def test_transformer_engine_all_buckets_dynamic_text(tmp_path, tiny_weights):
     torch_tensorrt), checked against diffusers at min, opt, max, a random shape and every 640
     bucket, at build time and again by `verify --full` in a fresh process.
 
-    TensorRT-RTX 1.4 (H100) built a wrong engine in 3 of 5 builds of this graph (4 fp16, 1
-    bf16): rel L2 2.3e-2 to 3.3e-2 at latent 62x98 (not a bucket shape), right at the others
-    tried (52x52, 68x88, 120x120, 56x84); the other 2 builds were right at every shape tried,
-    62x98 included, one of them at all 14 buckets. The build must then refuse the engine
-    (nothing cached, the failing case named); the test reports that as xfail, since the fault
-    is TensorRT's, after checking that the refusal happened properly."""
+    TensorRT-RTX 1.4 computes this graph wrong in most processes (docs/tensorrt-rtx.md): on an
+    idle H200, 12 to 15 of the 18 cases of `verify --full --seed 0` at rel L2 2.5e-2 to 4e-2
+    against float32 (eager fp16: 6.4e-4) in 7 of 7 fresh processes, whatever the index layout
+    or offset; right everywhere in 3 processes that ran while the GPU was busy. The outcome is
+    the runtime's choice of kernels, not the inputs. So either the build refuses the engine
+    (nothing cached, the failing case named, exit 1), or, where it computed right in the check,
+    `verify --full` in a fresh process must pass too. Both outcomes are asserted."""
     p = write_profile(tmp_path / "tx.yaml", [
         {"component": "transformer", "source": {"path": str(tiny_weights["transformer"])},
          # float16: a tiny random config in bfloat16 sits near the 1e-2 tolerance on its own
@@ -129,10 +131,13 @@ def test_transformer_engine_all_buckets_dynamic_text(tmp_path, tiny_weights):
     assert "slice bound(s)" in r.stdout  # the rewrite happened (and was needed: see graph_passes)
     listed = json.loads(cli("list", "--cache-dir", str(cache), "--json", check=True).stdout)
     if r.returncode != 0:
+        assert r.returncode == 1, r.stderr
         assert "does not match eager at the sizes of verify --full" in r.stdout, r.stdout
+        assert re.search(r"(bucket \d+x\d+|min|opt|max|random) \{", r.stdout), r.stdout
+        assert "0 built, 0 cached, 1 failed" in r.stdout, r.stdout
         assert listed["entries"] == [] and not any((cache / "engines").glob("*")), listed
-        pytest.xfail("TensorRT built a wrong engine; the build refused it: "
-                     + r.stdout.split("failed: ", 1)[-1][:300])
+        assert not any((cache / "golden").glob("*")), listed
+        return
     assert "1 built, 0 cached, 0 failed" in r.stdout, r.stdout
     full = json.loads(cli("verify", "--cache-dir", str(cache), "--full", "--seed", "2", "--json",
                           check=True).stdout)
