@@ -329,3 +329,81 @@ def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
         model.forward = swap.forward  # the instance's forward; nn.Module.__call__ runs it
         swaps[name] = swap
     return Engines(swaps, missing)
+
+
+# -- FramePack's command line --------------------------------------------------------------------
+
+#: The flags of the FramePack fork that added TensorRT (github WifiLast/framepack_test), each with
+#: the environment variable that sets its default there, and the modules each one turns on.
+FLAGS = {
+    "enable_tensorrt": ("--enable-tensorrt", "FRAMEPACK_ENABLE_TENSORRT", ("image_encoder",)),
+    "tensorrt_transformer": ("--tensorrt-transformer", "FRAMEPACK_TRT_TRANSFORMER",
+                             ("transformer",)),
+    "tensorrt_text_encoders": ("--tensorrt-text-encoders", "FRAMEPACK_TRT_TEXT_ENCODERS",
+                               ("text_encoder", "text_encoder_2")),
+}
+
+
+def _env_flag(name: str) -> bool:
+    import os
+
+    return os.environ.get(name, "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def add_arguments(parser) -> None:
+    """Add FramePack's TensorRT flags to its ``argparse`` parser (``demo_gradio.py``)::
+
+        parser = argparse.ArgumentParser()
+        ...
+        add_arguments(parser)
+        args = parser.parse_args()
+        ...                                   # FramePack loads its models
+        engines = engines_from_args(args, transformer=transformer, text_encoder=text_encoder,
+                                    text_encoder_2=text_encoder_2, image_encoder=image_encoder)
+    """
+    group = parser.add_argument_group(
+        "framepack-trt engines",
+        "Run engines built ahead of time with `framepack-trt build` (modules without an engine "
+        "of their checkpoint stay PyTorch, with one warning).")
+    group.add_argument("--enable-tensorrt", action="store_true",
+                       default=_env_flag("FRAMEPACK_ENABLE_TENSORRT"),
+                       help="Use engines: the SigLIP image encoder, and what the flags below add "
+                            "(default: $FRAMEPACK_ENABLE_TENSORRT=1). The VAE has no engine yet.")
+    group.add_argument("--tensorrt-transformer", action="store_true",
+                       default=_env_flag("FRAMEPACK_TRT_TRANSFORMER"),
+                       help="Also the transformer (needs --enable-tensorrt; TeaCache off, since "
+                            "it skips the block stack; default: $FRAMEPACK_TRT_TRANSFORMER=1).")
+    group.add_argument("--tensorrt-text-encoders", action="store_true",
+                       default=_env_flag("FRAMEPACK_TRT_TEXT_ENCODERS"),
+                       help="Also the LLaMA and CLIP text encoders (needs --enable-tensorrt; "
+                            "default: $FRAMEPACK_TRT_TEXT_ENCODERS=1).")
+    group.add_argument("--tensorrt-cache-dir", default=None, metavar="DIR",
+                       help="The engine cache (default: $FRAMEPACK_TENSORRT_CACHE_DIR, else "
+                            "Cache/tensorrt_engines in the current folder).")
+    group.add_argument("--tensorrt-strict", action="store_true",
+                       help="Fail instead of running PyTorch where no engine covers a call "
+                            "(for tests and CI).")
+
+
+def engines_from_args(args, *, framepack_dir: str | Path | None = None,
+                      **models) -> Engines | None:
+    """``use_engines`` for the modules the flags of ``add_arguments`` turn on; None when
+    ``--enable-tensorrt`` is off. A module flag without ``--enable-tensorrt`` is a UsageError
+    (as in the fork, the module flags need it)."""
+    from framepack_trt.errors import UsageError
+
+    unknown = sorted(set(models) - set(MODULES))
+    if unknown:
+        raise TypeError(f"engines_from_args: unknown module(s) {', '.join(unknown)}; "
+                        f"it takes {', '.join(MODULES)}")
+    if not args.enable_tensorrt:
+        orphan = [FLAGS[a][0] for a in ("tensorrt_transformer", "tensorrt_text_encoders")
+                  if getattr(args, a)]
+        if orphan:
+            raise UsageError(f"{' and '.join(orphan)} need --enable-tensorrt (or "
+                             "FRAMEPACK_ENABLE_TENSORRT=1)")
+        return None
+    wanted = [m for attr, (_, _, mods) in FLAGS.items() if getattr(args, attr) for m in mods]
+    return use_engines(args.tensorrt_cache_dir, strict=args.tensorrt_strict,
+                       framepack_dir=framepack_dir,
+                       **{m: models[m] for m in wanted if models.get(m) is not None})

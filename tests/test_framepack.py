@@ -129,3 +129,57 @@ def test_transformer_runs_as_framepack_and_diffusers_call_it(framepack_engines):
     with pytest.raises(EngineFallback, match=r"latent_height=128 \(1024 pixels\)"):
         model(**outside, return_dict=False)
     engines.restore()
+
+
+def test_framepack_command_line_flags(framepack_engines, monkeypatch, tmp_path):
+    """The fork's flags through FramePack's argparse: --enable-tensorrt swaps the image encoder,
+    --tensorrt-transformer / --tensorrt-text-encoders add theirs, the environment variables set
+    the defaults, FRAMEPACK_TENSORRT_CACHE_DIR finds the cache, and a module flag without
+    --enable-tensorrt is refused."""
+    import argparse
+
+    from transformers import CLIPTextModel, LlamaModel, SiglipVisionModel
+
+    from framepack_trt.errors import UsageError
+    from framepack_trt.framepack import add_arguments, engines_from_args
+
+    models = {"text_encoder": load(weights(framepack_engines, "llama_text"), LlamaModel),
+              "text_encoder_2": load(weights(framepack_engines, "clip_text"), CLIPTextModel),
+              "image_encoder": load(weights(framepack_engines, "siglip_image"), SiglipVisionModel)}
+
+    def parse(*argv):
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--share", action="store_true")  # one of FramePack's own
+        add_arguments(parser)
+        return parser.parse_args(argv)
+
+    for var in ("FRAMEPACK_ENABLE_TENSORRT", "FRAMEPACK_TRT_TRANSFORMER",
+                "FRAMEPACK_TRT_TEXT_ENCODERS", "FRAMEPACK_TENSORRT_CACHE_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)  # no Cache/tensorrt_engines here
+    assert engines_from_args(parse("--share"), **models) is None
+    assert not any("forward" in m.__dict__ for m in models.values())
+    with pytest.raises(UsageError, match="--tensorrt-text-encoders need --enable-tensorrt"):
+        engines_from_args(parse("--tensorrt-text-encoders"), **models)
+
+    monkeypatch.setenv("FRAMEPACK_ENABLE_TENSORRT", "1")
+    monkeypatch.setenv("FRAMEPACK_TENSORRT_CACHE_DIR", str(framepack_engines))
+    engines = engines_from_args(parse(), **models)
+    assert sorted(engines.swaps) == ["image_encoder"] and not engines.missing
+    px = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        models["image_encoder"](pixel_values=px)
+    assert engines.counts() == {"siglip_image": {"engine": 1, "eager": 0}}
+    engines.restore()
+
+    monkeypatch.setenv("FRAMEPACK_TRT_TEXT_ENCODERS", "1")
+    engines = engines_from_args(parse("--tensorrt-strict"), **models)
+    assert sorted(engines.swaps) == ["image_encoder", "text_encoder", "text_encoder_2"]
+    assert all(s.strict for s in engines.swaps.values())
+    engines.restore()
+
+    monkeypatch.delenv("FRAMEPACK_TENSORRT_CACHE_DIR")
+    with pytest.warns(UserWarning, match="stays eager: no engine of its checkpoint"):
+        engines = engines_from_args(parse("--tensorrt-cache-dir", str(tmp_path / "empty")),
+                                    **models)
+    assert engines.swaps == {} and sorted(engines.missing) == sorted(COMPONENTS)
