@@ -115,7 +115,7 @@ class Swap:
                 out = self._engine(key)(*inputs)
             except Exception as exc:  # broken at run time: never again, eager takes over
                 self.broken[key] = f"{type(exc).__name__}: {exc}"
-                why = f"the engine failed at run time and is no longer used ({self.broken[key]})"
+                why = self._broken_why(key)
             else:
                 self.calls["engine"] += 1
                 if self.component == "transformer":
@@ -170,8 +170,12 @@ class Swap:
                                     "widen the profile's dims and run `framepack-trt build`")
         key = self._picked[shape_key]
         if key in self.broken:
-            return None, f"the engine failed at run time ({self.broken[key]})"
+            return None, self._broken_why(key)
         return key, self._why[shape_key]
+
+    def _broken_why(self, key: str) -> str:
+        # The same words on every call, so that the warning is given once.
+        return f"the engine failed at run time and is no longer used ({self.broken[key]})"
 
     def _engine(self, key: str):
         if key not in self._engines:

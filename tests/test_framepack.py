@@ -183,3 +183,43 @@ def test_framepack_command_line_flags(framepack_engines, monkeypatch, tmp_path):
         engines = engines_from_args(parse("--tensorrt-cache-dir", str(tmp_path / "empty")),
                                     **models)
     assert engines.swaps == {} and sorted(engines.missing) == sorted(COMPONENTS)
+
+
+def test_an_engine_that_fails_at_run_time_is_dropped_for_eager(framepack_engines, tmp_path):
+    """An engine file that passes the cache's quick check (size and mtime) but cannot be loaded: the
+    first call warns once and runs eager, later calls go straight to eager, the report says
+    so; strict raises."""
+    import os
+    import shutil
+
+    from transformers import SiglipVisionModel
+
+    from framepack_trt.cache import Cache
+
+    cache = tmp_path / "cache"
+    shutil.copytree(framepack_engines, cache)
+    (entry,) = [e for e in Cache(cache).entries().values() if e["component"] == "siglip_image"]
+    engine = cache / entry["engine"]["file"]
+    engine.write_bytes(os.urandom(engine.stat().st_size))  # same size, not a package,
+    mtime = entry["engine"]["mtime_ns"]                     # same mtime: not re-hashed
+    os.utime(engine, ns=(mtime, mtime))
+    assert Cache(cache).status(entry).state == "ok"
+    siglip = load(weights(cache, "siglip_image"), SiglipVisionModel)
+    px = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        want = siglip(pixel_values=px).last_hidden_state
+
+    engines = use_engines(cache, image_encoder=siglip)
+    with pytest.warns(UserWarning, match="the engine failed at run time") as caught:
+        with torch.inference_mode():
+            got = [siglip(pixel_values=px).last_hidden_state for _ in range(3)]
+    assert len([w for w in caught if "runs eager" in str(w.message)]) == 1
+    assert all(torch.equal(g, want) for g in got)
+    assert engines.counts() == {"siglip_image": {"engine": 0, "eager": 3}}
+    assert "1 engine(s) broken" in engines.report()
+    engines.restore()
+
+    engines = use_engines(cache, strict=True, image_encoder=siglip)
+    with pytest.raises(EngineFallback, match="failed at run time"), torch.inference_mode():
+        siglip(pixel_values=px)
+    engines.restore()
