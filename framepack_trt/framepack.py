@@ -261,7 +261,7 @@ def _parse_transformer(model, args, kwargs):
     if getattr(model, "enable_teacache", False):
         return None, ("TeaCache is on: a whole-model engine cannot skip the block stack as "
                       "TeaCache does; call initialize_teacache(enable_teacache=False) to use it")
-    if kwargs.get("attention_kwargs") is not None:
+    if kwargs.get("attention_kwargs"):  # None or {} change nothing; a LoRA scale would
         return None, "the call passes attention_kwargs"
     try:
         return prepare_call(kwargs, model.dtype, None), ""
