@@ -25,8 +25,8 @@ demo: install ## build the tiny profile (CPU, AOTInductor), list it, verify it a
 	$(BIN)/framepack-trt list
 	$(BIN)/framepack-trt verify
 
-test: install ## the test suite (CPU only; GPU tests skip themselves)
-	$(BIN)/python -m pytest -q
+test: install ## the test suite (CPU only; GPU tests skip themselves), two workers
+	$(BIN)/python -m pytest -q -n 2
 
 gpu-test: install ## the GPU tests (need CUDA; TensorRT ones need torch_tensorrt)
 	$(BIN)/python -m pytest -q -m gpu tests/gpu

@@ -66,10 +66,23 @@ def tiny_build(tmp_path_factory) -> tuple[Path, str]:
     """The README demo's build, done once: ``framepack-trt build`` (the built-in tiny profile:
     4 engines, AOTInductor, CPU) through the console entry point in a fresh folder, whose
     default cache is Cache/tensorrt_engines. Returns that cache and the build's stdout. Tests
-    only read it; one that changes a cache works on a ``shutil.copytree`` of it."""
-    cwd = tmp_path_factory.mktemp("tiny")
-    r = cli("build", cwd=cwd, check=True)
-    return cwd / "Cache" / "tensorrt_engines", r.stdout
+    only read it; one that changes a cache works on a ``shutil.copytree`` of it. Under
+    pytest-xdist (``make test`` runs two workers) the first worker to need it builds it in the
+    run's shared temp folder, under a file lock; the others wait for it and read it."""
+    from filelock import FileLock
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        cwd = tmp_path_factory.mktemp("tiny")
+        r = cli("build", cwd=cwd, check=True)
+        return cwd / "Cache" / "tensorrt_engines", r.stdout
+    shared = tmp_path_factory.getbasetemp().parent / "tiny-shared"
+    done = shared / "build-stdout.txt"
+    with FileLock(str(shared) + ".lock"):
+        if not done.exists():
+            shared.mkdir(exist_ok=True)
+            r = cli("build", cwd=shared, check=True)
+            done.write_text(r.stdout)
+    return shared / "Cache" / "tensorrt_engines", done.read_text()
 
 
 @pytest.fixture(scope="session")
