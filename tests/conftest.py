@@ -15,6 +15,9 @@ import yaml
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("FRAMEPACK_TENSORRT_CACHE_DIR", None)
+# pytest-xdist's workers run with COLUMNS=80, and the CLI honours COLUMNS when its output is not
+# a terminal, so Rich would wrap and cut the tables these tests read. Give them a log's width.
+os.environ["COLUMNS"] = "200"
 
 REPO = Path(__file__).resolve().parent.parent
 
