@@ -19,6 +19,7 @@ never by component name alone. Which engine covers a call is memoised per input 
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -312,10 +313,7 @@ def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
     that is said once, here."""
     from framepack_trt.cache import resolve_cache_dir
 
-    unknown = sorted(set(models) - set(MODULES))
-    if unknown:
-        raise TypeError(f"use_engines: unknown module(s) {', '.join(unknown)}; "
-                        f"it takes {', '.join(MODULES)}")
+    _check_modules("use_engines", models)
     cache = Cache(resolve_cache_dir(cache_dir, None, framepack_dir))
     swaps, missing = {}, []
     for name, model in models.items():
@@ -337,21 +335,33 @@ def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
 
 # -- FramePack's command line --------------------------------------------------------------------
 
-#: The flags of the FramePack fork that added TensorRT (github WifiLast/framepack_test), each with
-#: the environment variable that sets its default there, and the modules each one turns on.
+#: The flags of the FramePack fork that added TensorRT (github WifiLast/framepack_test): the
+#: argparse attribute, the flag, the environment variable that sets its default there, the
+#: modules it turns on, and its help.
 FLAGS = {
-    "enable_tensorrt": ("--enable-tensorrt", "FRAMEPACK_ENABLE_TENSORRT", ("image_encoder",)),
-    "tensorrt_transformer": ("--tensorrt-transformer", "FRAMEPACK_TRT_TRANSFORMER",
-                             ("transformer",)),
-    "tensorrt_text_encoders": ("--tensorrt-text-encoders", "FRAMEPACK_TRT_TEXT_ENCODERS",
-                               ("text_encoder", "text_encoder_2")),
+    "enable_tensorrt": (
+        "--enable-tensorrt", "FRAMEPACK_ENABLE_TENSORRT", ("image_encoder",),
+        "Use engines: the SigLIP image encoder, and what the flags below add. The VAE has no "
+        "engine yet."),
+    "tensorrt_transformer": (
+        "--tensorrt-transformer", "FRAMEPACK_TRT_TRANSFORMER", ("transformer",),
+        "Also the transformer (needs --enable-tensorrt; TeaCache off, since it skips the block "
+        "stack)."),
+    "tensorrt_text_encoders": (
+        "--tensorrt-text-encoders", "FRAMEPACK_TRT_TEXT_ENCODERS", ("text_encoder", "text_encoder_2"),
+        "Also the LLaMA and CLIP text encoders (needs --enable-tensorrt)."),
 }
 
 
 def _env_flag(name: str) -> bool:
-    import os
-
     return os.environ.get(name, "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _check_modules(caller: str, models: Mapping[str, Any]) -> None:
+    unknown = sorted(set(models) - set(MODULES))
+    if unknown:
+        raise TypeError(f"{caller}: unknown module(s) {', '.join(unknown)}; "
+                        f"it takes {', '.join(MODULES)}")
 
 
 def add_arguments(parser) -> None:
@@ -369,18 +379,9 @@ def add_arguments(parser) -> None:
         "framepack-trt engines",
         "Run engines built ahead of time with `framepack-trt build` (modules without an engine "
         "of their checkpoint stay PyTorch, with one warning).")
-    group.add_argument("--enable-tensorrt", action="store_true",
-                       default=_env_flag("FRAMEPACK_ENABLE_TENSORRT"),
-                       help="Use engines: the SigLIP image encoder, and what the flags below add "
-                            "(default: $FRAMEPACK_ENABLE_TENSORRT=1). The VAE has no engine yet.")
-    group.add_argument("--tensorrt-transformer", action="store_true",
-                       default=_env_flag("FRAMEPACK_TRT_TRANSFORMER"),
-                       help="Also the transformer (needs --enable-tensorrt; TeaCache off, since "
-                            "it skips the block stack; default: $FRAMEPACK_TRT_TRANSFORMER=1).")
-    group.add_argument("--tensorrt-text-encoders", action="store_true",
-                       default=_env_flag("FRAMEPACK_TRT_TEXT_ENCODERS"),
-                       help="Also the LLaMA and CLIP text encoders (needs --enable-tensorrt; "
-                            "default: $FRAMEPACK_TRT_TEXT_ENCODERS=1).")
+    for flag, env, _, text in FLAGS.values():
+        group.add_argument(flag, action="store_true", default=_env_flag(env),
+                           help=f"{text} Default: ${env}=1.")
     group.add_argument("--tensorrt-cache-dir", default=None, metavar="DIR",
                        help="The engine cache (default: $FRAMEPACK_TENSORRT_CACHE_DIR, else "
                             "Cache/tensorrt_engines in the current folder).")
@@ -396,10 +397,7 @@ def engines_from_args(args, *, framepack_dir: str | Path | None = None,
     (as in the fork, the module flags need it)."""
     from framepack_trt.errors import UsageError
 
-    unknown = sorted(set(models) - set(MODULES))
-    if unknown:
-        raise TypeError(f"engines_from_args: unknown module(s) {', '.join(unknown)}; "
-                        f"it takes {', '.join(MODULES)}")
+    _check_modules("engines_from_args", models)
     if not args.enable_tensorrt:
         orphan = [FLAGS[a][0] for a in ("tensorrt_transformer", "tensorrt_text_encoders")
                   if getattr(args, a)]
@@ -407,7 +405,7 @@ def engines_from_args(args, *, framepack_dir: str | Path | None = None,
             raise UsageError(f"{' and '.join(orphan)} need --enable-tensorrt (or "
                              "FRAMEPACK_ENABLE_TENSORRT=1)")
         return None
-    wanted = [m for attr, (_, _, mods) in FLAGS.items() if getattr(args, attr) for m in mods]
+    wanted = [m for attr, (_, _, mods, _) in FLAGS.items() if getattr(args, attr) for m in mods]
     return use_engines(args.tensorrt_cache_dir, strict=args.tensorrt_strict,
                        framepack_dir=framepack_dir,
                        **{m: models[m] for m in wanted if models.get(m) is not None})
