@@ -8,9 +8,8 @@ set -u
 LOG=${1:-gpu-logs}; N=${2:-8}
 mkdir -p "$LOG"
 CACHE=/tmp/trt-lottery
-sed -n '/^name: trtprobe/,/^YAML/p' scripts/trt_transformer_probe.sh | sed '$d' >"$LOG/probe.yaml"
 start=$(date +%s)
-python3 -m framepack_trt.cli build -p "$LOG/probe.yaml" --cache-dir "$CACHE" >"$LOG/build.log" 2>&1
+python3 -m framepack_trt.cli build -p scripts/trt_probe.yaml --cache-dir "$CACHE" >"$LOG/build.log" 2>&1
 echo "build rc=$? $(( $(date +%s) - start ))s"
 for i in $(seq 1 "$N"); do
   python3 scripts/trt_verify_replay.py "$CACHE" 0 "$LOG/in-$i" >"$LOG/replay-$i.log" 2>&1

@@ -7,8 +7,7 @@ set -u
 LOG=${1:-gpu-logs}
 mkdir -p "$LOG"
 CACHE=/tmp/trt-replay
-sed -n '/^name: trtprobe/,/^YAML/p' scripts/trt_transformer_probe.sh | sed '$d' >"$LOG/probe.yaml"
-python3 -m framepack_trt.cli build -p "$LOG/probe.yaml" --cache-dir "$CACHE" >"$LOG/build.log" 2>&1
+python3 -m framepack_trt.cli build -p scripts/trt_probe.yaml --cache-dir "$CACHE" >"$LOG/build.log" 2>&1
 echo "build rc=$?"
 for seed in 0 1; do
   python3 scripts/trt_verify_replay.py "$CACHE" $seed "$LOG/in" 2>&1 | grep -v "TRT-LLM\|modelopt"

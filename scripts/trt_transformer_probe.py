@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -21,6 +23,7 @@ from framepack_trt.cache import Cache
 from framepack_trt.components.base import get_component
 from framepack_trt.components.transformer import RAW_INPUTS
 from framepack_trt.export import torch_dtype
+from framepack_trt.shapes import dims_from_dict
 from framepack_trt.sources import Source, load_model
 
 # (latent height, width, text length): the sizes verify --full drew when the engine failed
@@ -50,18 +53,49 @@ def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-def main(cache_dir: str, out_path: str) -> None:
+@dataclass
+class Loaded:
+    """A cache's transformer engine, and the diffusers model it was built from, in the
+    engine's dtype and in float32."""
+    component: Any
+    engine: Any
+    model: Any
+    truth: Any
+    dtype: torch.dtype
+    device: str
+    dims: Any
+    buckets: list
+
+
+def load_transformer(cache_dir: str) -> Loaded:
     cache = Cache(cache_dir)
-    (entry,) = [e for e in cache.entries().values() if e["component"] == "transformer"]
+    (entry,) = [e for e in cache.entries().values()
+                if e["component"] == "transformer" and cache.status(e).state == "ok"]
     fields = entry["key_fields"]
     device, dtype = fields["device"]["type"], torch_dtype(fields["dtype"])
     component = get_component("transformer")
     engine = get_backend(fields["backend"]).load(cache.root / entry["engine"]["file"], device)
     source = Source.from_dict(entry["source"])
-    model = load_model(component, source, dtype, device, cache.weights_dir)
-    truth = load_model(component, source, torch.float32, device, cache.weights_dir)
-    frames = fields["dims"]["latent_frames"]["opt"] if isinstance(
-        fields["dims"]["latent_frames"], dict) else fields["dims"]["latent_frames"]
+    return Loaded(component, engine,
+                  load_model(component, source, dtype, device, cache.weights_dir),
+                  load_model(component, source, torch.float32, device, cache.weights_dir),
+                  dtype, device, dims_from_dict(fields["dims"]),
+                  [tuple(b) for b in entry.get("buckets") or ()])
+
+
+def references(t: Loaded, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """The diffusers model's output in the engine's dtype, and in float32."""
+    with torch.inference_mode():
+        (eager,) = t.component.reference(t.model, inputs)
+        (exact,) = t.component.reference(t.truth, [
+            x.float() if x.is_floating_point() else x for x in inputs])
+    return eager, exact
+
+
+def main(cache_dir: str, out_path: str) -> None:
+    t = load_transformer(cache_dir)
+    component, engine, model = t.component, t.engine, t.model
+    dtype, device, frames = t.dtype, t.device, t.dims["latent_frames"].opt
     rows = []
     print(f"{'size':>14} {'layout':>9} {'off':>3} {'seed':>4} {'run':>3} {'engine':>9} {'eager':>9}")
     for h, w, text in SIZES:
@@ -72,10 +106,7 @@ def main(cache_dir: str, out_path: str) -> None:
             base = component.make_inputs(model.config, sizes, dtype, device, gen)
             for layout, offset in LAYOUTS:
                 inputs = with_layout(base, layout, offset, frames)
-                with torch.inference_mode():
-                    (expected,) = component.reference(model, inputs)
-                    (exact,) = component.reference(truth, [
-                        x.float() if x.is_floating_point() else x for x in inputs])
+                expected, exact = references(t, inputs)
                 for run in range(3):
                     (out,) = engine(*component.prepare(inputs, dtype, device))
                     row = {"h": h, "w": w, "text": text, "layout": layout, "offset": offset,

@@ -10,24 +10,8 @@ mkdir -p "$LOG"
 FP="python -m framepack_trt.cli"
 for b in $(seq 1 "$BUILDS"); do
   CACHE=/tmp/trt-probe-$b
-  cat >"$LOG/probe.yaml" <<YAML
-name: trtprobe
-backend: tensorrt
-device: cuda
-components:
-  - component: transformer
-    source: {random: {seed: 3}}
-    dtype: float16
-    tolerance: {rel_l2: 1.0, cosine: 0.5, max_abs_std: 1000}
-    buckets: framepack-640
-    dims:
-      latent_frames: 9
-      latent_height: {min: 52, opt: 68, max: 120}
-      latent_width: {min: 52, opt: 88, max: 120}
-      text_len: {min: 1, opt: 64, max: 256}
-YAML
   start=$(date +%s)
-  $FP build -p "$LOG/probe.yaml" --cache-dir "$CACHE" >"$LOG/build-$b.log" 2>&1
+  $FP build -p scripts/trt_probe.yaml --cache-dir "$CACHE" >"$LOG/build-$b.log" 2>&1
   echo "build $b rc=$? $(( $(date +%s) - start ))s"
   for seed in 0 1 2; do
     $FP verify --full --seed $seed --cache-dir "$CACHE" --json >"$LOG/verify-$b-$seed.json" 2>"$LOG/verify-$b-$seed.err"

@@ -15,39 +15,20 @@ import sys
 from pathlib import Path
 
 import torch
+from trt_transformer_probe import load_transformer, references, rel_l2  # beside this script
 
-from framepack_trt.backends import get_backend
-from framepack_trt.cache import Cache
-from framepack_trt.components.base import get_component
-from framepack_trt.export import torch_dtype
-from framepack_trt.shapes import dims_from_dict
-from framepack_trt.sources import Source, load_model
 from framepack_trt.verify import FULL_CASES
-
-
-def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.float(), b.float().to(a.device)
-    return float((a - b).norm() / b.norm())
 
 
 def main(cache_dir: str, seed: str, out_dir: str, *rest: str) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cache = Cache(cache_dir)
-    (entry,) = [e for e in cache.entries().values() if e["component"] == "transformer"]
-    fields = entry["key_fields"]
-    device, dtype = fields["device"]["type"], torch_dtype(fields["dtype"])
-    component = get_component("transformer")
-    engine = get_backend(fields["backend"]).load(cache.root / entry["engine"]["file"], device)
-    source = Source.from_dict(entry["source"])
-    model = load_model(component, source, dtype, device, cache.weights_dir)
-    truth = load_model(component, source, torch.float32, device, cache.weights_dir)
+    t = load_transformer(cache_dir)
+    component, engine, model = t.component, t.engine, t.model
+    dtype, device = t.dtype, t.device
 
     def measure(name: str, inputs) -> dict:
-        with torch.inference_mode():
-            (eager,) = component.reference(model, inputs)
-            (exact,) = component.reference(truth, [
-                x.float() if x.is_floating_point() else x for x in inputs])
+        eager, exact = references(t, inputs)
         (first,) = engine(*component.prepare(inputs, dtype, device))
         first = first.clone()
         (second,) = engine(*component.prepare(inputs, dtype, device))
@@ -65,13 +46,12 @@ def main(cache_dir: str, seed: str, out_dir: str, *rest: str) -> None:
         print(json.dumps(measure("isolated " + case, [x.to(device) for x in saved])))
         return
 
-    dims = dims_from_dict(fields["dims"])
+    dims = t.dims
     rng = random.Random(int(seed))
     gen = torch.Generator().manual_seed(int(seed))
     cases = [(which, component.case_sizes(dims, which, rng)) for which in FULL_CASES]
-    buckets = [tuple(b) for b in entry.get("buckets") or ()]
     rows = []
-    for which, sizes in cases + component.check_sizes(dims, buckets):
+    for which, sizes in cases + component.check_sizes(dims, t.buckets):
         inputs = component.make_inputs(model.config, sizes, dtype, device, gen)
         torch.save([x.cpu() for x in inputs], out / f"inputs-{seed}-{which.replace(' ', '_')}.pt")
         rows.append({**measure(which, inputs), "sizes": sizes})
