@@ -411,23 +411,28 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
     result.notes.append(peaks.describe())
 
     with _timed(result, listener, item, "verify"):
-        # In a fresh process: proves the engine loads from its file alone, and a crash while
-        # loading or running it (a segfault in compiled code) fails this component only.
+        # In a fresh process (``check_processes`` of them, one after the other, each on inputs of
+        # its own): proves the engine loads from its file alone, and a crash while loading or
+        # running it (a segfault in compiled code) fails this component only.
         # A component whose one engine spans shapes a backend may get wrong at some of them
         # (full_check_at_build) is checked against a fresh eager reference at every size of
         # `verify --full`; the others against the golden samples just written.
         full = component.full_check_at_build
-        check = verify_in_fresh_process(cache, entry, full=full, seed=check_seed)
-        if check["result"] == "skipped":
-            raise BuildError(f"{spec.name}: the engine was not checked, so it is not cached: the "
-                             f"checking process found it {verification_problem(check)}")
-        if not check["passed"]:
-            what = (f"at the sizes of verify --full (inputs drawn with seed {check_seed})"
-                    if full else "on the golden samples")
-            raise BuildError(f"{spec.name}: the engine does not match eager {what}: "
-                             f"{verification_problem(check)}")
+        seeds = [check_seed + i for i in range(backend.check_processes)]
+        for n, seed_n in enumerate(seeds, 1):
+            check = verify_in_fresh_process(cache, entry, full=full, seed=seed_n)
+            where = f" (check process {n} of {len(seeds)})" if len(seeds) > 1 else ""
+            if check["result"] == "skipped":
+                raise BuildError(f"{spec.name}: the engine was not checked, so it is not cached: "
+                                 f"the checking process{where} found it "
+                                 f"{verification_problem(check)}")
+            if not check["passed"]:
+                what = (f"at the sizes of verify --full (inputs drawn with seed {seed_n})"
+                        if full else "on the golden samples")
+                raise BuildError(f"{spec.name}: the engine does not match eager {what}{where}: "
+                                 f"{verification_problem(check)}")
     entry["build_check"] = {"mode": check["mode"], "seed": check_seed if full else None,
-                            "reference": spec.tolerance.reference,
+                            "processes": len(seeds), "reference": spec.tolerance.reference,
                             "cases": [c["case"] for c in check["cases"]]}
     entry["build_seconds"] = {k: round(v, 3) for k, v in result.times.items()}
     return entry

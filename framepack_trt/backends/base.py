@@ -75,6 +75,10 @@ class Backend(ABC):
     settings_class: ClassVar[type[BuildSettings]] = BuildSettings
     #: Devices the backend can build for.
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    #: How many fresh processes the build's check runs in, each on inputs of its own: more
+    #: than one for a backend whose engine may compute differently from one process to the
+    #: next (kernels chosen when the engine is loaded).
+    check_processes: ClassVar[int] = 1
 
     @abstractmethod
     def version(self) -> str:
