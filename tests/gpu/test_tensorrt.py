@@ -132,6 +132,7 @@ def test_transformer_engine_all_buckets_dynamic_text(tmp_path, tiny_weights):
     # the rewrite happened (and was needed: see graph_passes)
     assert any("slice bound(s)" in n for n in res["notes"]), res
     listed = json.loads(cli("list", "--cache-dir", str(cache), "--json", check=True).stdout)
+    print(f"transformer engine: {res['outcome']} {res['error'][:300]}")  # shown with -s
     if res["outcome"] == "failed":
         assert r.returncode == 1, r.stderr[-3000:]
         assert "does not match eager at the sizes of verify --full" in res["error"], res
