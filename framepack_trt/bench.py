@@ -105,7 +105,7 @@ def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int
 
     cuda = device == "cuda"
     def engine_call(*xs):  # what the runtime does per call: prepare, then the engine
-        return engine(*component.prepare(xs, dtype, device))
+        return engine(*component.engine_inputs(model, xs, dtype, device))
 
     eager_ms, engine_ms = _time_pair(eager, engine_call, inputs, warmup, iters, cuda)
     check = compare(entry["outputs"][0], engine_call(*inputs)[0], eager(*inputs)[0],

@@ -25,7 +25,7 @@ from framepack_trt.device import current_device, describe, library_versions, tor
 from framepack_trt.errors import BuildError, FramepackTrtError
 from framepack_trt.memory import PeakMemory
 from framepack_trt.profile import ComponentSpec, Profile
-from framepack_trt.sources import fingerprint
+from framepack_trt.sources import architecture, fingerprint
 from framepack_trt.verify import verification_problem, verify_in_fresh_process
 
 STAGES = ("load", "export", "compile", "save", "verify", "time")
@@ -81,9 +81,12 @@ def key_fields(spec: ComponentSpec, cache: Cache) -> dict[str, Any]:
         "component": spec.component,
         "code": code_fingerprint(spec.component, spec.backend),
         # The memo of weight-file hashes lives in the cache; a dry run on a cache that does not
-        # exist yet creates nothing.
-        "weights": fingerprint(spec.source, component,
-                               cache.root / "fingerprints.json" if cache.root.is_dir() else None),
+        # exist yet creates nothing. An engine that takes its weights as inputs depends on the
+        # architecture only.
+        "weights": (f"architecture:{architecture(spec.source, component)}"
+                    if component.weights_as_inputs else
+                    fingerprint(spec.source, component,
+                                cache.root / "fingerprints.json" if cache.root.is_dir() else None)),
         "dims": {n: r.to_dict() for n, r in spec.dims.items()},
         "dtype": spec.dtype,
         "backend": spec.backend,
@@ -340,7 +343,7 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
                 raise BuildError(f"backend {spec.backend!r} unavailable: {reason}")
             model = load_model(component, spec.source, dtype, spec.device, cache.weights_dir)
             config = model.config
-            specs = component.input_specs(config)
+            specs = component.engine_specs(model)
             problems = component.check_dims(config, spec.dims)
             if problems:
                 raise BuildError(f"{profile.path}: components[{spec.name}]: " + "; ".join(problems))
@@ -367,14 +370,15 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
             for case in GOLDEN_CASES:
                 sizes = component.case_sizes(spec.dims, case, rng)
                 inputs = component.make_inputs(config, sizes, dtype, spec.device, gen)
-                with torch.inference_mode():
-                    outputs = component.reference(model, inputs)
                 idx = len(cases)
+                index = component.case_index(config, idx)
+                with torch.inference_mode():
+                    outputs = component.reference(model, inputs, index)
                 for name, t in zip(raw_names, inputs, strict=True):
                     tensors[f"{idx}.input.{name}"] = t.detach().cpu().contiguous()
                 for name, t in zip(component.output_names, outputs, strict=True):
                     tensors[f"{idx}.output.{name}"] = t.detach().cpu().contiguous()
-                cases.append({"case": case, "sizes": sizes})
+                cases.append({"case": case, "sizes": sizes, "index": index})
             save_file(tensors, str(tmp_golden))
             os.replace(tmp_engine, engine_path)
             os.replace(tmp_golden, golden_path)

@@ -158,14 +158,19 @@ def build(
     if as_json:  # everything for people goes to stderr; stdout carries the JSON alone
         out.file = sys.stderr
         try:
-            results = _build(profile, cache_dir, framepack_dir, components, backend, force, dry_run)
+            items, results = _build(profile, cache_dir, framepack_dir, components, backend, force,
+                                    dry_run)
         finally:
             out.file = sys.stdout
-        print(json.dumps({"results": [r.to_dict() for r in results or []],
+        print(json.dumps({"plan": [{"name": i.spec.name, "component": i.spec.component,
+                                    "action": i.action, "reason": i.reason, "key": i.key}
+                                   for i in items],
+                          "results": [r.to_dict() for r in results or []],
                           "passed": not any(r.outcome == "failed" for r in results or [])},
                          indent=2))
     else:
-        results = _build(profile, cache_dir, framepack_dir, components, backend, force, dry_run)
+        _, results = _build(profile, cache_dir, framepack_dir, components, backend, force,
+                            dry_run)
     if any(r.outcome == "failed" for r in results or []):
         raise typer.Exit(1)
 
@@ -185,7 +190,7 @@ def _build(profile, cache_dir, framepack_dir, components, backend, force, dry_ru
     out.print(f"profile [bold]{prof.name}[/] ({prof.path})  cache [bold]{cache.root}[/]")
     out.print(_plan_table(items))
     if dry_run:
-        return None
+        return items, None
     todo = [i for i in items if i.action in ("build", "rebuild")]
     if todo:
         results = _run_build(prof, cache, items, todo)
@@ -206,7 +211,7 @@ def _build(profile, cache_dir, framepack_dir, components, backend, force, dry_ru
                   + (f" (at {r.failed_stage})" if r.failed_stage else ""))
         if _state["debug"] and r.traceback:
             err.print(r.traceback, markup=False)
-    return results
+    return items, results
 
 
 def _plan_table(items) -> Table:

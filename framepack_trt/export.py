@@ -71,12 +71,12 @@ def export_component(
     seed: int = 0,
 ) -> Exported:
     config = model.config
-    specs = component.input_specs(config)
+    specs = component.engine_specs(model)
     avoid = {e for s in specs for e in s.shape if isinstance(e, int)}
     sizes = trace_sizes(dims, avoid)
     gen = torch.Generator().manual_seed(seed)
-    inputs = component.prepare(component.make_inputs(config, sizes, dtype, device, gen), dtype,
-                               device)
+    inputs = component.engine_inputs(model, component.make_inputs(config, sizes, dtype, device, gen),
+                                     dtype, device)
     module = component.export_module(model).eval()
     shapes = dynamic_shapes(specs, {**dims, **component.derived_dims(dims)})
     try:

@@ -28,6 +28,7 @@ from typing import Any
 
 from framepack_trt.cache import Cache
 from framepack_trt.errors import FramepackTrtError
+from framepack_trt.transformer_loop import PieceSwap
 
 #: FramePack's module names (demo_gradio.py) and the component each one is.
 MODULES = {"transformer": "transformer", "text_encoder": "llama_text",
@@ -187,6 +188,21 @@ class Swap:
         return self._engines[key]
 
 
+class TransformerSwap(PieceSwap, Swap):
+    """The transformer: through its piece engines (weights as inputs, TeaCache kept) when the
+    cache has all four for the model's architecture, else through a whole-model engine of its
+    checkpoint (TeaCache off only), else eager."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.init_pieces(self.cache)
+
+    def forward(self, *args, **kwargs):
+        if self.has_pieces:
+            return self.forward_pieces(args, kwargs)
+        return super().forward(*args, **kwargs)
+
+
 # -- per component: which calls an engine can serve, and the output the caller reads ----------
 
 def _kw(args, kwargs, names):
@@ -321,8 +337,9 @@ def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
             continue
         component = MODULES[name]
         parse, wrap = CALLS[component]
-        swap = Swap(name, component, model, cache, strict, parse, wrap)
-        if not swap.entries:
+        kind = TransformerSwap if component == "transformer" else Swap
+        swap = kind(name, component, model, cache, strict, parse, wrap)
+        if not swap.entries and not getattr(swap, "has_pieces", False):
             missing.append(component)
             warnings.warn(f"framepack-trt: {name} ({component}) stays eager: no engine of its "
                           f"checkpoint in {cache.root}; build one with `framepack-trt build`",

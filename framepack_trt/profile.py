@@ -20,6 +20,8 @@ names the file, the field, the bad value and what is valid. No torch import here
         tolerance: {rel_l2: 1e-2, cosine: 0.999, max_abs: null, max_abs_std: 0.2,
                     reference: eager | fp32, reference_factor: 2}
         build: {...}           # backend build settings (see `framepack-trt components`)
+        engines: blocks        # transformer only: whole (default) | blocks (four engines that
+                               # take the weights as inputs; TeaCache and low-VRAM mode work)
 """
 
 from __future__ import annotations
@@ -46,7 +48,12 @@ DEVICES = ("cpu", "cuda")
 TOP_KEYS = ("name", "description", "cache_dir", "backend", "fallback_backend", "device",
             "components")
 ENTRY_KEYS = ("component", "name", "source", "dtype", "backend", "fallback_backend", "device",
-              "dims", "buckets", "tolerance", "build")
+              "dims", "buckets", "tolerance", "build", "engines")
+#: ``engines:`` of a transformer entry: one whole-model engine (its weights inside), or the four
+#: piece engines that take the weights as inputs (``<name>_input``, ``<name>_dual_block``,
+#: ``<name>_single_block``, ``<name>_output``; docs/transformer-blocks.md).
+TRANSFORMER_ENGINES = ("whole", "blocks")
+PIECE_COMPONENTS = ("input", "dual_block", "single_block", "output")
 BUCKET_SETS = {"framepack-640": FRAMEPACK_640_BUCKETS}
 TOLERANCE_KEYS = ("rel_l2", "cosine", "max_abs", "max_abs_std", "reference", "reference_factor")
 
@@ -480,11 +487,27 @@ def parse_profile(raw: Any, path: Path) -> Profile:
             p.add(f"{where}.device", f"backend {e_backend!r} cannot build for {e_device!r} "
                   f"(it builds for {', '.join(BACKENDS[e_backend].devices)}); choose another "
                   "device, or a fallback_backend that can")
+        engines = "whole"
+        if "engines" in entry:
+            if comp_name != "transformer":
+                p.add(f"{where}.engines", f"only a transformer entry has engines (whole or "
+                      f"blocks); {comp_name!r} is always one engine")
+            else:
+                engines = _choice(p, f"{where}.engines", entry["engines"], TRANSFORMER_ENGINES)
         if source and dtype and e_backend and e_device:
-            comps.append(ComponentSpec(name=ename, component=comp_name, source=source, dtype=dtype,
-                                       backend=e_backend, device=e_device, dims=dims,
-                                       tolerance=tol, build=build, buckets=buckets,
-                                       fallback_backend=e_fallback))
+            spec = ComponentSpec(name=ename, component=comp_name, source=source, dtype=dtype,
+                                 backend=e_backend, device=e_device, dims=dims, tolerance=tol,
+                                 build=build, buckets=buckets, fallback_backend=e_fallback)
+            if engines == "blocks":
+                for piece in PIECE_COMPONENTS:
+                    pname = f"{ename}_{piece}"
+                    if pname in seen:
+                        p.add(f"{where}.name", f"engines: blocks names an engine {pname!r}, which "
+                              f"components[{seen[pname]}] already uses")
+                    seen[pname] = i
+                    comps.append(replace(spec, name=pname, component=f"transformer_{piece}"))
+            else:
+                comps.append(spec)
     if p.items:
         raise ProfileError(str(path), p.items)
     return Profile(path=path, name=name, description=str(description or ""), cache_dir=cache_dir,

@@ -163,6 +163,24 @@ def fingerprint(source: Source, component: Component, memo_path: Path | None = N
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
+def architecture_config(config: Any) -> dict[str, Any]:
+    """A model config without the keys that name a file, a class or a library version (those
+    starting with ``_``), as plain JSON values: what fixes the shapes of the weights."""
+    items = config.items() if hasattr(config, "items") else vars(config).items()
+    return json.loads(canonical_json({k: v for k, v in items if not k.startswith("_")}))
+
+
+def architecture(source: Source, component: Component) -> str:
+    """A stable id of the architecture only (the model class and its config), for engines that
+    take their weights as inputs: every checkpoint of one architecture shares them."""
+    if source.kind == "random":
+        config = random_config(source, component)
+    else:
+        config = json.loads((resolve_local_dir(source) / "config.json").read_text())
+    payload = {"class": component.model_class, "config": architecture_config(config)}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
 def random_config(source: Source, component: Component) -> dict[str, Any]:
     return {**component.tiny_config, **source.config}
 

@@ -105,9 +105,13 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
     truth_model = (load_model(component, source, torch.float32, device, cache.weights_dir)
                    if reference == "fp32" and dtype != torch.float32 else None)
 
-    def check(case: CaseResult, inputs, expected) -> None:
+    # An engine that takes its weights as inputs gets them from the model, in either mode.
+    model = (load_model(component, source, dtype, device, cache.weights_dir)
+             if full or component.weights_as_inputs else None)
+
+    def check(case: CaseResult, inputs, expected, index: int = 0) -> None:
         try:
-            outs = engine(*component.prepare(inputs, dtype, device))
+            outs = engine(*component.engine_inputs(model, inputs, dtype, device, index))
         except Exception as exc:  # e.g. a shape the engine refuses
             case.error = f"{type(exc).__name__}: {exc}".strip()
             return
@@ -117,7 +121,7 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
             return
         with torch.inference_mode():
             truth = component.reference(truth_model, [
-                x.float() if x.is_floating_point() else x for x in inputs])
+                x.float() if x.is_floating_point() else x for x in inputs], index)
         for name, out, exp, tru in zip(entry["outputs"], outs, expected, truth, strict=True):
             case.checks.append(compare_to_fp32(name, out, exp.to(out.device), tru, tol))
 
@@ -127,23 +131,24 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
             case = CaseResult(f"golden:{meta['case']}", meta["sizes"])
             inputs = [golden[f"{idx}.input.{n}"].to(device) for n in raw_names]
             expected = [golden[f"{idx}.output.{n}"] for n in entry["outputs"]]
-            check(case, inputs, expected)
+            check(case, inputs, expected, meta.get("index", 0))
             result.cases.append(case)
         return
 
     dims = dims_from_dict(fields["dims"])
-    model = load_model(component, source, dtype, device, cache.weights_dir)
     seed = random.randrange(2**31) if seed is None else seed
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     cases = [(which, component.case_sizes(dims, which, rng)) for which in FULL_CASES]
     buckets = [tuple(b) for b in entry.get("buckets") or ()]
-    for which, sizes in cases + component.check_sizes(dims, buckets):
-        case = CaseResult(which, sizes)
+    for number, (which, sizes) in enumerate(cases + component.check_sizes(dims, buckets)):
+        index = component.case_index(model.config, number)
+        case = CaseResult(which if component.pieces(model.config) == 1 else f"{which} #{index}",
+                          sizes)
         inputs = component.make_inputs(model.config, sizes, dtype, device, gen)
         with torch.inference_mode():
-            expected = component.reference(model, inputs)
-        check(case, inputs, expected)
+            expected = component.reference(model, inputs, index)
+        check(case, inputs, expected, index)
         result.cases.append(case)
 
 

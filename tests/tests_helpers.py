@@ -35,3 +35,74 @@ def framepack_call(config, h: int, w: int, length: int, frames: int = 9, seed: i
              latents_history_4x=r(1, c, 16, h, w), indices_latents_history_4x=c4)
     fp = {TO_FRAMEPACK.get(k, k): (v[None] if k.startswith("indices_") else v) for k, v in d.items()}
     return d, fp
+
+
+def framepack_loop(transformer, f1: bool, framepack_names: bool, sections: int = 3,
+                   steps: int = 2, h: int = 52, w: int = 52, seed: int = 0,
+                   teacache_thresh: float | None = None):
+    """The section loop of FramePack's demo_gradio.py (inverted anti-drifting: latent
+    paddings 2, 1, 0) or demo_gradio_f1.py (F1: the newest history last), with FramePack's
+    argument names, (1, n) int64 indices, a bool mask over 512 text slots, fp32 history latents
+    and a plain Euler sampler in place of k-diffusion's UniPC: what matters here is that every
+    transformer call is made the way FramePack makes it. diffusers' model takes diffusers'
+    names (and 1-D indices): ``framepack_names=False`` renames the same tensors for it.
+    ``teacache_thresh``: TeaCache on, set up before each section as demo_gradio.py does
+    (``initialize_teacache(enable_teacache=True, num_steps=steps)``, with this threshold)."""
+    to_diffusers = {v: k for k, v in TO_FRAMEPACK.items()}
+
+    def call(**kw):
+        if not framepack_names:
+            kw = {to_diffusers.get(k, k): (v[0] if k.endswith("indices") else v)
+                  for k, v in kw.items()}
+        return transformer(**kw)
+    g = torch.Generator().manual_seed(seed)
+    cfg, window = transformer.config, 9
+    dtype = transformer.dtype
+    text = torch.zeros(1, 512, cfg.text_embed_dim)
+    text[:, :77] = torch.randn(1, 77, cfg.text_embed_dim, generator=g)
+    mask = torch.zeros(1, 512, dtype=torch.bool)
+    mask[:, :77] = True
+    pooled = torch.randn(1, cfg.pooled_projection_dim, generator=g)
+    image = torch.randn(1, 729, cfg.image_proj_dim, generator=g)
+    start = torch.randn(1, 16, 1, h, w, generator=g)
+    history = torch.zeros(1, 16, 1 + 2 + 16, h, w)
+    if f1:
+        history = torch.cat([history, start], dim=2)
+    paddings = [1] * (sections - 1) + [0] if f1 else list(reversed(range(sections)))
+    for padding in paddings:
+        if f1:
+            indices = torch.arange(0, 1 + 16 + 2 + 1 + window).unsqueeze(0)
+            pre, c4i, c2i, c1i, latent_i = indices.split([1, 16, 2, 1, window], dim=1)
+            c4, c2, c1 = history[:, :, -(16 + 2 + 1):].split([16, 2, 1], dim=2)
+        else:
+            indices = torch.arange(0, 1 + padding * window + window + 1 + 2 + 16).unsqueeze(0)
+            pre, _, latent_i, c1i, c2i, c4i = indices.split(
+                [1, padding * window, window, 1, 2, 16], dim=1)
+            c1, c2, c4 = history[:, :, :1 + 2 + 16].split([1, 2, 16], dim=2)
+        clean = torch.cat([start, c1], dim=2)
+        if teacache_thresh is not None:
+            from framepack_reference import initialize_teacache
+
+            initialize_teacache(transformer, enable_teacache=True, num_steps=steps,
+                                rel_l1_thresh=teacache_thresh)
+        x = torch.randn(1, 16, window, h, w, generator=g)
+        for i in range(steps):
+            sigma, nxt = 1.0 - i / steps, 1.0 - (i + 1) / steps
+            v = call(hidden_states=x.to(dtype), timestep=torch.tensor([sigma * 1000.0]),
+                            encoder_hidden_states=text.to(dtype), encoder_attention_mask=mask,
+                            pooled_projections=pooled.to(dtype),
+                            guidance=torch.tensor([10.0 * 1000.0]).to(dtype),
+                            latent_indices=latent_i, clean_latents=clean.to(dtype),
+                            clean_latent_indices=torch.cat([pre, c1i], dim=1),
+                            clean_latents_2x=c2.to(dtype), clean_latent_2x_indices=c2i,
+                            clean_latents_4x=c4.to(dtype), clean_latent_4x_indices=c4i,
+                            image_embeddings=image.to(dtype), attention_kwargs={},
+                            return_dict=False)[0]
+            x = x + (nxt - sigma) * v.float()
+        if f1:
+            history = torch.cat([history, x], dim=2)
+        else:
+            if padding == 0:
+                x = torch.cat([start, x], dim=2)
+            history = torch.cat([x, history], dim=2)
+    return history

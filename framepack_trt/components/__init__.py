@@ -1,6 +1,12 @@
 """Component adapters, one file each; importing this package registers them all."""
 
-from framepack_trt.components import clip_text, llama_text, siglip_image, transformer  # noqa: F401
+from framepack_trt.components import (  # noqa: F401
+    clip_text,
+    llama_text,
+    siglip_image,
+    transformer,
+    transformer_pieces,
+)
 from framepack_trt.components.base import (  # noqa: F401
     Component,
     InputSpec,

@@ -120,6 +120,11 @@ class Component:
     #: stale. No revision number to remember.
     code_modules: ClassVar[tuple[str, ...]] = (
         "framepack_trt.components.base", "framepack_trt.export", "framepack_trt.graph_passes")
+    #: The engine takes the weights of the module it runs as inputs, after the call's own
+    #: (``weight_specs``, ``weights``): one engine serves every block of a kind and every
+    #: checkpoint of the architecture, so the cache key holds the architecture's config
+    #: instead of the weights' fingerprint, and checking it needs the model loaded.
+    weights_as_inputs: ClassVar[bool] = False
     #: (height dim, width dim) for components that take images at FramePack's buckets.
     bucket_dims: ClassVar[tuple[str, str] | None] = None
     #: Pixels per unit of those dims (8 for latents).
@@ -210,9 +215,43 @@ class Component:
         of output tensors and that ``torch.export`` can trace with the named dims dynamic."""
         raise NotImplementedError
 
-    def reference(self, model: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> tuple:
-        """The eager outputs, computed through the real model's own public call."""
+    def reference(self, model: torch.nn.Module, inputs: Sequence[torch.Tensor],
+                  index: int = 0) -> tuple:
+        """The eager outputs, computed through the real model's own public call (``index``:
+        which of the modules the engine serves, for ``weights_as_inputs``)."""
         raise NotImplementedError
+
+    # -- weights as inputs (``weights_as_inputs``) ----------------------------------------------
+    def weight_specs(self, model: torch.nn.Module) -> list[InputSpec]:
+        """The engine's weight inputs (static shapes), after ``input_specs``; none by default."""
+        return []
+
+    def pieces(self, config: Any) -> int:
+        """How many modules of the model one engine serves (blocks of a kind); 1 by default."""
+        return 1
+
+    def weights(self, model: torch.nn.Module, index: int, dtype: torch.dtype,
+                device: str) -> tuple[torch.Tensor, ...]:
+        """The weights of module ``index`` as the engine takes them; none by default."""
+        return ()
+
+    def engine_specs(self, model: torch.nn.Module) -> list[InputSpec]:
+        """Every input of the engine: the call's, then the weights'."""
+        return [*self.input_specs(model.config), *self.weight_specs(model)]
+
+    def engine_inputs(self, model: torch.nn.Module | None, inputs: Sequence[torch.Tensor],
+                      dtype: torch.dtype, device: str, index: int = 0) -> tuple:
+        """The engine's inputs for a call's raw inputs: prepared, then the weights of module
+        ``index`` of ``model`` (which may be None when the engine takes no weights)."""
+        prepared = self.prepare(inputs, dtype, device)
+        if not self.weights_as_inputs:
+            return tuple(prepared)
+        return (*prepared, *self.weights(model, index, dtype, device))
+
+    def case_index(self, config: Any, case_number: int) -> int:
+        """Which module a check case runs (cycling through them: block 0, the last, ...)."""
+        n = self.pieces(config)
+        return [0, n - 1, *range(1, n - 1)][case_number % n] if n > 1 else 0
 
     def make_inputs(
         self,

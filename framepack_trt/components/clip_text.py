@@ -44,7 +44,7 @@ class ClipText(Component):
 
         return PooledText(model)
 
-    def reference(self, model, inputs):
+    def reference(self, model, inputs, index=0):
         (input_ids,) = inputs
         return (model(input_ids=input_ids).pooler_output,)
 

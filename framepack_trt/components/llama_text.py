@@ -76,7 +76,7 @@ class LlamaText(Component):
 
         return HiddenState(truncated)
 
-    def reference(self, model, inputs):
+    def reference(self, model, inputs, index=0):
         input_ids, attention_mask = inputs
         out = model(input_ids=input_ids, attention_mask=attention_mask,
                     output_hidden_states=True, use_cache=False)

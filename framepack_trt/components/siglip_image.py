@@ -38,7 +38,7 @@ class SiglipImage(Component):
 
         return LastHidden(model)
 
-    def reference(self, model, inputs):
+    def reference(self, model, inputs, index=0):
         (pixel_values,) = inputs
         return (model(pixel_values=pixel_values).last_hidden_state,)
 

@@ -154,7 +154,7 @@ class Transformer(Component):
 
         return FramepackTransformerForExport(model)
 
-    def reference(self, model, inputs):
+    def reference(self, model, inputs, index=0):
         """The diffusers module's own forward, with its output projection in fp32 as FramePack
         sets ``high_quality_fp32_output_for_inference`` (a forward hook; fp32 output)."""
         from framepack_trt.transformer_export import framepack_fp32_output

@@ -30,6 +30,9 @@ CASES = {
                     [{"batch": 1, "latent_frames": 9, "latent_height": 60, "latent_width": 104,
                       "text_len": 77}]),
 }
+# The transformer's four pieces (weights as inputs) take the transformer's dims.
+CASES.update({f"transformer_{piece}": CASES["transformer"]
+              for piece in ("input", "dual_block", "single_block", "output")})
 
 
 def test_all_components_tested():
@@ -50,12 +53,13 @@ def test_exported_module_matches_eager(name, tiny_weights, tmp_path):
     module = exported.program.module()
     gen = torch.Generator().manual_seed(7)
     sizes_list = [{n: r.min for n, r in dims.items()}, {n: r.max for n, r in dims.items()}, *extra]
-    for sizes in sizes_list:
+    for number, sizes in enumerate(sizes_list):
         inputs = component.make_inputs(model.config, sizes, torch.float32, "cpu", gen)
         assert all(t.float().abs().sum() > 0 for t in inputs if t.is_floating_point())  # never zeros
+        index = component.case_index(model.config, number)  # a block engine serves every block
         with torch.inference_mode():
-            expected = component.reference(model, inputs)
-            got = module(*component.prepare(inputs, torch.float32, "cpu"))
+            expected = component.reference(model, inputs, index)
+            got = module(*component.engine_inputs(model, inputs, torch.float32, "cpu", index))
         assert len(got) == len(expected) == len(component.output_names)
         for g, e in zip(got, expected, strict=True):
             assert g.shape == e.shape
@@ -88,3 +92,35 @@ def test_inputs_are_random_and_in_shape(tiny_weights, tmp_path):
     assert ids.shape == mask.shape == (4, 30) and ids.dtype == torch.int64
     assert mask[:, 0].all()  # every row keeps at least one token
     assert len(set(ids.flatten().tolist())) > 10
+
+
+@pytest.mark.parametrize("piece", ["input", "dual_block", "single_block", "output"])
+def test_piece_graphs_hold_no_weights(piece, tiny_weights, tmp_path):
+    """A piece's exported graph has no parameters, buffers or tensor constants: every weight is
+    an input (so one engine serves every block of its kind and every checkpoint)."""
+    name = f"transformer_{piece}"
+    component = get_component(name)
+    model = load_model(component, Source("path", path=str(tiny_weights[name])), torch.float32,
+                       "cpu", tmp_path)
+    if piece.endswith("block"):
+        assert component.pieces(model.config) == 2  # the tiny config has two blocks of each kind
+    exported = export_component(component, model, CASES[name][0], torch.float32, "cpu")
+    signature = exported.program.graph_signature
+    assert not signature.parameters and not signature.buffers and not exported.program.constants
+    assert not exported.program.state_dict
+    specs = component.engine_specs(model)
+    weights = [s for s in specs if s.name.startswith("weight.")]
+    assert len(signature.user_inputs) == len(specs) and weights
+
+
+def test_pieces_take_every_weight_once(tiny_weights, tmp_path):
+    """The input and output sides and one block of each kind per block: together, the weights
+    the four piece engines take are exactly the model's parameters."""
+    total = 0
+    for piece in ("input", "dual_block", "single_block", "output"):
+        component = get_component(f"transformer_{piece}")
+        model = load_model(component, Source("path", path=str(tiny_weights[component.name])),
+                           torch.float32, "cpu", tmp_path)
+        sizes = [torch.Size(s.shape).numel() for s in component.weight_specs(model)]
+        total += sum(sizes) * component.pieces(model.config)
+    assert total == sum(p.numel() for p in model.parameters())

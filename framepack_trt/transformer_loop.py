@@ -1,0 +1,215 @@
+"""FramePack's transformer forward over the piece engines (``transformer_pieces``): the input
+engine, then the block loop in Python (each block's engine call takes that block's own weights,
+read from the model FramePack holds, wherever it keeps them), then the output engine; with
+FramePack's TeaCache, exactly as FramePack's ``HunyuanVideoTransformer3DModelPacked.forward``
+decides and reuses (lllyasviel/FramePack ``diffusers_helper/models/hunyuan_video_packed.py``).
+
+``PieceSwap`` is what ``framepack.use_engines`` puts in place of the transformer's forward when
+the cache has the four piece engines of the model's architecture: like ``framepack.Swap``, it
+falls back to the eager forward (one warning per reason; ``strict`` raises) for a call no set
+of pieces covers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from framepack_trt.cache import Cache
+from framepack_trt.errors import FramepackTrtError
+
+PIECE_COMPONENTS = {"input": "transformer_input", "dual_block": "transformer_dual_block",
+                    "single_block": "transformer_single_block", "output": "transformer_output"}
+
+
+def same_architecture(entry: Mapping[str, Any], model, cache: Cache) -> bool:
+    """Whether the entry was built for the model's architecture (its config, less the keys
+    naming files, classes and versions; the model's class may be FramePack's own)."""
+    import json
+
+    from framepack_trt.framepack import _checkpoint_dir
+    from framepack_trt.sources import architecture_config
+
+    local, _ = _checkpoint_dir(entry, cache)
+    if local is None or not (local / "config.json").is_file():
+        return False
+    built = architecture_config(json.loads((local / "config.json").read_text()))
+    mine = architecture_config(model.config)
+    shared = set(built) & set(mine)
+    return bool(shared) and all(built[k] == mine[k] for k in shared)
+
+
+def teacache_step(model, tokens, temb) -> bool:
+    """FramePack's TeaCache decision for this call (its state lives on the model, as FramePack's
+    ``initialize_teacache`` set it): True when the block stack must run. Verbatim logic of
+    FramePack's forward, on the same modulated input (block 0's ``norm1``)."""
+    modulated_inp = model.transformer_blocks[0].norm1(tokens, emb=temb)[0]
+    if model.cnt == 0 or model.cnt == model.num_steps - 1:
+        should_calc = True
+        model.accumulated_rel_l1_distance = 0
+    else:
+        prev = model.previous_modulated_input
+        curr_rel_l1 = ((modulated_inp - prev).abs().mean() / prev.abs().mean()).cpu().item()
+        model.accumulated_rel_l1_distance += model.teacache_rescale_func(curr_rel_l1)
+        should_calc = model.accumulated_rel_l1_distance >= model.rel_l1_thresh
+        if should_calc:
+            model.accumulated_rel_l1_distance = 0
+    model.previous_modulated_input = modulated_inp
+    model.cnt += 1
+    if model.cnt == model.num_steps:
+        model.cnt = 0
+    return should_calc
+
+
+def run_pieces(model, engines: Mapping[str, Any], components: Mapping[str, Any], prepared,
+               dtype, counters=None):
+    """The transformer's output for prepared inputs (``transformer_export.prepare_call``),
+    through the piece engines, with TeaCache when the model has it on."""
+    from framepack_trt.transformer_pieces import unpatchify
+
+    device = prepared[0].device
+
+    def call(piece, index, *acts):
+        weights = components[piece].weights(model, index, dtype, device)
+        return engines[piece](*acts, *weights)
+
+    frames, height, width = prepared[0].shape[2:]
+    p = model.config.patch_size
+    rows, cols = height // p, width // p
+    tokens, context, temb, cos, sin = call("input", 0, *prepared)
+    run_blocks = True
+    if getattr(model, "enable_teacache", False):
+        run_blocks = teacache_step(model, tokens, temb)
+    if run_blocks:
+        before = tokens.clone() if getattr(model, "enable_teacache", False) else None
+        for i in range(model.config.num_layers):
+            tokens, context = call("dual_block", i, tokens, context, temb, cos, sin)
+        for i in range(model.config.num_single_layers):
+            tokens, context = call("single_block", i, tokens, context, temb, cos, sin)
+        if before is not None:
+            model.previous_residual = tokens - before
+    else:
+        tokens = tokens + model.previous_residual
+    if counters is not None:
+        counters["block_stack" if run_blocks else "teacache_skip"] += 1
+    latent = tokens[:, :(frames // model.config.patch_size_t) * rows * cols]
+    (projected,) = call("output", 0, latent.contiguous(), temb)
+    return unpatchify(projected, model.config, frames, rows, cols)
+
+
+def piece_sizes(prepared, text_len: int) -> dict[str, dict[str, int]]:
+    """The named sizes each piece's engine sees for a prepared call."""
+    from framepack_trt.components.transformer import IMAGE_TOKENS
+    from framepack_trt.components.transformer_pieces import image_tokens
+
+    frames, height, width = prepared[0].shape[2:]
+    return {"dual_block": {"image_tokens": image_tokens(frames, height, width),
+                           "context_len": IMAGE_TOKENS + text_len},
+            "single_block": {"image_tokens": image_tokens(frames, height, width),
+                             "context_len": IMAGE_TOKENS + text_len},
+            "output": {"latent_tokens": frames * (height // 2) * (width // 2)}}
+
+
+def find_pieces(cache: Cache, model, model_dtype: str) -> dict[str, list[dict]]:
+    """Usable entries of each piece built for the model's architecture and dtype."""
+    out: dict[str, list[dict]] = {piece: [] for piece in PIECE_COMPONENTS}
+    for entry in cache.entries().values():
+        piece = next((p for p, c in PIECE_COMPONENTS.items() if c == entry["component"]), None)
+        if (piece is None or f"torch.{entry['key_fields']['dtype']}" != model_dtype
+                or cache.status(entry).state != "ok" or not same_architecture(entry, model, cache)):
+            continue
+        out[piece].append(entry)
+    return out
+
+
+class PieceSwap:
+    """Mixed into ``framepack.Swap`` by ``use_engines``: the transformer through its pieces."""
+
+    def init_pieces(self, cache: Cache) -> None:
+        from collections import Counter
+
+        from framepack_trt.components.base import get_component
+
+        self.pieces = find_pieces(cache, self.model, str(self.model.dtype))
+        self.components = {p: get_component(c) for p, c in PIECE_COMPONENTS.items()}
+        self.stack: Counter[str] = Counter()
+        self._piece_engines: dict[str, Any] = {}
+        self._piece_pick: dict[tuple, dict[str, str] | None] = {}
+
+    @property
+    def has_pieces(self) -> bool:
+        return all(self.pieces.values())
+
+    def pick_pieces(self, prepared, text_len: int) -> tuple[dict[str, dict] | None, str]:
+        """One entry per piece that covers the call, or None and why not (memoised)."""
+        from framepack_trt.runtime import call_sizes, out_of_range
+
+        key = (text_len, *(tuple(t.shape) for t in prepared), prepared[0].device.type)
+        if key not in self._piece_pick:
+            sizes = piece_sizes(prepared, text_len)
+            picked, why = {}, []
+            for piece, entries in self.pieces.items():
+                for e in entries:
+                    if e["key_fields"]["device"]["type"] != prepared[0].device.type:
+                        continue
+                    if piece == "input":
+                        try:
+                            s = call_sizes({**e, "inputs": e["inputs"][:len(prepared)]},
+                                           [tuple(t.shape) for t in prepared])
+                        except FramepackTrtError as exc:
+                            why.append(str(exc))
+                            continue
+                    else:
+                        s = sizes[piece]
+                    problem = out_of_range(e, s)
+                    if problem:
+                        why.append(f"{e['name']}: {problem}")
+                        continue
+                    picked[piece] = e
+                    break
+            missing = [p for p in self.pieces if p not in picked]
+            self._piece_pick[key] = ((picked, "") if not missing else
+                                     (None, f"no {', '.join(missing)} piece engine covers the "
+                                            f"call ({'; '.join(why) or 'none on this device'}); "
+                                            "widen the profile's dims and run `framepack-trt "
+                                            "build`"))
+        return self._piece_pick[key]
+
+    def piece_engine(self, entry):
+        if entry["key"] not in self._piece_engines:
+            from framepack_trt.runtime import load_engine
+
+            self._piece_engines[entry["key"]] = load_engine(self.cache, entry)
+        return self._piece_engines[entry["key"]]
+
+    def forward_pieces(self, args, kwargs):
+        """The swapped forward: pieces when they cover the call, else eager (or raise)."""
+        from framepack_trt.transformer_export import diffusers_kwargs, prepare_call, text_length
+
+        if args:
+            return self._eager("the call passes arguments by position (FramePack passes them "
+                               "by keyword)", args, kwargs)
+        if kwargs.get("attention_kwargs"):
+            return self._eager("the call passes attention_kwargs", args, kwargs)
+        try:
+            prepared = prepare_call(kwargs, self.model.dtype, None)
+            text_len = text_length(diffusers_kwargs(kwargs)["encoder_attention_mask"])
+        except (FramepackTrtError, ValueError, KeyError) as exc:
+            return self._eager(str(exc), args, kwargs)
+        picked, why = self.pick_pieces(prepared, text_len)
+        if picked is None:
+            return self._eager(why, args, kwargs)
+        broken = [e["key"] for e in picked.values() if e["key"] in self.broken]
+        if broken:
+            return self._eager(self._broken_why(broken[0]), args, kwargs)
+        try:
+            engines = {p: self.piece_engine(e) for p, e in picked.items()}
+            sample = run_pieces(self.model, engines, self.components, prepared, self.model.dtype,
+                                self.stack)
+        except Exception as exc:  # broken at run time: eager takes over from now on
+            for e in picked.values():
+                self.broken[e["key"]] = f"{type(exc).__name__}: {exc}"
+            return self._eager(self._broken_why(next(iter(picked.values()))["key"]), args,
+                               kwargs)
+        self.calls["engine"] += 1
+        return self._wrap(self.model, (sample,), kwargs.get("return_dict", True))

@@ -1,0 +1,168 @@
+"""The transformer as four piece engines that take the weights as inputs (``engines: blocks``):
+built with AOTInductor on the CPU from tiny random weights (two dual and two single blocks),
+then run by ``use_engines`` in FramePack's section loop against diffusers' eager model:
+- the same engines serve another checkpoint of the same architecture (other weights), and
+  plan as cached for it;
+- TeaCache on: the same skip decisions and residual reuse as FramePack's own forward;
+- FramePack's low-VRAM weight streaming (``DynamicSwapInstaller``) installed: unchanged;
+- a bucket outside the engines: eager, one warning; strict raises."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+import torch
+from conftest import cli, save_tiny, write_profile
+from framepack_reference import DynamicSwapInstaller, framepack_forward
+from tests_helpers import framepack_loop
+
+from framepack_trt.framepack import EngineFallback, use_engines
+
+PIECES = ("input", "dual_block", "single_block", "output")
+
+
+def profile_for(path, weights):
+    return write_profile(path, [{
+        "component": "transformer", "engines": "blocks", "source": {"path": str(weights)},
+        "dtype": "float32", "buckets": [[416, 960], [960, 416], [544, 704]],
+        "dims": {"latent_frames": 9, "text_len": {"min": 1, "opt": 64, "max": 256}}}])
+
+
+@pytest.fixture(scope="module")
+def blocks(tmp_path_factory, tiny_weights):
+    root = tmp_path_factory.mktemp("blocks")
+    weights = tiny_weights["transformer_input"]  # the pieces' tiny config: 2 + 2 blocks
+    profile = profile_for(root / "blocks.yaml", weights)
+    r = cli("build", "--profile", str(profile), "--cache-dir", str(root / "cache"), "--json",
+            check=True)
+    return root, weights, json.loads(r.stdout)["results"]
+
+
+def load(path):
+    from diffusers import HunyuanVideoFramepackTransformer3DModel
+
+    return HunyuanVideoFramepackTransformer3DModel.from_pretrained(path).eval()
+
+
+def rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def test_build_makes_four_small_engines_keyed_by_architecture(blocks):
+    root, weights, results = blocks
+    assert [r["name"] for r in results] == [f"transformer_{p}" for p in PIECES]
+    assert all(r["outcome"] == "built" for r in results), results
+    manifest = json.loads((root / "cache" / "manifest.json").read_text())["entries"]
+    for e in manifest.values():
+        assert e["key_fields"]["weights"].startswith("architecture:")
+        assert any(i["name"].startswith("weight.") for i in e["inputs"])
+    # Another checkpoint of the same architecture plans as cached: nothing to build.
+    other = save_tiny("transformer_input", root / "other", seed=41)
+    r = cli("build", "--profile", str(profile_for(root / "other.yaml", other)), "--cache-dir",
+            str(root / "cache"), "--dry-run", "--json", check=True)
+    assert [i["action"] for i in json.loads(r.stdout)["plan"]] == ["cached"] * 4
+
+
+@pytest.mark.parametrize("f1", [False, True], ids=["inverted", "f1"])
+def test_one_set_of_engines_serves_two_checkpoints(blocks, tmp_path, f1):
+    """FramePack's loop through the piece engines (strict: no eager call) matches diffusers'
+    eager model, for the weights the engines were built with and for other weights."""
+    root, weights, _ = blocks
+    other = save_tiny("transformer_input", tmp_path / "other", seed=42)
+    for path in (weights, other):
+        model = load(path)
+        with torch.inference_mode():
+            want = framepack_loop(model, f1, framepack_names=False)
+        engines = use_engines(root / "cache", strict=True, transformer=model)
+        try:
+            with torch.inference_mode():
+                got = framepack_loop(model, f1, framepack_names=True)
+            counts = engines.counts()
+        finally:
+            engines.restore()
+        assert counts == {"transformer": {"engine": 6, "eager": 0}}
+        assert rel(got, want) < 1e-4, (path, rel(got, want))
+    assert rel(load(weights).proj_out.weight.detach(), load(other).proj_out.weight.detach()) > 0.5
+
+
+@pytest.mark.parametrize("thresh", [0.15, 1e9], ids=["default", "always-skip"])
+def test_teacache_as_framepack_decides(blocks, thresh):
+    """TeaCache on (4 steps per section): the piece engines skip the block stack at the same
+    steps as FramePack's own forward and reuse the same residual; the latents match."""
+    root, weights, _ = blocks
+    model = load(weights)
+    runs: list[bool] = []
+    model.forward = functools.partial(framepack_forward, model, runs)
+    try:
+        with torch.inference_mode():
+            want = framepack_loop(model, False, framepack_names=True, steps=4,
+                                  teacache_thresh=thresh)
+    finally:
+        del model.forward
+    engines = use_engines(root / "cache", strict=True, transformer=model)
+    try:
+        with torch.inference_mode():
+            got = framepack_loop(model, False, framepack_names=True, steps=4,
+                                 teacache_thresh=thresh)
+        stack = dict(engines.swaps["transformer"].stack)
+    finally:
+        engines.restore()
+    assert len(runs) == 12 and stack.get("block_stack", 0) == sum(runs)
+    assert stack.get("teacache_skip", 0) == runs.count(False)
+    if thresh > 1:
+        assert runs.count(False) == 6  # steps 1 and 2 of each section reuse the residual
+    assert rel(got, want) < 1e-4
+
+
+def test_low_vram_weight_streaming(blocks):
+    """FramePack's DynamicSwapInstaller (every parameter read returns a fresh copy moved to the
+    target device) installed on the model: the engines take the weights through it."""
+    from framepack_trt.transformer_pieces import read_weights, weight_names
+
+    root, weights, _ = blocks
+    model = load(weights)
+    with torch.inference_mode():
+        want = framepack_loop(model, True, framepack_names=False)
+    DynamicSwapInstaller.install_model(model, device="cpu")
+    block = model.transformer_blocks[1]
+    name = weight_names(model, "dual_block")[0]
+    assert read_weights(block, [name])[0] is not dict(block.named_parameters())[name]
+    engines = use_engines(root / "cache", strict=True, transformer=model)
+    try:
+        with torch.inference_mode():
+            got = framepack_loop(model, True, framepack_names=True)
+        counts = engines.counts()
+    finally:
+        engines.restore()
+        DynamicSwapInstaller.uninstall_model(model)
+    assert counts == {"transformer": {"engine": 6, "eager": 0}}
+    assert rel(got, want) < 1e-4
+
+
+def test_a_bucket_outside_the_pieces_runs_eager(blocks):
+    """Latent 56 x 128 (448 x 1024 pixels) is past the engines' 120: eager, one warning that
+    names the piece and the range; strict raises. (diffusers' names: the eager fallback is
+    diffusers' own forward.)"""
+    root, weights, _ = blocks
+    model = load(weights)
+    with torch.inference_mode():
+        want = framepack_loop(model, False, framepack_names=False, sections=1, h=56, w=128)
+    engines = use_engines(root / "cache", transformer=model)
+    try:
+        with pytest.warns(UserWarning, match=r"latent_width=128 \(1024 pixels\)") as caught, \
+                torch.inference_mode():
+            got = framepack_loop(model, False, framepack_names=False, sections=1, h=56, w=128)
+        counts = engines.counts()
+    finally:
+        engines.restore()
+    assert len([w for w in caught if "runs eager" in str(w.message)]) == 1
+    assert counts == {"transformer": {"engine": 0, "eager": 2}}
+    assert torch.equal(got, want)
+    engines = use_engines(root / "cache", strict=True, transformer=model)
+    try:
+        with pytest.raises(EngineFallback, match="input"), torch.inference_mode():
+            framepack_loop(model, False, framepack_names=False, sections=1, h=56, w=128)
+    finally:
+        engines.restore()
