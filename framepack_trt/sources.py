@@ -221,7 +221,8 @@ def materialize_random(source: Source, component: Component, weights_dir: Path) 
     import torch
 
     fp = fingerprint(source, component)
-    target = weights_dir / f"{component.name}-{fp[:16]}"
+    # The transformer's pieces share the transformer's folder (the same model).
+    target = weights_dir / f"{component.weights_folder or component.name}-{fp[:16]}"
     if (target / "config.json").is_file():
         return target
     quiet_transformers()

@@ -125,6 +125,9 @@ class Component:
     #: checkpoint of the architecture, so the cache key holds the architecture's config
     #: instead of the weights' fingerprint, and checking it needs the model loaded.
     weights_as_inputs: ClassVar[bool] = False
+    #: Folder name prefix of its random weights under the cache (default: the name); components
+    #: that load the same model share it.
+    weights_folder: ClassVar[str | None] = None
     #: (height dim, width dim) for components that take images at FramePack's buckets.
     bucket_dims: ClassVar[tuple[str, str] | None] = None
     #: Pixels per unit of those dims (8 for latents).

@@ -34,6 +34,7 @@ class TransformerPiece(Transformer):
 
     piece: ClassVar[str]
     weights_as_inputs = True
+    weights_folder = "transformer"
     #: Two blocks of each kind, so that one block engine serving several blocks is exercised.
     tiny_config = {**Transformer.tiny_config, "num_layers": 2, "num_single_layers": 2}
     code_modules = (*Transformer.code_modules, "framepack_trt.transformer_pieces",
