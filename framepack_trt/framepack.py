@@ -362,8 +362,8 @@ FLAGS = {
         "engine yet."),
     "tensorrt_transformer": (
         "--tensorrt-transformer", "FRAMEPACK_TRT_TRANSFORMER", ("transformer",),
-        "Also the transformer (needs --enable-tensorrt; TeaCache off, since it skips the block "
-        "stack)."),
+        "Also the transformer (needs --enable-tensorrt). Block engines (engines: blocks) keep "
+        "TeaCache and low-VRAM mode; a whole-model engine runs only with TeaCache off."),
     "tensorrt_text_encoders": (
         "--tensorrt-text-encoders", "FRAMEPACK_TRT_TEXT_ENCODERS", ("text_encoder", "text_encoder_2"),
         "Also the LLaMA and CLIP text encoders (needs --enable-tensorrt)."),
