@@ -204,6 +204,8 @@ def build_auto(profile: Profile, cache: Cache, item: PlanItem, listener: Listene
     cache.remove([r["key"] for r in records if r["key"] and r is not kept
                   and r["outcome"] in ("slower", "not-faster-than-eager")])
     choice = auto.choice(spec.name, spec.component, records, kept)
+    # What the runtime needs to apply a choice of eager to a model (the transformer's pieces).
+    choice.update(source=spec.source.to_dict(), dtype=spec.dtype, device=spec.device)
     cache.record_choice(item.key, choice)
     result = BuildResult(spec.name, "built" if kept else "failed", item.key,
                          f"auto: {kept['backend']}" if kept else "auto: eager", times=times)

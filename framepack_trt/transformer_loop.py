@@ -64,12 +64,15 @@ def teacache_step(model, tokens, temb) -> bool:
 def run_pieces(model, engines: Mapping[str, Any], components: Mapping[str, Any], prepared,
                dtype, counters=None):
     """The transformer's output for prepared inputs (``transformer_export.prepare_call``),
-    through the piece engines, with TeaCache when the model has it on."""
-    from framepack_trt.transformer_pieces import unpatchify
+    through the piece engines, with TeaCache when the model has it on. A piece whose engine is
+    None runs eagerly (``backend: auto`` found no engine faster than eager for it)."""
+    from framepack_trt.transformer_pieces import RUNS, piece_module, unpatchify
 
     device = prepared[0].device
 
     def call(piece, index, *acts):
+        if engines[piece] is None:
+            return RUNS[piece](piece_module(model, piece, index), *acts)
         weights = components[piece].weights(model, index, dtype, device)
         return engines[piece](*acts, *weights)
 
@@ -110,16 +113,32 @@ def piece_sizes(prepared, text_len: int) -> dict[str, dict[str, int]]:
             "output": {"latent_tokens": frames * (height // 2) * (width // 2)}}
 
 
-def find_pieces(cache: Cache, model, model_dtype: str) -> dict[str, list[dict]]:
-    """Usable entries of each piece built for the model's architecture and dtype."""
+def find_pieces(cache: Cache, model, model_dtype: str) -> tuple[dict[str, list[dict]],
+                                                                 dict[str, set[str]]]:
+    """Usable entries of each piece built for the model's architecture and dtype; and per
+    piece, the devices on which ``backend: auto`` measured eager as the fastest (no engine
+    kept: the loop runs that piece eagerly there)."""
+    def piece_of(record):
+        return next((p for p, c in PIECE_COMPONENTS.items() if c == record["component"]), None)
+
     out: dict[str, list[dict]] = {piece: [] for piece in PIECE_COMPONENTS}
     for entry in cache.entries().values():
-        piece = next((p for p, c in PIECE_COMPONENTS.items() if c == entry["component"]), None)
+        piece = piece_of(entry)
         if (piece is None or f"torch.{entry['key_fields']['dtype']}" != model_dtype
                 or cache.status(entry).state != "ok" or not same_architecture(entry, model, cache)):
             continue
         out[piece].append(entry)
-    return out
+    eager: dict[str, set[str]] = {piece: set() for piece in PIECE_COMPONENTS}
+    for choice in cache.choices().values():
+        piece = piece_of(choice)
+        if (piece is None or choice.get("kept") or "source" not in choice
+                or f"torch.{choice.get('dtype')}" != model_dtype
+                or not any(c.get("outcome") == "not-faster-than-eager"
+                           for c in choice.get("candidates", []))
+                or not same_architecture(choice, model, cache)):
+            continue
+        eager[piece].add(choice["device"])
+    return out, eager
 
 
 class PieceSwap:
@@ -130,7 +149,7 @@ class PieceSwap:
 
         from framepack_trt.components.base import get_component
 
-        self.pieces = find_pieces(cache, self.model, str(self.model.dtype))
+        self.pieces, self.eager_pieces = find_pieces(cache, self.model, str(self.model.dtype))
         self.components = {p: get_component(c) for p, c in PIECE_COMPONENTS.items()}
         self.stack: Counter[str] = Counter()
         self._piece_engines: dict[str, Any] = {}
@@ -138,7 +157,9 @@ class PieceSwap:
 
     @property
     def has_pieces(self) -> bool:
-        return all(self.pieces.values())
+        """Every piece has an engine, or auto chose eager for it; and one has an engine."""
+        return (all(self.pieces[p] or self.eager_pieces[p] for p in self.pieces)
+                and any(self.pieces.values()))
 
     def pick_pieces(self, prepared, text_len: int) -> tuple[dict[str, dict] | None, str]:
         """One entry per piece that covers the call, or None and why not (memoised)."""
@@ -167,6 +188,9 @@ class PieceSwap:
                         continue
                     picked[piece] = e
                     break
+                if (piece not in picked and not entries
+                        and prepared[0].device.type in self.eager_pieces[piece]):
+                    picked[piece] = None  # auto measured eager as the fastest for this piece
             missing = [p for p in self.pieces if p not in picked]
             self._piece_pick[key] = ((picked, "") if not missing else
                                      (None, f"no {', '.join(missing)} piece engine covers the "
@@ -199,17 +223,18 @@ class PieceSwap:
         picked, why = self.pick_pieces(prepared, text_len)
         if picked is None:
             return self._eager(why, args, kwargs)
-        broken = [e["key"] for e in picked.values() if e["key"] in self.broken]
+        used = [e for e in picked.values() if e is not None]
+        broken = [e["key"] for e in used if e["key"] in self.broken]
         if broken:
             return self._eager(self._broken_why(broken[0]), args, kwargs)
         try:
-            engines = {p: self.piece_engine(e) for p, e in picked.items()}
+            engines = {p: self.piece_engine(e) if e is not None else None
+                       for p, e in picked.items()}
             sample = run_pieces(self.model, engines, self.components, prepared, self.model.dtype,
                                 self.stack)
         except Exception as exc:  # broken at run time: eager takes over from now on
-            for e in picked.values():
+            for e in used:
                 self.broken[e["key"]] = f"{type(exc).__name__}: {exc}"
-            return self._eager(self._broken_why(next(iter(picked.values()))["key"]), args,
-                               kwargs)
+            return self._eager(self._broken_why(used[0]["key"]), args, kwargs)
         self.calls["engine"] += 1
         return self._wrap(self.model, (sample,), kwargs.get("return_dict", True))

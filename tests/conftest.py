@@ -64,28 +64,39 @@ def cli(*args: str, cwd: Path | None = None, env: dict | None = None, check: boo
     return proc
 
 
+def once_per_run(tmp_path_factory, name: str, make) -> Path:
+    """``make(folder)`` run once per test run, in a folder every pytest-xdist worker sees (the
+    run's shared temp folder), under a file lock: the first worker to need it makes it, the
+    others wait and read it. Without xdist: a fresh temp folder. Returns the folder."""
+    from filelock import FileLock
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    shared = tmp_path_factory.getbasetemp().parent / f"{name}-shared"
+    with FileLock(str(shared) + ".lock"):
+        if not (shared / ".done").exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            shared.mkdir()
+            make(shared)
+            (shared / ".done").touch()
+    return shared
+
+
 @pytest.fixture(scope="session")
 def tiny_build(tmp_path_factory) -> tuple[Path, str]:
     """The README demo's build, done once: ``framepack-trt build`` (the built-in tiny profile:
     4 engines, AOTInductor, CPU) through the console entry point in a fresh folder, whose
     default cache is Cache/tensorrt_engines. Returns that cache and the build's stdout. Tests
     only read it; one that changes a cache works on a ``shutil.copytree`` of it. Under
-    pytest-xdist (``make test`` runs two workers) the first worker to need it builds it in the
-    run's shared temp folder, under a file lock; the others wait for it and read it."""
-    from filelock import FileLock
+    pytest-xdist (``make test`` runs two workers) it is built once for both (once_per_run)."""
+    def make(folder: Path) -> None:
+        r = cli("build", cwd=folder, check=True)
+        (folder / "build-stdout.txt").write_text(r.stdout)
 
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        cwd = tmp_path_factory.mktemp("tiny")
-        r = cli("build", cwd=cwd, check=True)
-        return cwd / "Cache" / "tensorrt_engines", r.stdout
-    shared = tmp_path_factory.getbasetemp().parent / "tiny-shared"
-    done = shared / "build-stdout.txt"
-    with FileLock(str(shared) + ".lock"):
-        if not done.exists():
-            shared.mkdir(exist_ok=True)
-            r = cli("build", cwd=shared, check=True)
-            done.write_text(r.stdout)
-    return shared / "Cache" / "tensorrt_engines", done.read_text()
+    folder = once_per_run(tmp_path_factory, "tiny", make)
+    return folder / "Cache" / "tensorrt_engines", (folder / "build-stdout.txt").read_text()
 
 
 @pytest.fixture(scope="session")

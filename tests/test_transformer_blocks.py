@@ -14,7 +14,7 @@ import json
 
 import pytest
 import torch
-from conftest import cli, save_tiny, write_profile
+from conftest import cli, once_per_run, save_tiny, write_profile
 from framepack_reference import DynamicSwapInstaller, framepack_forward
 from tests_helpers import framepack_loop
 
@@ -26,18 +26,23 @@ PIECES = ("input", "dual_block", "single_block", "output")
 def profile_for(path, weights):
     return write_profile(path, [{
         "component": "transformer", "engines": "blocks", "source": {"path": str(weights)},
-        "dtype": "float32", "buckets": [[416, 960], [960, 416], [544, 704]],
+        "dtype": "float32", "buckets": [[416, 960], [960, 416]],
         "dims": {"latent_frames": 9, "text_len": {"min": 1, "opt": 64, "max": 256}}}])
 
 
-@pytest.fixture(scope="module")
-def blocks(tmp_path_factory, tiny_weights):
-    root = tmp_path_factory.mktemp("blocks")
-    weights = tiny_weights["transformer_input"]  # the pieces' tiny config: 2 + 2 blocks
-    profile = profile_for(root / "blocks.yaml", weights)
-    r = cli("build", "--profile", str(profile), "--cache-dir", str(root / "cache"), "--json",
-            check=True)
-    return root, weights, json.loads(r.stdout)["results"]
+@pytest.fixture(scope="session")
+def blocks(tmp_path_factory):
+    """The four piece engines of tiny random weights (the pieces' tiny config: 2 + 2 blocks),
+    built once per test run (once_per_run: shared by both xdist workers)."""
+    def make(root):
+        weights = save_tiny("transformer_input", root / "weights", seed=7)
+        profile = profile_for(root / "blocks.yaml", weights)
+        r = cli("build", "--profile", str(profile), "--cache-dir", str(root / "cache"), "--json",
+                check=True)
+        (root / "build.json").write_text(r.stdout)
+
+    root = once_per_run(tmp_path_factory, "blocks", make)
+    return root, root / "weights", json.loads((root / "build.json").read_text())["results"]
 
 
 def load(path):
@@ -50,7 +55,7 @@ def rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
-def test_build_makes_four_small_engines_keyed_by_architecture(blocks):
+def test_build_makes_four_small_engines_keyed_by_architecture(blocks, tmp_path):
     root, weights, results = blocks
     assert [r["name"] for r in results] == [f"transformer_{p}" for p in PIECES]
     assert all(r["outcome"] == "built" for r in results), results
@@ -59,8 +64,8 @@ def test_build_makes_four_small_engines_keyed_by_architecture(blocks):
         assert e["key_fields"]["weights"].startswith("architecture:")
         assert any(i["name"].startswith("weight.") for i in e["inputs"])
     # Another checkpoint of the same architecture plans as cached: nothing to build.
-    other = save_tiny("transformer_input", root / "other", seed=41)
-    r = cli("build", "--profile", str(profile_for(root / "other.yaml", other)), "--cache-dir",
+    other = save_tiny("transformer_input", tmp_path / "other", seed=41)
+    r = cli("build", "--profile", str(profile_for(tmp_path / "other.yaml", other)), "--cache-dir",
             str(root / "cache"), "--dry-run", "--json", check=True)
     assert [i["action"] for i in json.loads(r.stdout)["plan"]] == ["cached"] * 4
 
@@ -166,3 +171,50 @@ def test_a_bucket_outside_the_pieces_runs_eager(blocks):
             framepack_loop(model, False, framepack_names=False, sections=1, h=56, w=128)
     finally:
         engines.restore()
+
+
+AUTO_EAGER_BLOCKS = """
+import sys
+from framepack_trt import auto
+from framepack_trt.build import build, plan
+from framepack_trt.cache import Cache
+from framepack_trt.profile import load_profile
+
+auto.MIN_SPEEDUP = 1e9  # no engine can beat eager by this: auto keeps none
+profile = load_profile(sys.argv[1]).with_backend("auto")
+cache = Cache(sys.argv[2])
+items = plan(profile, cache, ["transformer_dual_block"])
+print([r.outcome for r in build(profile, cache, items)])
+"""
+
+
+def test_pieces_auto_found_no_faster_run_eager_in_the_loop(blocks, tmp_path):
+    """backend: auto measured eager as the fastest for the dual-block piece (its engine file
+    removed, the choice recorded): the loop runs the other pieces' engines and the dual blocks
+    eagerly, with no warning, and matches eager."""
+    import shutil
+    import subprocess
+    import sys
+
+    root, weights, _ = blocks
+    cache = tmp_path / "cache"
+    shutil.copytree(root / "cache", cache)
+    proc = subprocess.run([sys.executable, "-c", AUTO_EAGER_BLOCKS, str(root / "blocks.yaml"),
+                           str(cache)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "['built']" in proc.stdout  # a measured answer: eager is the fastest
+    listed = json.loads(cli("list", "--cache-dir", str(cache), "--json", check=True).stdout)
+    assert sorted(e["name"] for e in listed["entries"]) == [
+        "transformer_input", "transformer_output", "transformer_single_block"]
+    model = load(weights)
+    with torch.inference_mode():
+        want = framepack_loop(model, False, framepack_names=False)
+    engines = use_engines(cache, strict=True, transformer=model)
+    try:
+        with torch.inference_mode():
+            got = framepack_loop(model, False, framepack_names=True)
+        counts = engines.counts()
+    finally:
+        engines.restore()
+    assert counts == {"transformer": {"engine": 6, "eager": 0}}
+    assert rel(got, want) < 1e-4
