@@ -407,10 +407,17 @@ class Cache:
         return EntryStatus("stale", reason) if reason else EntryStatus("ok")
 
 
+#: Components that are pieces of another (``engines: blocks``): naming the whole
+#: (``-c transformer``) selects them too.
+PIECES_OF = {"transformer": ("transformer_input", "transformer_dual_block",
+                             "transformer_single_block", "transformer_output")}
+
+
 def entry_matches(entry: dict[str, Any], names: list[str] | None) -> bool:
-    """Whether an entry is selected by ``names`` (entry names or component names; all when
-    ``names`` is empty)."""
-    return not names or entry["name"] in names or entry["component"] in names
+    """Whether an entry is selected by ``names`` (entry names or component names, a whole for
+    its pieces; all when ``names`` is empty)."""
+    return (not names or entry["name"] in names or entry["component"] in names
+            or any(entry["component"] in PIECES_OF.get(n, ()) for n in names))
 
 
 @functools.cache

@@ -105,14 +105,17 @@ class Profile:
         """The entries named (by entry name or component name); all when ``names`` is empty."""
         if not names:
             return self.components
-        known = {c.name for c in self.components} | {c.component for c in self.components}
-        unknown = [n for n in names if n not in known]
+        from framepack_trt.cache import entry_matches
+
+        rows = [{"name": c.name, "component": c.component} for c in self.components]
+        unknown = [n for n in names if not any(entry_matches(r, [n]) for r in rows)]
         if unknown:
             raise UsageError(
                 f"{self.path}: no component {', '.join(map(repr, unknown))} in this profile; "
                 f"it has: {', '.join(c.name for c in self.components)}"
             )
-        return tuple(c for c in self.components if c.name in names or c.component in names)
+        return tuple(c for c, r in zip(self.components, rows, strict=True)
+                     if entry_matches(r, names))
 
     def with_backend(self, backend: str) -> Profile:
         """The same profile with every component on ``backend`` (the ``--backend`` option)."""

@@ -18,7 +18,7 @@ from framepack_trt.bench import _time_pair
 from framepack_trt.cache import Cache, resolve_cache_dir
 from framepack_trt.components.base import get_component
 from framepack_trt.components.transformer import RAW_INPUTS, TIMING_BUCKETS
-from framepack_trt.device import describe, current_device
+from framepack_trt.device import current_device, describe
 from framepack_trt.export import torch_dtype
 from framepack_trt.framepack import use_engines
 from framepack_trt.profile import load_profile
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
 
         want, got = eager(**call), pieces(**call)
         err = float((got.float() - want.float()).norm() / want.float().norm())
-        eager_ms, engine_ms = _time_pair(lambda *_: eager(**call), lambda *_: pieces(**call), (),
+        eager_ms, engine_ms = _time_pair(lambda *_, c=call: eager(**c), lambda *_, c=call: pieces(**c), (),
                                          args.warmup, args.iters, device == "cuda")
         rows.append((f"{height}x{width}", eager_ms, engine_ms, eager_ms / engine_ms, err))
     card = describe(current_device(device))

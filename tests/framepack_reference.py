@@ -1,3 +1,4 @@
+# ruff: noqa: E501, B007  (FramePack's code, kept verbatim)
 """FramePack's own code that the tests hold the engines to, copied verbatim from
 lllyasviel/FramePack (Apache-2.0): ``diffusers_helper/models/hunyuan_video_packed.py``
 (``initialize_teacache`` and the TeaCache part of ``HunyuanVideoTransformer3DModelPacked.forward``)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tests_helpers import framepack_loop
 
 from framepack_trt.framepack import EngineFallback, use_engines
-from tests_helpers import framepack_loop
 
 HEIGHT, WIDTH = 416, 960      # a 640 bucket: latent 52 x 120, inside the tiny engine's range
 WINDOW, STEPS = 9, 2

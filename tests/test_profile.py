@@ -32,7 +32,9 @@ def test_builtin_profiles_load():
     assert all(c.source.kind == "repo" for c in real.components)
     assert {c.component: c.dtype for c in real.components} == {
         "llama_text": "float16", "clip_text": "float16", "siglip_image": "float16",
-        "transformer": "bfloat16"}
+        # engines: blocks (the transformer as four engines that take the weights as inputs)
+        "transformer_input": "bfloat16", "transformer_dual_block": "bfloat16",
+        "transformer_single_block": "bfloat16", "transformer_output": "bfloat16"}
     assert all(c.backend == "auto" and c.fallback_backend is None for c in real.components)
     forced = real.with_backend("tensorrt")  # --backend: that backend only
     assert all(c.backend == "tensorrt" for c in forced.components)
@@ -117,6 +119,11 @@ BAD = [
     ("components:\n  - component: clip_text\n    source: {random: {seed: -1}}\n",
      ["components[0].source.random.seed: -1 is not valid; expected an integer >= 0"]),
     ("components: [\n  {component: clip_text\n", ["not valid YAML (line"]),
+    ("components:\n  - component: transformer\n    source: {random: {seed: 0}}\n"
+     "    engines: block\n",
+     ["components[0].engines: 'block' is not valid; valid: whole, blocks"]),
+    ("components:" + GOOD_ENTRY + "    engines: blocks\n",
+     ["components[0].engines: only a transformer entry has engines (whole or blocks)"]),
 ]
 
 
@@ -189,3 +196,25 @@ def test_profile_buckets_are_what_the_transformer_checks(tmp_path):
     (tx,) = load_profile(p).components
     checks = get_component("transformer").check_sizes(tx.dims, tx.buckets)
     assert [label for label, _ in checks] == ["bucket 512x512", "bucket 544x704"]
+
+
+def test_engines_blocks_expands_the_transformer_into_four_pieces(tmp_path):
+    """engines: blocks -> four entries (same source, dtype, dims, buckets, backend) named after
+    the entry; -c transformer selects all four, and the other entries stay."""
+    p = tmp_path / "p.yaml"
+    p.write_text("backend: aoti\ndevice: cpu\ncomponents:\n"
+                 "  - component: clip_text\n    source: {random: {seed: 0}}\n"
+                 "  - component: transformer\n    name: tx\n    engines: blocks\n"
+                 "    source: {random: {seed: 3}}\n    dtype: bf16\n"
+                 "    buckets: [[416, 960], [544, 704]]\n")
+    prof = load_profile(p)
+    assert [(c.name, c.component) for c in prof.components] == [
+        ("clip_text", "clip_text"), ("tx_input", "transformer_input"),
+        ("tx_dual_block", "transformer_dual_block"),
+        ("tx_single_block", "transformer_single_block"), ("tx_output", "transformer_output")]
+    pieces = prof.components[1:]
+    same = [(c.source, c.dtype, c.dims, c.buckets, c.backend) for c in pieces]
+    assert all(x == same[0] for x in same)
+    assert pieces[0].dtype == "bfloat16" and pieces[0].dims["latent_height"] == DimRange(52, 52, 68)
+    assert [c.name for c in prof.select(["transformer"])] == [c.name for c in pieces]
+    assert [c.name for c in prof.select(["tx_output", "clip_text"])] == ["clip_text", "tx_output"]

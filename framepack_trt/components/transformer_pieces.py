@@ -83,10 +83,9 @@ class TransformerInput(TransformerPiece):
     output_names = ("tokens", "context", "temb", "rope_cos", "rope_sin")
 
     def reference(self, model, inputs, index=0):
+        from framepack_trt.components.transformer import RAW_INPUTS
         from framepack_trt.transformer_export import prepare_call
         from framepack_trt.transformer_pieces import run_input
-
-        from framepack_trt.components.transformer import RAW_INPUTS
 
         call = prepare_call(dict(zip(RAW_INPUTS, inputs, strict=True)), model.dtype, None)
         return run_input(model, *call)
