@@ -20,8 +20,8 @@ names the file, the field, the bad value and what is valid. No torch import here
         tolerance: {rel_l2: 1e-2, cosine: 0.999, max_abs: null, max_abs_std: 0.2,
                     reference: eager | fp32, reference_factor: 2}
         build: {...}           # backend build settings (see `framepack-trt components`)
-        engines: blocks        # transformer only: whole (default) | blocks (four engines that
-                               # take the weights as inputs; TeaCache and low-VRAM mode work)
+        engines: blocks        # transformer only: blocks (default: four engines that take the
+                               # weights as inputs; TeaCache and low-VRAM mode work) | whole
 """
 
 from __future__ import annotations
@@ -49,10 +49,10 @@ TOP_KEYS = ("name", "description", "cache_dir", "backend", "fallback_backend", "
             "components")
 ENTRY_KEYS = ("component", "name", "source", "dtype", "backend", "fallback_backend", "device",
               "dims", "buckets", "tolerance", "build", "engines")
-#: ``engines:`` of a transformer entry: one whole-model engine (its weights inside), or the four
-#: piece engines that take the weights as inputs (``<name>_input``, ``<name>_dual_block``,
-#: ``<name>_single_block``, ``<name>_output``; docs/transformer-blocks.md).
-TRANSFORMER_ENGINES = ("whole", "blocks")
+#: ``engines:`` of a transformer entry: the four piece engines that take the weights as inputs
+#: (``<name>_input``, ``<name>_dual_block``, ``<name>_single_block``, ``<name>_output``;
+#: docs/transformer-blocks.md), the default; or one whole-model engine (its weights inside).
+TRANSFORMER_ENGINES = ("blocks", "whole")
 PIECE_COMPONENTS = ("input", "dual_block", "single_block", "output")
 BUCKET_SETS = {"framepack-640": FRAMEPACK_640_BUCKETS}
 TOLERANCE_KEYS = ("rel_l2", "cosine", "max_abs", "max_abs_std", "reference", "reference_factor")
@@ -490,7 +490,7 @@ def parse_profile(raw: Any, path: Path) -> Profile:
             p.add(f"{where}.device", f"backend {e_backend!r} cannot build for {e_device!r} "
                   f"(it builds for {', '.join(BACKENDS[e_backend].devices)}); choose another "
                   "device, or a fallback_backend that can")
-        engines = "whole"
+        engines = "blocks" if comp_name == "transformer" else "whole"
         if "engines" in entry:
             if comp_name != "transformer":
                 p.add(f"{where}.engines", f"only a transformer entry has engines (whole or "

@@ -121,7 +121,7 @@ BAD = [
     ("components: [\n  {component: clip_text\n", ["not valid YAML (line"]),
     ("components:\n  - component: transformer\n    source: {random: {seed: 0}}\n"
      "    engines: block\n",
-     ["components[0].engines: 'block' is not valid; valid: whole, blocks"]),
+     ["components[0].engines: 'block' is not valid; valid: blocks, whole"]),
     ("components:" + GOOD_ENTRY + "    engines: blocks\n",
      ["components[0].engines: only a transformer entry has engines (whole or blocks)"]),
 ]
@@ -191,7 +191,8 @@ def test_profile_buckets_are_what_the_transformer_checks(tmp_path):
     from framepack_trt.components.base import get_component
 
     p = tmp_path / "p.yaml"
-    p.write_text("device: cpu\ncomponents:\n  - component: transformer\n    source: {random: {}}\n"
+    p.write_text("device: cpu\ncomponents:\n  - component: transformer\n    engines: whole\n"
+                 "    source: {random: {}}\n"
                  "    buckets: [[512, 512], [544, 704]]\n")
     (tx,) = load_profile(p).components
     checks = get_component("transformer").check_sizes(tx.dims, tx.buckets)
