@@ -73,7 +73,8 @@ def export_component(
     config = model.config
     specs = component.engine_specs(model)
     avoid = {e for s in specs for e in s.shape if isinstance(e, int)}
-    sizes = trace_sizes(dims, avoid)
+    multiple = component.bucket_multiple // component.pixels_per_unit
+    sizes = trace_sizes(dims, avoid, {n: multiple for n in component.bucket_dims or ()})
     gen = torch.Generator().manual_seed(seed)
     inputs = component.engine_inputs(model, component.make_inputs(config, sizes, dtype, device, gen),
                                      dtype, device)

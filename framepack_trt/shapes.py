@@ -63,12 +63,15 @@ def random_sizes(dims: Dims, rng: random.Random) -> dict[str, int]:
     return {name: rng.randint(r.min, r.max) for name, r in dims.items()}
 
 
-def trace_sizes(dims: Dims, avoid: set[int] = frozenset()) -> dict[str, int]:
+def trace_sizes(dims: Dims, avoid: set[int] = frozenset(),
+                multiples: dict[str, int] | None = None) -> dict[str, int]:
     """Sizes to trace ``torch.export`` with.
 
     Dynamic dims need an example size that is not 0 or 1 (export specialises those) and that
     no other dim (or static size in ``avoid``) shares, or export would assume they are equal.
-    Sizes start at opt and move outwards within the range.
+    Sizes start at opt and move outwards within the range, keeping to ``multiples[name]`` (the
+    transformer's latent sizes are even: a square bucket's equal height and width must not
+    push one of them to an odd size).
     """
     used = set(avoid)
     out: dict[str, int] = {}
@@ -77,9 +80,10 @@ def trace_sizes(dims: Dims, avoid: set[int] = frozenset()) -> dict[str, int]:
             out[name] = r.min
             continue
         candidates = [r.opt] + [v for d in range(1, r.max - r.min + 1) for v in (r.opt + d, r.opt - d)]
-        pick = next((v for v in candidates if r.min <= v <= r.max and v >= 2 and v not in used), None)
-        if pick is None:
-            pick = next(v for v in candidates if r.min <= v <= r.max and v >= 2)
+        step = (multiples or {}).get(name, 1)  # e.g. even latent sizes for a 2x2 patch
+        ok = [v for v in candidates if r.min <= v <= r.max and v >= 2 and v % step == 0] or \
+            [v for v in candidates if r.min <= v <= r.max and v >= 2]
+        pick = next((v for v in ok if v not in used), ok[0])
         out[name] = pick
         used.add(pick)
     return out

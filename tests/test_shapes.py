@@ -35,3 +35,11 @@ def test_sizes_at_and_random_in_range():
     for _ in range(50):
         s = random_sizes(dims, rng)
         assert 1 <= s["a"] <= 9 and s["b"] == 2
+
+
+def test_trace_sizes_keep_multiples_when_opts_collide():
+    """A square first bucket: height and width share their opt; the second moves to the next
+    even size, not to an odd one the transformer's 2x2 patch cannot take."""
+    dims = {"h": DimRange(16, 24, 32), "w": DimRange(16, 24, 32)}
+    assert trace_sizes(dims) == {"h": 24, "w": 25}
+    assert trace_sizes(dims, multiples={"h": 2, "w": 2}) == {"h": 24, "w": 26}

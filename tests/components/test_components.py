@@ -30,9 +30,14 @@ CASES = {
                     [{"batch": 1, "latent_frames": 9, "latent_height": 60, "latent_width": 104,
                       "text_len": 77}]),
 }
-# The transformer's four pieces (weights as inputs) take the transformer's dims.
-CASES.update({f"transformer_{piece}": CASES["transformer"]
-              for piece in ("input", "dual_block", "single_block", "output")})
+# The transformer's four pieces (weights as inputs) take the transformer's dims; small latents
+# here (the blocks' attention at latent 120x120 is 41400 tokens), a square opt included.
+CASES.update({f"transformer_{piece}": (
+    {"batch": DimRange(1, 1, 1), "latent_frames": DimRange(9, 9, 9),
+     "latent_height": DimRange(16, 24, 32), "latent_width": DimRange(16, 24, 32),
+     "text_len": DimRange(1, 64, 256)},
+    [{"batch": 1, "latent_frames": 9, "latent_height": 20, "latent_width": 28, "text_len": 77}])
+    for piece in ("input", "dual_block", "single_block", "output")})
 
 
 def test_all_components_tested():
