@@ -61,8 +61,14 @@ def teacache_step(model, tokens, temb) -> bool:
     return should_calc
 
 
+def engine_weight_names(entry: Mapping[str, Any]) -> list[str]:
+    """The weight inputs of a piece engine, by the parameter names it was built with."""
+    return [i["name"].removeprefix("weight.") for i in entry["inputs"]
+            if i["name"].startswith("weight.")]
+
+
 def run_pieces(model, engines: Mapping[str, Any], components: Mapping[str, Any], prepared,
-               dtype, counters=None):
+               dtype, counters=None, names: Mapping[str, list[str]] | None = None):
     """The transformer's output for prepared inputs (``transformer_export.prepare_call``),
     through the piece engines, with TeaCache when the model has it on. A piece whose engine is
     None runs eagerly (``backend: auto`` found no engine faster than eager for it)."""
@@ -73,7 +79,8 @@ def run_pieces(model, engines: Mapping[str, Any], components: Mapping[str, Any],
     def call(piece, index, *acts):
         if engines[piece] is None:
             return RUNS[piece](piece_module(model, piece, index), *acts)
-        weights = components[piece].weights(model, index, dtype, device)
+        weights = components[piece].weights(model, index, dtype, device,
+                                            (names or {}).get(piece))
         return engines[piece](*acts, *weights)
 
     frames, height, width = prepared[0].shape[2:]
@@ -150,6 +157,13 @@ class PieceSwap:
         from framepack_trt.components.base import get_component
 
         self.pieces, self.eager_pieces = find_pieces(cache, self.model, str(self.model.dtype))
+        from diffusers import HunyuanVideoFramepackTransformer3DModel
+
+        if not isinstance(self.model, HunyuanVideoFramepackTransformer3DModel):
+            # A piece runs eagerly on diffusers' modules only (FramePack's own class has other
+            # RoPE and embedding call conventions): elsewhere a piece without an engine means
+            # the whole call runs the model's own forward.
+            self.eager_pieces = {p: set() for p in self.eager_pieces}
         self.components = {p: get_component(c) for p, c in PIECE_COMPONENTS.items()}
         self.stack: Counter[str] = Counter()
         self._piece_engines: dict[str, Any] = {}
@@ -231,7 +245,8 @@ class PieceSwap:
             engines = {p: self.piece_engine(e) if e is not None else None
                        for p, e in picked.items()}
             sample = run_pieces(self.model, engines, self.components, prepared, self.model.dtype,
-                                self.stack)
+                                self.stack, {p: engine_weight_names(e) for p, e in picked.items()
+                                             if e is not None})
         except Exception as exc:  # broken at run time: eager takes over from now on
             for e in used:
                 self.broken[e["key"]] = f"{type(exc).__name__}: {exc}"

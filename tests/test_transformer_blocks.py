@@ -21,6 +21,9 @@ from tests_helpers import framepack_loop
 from framepack_trt.framepack import EngineFallback, use_engines
 
 PIECES = ("input", "dual_block", "single_block", "output")
+#: One xdist worker runs this module (``make test``: --dist loadgroup), so the other never
+#: waits for the piece build it does not need.
+pytestmark = pytest.mark.xdist_group("blocks")
 
 
 #: Latent sizes below FramePack's buckets (52..120) keep the test fast; the engines' dims are

@@ -53,13 +53,17 @@ class TransformerPiece(Transformer):
 
         return piece_count(config, self.piece)
 
-    def weights(self, model, index, dtype, device):
+    def weights(self, model, index, dtype, device, names=None):
+        """The weights of module ``index``, read by name: ``names`` (the engine's own, as built;
+        so a model class that registers its parameters in another order, such as FramePack's
+        own, still hands each over to its input) or the model's parameter order."""
         import torch
 
         from framepack_trt.transformer_pieces import piece_module, read_weights, weight_names
 
         module = piece_module(model, self.piece, index)
-        tensors = read_weights(module, weight_names(model, self.piece))
+        tensors = read_weights(module, names if names is not None else
+                               weight_names(model, self.piece))
         # The block's own dtype (FramePack casts proj_out to float32 for its fp32 output; the
         # engine upcasts it itself, and bf16 values survive the round trip exactly).
         return tuple(t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype,
