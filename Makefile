@@ -26,7 +26,7 @@ demo: install ## build the tiny profile (CPU, AOTInductor), list it, verify it a
 	$(BIN)/framepack-trt verify
 
 test: install ## the test suite (CPU only; GPU tests skip themselves), two workers
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2
 
 gpu-test: install ## the GPU tests (need CUDA; TensorRT ones need torch_tensorrt)
 	$(BIN)/python -m pytest -q -m gpu tests/gpu
