@@ -175,6 +175,54 @@ def framepack_fp32_output(model: torch.nn.Module):
         handle.remove()
 
 
+def run_input(m, hidden_states, timestep, guidance, encoder_hidden_states, pooled_projections,
+              image_embeds, indices_latents, latents_clean, indices_latents_clean,
+              latents_history_2x, indices_latents_history_2x, latents_history_4x,
+              indices_latents_history_4x):
+    """The input side of the transformer on prepared inputs (``prepare_call``): image tokens,
+    context (image projection, then text), temb, and the RoPE table (cos, sin).
+
+    diffusers puts the history first (4x, 2x, clean, then the latents being denoised) and
+    slices the last tokens off at the end. Attention over the image tokens has no mask and each
+    token carries its own RoPE, so the order does not change the function; the latents go first
+    here so that the final slice starts at 0 instead of at a dynamic offset. (The TensorRT
+    failure once blamed on that slice came from diffusers' own x[:, :-text_len] splits; see
+    graph_passes.)"""
+    p = m.config.patch_size
+    _, _, _, height, width = hidden_states.shape
+    rows, cols = height // p, width // p
+    device = hidden_states.device
+    tokens = m.x_embedder(hidden_states)
+    grid = (torch.arange(rows, device=device), torch.arange(cols, device=device))
+    rope = _rope_at(m.rope, indices_latents, *grid)
+    embed = m.clean_x_embedder
+    clean = embed.proj(latents_clean).flatten(2).transpose(1, 2)
+    rope_clean = _rope_at(m.rope, indices_latents_clean, *grid)
+    hist2 = embed.proj_2x(latents_history_2x).flatten(2).transpose(1, 2)
+    rope2 = _history_rope(m.rope, indices_latents_history_2x, rows, cols,
+                          latents_history_2x.shape[-2] // p, latents_history_2x.shape[-1] // p,
+                          (2, 2, 2))
+    hist4 = embed.proj_4x(latents_history_4x).flatten(2).transpose(1, 2)
+    rope4 = _history_rope(m.rope, indices_latents_history_4x, rows, cols,
+                          latents_history_4x.shape[-2] // p, latents_history_4x.shape[-1] // p,
+                          (4, 4, 4))
+    tokens = torch.cat([tokens, hist4, hist2, clean], dim=1)
+    cos = torch.cat([rope[0], rope4[0], rope2[0], rope_clean[0]], dim=0)
+    sin = torch.cat([rope[1], rope4[1], rope2[1], rope_clean[1]], dim=0)
+    temb, _ = m.time_text_embed(timestep, pooled_projections, guidance)
+    text = m.context_embedder(encoder_hidden_states, timestep, None)
+    context = torch.cat([m.image_projection(image_embeds), text], dim=1)
+    return tokens, context, temb, cos, sin
+
+
+def unpatchify(projected: torch.Tensor, config, frames: int, rows: int, cols: int) -> torch.Tensor:
+    """(1, frames*rows*cols, C*pt*p*p) -> (1, C, frames*pt, rows*p, cols*p), as diffusers'."""
+    p, p_t = config.patch_size, config.patch_size_t
+    out = projected.reshape(projected.shape[0], frames // p_t, rows, cols, -1, p_t, p, p)
+    out = out.permute(0, 4, 1, 5, 2, 6, 3, 7)
+    return out.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+
 class FramepackTransformerForExport(torch.nn.Module):
     """The FramePack transformer's forward on prepared inputs (see ``prepare_call``), using the
     diffusers model's own submodules and parameters (shared, not copied)."""
@@ -189,47 +237,17 @@ class FramepackTransformerForExport(torch.nn.Module):
                 indices_latents_history_4x):
         m = self.model
         p, p_t = m.config.patch_size, m.config.patch_size_t
-        batch, _, frames, height, width = hidden_states.shape
+        frames, height, width = hidden_states.shape[2:]
         rows, cols = height // p, width // p
-        device = hidden_states.device
-
-        tokens = m.x_embedder(hidden_states)
-        rope = _rope_at(m.rope, indices_latents, torch.arange(rows, device=device),
-                        torch.arange(cols, device=device))
-        embed = m.clean_x_embedder
-        clean = embed.proj(latents_clean).flatten(2).transpose(1, 2)
-        rope_clean = _rope_at(m.rope, indices_latents_clean, torch.arange(rows, device=device),
-                              torch.arange(cols, device=device))
-        hist2 = embed.proj_2x(latents_history_2x).flatten(2).transpose(1, 2)
-        rope2 = _history_rope(m.rope, indices_latents_history_2x, rows, cols,
-                              latents_history_2x.shape[-2] // p, latents_history_2x.shape[-1] // p,
-                              (2, 2, 2))
-        hist4 = embed.proj_4x(latents_history_4x).flatten(2).transpose(1, 2)
-        rope4 = _history_rope(m.rope, indices_latents_history_4x, rows, cols,
-                              latents_history_4x.shape[-2] // p, latents_history_4x.shape[-1] // p,
-                              (4, 4, 4))
-        # diffusers puts the history first (4x, 2x, clean, then the latents being denoised) and
-        # slices the last tokens off at the end. Attention over the image tokens has no mask
-        # and each token carries its own RoPE, so the order does not change the function; the
-        # latents go first here so that the final slice starts at 0 instead of at a dynamic
-        # offset. (The TensorRT failure once blamed on that slice came from diffusers' own
-        # x[:, :-text_len] splits; see graph_passes.)
-        tokens = torch.cat([tokens, hist4, hist2, clean], dim=1)
-        rotary = (torch.cat([rope[0], rope4[0], rope2[0], rope_clean[0]], dim=0),
-                  torch.cat([rope[1], rope4[1], rope2[1], rope_clean[1]], dim=0))
-
-        temb, _ = m.time_text_embed(timestep, pooled_projections, guidance)
-        text = m.context_embedder(encoder_hidden_states, timestep, None)
-        context = torch.cat([m.image_projection(image_embeds), text], dim=1)
-
+        tokens, context, temb, cos, sin = run_input(
+            m, hidden_states, timestep, guidance, encoder_hidden_states, pooled_projections,
+            image_embeds, indices_latents, latents_clean, indices_latents_clean,
+            latents_history_2x, indices_latents_history_2x, latents_history_4x,
+            indices_latents_history_4x)
         for block in m.transformer_blocks:
-            tokens, context = block(tokens, context, temb, None, rotary)
+            tokens, context = block(tokens, context, temb, None, (cos, sin))
         for block in m.single_transformer_blocks:
-            tokens, context = block(tokens, context, temb, None, rotary)
-
+            tokens, context = block(tokens, context, temb, None, (cos, sin))
         out = tokens.narrow(1, 0, (frames // p_t) * rows * cols)
-        out = m.norm_out(out, temb)
-        out = fp32_projection(m.proj_out, out)
-        out = out.reshape(batch, frames // p_t, rows, cols, -1, p_t, p, p)
-        out = out.permute(0, 4, 1, 5, 2, 6, 3, 7)
-        return (out.flatten(6, 7).flatten(4, 5).flatten(2, 3),)
+        out = fp32_projection(m.proj_out, m.norm_out(out, temb))
+        return (unpatchify(out, m.config, frames, rows, cols),)

@@ -27,7 +27,11 @@ from collections.abc import Sequence
 
 import torch
 
-from framepack_trt.transformer_export import _history_rope, _rope_at, fp32_projection
+from framepack_trt.transformer_export import (  # noqa: F401  (run_input, unpatchify: re-exported)
+    fp32_projection,
+    run_input,
+    unpatchify,
+)
 
 PIECES = ("input", "dual_block", "single_block", "output")
 
@@ -117,39 +121,6 @@ def _with_arity(module: WeightsAsInputs, names: Sequence[str]) -> WeightsAsInput
 
 # -- what each piece computes, on the diffusers model's own submodules --------------------------
 
-def run_input(m, hidden_states, timestep, guidance, encoder_hidden_states, pooled_projections,
-              image_embeds, indices_latents, latents_clean, indices_latents_clean,
-              latents_history_2x, indices_latents_history_2x, latents_history_4x,
-              indices_latents_history_4x):
-    """The input side of ``FramepackTransformerForExport.forward`` (same token order: the
-    latents first, then 4x, 2x and clean history)."""
-    p = m.config.patch_size
-    _, _, _, height, width = hidden_states.shape
-    rows, cols = height // p, width // p
-    device = hidden_states.device
-    tokens = m.x_embedder(hidden_states)
-    grid = (torch.arange(rows, device=device), torch.arange(cols, device=device))
-    rope = _rope_at(m.rope, indices_latents, *grid)
-    embed = m.clean_x_embedder
-    clean = embed.proj(latents_clean).flatten(2).transpose(1, 2)
-    rope_clean = _rope_at(m.rope, indices_latents_clean, *grid)
-    hist2 = embed.proj_2x(latents_history_2x).flatten(2).transpose(1, 2)
-    rope2 = _history_rope(m.rope, indices_latents_history_2x, rows, cols,
-                          latents_history_2x.shape[-2] // p, latents_history_2x.shape[-1] // p,
-                          (2, 2, 2))
-    hist4 = embed.proj_4x(latents_history_4x).flatten(2).transpose(1, 2)
-    rope4 = _history_rope(m.rope, indices_latents_history_4x, rows, cols,
-                          latents_history_4x.shape[-2] // p, latents_history_4x.shape[-1] // p,
-                          (4, 4, 4))
-    tokens = torch.cat([tokens, hist4, hist2, clean], dim=1)
-    cos = torch.cat([rope[0], rope4[0], rope2[0], rope_clean[0]], dim=0)
-    sin = torch.cat([rope[1], rope4[1], rope2[1], rope_clean[1]], dim=0)
-    temb, _ = m.time_text_embed(timestep, pooled_projections, guidance)
-    text = m.context_embedder(encoder_hidden_states, timestep, None)
-    context = torch.cat([m.image_projection(image_embeds), text], dim=1)
-    return tokens, context, temb, cos, sin
-
-
 def run_block(block, tokens, context, temb, cos, sin):
     """One diffusers block (dual or single stream) as the model's forward calls it with batch 1
     and the text cropped (no mask)."""
@@ -172,11 +143,3 @@ def export_module(model: torch.nn.Module, piece: str) -> WeightsAsInputs:
     names = weight_names(model, piece)
     module = WeightsAsInputs(piece_module(model, piece), names, NUM_ACTIVATIONS[piece], RUNS[piece])
     return _with_arity(module, [f"a{i}" for i in range(NUM_ACTIVATIONS[piece])] + names)
-
-
-def unpatchify(projected: torch.Tensor, config, frames: int, rows: int, cols: int) -> torch.Tensor:
-    """(1, frames*rows*cols, C*pt*p*p) -> (1, C, frames*pt, rows*p, cols*p), as diffusers'."""
-    p, p_t = config.patch_size, config.patch_size_t
-    out = projected.reshape(projected.shape[0], frames // p_t, rows, cols, -1, p_t, p, p)
-    out = out.permute(0, 4, 1, 5, 2, 6, 3, 7)
-    return out.flatten(6, 7).flatten(4, 5).flatten(2, 3)
