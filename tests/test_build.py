@@ -22,6 +22,13 @@ def one_engine_profile(tmp_path, tiny_weights):
          "dtype": "float32"}])
 
 
+def interruptible() -> None:
+    """Ctrl-C as a terminal delivers it: SIGINT back to its default in the child. A command
+    started in the background by a non-interactive shell (``cmd &``, as a CI script may start
+    the suite) inherits SIGINT ignored, and Python then leaves it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def listing(cache):
     return json.loads(cli("list", "--cache-dir", str(cache), "--json", check=True).stdout)
 
@@ -101,7 +108,7 @@ def test_ctrl_c_or_kill_during_compile_leaves_cache_consistent(tmp_path, one_eng
         [sys.executable, "-m", "framepack_trt", "build", "--profile", str(one_engine_profile),
          "--cache-dir", str(cache)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=interruptible)
     seen = []
     for line in proc.stdout:
         seen.append(line)
@@ -147,7 +154,7 @@ def test_force_rebuild_never_loses_the_cached_engine(tmp_path, built_cache):
         [sys.executable, "-m", "framepack_trt", "build", "--profile", str(profile),
          "--cache-dir", str(cache), "--force"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=interruptible)
     for line in proc.stdout:
         if line.strip().endswith(": compile"):
             proc.send_signal(signal.SIGINT)

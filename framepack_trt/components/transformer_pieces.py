@@ -95,7 +95,24 @@ class TransformerInput(TransformerPiece):
         return run_input(model, *call)
 
 
-class _Block(TransformerPiece):
+class _ActivationPiece(TransformerPiece):
+    """A piece after the input side: it takes activations as they are (no FramePack call to
+    prepare, no user-facing sizes), named by its input specs."""
+
+    def raw_input_names(self, config):
+        return [s.name for s in self.input_specs(config)]
+
+    def prepare(self, inputs, dtype, device):
+        return tuple(inputs)
+
+    def prepare_kwargs(self, kwargs, names, dtype, device):
+        return super(Transformer, self).prepare_kwargs(kwargs, names, dtype, device)
+
+    def user_sizes(self, sizes):
+        return {}
+
+
+class _Block(_ActivationPiece):
     output_names = ("tokens", "context")
 
     def derived_dims(self, dims):
@@ -116,18 +133,6 @@ class _Block(TransformerPiece):
                 InputSpec("temb", (1, width)),
                 InputSpec("rope_cos", ("image_tokens", head), "float32"),
                 InputSpec("rope_sin", ("image_tokens", head), "float32")]
-
-    def raw_input_names(self, config):
-        return [s.name for s in self.input_specs(config)]
-
-    def prepare(self, inputs, dtype, device):
-        return tuple(inputs)
-
-    def prepare_kwargs(self, kwargs, names, dtype, device):
-        return super(Transformer, self).prepare_kwargs(kwargs, names, dtype, device)
-
-    def user_sizes(self, sizes):
-        return {}
 
     def make_inputs(self, config, sizes, dtype, device, generator):
         import torch
@@ -165,7 +170,7 @@ class TransformerSingleBlock(_Block):
 
 
 @register
-class TransformerOutput(TransformerPiece):
+class TransformerOutput(_ActivationPiece):
     name = "transformer_output"
     piece = "output"
     description = ("FramePack transformer, output side (norm, fp32 projection), weights as "
@@ -181,18 +186,6 @@ class TransformerOutput(TransformerPiece):
     def input_specs(self, config):
         width, _ = self._width(config)
         return [InputSpec("tokens", (1, "latent_tokens", width)), InputSpec("temb", (1, width))]
-
-    def raw_input_names(self, config):
-        return ["tokens", "temb"]
-
-    def prepare(self, inputs, dtype, device):
-        return tuple(inputs)
-
-    def prepare_kwargs(self, kwargs, names, dtype, device):
-        return super(Transformer, self).prepare_kwargs(kwargs, names, dtype, device)
-
-    def user_sizes(self, sizes):
-        return {}
 
     def make_inputs(self, config, sizes, dtype, device, generator):
         width, _ = self._width(config)
