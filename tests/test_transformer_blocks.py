@@ -1,6 +1,8 @@
 """The transformer as four piece engines that take the weights as inputs (``engines: blocks``):
-built with AOTInductor on the CPU from tiny random weights (two dual and two single blocks),
-then run by ``use_engines`` in FramePack's section loop against diffusers' eager model:
+built with AOTInductor on the CPU from tiny random weights (two dual and two single blocks) in
+bf16, FramePack's transformer dtype, then run by ``use_engines`` in FramePack's section loop
+(FramePack's dtypes: bf16 latents, timestep, guidance and embeddings, fp32 history latents)
+against diffusers' eager model in bf16:
 - the same engines serve another checkpoint of the same architecture (other weights), and
   plan as cached for it;
 - TeaCache on: the same skip decisions and residual reuse as FramePack's own forward;
@@ -31,9 +33,14 @@ pytestmark = pytest.mark.xdist_group("blocks")
 SIDE = {"min": 16, "opt": 24, "max": 32}
 
 
+#: Engine against eager, both bf16, over a whole loop: measured 1.5e-3 to 2.1e-3 (eager bf16
+#: itself is 3e-2 from eager fp32).
+TOL = 1e-2
+
+
 def profile_for(path, weights):
     return write_profile(path, [{
-        "component": "transformer", "source": {"path": str(weights)}, "dtype": "float32",
+        "component": "transformer", "source": {"path": str(weights)}, "dtype": "bfloat16",
         "dims": {"latent_frames": 9, "latent_height": SIDE, "latent_width": SIDE,
                  "text_len": {"min": 1, "opt": 64, "max": 256}}}])  # engines: blocks (default)
 
@@ -58,9 +65,11 @@ def blocks(tmp_path_factory):
 
 
 def load(path):
+    """The transformer as FramePack loads it: bf16 (``torch_dtype=torch.bfloat16``)."""
     from diffusers import HunyuanVideoFramepackTransformer3DModel
 
-    return HunyuanVideoFramepackTransformer3DModel.from_pretrained(path).eval()
+    return HunyuanVideoFramepackTransformer3DModel.from_pretrained(
+        path, torch_dtype=torch.bfloat16).eval()
 
 
 def rel(a, b):
@@ -100,14 +109,17 @@ def test_one_set_of_engines_serves_two_checkpoints(blocks, tmp_path, f1):
         finally:
             engines.restore()
         assert counts == {"transformer": {"engine": 6, "eager": 0}}
-        assert rel(got, want) < 1e-4, (path, rel(got, want))
+        assert rel(got, want) < TOL, (path, rel(got, want))
     assert rel(load(weights).proj_out.weight.detach(), load(other).proj_out.weight.detach()) > 0.5
 
 
-@pytest.mark.parametrize("thresh", [0.15, 1e9], ids=["default", "always-skip"])
+@pytest.mark.parametrize("thresh", [0.15, 0.3, 1e9], ids=["default", "mixed", "always-skip"])
 def test_teacache_as_framepack_decides(blocks, thresh):
     """TeaCache on (4 steps per section): the piece engines skip the block stack at the same
-    steps as FramePack's own forward and reuse the same residual; the latents match."""
+    steps as FramePack's own forward and reuse the same residual; the latents match. With these
+    weights each middle step adds about 0.157 to TeaCache's distance: FramePack's default 0.15
+    runs every step, 0.3 skips step 1 and runs step 2 (0.313, a margin of 0.013 where engine
+    and eager differ by 5e-4), a huge threshold skips both."""
     root, weights, _ = blocks
     model = load(weights)
     runs: list[bool] = []
@@ -126,9 +138,10 @@ def test_teacache_as_framepack_decides(blocks, thresh):
         engines.restore()
     assert len(runs) == 12 and stack.get("block_stack", 0) == sum(runs)
     assert stack.get("teacache_skip", 0) == runs.count(False)
-    if thresh > 1:
-        assert runs.count(False) == 6  # steps 1 and 2 of each section reuse the residual
-    assert rel(got, want) < 1e-4
+    # Per section: steps 0 and 3 always run; steps 1 and 2 as the threshold says.
+    assert runs == [True, *{0.15: (True, True), 0.3: (False, True), 1e9: (False, False)}[thresh],
+                    True] * 3
+    assert rel(got, want) < TOL
 
 
 def test_low_vram_weight_streaming(blocks):
@@ -153,7 +166,7 @@ def test_low_vram_weight_streaming(blocks):
         engines.restore()
         DynamicSwapInstaller.uninstall_model(model)
     assert counts == {"transformer": {"engine": 6, "eager": 0}}
-    assert rel(got, want) < 1e-4
+    assert rel(got, want) < TOL
 
 
 def test_a_bucket_outside_the_pieces_runs_eager(blocks):
@@ -227,4 +240,4 @@ def test_pieces_auto_found_no_faster_run_eager_in_the_loop(blocks, tmp_path):
     finally:
         engines.restore()
     assert counts == {"transformer": {"engine": 6, "eager": 0}}
-    assert rel(got, want) < 1e-4
+    assert rel(got, want) < TOL

@@ -43,8 +43,10 @@ def framepack_loop(transformer, f1: bool, framepack_names: bool, sections: int =
     """The section loop of FramePack's demo_gradio.py (inverted anti-drifting: latent
     paddings 2, 1, 0) or demo_gradio_f1.py (F1: the newest history last), with FramePack's
     argument names, (1, n) int64 indices, a bool mask over 512 text slots, fp32 history latents
-    and a plain Euler sampler in place of k-diffusion's UniPC: what matters here is that every
-    transformer call is made the way FramePack makes it. diffusers' model takes diffusers'
+    (passed as they are for clean latents), the model's dtype for the rest (timestep and
+    guidance included, as FramePack's ``fm_wrapper`` casts them) and a plain Euler sampler in
+    place of k-diffusion's UniPC: what matters here is that every transformer call is made the
+    way FramePack makes it. diffusers' model takes diffusers'
     names (and 1-D indices): ``framepack_names=False`` renames the same tensors for it.
     ``teacache_thresh``: TeaCache on, set up before each section as demo_gradio.py does
     (``initialize_teacache(enable_teacache=True, num_steps=steps)``, with this threshold)."""
@@ -88,16 +90,20 @@ def framepack_loop(transformer, f1: bool, framepack_names: bool, sections: int =
         x = torch.randn(1, 16, window, h, w, generator=g)
         for i in range(steps):
             sigma, nxt = 1.0 - i / steps, 1.0 - (i + 1) / steps
-            v = call(hidden_states=x.to(dtype), timestep=torch.tensor([sigma * 1000.0]),
-                            encoder_hidden_states=text.to(dtype), encoder_attention_mask=mask,
-                            pooled_projections=pooled.to(dtype),
-                            guidance=torch.tensor([10.0 * 1000.0]).to(dtype),
-                            latent_indices=latent_i, clean_latents=clean.to(dtype),
-                            clean_latent_indices=torch.cat([pre, c1i], dim=1),
-                            clean_latents_2x=c2.to(dtype), clean_latent_2x_indices=c2i,
-                            clean_latents_4x=c4.to(dtype), clean_latent_4x_indices=c4i,
-                            image_embeddings=image.to(dtype), attention_kwargs={},
-                            return_dict=False)[0]
+            # FramePack's dtypes: the model's for latents, timestep, guidance and embeddings;
+            # the clean latents as its fp32 history holds them (its model casts them; diffusers'
+            # model does not, so they are cast for it).
+            history_dtype = torch.float32 if framepack_names else dtype
+            v = call(hidden_states=x.to(dtype), timestep=torch.tensor([sigma * 1000.0]).to(dtype),
+                     encoder_hidden_states=text.to(dtype), encoder_attention_mask=mask,
+                     pooled_projections=pooled.to(dtype),
+                     guidance=torch.tensor([10.0 * 1000.0]).to(dtype),
+                     latent_indices=latent_i, clean_latents=clean.to(history_dtype),
+                     clean_latent_indices=torch.cat([pre, c1i], dim=1),
+                     clean_latents_2x=c2.to(history_dtype), clean_latent_2x_indices=c2i,
+                     clean_latents_4x=c4.to(history_dtype), clean_latent_4x_indices=c4i,
+                     image_embeddings=image.to(dtype), attention_kwargs={},
+                     return_dict=False)[0]
             x = x + (nxt - sigma) * v.float()
         if f1:
             history = torch.cat([history, x], dim=2)
