@@ -39,7 +39,7 @@ def framepack_call(config, h: int, w: int, length: int, frames: int = 9, seed: i
 
 def framepack_loop(transformer, f1: bool, framepack_names: bool, sections: int = 3,
                    steps: int = 2, h: int = 52, w: int = 52, seed: int = 0,
-                   teacache_thresh: float | None = None):
+                   teacache_thresh: float | None = None, device: str = "cpu"):
     """The section loop of FramePack's demo_gradio.py (inverted anti-drifting: latent
     paddings 2, 1, 0) or demo_gradio_f1.py (F1: the newest history last), with FramePack's
     argument names, (1, n) int64 indices, a bool mask over 512 text slots, fp32 history latents
@@ -49,13 +49,16 @@ def framepack_loop(transformer, f1: bool, framepack_names: bool, sections: int =
     way FramePack makes it. diffusers' model takes diffusers'
     names (and 1-D indices): ``framepack_names=False`` renames the same tensors for it.
     ``teacache_thresh``: TeaCache on, set up before each section as demo_gradio.py does
-    (``initialize_teacache(enable_teacache=True, num_steps=steps)``, with this threshold)."""
+    (``initialize_teacache(enable_teacache=True, num_steps=steps)``, with this threshold).
+    ``device``: where the sampler works (latents, embeddings, mask); FramePack keeps its history
+    latents and index tensors on the CPU and hands them over from there."""
     to_diffusers = {v: k for k, v in TO_FRAMEPACK.items()}
 
     def call(**kw):
-        if not framepack_names:
+        if not framepack_names:  # diffusers' pipeline has everything on its device
             kw = {to_diffusers.get(k, k): (v[0] if k.endswith("indices") else v)
                   for k, v in kw.items()}
+            kw = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
         return transformer(**kw)
     g = torch.Generator().manual_seed(seed)
     cfg, window = transformer.config, 9
@@ -87,24 +90,27 @@ def framepack_loop(transformer, f1: bool, framepack_names: bool, sections: int =
 
             initialize_teacache(transformer, enable_teacache=True, num_steps=steps,
                                 rel_l1_thresh=teacache_thresh)
-        x = torch.randn(1, 16, window, h, w, generator=g)
+        x = torch.randn(1, 16, window, h, w, generator=g).to(device)
         for i in range(steps):
             sigma, nxt = 1.0 - i / steps, 1.0 - (i + 1) / steps
             # FramePack's dtypes: the model's for latents, timestep, guidance and embeddings;
             # the clean latents as its fp32 history holds them (its model casts them; diffusers'
             # model does not, so they are cast for it).
             history_dtype = torch.float32 if framepack_names else dtype
-            v = call(hidden_states=x.to(dtype), timestep=torch.tensor([sigma * 1000.0]).to(dtype),
-                     encoder_hidden_states=text.to(dtype), encoder_attention_mask=mask,
-                     pooled_projections=pooled.to(dtype),
-                     guidance=torch.tensor([10.0 * 1000.0]).to(dtype),
+            v = call(hidden_states=x.to(dtype),
+                     timestep=torch.tensor([sigma * 1000.0]).to(device, dtype),
+                     encoder_hidden_states=text.to(device, dtype),
+                     encoder_attention_mask=mask.to(device),
+                     pooled_projections=pooled.to(device, dtype),
+                     guidance=torch.tensor([10.0 * 1000.0]).to(device, dtype),
                      latent_indices=latent_i, clean_latents=clean.to(history_dtype),
                      clean_latent_indices=torch.cat([pre, c1i], dim=1),
                      clean_latents_2x=c2.to(history_dtype), clean_latent_2x_indices=c2i,
                      clean_latents_4x=c4.to(history_dtype), clean_latent_4x_indices=c4i,
-                     image_embeddings=image.to(dtype), attention_kwargs={},
+                     image_embeddings=image.to(device, dtype), attention_kwargs={},
                      return_dict=False)[0]
             x = x + (nxt - sigma) * v.float()
+        x = x.cpu()
         if f1:
             history = torch.cat([history, x], dim=2)
         else:
