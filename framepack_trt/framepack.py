@@ -32,7 +32,7 @@ from framepack_trt.transformer_loop import PieceSwap
 
 #: FramePack's module names (demo_gradio.py) and the component each one is.
 MODULES = {"transformer": "transformer", "text_encoder": "llama_text",
-           "text_encoder_2": "clip_text", "image_encoder": "siglip_image"}
+           "text_encoder_2": "clip_text", "image_encoder": "siglip_image", "vae": "vae_encode"}
 
 
 class EngineFallback(FramepackTrtError):
@@ -89,13 +89,16 @@ def same_checkpoint(entry: Mapping[str, Any], model, cache: Cache) -> bool:
 
 
 class Swap:
-    """One module's forward, swapped: picks the engine per call, falls back to eager."""
+    """One module's forward, swapped: picks the engine per call, falls back to eager.
+    ``model`` is the module FramePack holds (its dtype, config and checkpoint pick the engine);
+    ``target`` is the module whose forward the engine replaces (by default the model itself)."""
 
     def __init__(self, name: str, component: str, model, cache: Cache, strict: bool,
                  parse: Callable, wrap: Callable):
         self.name, self.component, self.model, self.cache = name, component, model, cache
         self.strict, self._parse, self._wrap = strict, parse, wrap
-        self.eager_forward = model.forward  # the bound method of the class
+        self.target = self.target_of(model)
+        self.eager_forward = self.target.forward  # the bound method of the class
         self.calls: Counter[str] = Counter()
         self.warned: set[str] = set()
         self._engines: dict[str, Any] = {}       # key -> loaded engine
@@ -105,6 +108,10 @@ class Swap:
         self.entries = [e for e in cache.entries().values()
                         if e["component"] == component and cache.status(e).state == "ok"
                         and same_checkpoint(e, model, cache)]
+
+    @staticmethod
+    def target_of(model):
+        return model
 
     # -- the swapped forward ------------------------------------------------------------------
     def forward(self, *args, **kwargs):
@@ -186,6 +193,16 @@ class Swap:
             entry = next(e for e in self.entries if e["key"] == key)
             self._engines[key] = load_engine(self.cache, entry)
         return self._engines[key]
+
+
+class VaeEncoderSwap(Swap):
+    """The VAE: its ``encoder`` submodule through the ``vae_encode`` engine. diffusers'
+    ``encode`` around it (framewise and spatial tiling, ``quant_conv``, the posterior) runs as
+    it is and calls the encoder once per frame or tile; a tile no engine covers runs eager."""
+
+    @staticmethod
+    def target_of(model):
+        return model.encoder
 
 
 class TransformerSwap(PieceSwap, Swap):
@@ -296,7 +313,11 @@ def _wrap_transformer(model, out, return_dict: bool = True):
 CALLS = {"transformer": (_parse_transformer, _wrap_transformer),
          "llama_text": (_parse_llama, _wrap_llama),
          "clip_text": (_parse_single("input_ids"), _wrap_clip),
-         "siglip_image": (_parse_single("pixel_values"), _wrap_siglip)}
+         "siglip_image": (_parse_single("pixel_values"), _wrap_siglip),
+         "vae_encode": (_parse_single("hidden_states"), lambda model, out: out[0])}
+
+#: The Swap class of a component where it is not the plain one.
+SWAPS = {"transformer": TransformerSwap, "vae_encode": VaeEncoderSwap}
 
 
 class Engines:
@@ -318,15 +339,15 @@ class Engines:
     def restore(self) -> None:
         """Give every module its own forward back."""
         for s in self.swaps.values():
-            s.model.__dict__.pop("forward", None)
+            s.target.__dict__.pop("forward", None)
         self.swaps = {}
 
 
 def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
                 framepack_dir: str | Path | None = None, **models) -> Engines:
     """Swap in engines for the given FramePack modules (by FramePack's names: transformer,
-    text_encoder, text_encoder_2, image_encoder). Modules without an engine of their checkpoint stay eager;
-    that is said once, here."""
+    text_encoder, text_encoder_2, image_encoder, vae). Modules without an engine of their
+    checkpoint stay eager; that is said once, here."""
     from framepack_trt.cache import resolve_cache_dir
 
     _check_modules("use_engines", models)
@@ -337,15 +358,14 @@ def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
             continue
         component = MODULES[name]
         parse, wrap = CALLS[component]
-        kind = TransformerSwap if component == "transformer" else Swap
-        swap = kind(name, component, model, cache, strict, parse, wrap)
+        swap = SWAPS.get(component, Swap)(name, component, model, cache, strict, parse, wrap)
         if not swap.entries and not getattr(swap, "has_pieces", False):
             missing.append(component)
             warnings.warn(f"framepack-trt: {name} ({component}) stays eager: no engine of its "
                           f"checkpoint in {cache.root}; build one with `framepack-trt build`",
                           stacklevel=2)
             continue
-        model.forward = swap.forward  # the instance's forward; nn.Module.__call__ runs it
+        swap.target.forward = swap.forward  # the instance's forward; nn.Module.__call__ runs it
         swaps[name] = swap
     return Engines(swaps, missing)
 
@@ -357,9 +377,9 @@ def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
 #: modules it turns on, and its help.
 FLAGS = {
     "enable_tensorrt": (
-        "--enable-tensorrt", "FRAMEPACK_ENABLE_TENSORRT", ("image_encoder",),
-        "Use engines: the SigLIP image encoder, and what the flags below add. The VAE has no "
-        "engine yet."),
+        "--enable-tensorrt", "FRAMEPACK_ENABLE_TENSORRT", ("image_encoder", "vae"),
+        "Use engines: the SigLIP image encoder and the VAE's encoder (the decoder has no "
+        "engine yet), and what the flags below add."),
     "tensorrt_transformer": (
         "--tensorrt-transformer", "FRAMEPACK_TRT_TRANSFORMER", ("transformer",),
         "Also the transformer (needs --enable-tensorrt). Block engines (engines: blocks) keep "

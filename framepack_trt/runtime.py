@@ -129,7 +129,9 @@ class CheckedEngine:
         if problem:
             raise ShapeError(f"{self.entry['name']}: {problem}; build an engine that covers it "
                              "(widen the profile's dims) or run the eager model")
-        return self._engine(*inputs)
+        # Contiguous: an AOTInductor package reads its inputs with the strides it was traced
+        # with, so a view (diffusers' VAE tiles are slices of the frame) gave wrong numbers.
+        return self._engine(*(t.contiguous() for t in inputs))
 
 
 def load_engine(cache: Cache, entry: Mapping[str, Any]) -> CheckedEngine:

@@ -32,6 +32,7 @@ def test_builtin_profiles_load():
     assert all(c.source.kind == "repo" for c in real.components)
     assert {c.component: c.dtype for c in real.components} == {
         "llama_text": "float16", "clip_text": "float16", "siglip_image": "float16",
+        "vae_encode": "float16",
         # engines: blocks (the transformer as four engines that take the weights as inputs)
         "transformer_input": "bfloat16", "transformer_dual_block": "bfloat16",
         "transformer_single_block": "bfloat16", "transformer_output": "bfloat16"}

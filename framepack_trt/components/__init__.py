@@ -6,6 +6,7 @@ from framepack_trt.components import (  # noqa: F401
     siglip_image,
     transformer,
     transformer_pieces,
+    vae,
 )
 from framepack_trt.components.base import (  # noqa: F401
     Component,

@@ -30,6 +30,10 @@ CASES = {
                     [{"batch": 1, "latent_frames": 9, "latent_height": 60, "latent_width": 104,
                       "text_len": 77}]),
 }
+# The VAE encoder at the smallest 640 bucket's size and two others in range (the encoder's
+# mid-block attention sees every latent pixel of the frame).
+CASES["vae_encode"] = ({"latent_height": DimRange(52, 68, 120), "latent_width": DimRange(52, 88, 120)},
+                       [{"latent_height": 68, "latent_width": 88}])
 # The transformer's four pieces (weights as inputs) take the transformer's dims; small latents
 # here (the blocks' attention at latent 120x120 is 41400 tokens), a square opt included.
 CASES.update({f"transformer_{piece}": (
