@@ -56,3 +56,51 @@ class VaeEncode(Component):
         shape = (1, config.in_channels, 1, 8 * sizes["latent_height"], 8 * sizes["latent_width"])
         # An image scaled to [-1, 1], as FramePack's resize_and_center_crop then / 127.5 - 1.
         return (random_floats(shape, dtype, generator, device, scale=0.5).clamp(-1, 1),)
+
+
+@register
+class VaeDecode(Component):
+    """``vae.decoder`` on one window of diffusers' framewise decoding: latents (1, 16, T, h, w)
+    -> frames (1, 3, 4T - 3, 8h, 8w), after ``post_quant_conv`` (eager). The windows are 5, 4
+    and 3 latent frames and a 1-frame tail window (10 and 19 latent frames), which is another
+    graph (the causal upsampler skips time for one frame). T over 3..5 exports with T dynamic
+    and matches eager, but AOTInductor (torch 2.13, CPU) fails to lower it (a ValueRangeError in
+    the causal padding's convolution); a static T with the height and width dynamic builds, so
+    a profile gives each T an entry of its own (docs/vae.md)."""
+
+    name = "vae_decode"
+    description = ("HunyuanVideo VAE decoder, one framewise window: latents (1, 16, T, h, w) -> "
+                   "frames (1, 3, 4T-3, 8h, 8w), after post_quant_conv")
+    model_class = "diffusers.AutoencoderKLHunyuanVideo"
+    default_dtype = "float16"
+    default_dims = {"latent_frames": DimRange(3, 5, 5), "latent_height": _BUCKET_RANGE,
+                    "latent_width": DimRange(52, 88, 120)}
+    bucket_dims = ("latent_height", "latent_width")
+    output_names = ("frames",)
+    tiny_config = VaeEncode.tiny_config
+
+    def input_specs(self, config):
+        return [InputSpec("latents", (1, config.latent_channels, "latent_frames", "latent_height",
+                                      "latent_width"))]
+
+    def export_module(self, model):
+        import torch
+
+        class Decoder(torch.nn.Module):
+            def __init__(self, vae):
+                super().__init__()
+                self.decoder = vae.decoder
+
+            def forward(self, latents):
+                return (self.decoder(latents),)
+
+        return Decoder(model)
+
+    def reference(self, model, inputs, index=0):
+        (latents,) = inputs
+        return (model.decoder(latents),)
+
+    def make_inputs(self, config, sizes, dtype, device, generator):
+        shape = (1, config.latent_channels, sizes["latent_frames"], sizes["latent_height"],
+                 sizes["latent_width"])
+        return (random_floats(shape, dtype, generator, device),)

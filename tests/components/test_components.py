@@ -34,6 +34,11 @@ CASES = {
 # mid-block attention sees every latent pixel of the frame).
 CASES["vae_encode"] = ({"latent_height": DimRange(52, 68, 120), "latent_width": DimRange(52, 88, 120)},
                        [{"latent_height": 68, "latent_width": 88}])
+# The VAE decoder's framewise windows: T 3..5 with T dynamic (small latents: the decoder's
+# mid-block attends over T x h x w tokens), and the 1-frame tail window as a static T.
+CASES["vae_decode"] = ({"latent_frames": DimRange(3, 5, 5), "latent_height": DimRange(8, 12, 16),
+                        "latent_width": DimRange(8, 10, 16)},
+                       [{"latent_frames": 4, "latent_height": 12, "latent_width": 10}])
 # The transformer's four pieces (weights as inputs) take the transformer's dims; small latents
 # here (the blocks' attention at latent 120x120 is 41400 tokens), a square opt included.
 CASES.update({f"transformer_{piece}": (
@@ -133,3 +138,25 @@ def test_pieces_take_every_weight_once(tiny_weights, tmp_path):
         sizes = [torch.Size(s.shape).numel() for s in component.weight_specs(model)]
         total += sum(sizes) * component.pieces(model.config)
     assert total == sum(p.numel() for p in model.parameters())
+
+
+def test_vae_decoder_one_frame_window(tiny_weights, tmp_path):
+    """The 1-frame tail window of framewise decoding (10 and 19 latent frames) is a graph of its
+    own (the causal upsampler does not upsample time for one frame): a static T = 1 export
+    matches the eager decoder at two sizes."""
+    component = get_component("vae_decode")
+    model = load_model(component, Source("path", path=str(tiny_weights["vae_decode"])),
+                       torch.float32, "cpu", tmp_path)
+    dims = {"latent_frames": DimRange(1, 1, 1), "latent_height": DimRange(8, 12, 16),
+            "latent_width": DimRange(8, 10, 16)}
+    module = export_component(component, model, dims, torch.float32, "cpu", seed=3).program.module()
+    gen = torch.Generator().manual_seed(11)
+    for h, w in ((8, 16), (14, 10)):
+        (latents,) = component.make_inputs(model.config, {"latent_frames": 1, "latent_height": h,
+                                                          "latent_width": w},
+                                           torch.float32, "cpu", gen)
+        with torch.inference_mode():
+            (want,) = component.reference(model, (latents,))
+            (got,) = module(latents)
+        assert got.shape == want.shape == (1, 3, 1, 8 * h, 8 * w)
+        assert rel_l2(got, want) <= 1e-5
