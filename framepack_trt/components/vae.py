@@ -73,7 +73,8 @@ class VaeDecode(Component):
                    "frames (1, 3, 4T-3, 8h, 8w), after post_quant_conv")
     model_class = "diffusers.AutoencoderKLHunyuanVideo"
     default_dtype = "float16"
-    default_dims = {"latent_frames": DimRange(3, 5, 5), "latent_height": _BUCKET_RANGE,
+    #: One window length per engine (T dynamic does not lower in AOTInductor): 5 by default.
+    default_dims = {"latent_frames": DimRange(5, 5, 5), "latent_height": _BUCKET_RANGE,
                     "latent_width": DimRange(52, 88, 120)}
     bucket_dims = ("latent_height", "latent_width")
     output_names = ("frames",)
