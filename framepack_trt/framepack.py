@@ -3,7 +3,7 @@ engine covering the call, and the eager forward otherwise.
 
     from framepack_trt.framepack import use_engines
     engines = use_engines(cache_dir, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
-                          image_encoder=image_encoder)
+                          image_encoder=image_encoder, vae=vae)
     ...                      # FramePack runs as before
     print(engines.report())  # "llama_text: 12 engine, 0 eager calls; ..."
 
@@ -410,7 +410,8 @@ def add_arguments(parser) -> None:
         args = parser.parse_args()
         ...                                   # FramePack loads its models
         engines = engines_from_args(args, transformer=transformer, text_encoder=text_encoder,
-                                    text_encoder_2=text_encoder_2, image_encoder=image_encoder)
+                                    text_encoder_2=text_encoder_2, image_encoder=image_encoder,
+                                    vae=vae)
     """
     group = parser.add_argument_group(
         "framepack-trt engines",

@@ -103,7 +103,7 @@ def run_pieces(model, engines: Mapping[str, Any], components: Mapping[str, Any],
     if counters is not None:
         counters["block_stack" if run_blocks else "teacache_skip"] += 1
     latent = tokens[:, :(frames // model.config.patch_size_t) * rows * cols]
-    (projected,) = call("output", 0, latent.contiguous(), temb)
+    (projected,) = call("output", 0, latent, temb)
     return unpatchify(projected, model.config, frames, rows, cols)
 
 

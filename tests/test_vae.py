@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import cli, save_tiny, write_profile
+from tests_helpers import rel_l2
 
 from framepack_trt.framepack import EngineFallback, use_engines
 
@@ -44,10 +45,6 @@ def encode(vae, pixels):
         return vae.encode(pixels).latent_dist.parameters
 
 
-def rel(a, b):
-    return float((a - b).norm() / b.norm())
-
-
 @pytest.mark.parametrize(("height", "width", "tiled", "calls"),
                          [(96, 128, False, 1), (112, 144, True, 9)], ids=["whole", "tiled"])
 def test_encode_through_the_engine(vae_cache, height, width, tiled, calls):
@@ -67,7 +64,7 @@ def test_encode_through_the_engine(vae_cache, height, width, tiled, calls):
     # 112 x 144 pixels in 64-pixel tiles at stride 48: 3 x 3 tiles of latent 8, 8, 2 by 8, 8, 6.
     assert counts == {"vae_encode": {"engine": calls, "eager": 0}}
     assert got.shape == want.shape == (1, 32, 1, height // 8, width // 8)
-    assert rel(got, want) < 1e-5, rel(got, want)
+    assert rel_l2(got, want) < 1e-5, rel_l2(got, want)
     assert "forward" not in vae.encoder.__dict__  # restored
     assert torch.equal(encode(vae, pixels), want)
 
@@ -94,3 +91,29 @@ def test_a_frame_outside_the_engine_runs_eager(vae_cache):
             encode(vae, pixels)
     finally:
         engines.restore()
+
+
+def test_enable_tensorrt_flag_serves_the_vae(vae_cache, monkeypatch):
+    """FramePack's --enable-tensorrt (the fork's flag) swaps the VAE's encoder with the image
+    encoder; the encode then runs through the engine."""
+    import argparse
+
+    from framepack_trt.framepack import add_arguments, engines_from_args
+
+    cache, weights = vae_cache
+    for var in ("FRAMEPACK_ENABLE_TENSORRT", "FRAMEPACK_TRT_TRANSFORMER",
+                "FRAMEPACK_TRT_TEXT_ENCODERS"):
+        monkeypatch.delenv(var, raising=False)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    vae = load(weights)
+    engines = engines_from_args(parser.parse_args(["--enable-tensorrt", "--tensorrt-cache-dir",
+                                                   str(cache), "--tensorrt-strict"]), vae=vae)
+    try:
+        assert sorted(engines.swaps) == ["vae"]
+        got = encode(vae, frame(64, 96, seed=1))
+        counts = engines.counts()
+    finally:
+        engines.restore()
+    assert counts == {"vae_encode": {"engine": 1, "eager": 0}}
+    assert rel_l2(got, encode(vae, frame(64, 96, seed=1))) < 1e-5

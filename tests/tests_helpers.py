@@ -13,6 +13,11 @@ TO_FRAMEPACK = {"image_embeds": "image_embeddings", "indices_latents": "latent_i
                 "indices_latents_history_4x": "clean_latent_4x_indices"}
 
 
+def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative L2 error of ``a`` against ``b`` (in float64)."""
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
 def framepack_call(config, h: int, w: int, length: int, frames: int = 9, seed: int = 0):
     """One transformer call with random values, in diffusers' convention and in FramePack's
     (fp32 clean latents, (1, n) int64 indices, bool mask over 512 slots)."""

@@ -17,40 +17,49 @@ from framepack_trt.shapes import DimRange
 _BUCKET_RANGE = DimRange(52, 68, 120)
 
 
-@register
-class VaeEncode(Component):
-    name = "vae_encode"
-    description = ("HunyuanVideo VAE encoder, one frame: pixels (1, 3, 1, H, W) -> "
-                   "(1, 32, 1, H/8, W/8), before quant_conv")
+class _VaeCore(Component):
+    """A VAE submodule (``core``: ``encoder`` or ``decoder``) as the engine, one tensor in, one
+    out; diffusers' own code around it stays eager."""
+
+    core: str
     model_class = "diffusers.AutoencoderKLHunyuanVideo"
     default_dtype = "float16"
-    default_dims = {"latent_height": _BUCKET_RANGE, "latent_width": DimRange(52, 88, 120)}
     bucket_dims = ("latent_height", "latent_width")
-    output_names = ("encoded",)
     #: The real class with narrow channels: four levels (3 downsamplings), one layer each.
     tiny_config = {"block_out_channels": (8, 8, 8, 8), "layers_per_block": 1,
                    "norm_num_groups": 4}
+
+    def export_module(self, model):
+        import torch
+
+        class Core(torch.nn.Module):
+            def __init__(self, module):
+                super().__init__()
+                self.module = module
+
+            def forward(self, x):
+                return (self.module(x),)
+
+        return Core(getattr(model, self.core))
+
+    def reference(self, model, inputs, index=0):
+        (x,) = inputs
+        return (getattr(model, self.core)(x),)
+
+
+@register
+class VaeEncode(_VaeCore):
+    name = "vae_encode"
+    core = "encoder"
+    description = ("HunyuanVideo VAE encoder, one frame: pixels (1, 3, 1, H, W) -> "
+                   "(1, 32, 1, H/8, W/8), before quant_conv")
+    default_dims = {"latent_height": _BUCKET_RANGE, "latent_width": DimRange(52, 88, 120)}
+    output_names = ("encoded",)
 
     def input_specs(self, config):
         return [InputSpec("pixels", (1, config.in_channels, 1, ("latent_height", 8),
                                      ("latent_width", 8)))]
 
-    def export_module(self, model):
-        import torch
-
-        class Encoder(torch.nn.Module):
-            def __init__(self, vae):
-                super().__init__()
-                self.encoder = vae.encoder
-
-            def forward(self, pixels):
-                return (self.encoder(pixels),)
-
-        return Encoder(model)
-
-    def reference(self, model, inputs, index=0):
-        (pixels,) = inputs
-        return (model.encoder(pixels),)
 
     def make_inputs(self, config, sizes, dtype, device, generator):
         shape = (1, config.in_channels, 1, 8 * sizes["latent_height"], 8 * sizes["latent_width"])
@@ -59,7 +68,7 @@ class VaeEncode(Component):
 
 
 @register
-class VaeDecode(Component):
+class VaeDecode(_VaeCore):
     """``vae.decoder`` on one window of diffusers' framewise decoding: latents (1, 16, T, h, w)
     -> frames (1, 3, 4T - 3, 8h, 8w), after ``post_quant_conv`` (eager). The windows are 5, 4
     and 3 latent frames and a 1-frame tail window (10 and 19 latent frames), which is another
@@ -69,37 +78,18 @@ class VaeDecode(Component):
     a profile gives each T an entry of its own (docs/vae.md)."""
 
     name = "vae_decode"
+    core = "decoder"
     description = ("HunyuanVideo VAE decoder, one framewise window: latents (1, 16, T, h, w) -> "
                    "frames (1, 3, 4T-3, 8h, 8w), after post_quant_conv")
-    model_class = "diffusers.AutoencoderKLHunyuanVideo"
-    default_dtype = "float16"
     #: One window length per engine (T dynamic does not lower in AOTInductor): 5 by default.
     default_dims = {"latent_frames": DimRange(5, 5, 5), "latent_height": _BUCKET_RANGE,
                     "latent_width": DimRange(52, 88, 120)}
-    bucket_dims = ("latent_height", "latent_width")
     output_names = ("frames",)
-    tiny_config = VaeEncode.tiny_config
 
     def input_specs(self, config):
         return [InputSpec("latents", (1, config.latent_channels, "latent_frames", "latent_height",
                                       "latent_width"))]
 
-    def export_module(self, model):
-        import torch
-
-        class Decoder(torch.nn.Module):
-            def __init__(self, vae):
-                super().__init__()
-                self.decoder = vae.decoder
-
-            def forward(self, latents):
-                return (self.decoder(latents),)
-
-        return Decoder(model)
-
-    def reference(self, model, inputs, index=0):
-        (latents,) = inputs
-        return (model.decoder(latents),)
 
     def make_inputs(self, config, sizes, dtype, device, generator):
         shape = (1, config.latent_channels, sizes["latent_frames"], sizes["latent_height"],

@@ -11,6 +11,7 @@ import re
 
 import pytest
 import torch
+from tests_helpers import rel_l2
 
 from framepack_trt.components.base import get_component, registry
 from framepack_trt.export import export_component
@@ -30,8 +31,8 @@ CASES = {
                     [{"batch": 1, "latent_frames": 9, "latent_height": 60, "latent_width": 104,
                       "text_len": 77}]),
 }
-# The VAE encoder at the smallest 640 bucket's size and two others in range (the encoder's
-# mid-block attention sees every latent pixel of the frame).
+# The VAE encoder over the 640 buckets' latent range: 52x52 and 120x120 (its corners) and the
+# 544x704 bucket (68x88).
 CASES["vae_encode"] = ({"latent_height": DimRange(52, 68, 120), "latent_width": DimRange(52, 88, 120)},
                        [{"latent_height": 68, "latent_width": 88}])
 # The VAE decoder's framewise windows: T 3..5 with T dynamic (small latents: the decoder's
@@ -51,10 +52,6 @@ CASES.update({f"transformer_{piece}": (
 
 def test_all_components_tested():
     assert set(CASES) == set(registry()), "add the new component to CASES"
-
-
-def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm())
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

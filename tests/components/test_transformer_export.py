@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests_helpers import rel_l2
 from torch.export import Dim
 
 from framepack_trt.transformer_export import (
@@ -59,10 +60,6 @@ def call(h, w, length, vanilla=False, frames=9, seed=0):
                 indices_latents=latent, latents_clean=r(1, 16, 2, h, w), indices_latents_clean=clean,
                 latents_history_2x=r(1, 16, 2, h, w), indices_latents_history_2x=c2,
                 latents_history_4x=r(1, 16, 16, h, w), indices_latents_history_4x=c4)
-
-
-def rel_l2(a, b):
-    return float((a.double() - b.double()).norm() / b.double().norm())
 
 
 CASES = [(52, 120, 1, False), (120, 52, 128, True), (68, 88, 256, False), (88, 68, 40, True),

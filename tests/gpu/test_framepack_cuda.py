@@ -14,12 +14,12 @@ import pytest
 import torch
 from conftest import cli, save_tiny, write_profile
 from framepack_reference import DynamicSwapInstaller, framepack_forward
-from tests_helpers import framepack_loop
+from tests_helpers import framepack_loop, rel_l2
 
 from framepack_trt.framepack import use_engines
 
 #: Engine against eager, both bf16, a whole loop (the CPU test measured 1.5e-3 to 2.1e-3).
-TOL = 1e-2
+TOL = 5e-3
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +43,6 @@ def load(path, device):
 
     return HunyuanVideoFramepackTransformer3DModel.from_pretrained(
         path, torch_dtype=torch.bfloat16).eval().to(device)
-
-
-def rel(a, b):
-    return float((a - b).norm() / b.norm())
 
 
 # 544x704 (latent 68x88) and 416x960 (52x120): FramePack's buckets.
@@ -77,9 +73,9 @@ def test_framepack_loop_on_cuda(cuda_blocks, f1, h, w, teacache):
     assert counts == {"transformer": {"engine": calls, "eager": 0}}
     if teacache:
         assert stack.get("block_stack", 0) == sum(runs) and len(runs) == calls
-    print(f"\n{'f1' if f1 else 'inverted'} {h}x{w} teacache={teacache}: rel L2 {rel(got, want):.2e}"
+    print(f"\n{'f1' if f1 else 'inverted'} {h}x{w} teacache={teacache}: rel L2 {rel_l2(got, want):.2e}"
           f", block stack runs {stack}")
-    assert rel(got, want) < TOL
+    assert rel_l2(got, want) < TOL
 
 
 def test_low_vram_streaming_to_cuda(cuda_blocks):
@@ -101,5 +97,5 @@ def test_low_vram_streaming_to_cuda(cuda_blocks):
         DynamicSwapInstaller.uninstall_model(model)
     assert counts == {"transformer": {"engine": 6, "eager": 0}}
     assert next(model.parameters()).device.type == "cpu"
-    print(f"\nlow-VRAM streaming: rel L2 {rel(got, want):.2e}")
-    assert rel(got, want) < TOL
+    print(f"\nlow-VRAM streaming: rel L2 {rel_l2(got, want):.2e}")
+    assert rel_l2(got, want) < TOL
