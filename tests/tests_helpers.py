@@ -68,6 +68,10 @@ def framepack_loop(transformer, f1: bool, framepack_names: bool, sections: int =
     g = torch.Generator().manual_seed(seed)
     cfg, window = transformer.config, 9
     dtype = transformer.dtype
+    # FramePack's dtypes: the model's for latents, timestep, guidance and embeddings; the clean
+    # latents as its fp32 history holds them (its model casts them; diffusers' model does not,
+    # so they are cast for it).
+    history_dtype = torch.float32 if framepack_names else dtype
     text = torch.zeros(1, 512, cfg.text_embed_dim)
     text[:, :77] = torch.randn(1, 77, cfg.text_embed_dim, generator=g)
     mask = torch.zeros(1, 512, dtype=torch.bool)
@@ -98,10 +102,6 @@ def framepack_loop(transformer, f1: bool, framepack_names: bool, sections: int =
         x = torch.randn(1, 16, window, h, w, generator=g).to(device)
         for i in range(steps):
             sigma, nxt = 1.0 - i / steps, 1.0 - (i + 1) / steps
-            # FramePack's dtypes: the model's for latents, timestep, guidance and embeddings;
-            # the clean latents as its fp32 history holds them (its model casts them; diffusers'
-            # model does not, so they are cast for it).
-            history_dtype = torch.float32 if framepack_names else dtype
             v = call(hidden_states=x.to(dtype),
                      timestep=torch.tensor([sigma * 1000.0]).to(device, dtype),
                      encoder_hidden_states=text.to(device, dtype),
