@@ -71,6 +71,40 @@ def extra_link_flags(flags: str = LINK_FLAGS) -> Iterator[list[str]]:
         cpp_builder.CppBuilder.get_command_line = original
 
 
+@contextmanager
+def stride_check_fix() -> Iterator[list[str]]:
+    """Let inductor lower a convolution whose input strides it cannot compare symbolically;
+    yields the list of range computations it rescued.
+
+    Why (docs/vae.md): lowering a convolution, inductor asks whether the input's strides are
+    in order (``guard_or_false(Eq(left % right, 0))``), a question that may be answered "not
+    known" (then it copies the input to the strides it wants). With the VAE decoder's frame
+    count dynamic (T over 3..5), sympy rewrites one such ``Mod`` of two stride products into a
+    form with a power -1, and torch's value-range analysis (``pow_by_natural``, torch 2.13)
+    raises ValueRangeError on it instead of answering "not known": the whole build fails.
+    Meanwhile the power's range is "unknown", which makes the question "not known" again, as
+    inductor meant it; a wrong answer is impossible, at worst an extra copy.
+    """
+    from torch.utils._sympy import value_ranges
+
+    analysis = value_ranges.SymPyValueRangeAnalysis
+    original = analysis.__dict__["pow_by_natural"]
+    rescued: list[str] = []
+
+    def pow_by_natural(cls, a, b):
+        try:
+            return original.__func__(cls, a, b)
+        except value_ranges.ValueRangeError:
+            rescued.append(f"pow_by_natural({a}, {b})")
+            return value_ranges.ValueRanges.unknown()
+
+    analysis.pow_by_natural = classmethod(pow_by_natural)
+    try:
+        yield rescued
+    finally:
+        analysis.pow_by_natural = original
+
+
 class AotiBackend(Backend):
     name = "aoti"
     file_suffix = ".pt2"
@@ -98,11 +132,14 @@ class AotiBackend(Backend):
         configs: dict = {"max_autotune": settings.max_autotune}
         if settings.compile_threads is not None:
             configs["compile_threads"] = settings.compile_threads
-        with extra_link_flags():
+        with extra_link_flags(), stride_check_fix() as rescued:
             torch._inductor.aoti_compile_and_package(
                 request.exported, package_path=str(out_path), inductor_configs=configs
             )
-        return BuildReport(details={"inductor_configs": configs, "link": LINK_FLAGS})
+        details = {"inductor_configs": configs, "link": LINK_FLAGS}
+        if rescued:
+            details["stride_check_fix"] = len(rescued)
+        return BuildReport(details=details)
 
     def load(self, path: Path, device: str):
         import torch

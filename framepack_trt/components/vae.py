@@ -6,15 +6,53 @@ video): pixels (1, 3, 1, H, W) in [-1, 1] -> (1, 32, 1, H/8, W/8). What diffuser
 stays eager and unchanged: ``quant_conv`` (a 1x1 convolution) and the posterior (FramePack
 samples it), the scaling factor, and the spatial tiling of low-VRAM mode, which calls the
 encoder once per tile.
+
+``vae_decode``: ``vae.decoder`` on one window of framewise decoding (see ``VaeDecode``), its
+middle block's causal attention mask built by ``frame_causal_mask`` instead of diffusers'
+``prepare_causal_attention_mask`` (the same values, without its N x N intermediates).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from framepack_trt.components.base import Component, InputSpec, random_floats, register
 from framepack_trt.shapes import DimRange
 
 #: 640 px buckets, in latent units (8 pixels): every one of FramePack's 14 is inside.
 _BUCKET_RANGE = DimRange(52, 68, 120)
+
+
+def frame_causal_mask(num_frames, height_width, dtype, device, batch_size=None):
+    """The additive mask of the decoder's middle-block attention: token i (of frame f_i) sees
+    token j where f_j <= f_i (0), and not otherwise (-inf), over N = num_frames x height_width
+    tokens. The same values as diffusers' ``prepare_causal_attention_mask``, which builds two
+    N x N int32 frame-id grids (``meshgrid``), an N x N comparison and an N x N float32 mask
+    before the N x N mask in ``dtype``: here one comparison of the frame ids as a column and a
+    row, broadcast, writes the mask in ``dtype`` directly (in an engine, one fused kernel from
+    the token index)."""
+    import torch
+
+    frame = torch.arange(num_frames, device=device).repeat_interleave(height_width)
+    seen = frame[None, :] <= frame[:, None]
+    zero = torch.zeros((), dtype=dtype, device=device)
+    mask = torch.where(seen, zero, torch.full((), float("-inf"), dtype=dtype, device=device))
+    return mask if batch_size is None else mask.unsqueeze(0).expand(batch_size, -1, -1)
+
+
+@contextmanager
+def frame_causal_masks() -> Iterator[None]:
+    """diffusers' HunyuanVideo VAE builds its causal masks with ``frame_causal_mask``
+    meanwhile (the module global its middle block calls)."""
+    from diffusers.models.autoencoders import autoencoder_kl_hunyuan_video as hv
+
+    original = hv.prepare_causal_attention_mask
+    hv.prepare_causal_attention_mask = frame_causal_mask
+    try:
+        yield
+    finally:
+        hv.prepare_causal_attention_mask = original
 
 
 class _VaeCore(Component):
@@ -25,6 +63,8 @@ class _VaeCore(Component):
     model_class = "diffusers.AutoencoderKLHunyuanVideo"
     default_dtype = "float16"
     bucket_dims = ("latent_height", "latent_width")
+    #: Encoder and decoder are one model: a random source writes one folder for both.
+    weights_folder = "vae"
     #: The real class with narrow channels: four levels (3 downsamplings), one layer each.
     tiny_config = {"block_out_channels": (8, 8, 8, 8), "layers_per_block": 1,
                    "norm_num_groups": 4}
@@ -38,7 +78,8 @@ class _VaeCore(Component):
                 self.module = module
 
             def forward(self, x):
-                return (self.module(x),)
+                with frame_causal_masks():  # the decoder's; the encoder's middle block too
+                    return (self.module(x),)
 
         return Core(getattr(model, self.core))
 
@@ -71,18 +112,19 @@ class VaeEncode(_VaeCore):
 class VaeDecode(_VaeCore):
     """``vae.decoder`` on one window of diffusers' framewise decoding: latents (1, 16, T, h, w)
     -> frames (1, 3, 4T - 3, 8h, 8w), after ``post_quant_conv`` (eager). The windows are 5, 4
-    and 3 latent frames and a 1-frame tail window (10 and 19 latent frames), which is another
-    graph (the causal upsampler skips time for one frame). T over 3..5 exports with T dynamic
-    and matches eager, but AOTInductor (torch 2.13, CPU) fails to lower it (a ValueRangeError in
-    the causal padding's convolution); a static T with the height and width dynamic builds, so
-    a profile gives each T an entry of its own (docs/vae.md)."""
+    and 3 latent frames, and a 1-frame tail window (10 and 19 latent frames) that is another
+    graph (the causal upsampler skips time for one frame, and export cannot take T = 1 into a
+    range). So the decoder is two engines: T over 3..5 (the default) and T = 1, a profile
+    entry each (docs/vae.md). AOTInductor lowers the T-dynamic graph with
+    ``backends.aoti.stride_check_fix``."""
 
     name = "vae_decode"
     core = "decoder"
     description = ("HunyuanVideo VAE decoder, one framewise window: latents (1, 16, T, h, w) -> "
                    "frames (1, 3, 4T-3, 8h, 8w), after post_quant_conv")
-    #: One window length per engine (T dynamic does not lower in AOTInductor): 5 by default.
-    default_dims = {"latent_frames": DimRange(5, 5, 5), "latent_height": _BUCKET_RANGE,
+    #: Framewise decoding's windows of 3 to 5 latent frames; the tail window of 1 is an entry
+    #: of its own (latent_frames: 1).
+    default_dims = {"latent_frames": DimRange(3, 5, 5), "latent_height": _BUCKET_RANGE,
                     "latent_width": DimRange(52, 88, 120)}
     output_names = ("frames",)
 
