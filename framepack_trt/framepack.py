@@ -30,9 +30,11 @@ from framepack_trt.cache import Cache
 from framepack_trt.errors import FramepackTrtError
 from framepack_trt.transformer_loop import PieceSwap
 
-#: FramePack's module names (demo_gradio.py) and the component each one is.
-MODULES = {"transformer": "transformer", "text_encoder": "llama_text",
-           "text_encoder_2": "clip_text", "image_encoder": "siglip_image", "vae": "vae_encode"}
+#: FramePack's module names (demo_gradio.py) and the components each one runs through (the
+#: VAE: its encoder and its decoder, each a component of its own).
+MODULES = {"transformer": ("transformer",), "text_encoder": ("llama_text",),
+           "text_encoder_2": ("clip_text",), "image_encoder": ("siglip_image",),
+           "vae": ("vae_encode", "vae_decode")}
 
 
 class EngineFallback(FramepackTrtError):
@@ -91,7 +93,10 @@ def same_checkpoint(entry: Mapping[str, Any], model, cache: Cache) -> bool:
 class Swap:
     """One module's forward, swapped: picks the engine per call, falls back to eager.
     ``model`` is the module FramePack holds (its dtype, config and checkpoint pick the engine);
-    ``target`` is the module whose forward the engine replaces (by default the model itself)."""
+    ``target`` is the module whose forward the engine replaces (by default the model itself,
+    else its submodule ``part``)."""
+
+    part = ""
 
     def __init__(self, name: str, component: str, model, cache: Cache, strict: bool,
                  parse: Callable, wrap: Callable):
@@ -109,9 +114,8 @@ class Swap:
                         if e["component"] == component and cache.status(e).state == "ok"
                         and same_checkpoint(e, model, cache)]
 
-    @staticmethod
-    def target_of(model):
-        return model
+    def target_of(self, model):
+        return getattr(model, self.part) if self.part else model
 
     # -- the swapped forward ------------------------------------------------------------------
     def forward(self, *args, **kwargs):
@@ -196,13 +200,20 @@ class Swap:
 
 
 class VaeEncoderSwap(Swap):
-    """The VAE: its ``encoder`` submodule through the ``vae_encode`` engine. diffusers'
-    ``encode`` around it (framewise and spatial tiling, ``quant_conv``, the posterior) runs as
-    it is and calls the encoder once per frame or tile; a tile no engine covers runs eager."""
+    """The VAE's ``encoder`` submodule through the ``vae_encode`` engine. diffusers' ``encode``
+    around it (framewise and spatial tiling, ``quant_conv``, the posterior) runs as it is and
+    calls the encoder once per frame or tile; a tile no engine covers runs eager."""
 
-    @staticmethod
-    def target_of(model):
-        return model.encoder
+    part = "encoder"
+
+
+class VaeDecoderSwap(Swap):
+    """The VAE's ``decoder`` submodule through the ``vae_decode`` engines: the engine whose
+    latent_frames cover the window (3..5, or the 1-frame tail window). diffusers' ``decode``
+    around it (``post_quant_conv``, framewise windows, spatial tiles and their blending) runs
+    as it is and calls the decoder once per window or tile."""
+
+    part = "decoder"
 
 
 class TransformerSwap(PieceSwap, Swap):
@@ -314,10 +325,12 @@ CALLS = {"transformer": (_parse_transformer, _wrap_transformer),
          "llama_text": (_parse_llama, _wrap_llama),
          "clip_text": (_parse_single("input_ids"), _wrap_clip),
          "siglip_image": (_parse_single("pixel_values"), _wrap_siglip),
-         "vae_encode": (_parse_single("hidden_states"), lambda model, out: out[0])}
+         "vae_encode": (_parse_single("hidden_states"), lambda model, out: out[0]),
+         "vae_decode": (_parse_single("hidden_states"), lambda model, out: out[0])}
 
 #: The Swap class of a component where it is not the plain one.
-SWAPS = {"transformer": TransformerSwap, "vae_encode": VaeEncoderSwap}
+SWAPS = {"transformer": TransformerSwap, "vae_encode": VaeEncoderSwap,
+         "vae_decode": VaeDecoderSwap}
 
 
 class Engines:
@@ -347,7 +360,8 @@ def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
                 framepack_dir: str | Path | None = None, **models) -> Engines:
     """Swap in engines for the given FramePack modules (by FramePack's names: transformer,
     text_encoder, text_encoder_2, image_encoder, vae). Modules without an engine of their
-    checkpoint stay eager; that is said once, here."""
+    checkpoint stay eager; that is said once, here. ``Engines.swaps`` is keyed by the module
+    swapped: the name, or ``vae.encoder`` and ``vae.decoder``."""
     from framepack_trt.cache import resolve_cache_dir
 
     _check_modules("use_engines", models)
@@ -356,17 +370,18 @@ def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
     for name, model in models.items():
         if model is None:
             continue
-        component = MODULES[name]
-        parse, wrap = CALLS[component]
-        swap = SWAPS.get(component, Swap)(name, component, model, cache, strict, parse, wrap)
-        if not swap.entries and not getattr(swap, "has_pieces", False):
-            missing.append(component)
-            warnings.warn(f"framepack-trt: {name} ({component}) stays eager: no engine of its "
-                          f"checkpoint in {cache.root}; build one with `framepack-trt build`",
-                          stacklevel=2)
-            continue
-        swap.target.forward = swap.forward  # the instance's forward; nn.Module.__call__ runs it
-        swaps[name] = swap
+        for component in MODULES[name]:
+            parse, wrap = CALLS[component]
+            swap = SWAPS.get(component, Swap)(name, component, model, cache, strict, parse, wrap)
+            where = ".".join(filter(None, (name, swap.part)))
+            if not swap.entries and not getattr(swap, "has_pieces", False):
+                missing.append(component)
+                warnings.warn(f"framepack-trt: {where} ({component}) stays eager: no engine of "
+                              f"its checkpoint in {cache.root}; build one with `framepack-trt "
+                              "build`", stacklevel=2)
+                continue
+            swap.target.forward = swap.forward  # the instance's; nn.Module.__call__ runs it
+            swaps[where] = swap
     return Engines(swaps, missing)
 
 
@@ -378,8 +393,8 @@ def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
 FLAGS = {
     "enable_tensorrt": (
         "--enable-tensorrt", "FRAMEPACK_ENABLE_TENSORRT", ("image_encoder", "vae"),
-        "Use engines: the SigLIP image encoder and the VAE's encoder (the decoder has no "
-        "engine yet), and what the flags below add."),
+        "Use engines: the SigLIP image encoder and the VAE's encoder and decoder, and what the "
+        "flags below add."),
     "tensorrt_transformer": (
         "--tensorrt-transformer", "FRAMEPACK_TRT_TRANSFORMER", ("transformer",),
         "Also the transformer (needs --enable-tensorrt). Block engines (engines: blocks) keep "

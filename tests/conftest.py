@@ -22,6 +22,40 @@ os.environ["COLUMNS"] = "200"
 REPO = Path(__file__).resolve().parent.parent
 
 
+#: The run-wide builds (once_per_run) that tests wait on, longest first.
+SHARED_BUILDS = ("tiny_build", "blocks")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order the run for ``make test``'s pytest-xdist workers, which start on consecutive
+    chunks of the tests (each worker a quarter of its share, in order: pytest-xdist's load
+    scheduling) and then take the rest in order as they go. The two shared builds start the
+    first two chunks, one on each worker (the tiny profile, about 7 min on 2 cores, and the
+    transformer pieces, 2 min); then come the tests that need neither, then the pieces' tests,
+    then the tiny build's, the longest of each group first. In collection order both workers
+    began with tests of the tiny build, and one of them waited minutes for the other."""
+    def needs(item) -> str | None:
+        names = set(getattr(item, "fixturenames", ()))
+        return next((b for b in SHARED_BUILDS if b in names), None)
+
+    starters = [next((i for i in items if needs(i) == b), None) for b in SHARED_BUILDS]
+    starters = [i for i in starters if i is not None]
+    rank = {None: 0, **{b: n for n, b in enumerate(reversed(SHARED_BUILDS), 1)}}
+    rest = sorted((i for i in items if i not in starters),  # sorted() is stable
+                  key=lambda i: (rank[needs(i)], not i.nodeid.startswith(LONGEST)))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    chunk = max(len(items) // workers // 4, 2) if workers > 1 else 1
+    ordered = []
+    for n, starter in enumerate(starters):  # each at the start of a worker's first chunk
+        ordered += [starter] + rest[:chunk - 1] if n < workers else [starter]
+        rest = rest[chunk - 1:] if n < workers else rest
+    items[:] = ordered + rest
+
+
+#: Tests of minutes (the rest of their group takes seconds each).
+LONGEST = ("tests/test_e2e.py::", "tests/test_build.py::test_force_rebuild")
+
+
 def save_tiny(component_name: str, target: Path, seed: int = 0, **overrides) -> Path:
     """A tiny random-weight model of the component's real class, written with save_pretrained."""
     import torch
@@ -87,7 +121,7 @@ def once_per_run(tmp_path_factory, name: str, make) -> Path:
 @pytest.fixture(scope="session")
 def tiny_build(tmp_path_factory) -> tuple[Path, str]:
     """The README demo's build, done once: ``framepack-trt build`` (the built-in tiny profile:
-    4 engines, AOTInductor, CPU) through the console entry point in a fresh folder, whose
+    7 engines, AOTInductor, CPU) through the console entry point in a fresh folder, whose
     default cache is Cache/tensorrt_engines. Returns that cache and the build's stdout. Tests
     only read it; one that changes a cache works on a ``shutil.copytree`` of it. Under
     pytest-xdist (``make test`` runs two workers) it is built once for both (once_per_run)."""
@@ -102,13 +136,13 @@ def tiny_build(tmp_path_factory) -> tuple[Path, str]:
 @pytest.fixture(scope="session")
 def built_cache(tmp_path_factory, tiny_build):
     """One real engine (SigLIP, AOTInductor, CPU, batch 1..2) in a cache of its own, and a
-    profile of it: the tiny build's SigLIP engine (a copy; the CLI purges the other three),
+    profile of it: the tiny build's SigLIP engine (a copy; the CLI purges the others),
     and the tiny profile's SigLIP entry, which plans it as cached."""
     root = tmp_path_factory.mktemp("built")
     cache = root / "cache"
     shutil.copytree(tiny_build[0], cache)
     cli("purge", "--cache-dir", str(cache), "-c", "clip_text", "-c", "llama_text",
-        "-c", "transformer", "--yes", check=True)
+        "-c", "transformer", "-c", "vae_encode", "-c", "vae_decode", "--yes", check=True)
     p = write_profile(root / "one.yaml", [
         {"component": "siglip_image", "source": {"random": {"seed": 2}}, "dtype": "float32",
          "dims": {"batch": {"min": 1, "opt": 1, "max": 2}}}])

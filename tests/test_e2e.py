@@ -19,6 +19,10 @@ from conftest import cli
 from framepack_trt.components.base import get_component
 from framepack_trt.shapes import dims_from_dict
 
+#: The tiny profile's entries.
+NAMES = ("clip_text", "llama_text", "siglip_image", "transformer", "vae_decode", "vae_decode_tail",
+         "vae_encode")
+
 
 def entries(cwd):
     return json.loads(cli("list", "--json", cwd=cwd, check=True).stdout)["entries"]
@@ -26,7 +30,7 @@ def entries(cwd):
 
 def test_tiny_profile_end_to_end(tmp_path, tiny_build):
     built, build_stdout = tiny_build  # `framepack-trt build` (the built-in tiny profile)
-    assert "4 built, 0 cached, 0 failed" in build_stdout
+    assert "7 built, 0 cached, 0 failed" in build_stdout
     for stage in ("load", "export", "compile", "save", "verify"):
         assert f"clip_text: {stage}" in build_stdout
     cwd = tmp_path  # the default cache is Cache/tensorrt_engines under the current folder
@@ -34,8 +38,7 @@ def test_tiny_profile_end_to_end(tmp_path, tiny_build):
     shutil.copytree(built, cache)  # copy2: sizes and mtimes as built
 
     rows = entries(cwd)
-    assert sorted(e["name"] for e in rows) == ["clip_text", "llama_text", "siglip_image",
-                                               "transformer"]
+    assert sorted(e["name"] for e in rows) == [*NAMES]
     assert all(e["status"] == "ok" and e["backend"] == "aoti" for e in rows)
     # The transformer's build-time check ran at the sizes of verify --full, on inputs drawn
     # from a seed of its own (not the key's, from which the export and golden samples come);
@@ -45,17 +48,17 @@ def test_tiny_profile_end_to_end(tmp_path, tiny_build):
         check = e["build_check"]
         if e["name"] == "transformer":
             assert check["mode"] == "full" and check["seed"] != int(key[:8], 16)
-            assert check["cases"][:4] == ["min", "opt", "max", "random"] and len(check["cases"]) == 8
+            assert check["cases"][:4] == ["min", "opt", "max", "random"] and len(check["cases"]) == 7
         else:
             assert check["mode"] == "quick" and check["seed"] is None and check["cases"]
 
     r = cli("verify", cwd=cwd, check=True)
-    assert "4 passed, 0 failed" in r.stdout
+    assert "7 passed, 0 failed" in r.stdout
     # verify --full: each engine against its eager model reloaded from its source, at min, opt,
     # max and a random in-range shape. Not the transformer: its build has just run this very
     # check (full_check_at_build: verify --full's cases and each of the profile's buckets, in
     # a fresh process, and the build fails if one does not match), and it takes minutes.
-    encoders = ["clip_text", "llama_text", "siglip_image"]
+    encoders = [n for n in NAMES if n != "transformer"]
     r = cli("verify", "--full", "--json", *(a for n in encoders for a in ("-c", n)), cwd=cwd,
             check=True)
     result = json.loads(r.stdout)
@@ -63,17 +66,16 @@ def test_tiny_profile_end_to_end(tmp_path, tiny_build):
     for engine in result["engines"]:
         assert [c["case"] for c in engine["cases"]] == ["min", "opt", "max", "random"]
         assert all(o["passed"] and o["finite"] for c in engine["cases"] for o in c["outputs"])
-    # The transformer's check covered the tiny profile's 4 buckets.
+    # The transformer's check covered the tiny profile's 3 buckets.
     tx = next(e for e in json.loads((cache / "manifest.json").read_text())["entries"].values()
               if e["name"] == "transformer")
     checks = dict(get_component("transformer").check_sizes(
         dims_from_dict(tx["key_fields"]["dims"]), [tuple(b) for b in tx["buckets"]]))
-    assert list(checks) == ["bucket 416x960", "bucket 960x416", "bucket 544x704",
-                            "bucket 640x608"]
+    assert list(checks) == ["bucket 416x960", "bucket 960x416", "bucket 544x704"]
     assert checks["bucket 544x704"]["latent_height"] == 68
 
     r = cli("build", cwd=cwd, check=True)
-    assert "0 built, 4 cached, 0 failed" in r.stdout
+    assert "0 built, 7 cached, 0 failed" in r.stdout
 
     # `list` and `--help` never import torch.
     probe = textwrap.dedent(f"""
@@ -95,20 +97,19 @@ def test_tiny_profile_end_to_end(tmp_path, tiny_build):
     data = bytearray(engine.read_bytes())
     data[len(data) // 2] ^= 0x01
     engine.write_bytes(bytes(data))
-    r = cli("verify", cwd=cwd)
+    r = cli("verify", "-c", "siglip_image", "-c", "clip_text", cwd=cwd)
     assert r.returncode == 1
-    assert "corrupt" in r.stdout and "3 passed, 1 failed" in r.stdout
+    assert "corrupt" in r.stdout and "1 passed, 1 failed" in r.stdout
     status = {e["name"]: e["status"] for e in entries(cwd)}
-    assert status == {"clip_text": "ok", "llama_text": "ok", "siglip_image": "corrupt",
-                      "transformer": "ok"}
+    assert status == {n: "corrupt" if n == "siglip_image" else "ok" for n in NAMES}
 
     r = cli("build", cwd=cwd, check=True)
-    assert "1 built, 3 cached, 0 failed" in r.stdout
+    assert "1 built, 6 cached, 0 failed" in r.stdout
     rows = entries(cwd)
     assert all(e["status"] == "ok" for e in rows)
     assert next(e for e in rows if e["name"] == "siglip_image")["engine"] != siglip["engine"]
 
     r = cli("purge", "--all", "--yes", cwd=cwd, check=True)
-    assert "removed 4 engine(s)" in r.stdout
+    assert "removed 7 engine(s)" in r.stdout
     assert entries(cwd) == []
     assert list((cache / "engines").iterdir()) == []

@@ -21,7 +21,7 @@ def test_builtin_profiles_load():
     tiny = load_profile("tiny")
     assert tiny.device == "cpu" and tiny.backend == "aoti"
     assert {c.component for c in tiny.components} == {"clip_text", "llama_text", "siglip_image",
-                                                      "transformer"}
+                                                      "transformer", "vae_encode", "vae_decode"}
     tx = next(c for c in tiny.components if c.component == "transformer")
     assert tx.dims["latent_height"] == DimRange(52, 52, 120)  # every 640 bucket, opt the first
     assert tx.dims["latent_width"] == DimRange(52, 120, 120)
@@ -32,7 +32,7 @@ def test_builtin_profiles_load():
     assert all(c.source.kind == "repo" for c in real.components)
     assert {c.component: c.dtype for c in real.components} == {
         "llama_text": "float16", "clip_text": "float16", "siglip_image": "float16",
-        "vae_encode": "float16",
+        "vae_encode": "float16", "vae_decode": "float16",
         # engines: blocks (the transformer as four engines that take the weights as inputs)
         "transformer_input": "bfloat16", "transformer_dual_block": "bfloat16",
         "transformer_single_block": "bfloat16", "transformer_output": "bfloat16"}

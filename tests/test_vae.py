@@ -1,31 +1,29 @@
-"""The VAE encoder engine (``vae_encode``) inside diffusers' own ``vae.encode``: built with
-AOTInductor on the CPU from a tiny random-weight ``AutoencoderKLHunyuanVideo``, swapped in by
-``use_engines(vae=...)`` for ``vae.encoder``, against the same ``encode`` on the eager model:
-a whole frame (FramePack's high-VRAM mode), spatial tiles (its low-VRAM mode,
-``vae.enable_tiling()``: the encoder runs once per tile, tiles of several sizes), and a frame
-outside the engine's range (eager, one warning; strict raises)."""
+"""The VAE inside diffusers' own ``vae.encode`` and ``vae.decode``: the tiny profile's engines
+(AOTInductor, CPU, built once per run from a tiny random-weight ``AutoencoderKLHunyuanVideo``:
+``vae_encode``, ``vae_decode`` over windows of 3..5 latent frames and ``vae_decode_tail`` for 1),
+swapped in by ``use_engines(vae=...)`` for ``vae.encoder`` and ``vae.decoder``, against the
+same calls on the eager model:
+- encode: a whole frame (FramePack's high-VRAM mode) and spatial tiles (its low-VRAM mode,
+  ``vae.enable_tiling()``: the encoder runs once per tile, tiles of several sizes);
+- decode: FramePack's section lengths (9 or 10 latent frames first, 18, 19 last), framewise
+  windows of 5 at stride 3 (the tail windows of 3, 4 and 1), whole and tiled;
+- a frame or window outside the engines: eager, one warning; strict raises."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import cli, save_tiny, write_profile
 from tests_helpers import rel_l2
 
 from framepack_trt.framepack import EngineFallback, use_engines
 
 
 @pytest.fixture(scope="module")
-def vae_cache(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vae")
-    weights = save_tiny("vae_encode", root / "weights", seed=5)
-    # Latent 2..16 (16..128 pixels): whole small frames and every tile below.
-    profile = write_profile(root / "vae.yaml", [{
-        "component": "vae_encode", "source": {"path": str(weights)}, "dtype": "float32",
-        "dims": {"latent_height": {"min": 2, "opt": 8, "max": 16},
-                 "latent_width": {"min": 2, "opt": 8, "max": 16}}}])
-    cli("build", "--profile", str(profile), "--cache-dir", str(root / "cache"), check=True)
-    return root / "cache", weights
+def vae_cache(tiny_build):
+    """The tiny profile's cache, and the random VAE its three VAE engines were built from."""
+    cache, _ = tiny_build
+    (weights,) = (cache / "weights").glob("vae-*")
+    return cache, weights
 
 
 def load(path):
@@ -45,14 +43,31 @@ def encode(vae, pixels):
         return vae.encode(pixels).latent_dist.parameters
 
 
+def latents(frames, height, width, seed=0):
+    """Latents as FramePack's sampler hands them to ``vae.decode``, (1, 16, T, h, w)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, 16, frames, height, width, generator=g)
+
+
+def decode(vae, z):
+    with torch.inference_mode():
+        return vae.decode(z).sample
+
+
+def small_tiles(vae):
+    """FramePack's low-VRAM mode (``vae.enable_tiling()``), with tiles small enough for the tiny
+    test: 64 pixels (latent 8) at stride 48 (latent 6)."""
+    vae.enable_tiling(tile_sample_min_height=64, tile_sample_min_width=64,
+                      tile_sample_stride_height=48, tile_sample_stride_width=48)
+
+
 @pytest.mark.parametrize(("height", "width", "tiled", "calls"),
                          [(96, 128, False, 1), (112, 144, True, 9)], ids=["whole", "tiled"])
 def test_encode_through_the_engine(vae_cache, height, width, tiled, calls):
     cache, weights = vae_cache
     vae = load(weights)
-    if tiled:  # FramePack's low-VRAM mode, with tiles small enough for the tiny test
-        vae.enable_tiling(tile_sample_min_height=64, tile_sample_min_width=64,
-                          tile_sample_stride_height=48, tile_sample_stride_width=48)
+    if tiled:
+        small_tiles(vae)
     pixels = frame(height, width)
     want = encode(vae, pixels)
     engines = use_engines(cache, strict=True, vae=vae)
@@ -62,11 +77,55 @@ def test_encode_through_the_engine(vae_cache, height, width, tiled, calls):
     finally:
         engines.restore()
     # 112 x 144 pixels in 64-pixel tiles at stride 48: 3 x 3 tiles of latent 8, 8, 2 by 8, 8, 6.
-    assert counts == {"vae_encode": {"engine": calls, "eager": 0}}
+    assert counts == {"vae_encode": {"engine": calls, "eager": 0},
+                      "vae_decode": {"engine": 0, "eager": 0}}
     assert got.shape == want.shape == (1, 32, 1, height // 8, width // 8)
     assert rel_l2(got, want) < 1e-5, rel_l2(got, want)
     assert "forward" not in vae.encoder.__dict__  # restored
     assert torch.equal(encode(vae, pixels), want)
+
+
+def windows_seen(vae) -> list[int]:
+    """The latent frames of each call to ``vae.decoder``, from now on (a list that fills)."""
+    seen, forward = [], vae.decoder.forward
+
+    def counting(hidden_states):
+        seen.append(hidden_states.shape[2])
+        return forward(hidden_states)
+
+    vae.decoder.forward = counting
+    return seen
+
+
+#: Framewise decoding (windows of 5 latent frames at stride 3): the windows per section length.
+WINDOWS = {9: [5, 5, 3], 10: [5, 5, 4, 1], 18: [5, 5, 5, 5, 5, 3], 19: [5, 5, 5, 5, 5, 4, 1]}
+
+
+@pytest.mark.parametrize("frames", sorted(WINDOWS))
+def test_decode_through_the_engines(vae_cache, frames):
+    """``vae.decode`` of a FramePack section: every window through an engine (the tail window
+    of 1 through ``vae_decode_tail``), whole and in low-VRAM mode's tiles, equal to eager."""
+    cache, weights = vae_cache
+    vae = load(weights)
+    z = latents(frames, 8, 10, seed=frames)
+    for tiled in (False, True):
+        if tiled:  # latent 8 x 10 in tiles of 8 at stride 6: 2 x 2 tiles (8, 2 by 8, 4) a window
+            small_tiles(vae)
+        want = decode(vae, z)
+        real_decoder = type(vae.decoder).forward
+        engines = use_engines(cache, strict=True, vae=vae)
+        seen = windows_seen(vae)
+        try:
+            got = decode(vae, z)
+            counts = engines.counts()
+        finally:
+            engines.restore()
+        tiles = 4 if tiled else 1
+        assert seen == [t for t in WINDOWS[frames] for _ in range(tiles)]
+        assert counts["vae_decode"] == {"engine": len(seen), "eager": 0}
+        assert got.shape == want.shape == (1, 3, 4 * frames - 3, 64, 80)
+        assert rel_l2(got, want) < 1e-5, (tiled, rel_l2(got, want))
+        assert vae.decoder.forward.__func__ is real_decoder  # restored
 
 
 def test_a_frame_outside_the_engine_runs_eager(vae_cache):
@@ -83,12 +142,15 @@ def test_a_frame_outside_the_engine_runs_eager(vae_cache):
     finally:
         engines.restore()
     assert len([w for w in caught if "runs eager" in str(w.message)]) == 1
-    assert counts == {"vae_encode": {"engine": 0, "eager": 2}}
+    assert counts["vae_encode"] == {"engine": 0, "eager": 2}
     assert torch.equal(got, want)
     engines = use_engines(cache, strict=True, vae=vae)
     try:
         with pytest.raises(EngineFallback, match="latent_height"):
             encode(vae, pixels)
+        # 2 latent frames: decoded whole (not framewise), a window no engine covers.
+        with pytest.raises(EngineFallback, match="latent_frames"):
+            decode(vae, latents(2, 8, 8))
     finally:
         engines.restore()
 
@@ -110,10 +172,14 @@ def test_enable_tensorrt_flag_serves_the_vae(vae_cache, monkeypatch):
     engines = engines_from_args(parser.parse_args(["--enable-tensorrt", "--tensorrt-cache-dir",
                                                    str(cache), "--tensorrt-strict"]), vae=vae)
     try:
-        assert sorted(engines.swaps) == ["vae"]
+        assert sorted(engines.swaps) == ["vae.decoder", "vae.encoder"]
         got = encode(vae, frame(64, 96, seed=1))
+        z = latents(9, 8, 12)
+        got_frames = decode(vae, z)
         counts = engines.counts()
     finally:
         engines.restore()
-    assert counts == {"vae_encode": {"engine": 1, "eager": 0}}
+    assert counts == {"vae_encode": {"engine": 1, "eager": 0},
+                      "vae_decode": {"engine": 3, "eager": 0}}
     assert rel_l2(got, encode(vae, frame(64, 96, seed=1))) < 1e-5
+    assert rel_l2(got_frames, decode(vae, z)) < 1e-5
