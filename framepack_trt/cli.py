@@ -475,7 +475,7 @@ def verify(
     import random
 
     from framepack_trt.components.base import REFERENCES
-    from framepack_trt.verify import verify_isolated
+    from framepack_trt.verify import verify_all_isolated
 
     cache = _cache(cache_dir, framepack_dir, _profile_for_cache(profile))
     entries = cache.entries()
@@ -489,11 +489,11 @@ def verify(
     if reference is not None and reference not in REFERENCES:
         raise UsageError(f"--reference {reference!r} is not valid; expected one of: "
                          f"{', '.join(REFERENCES)}")
-    results = []
-    for e in sorted(selected, key=lambda e: e["name"]):
-        if not as_json:
-            out.print(f"verifying {e['name']} ({'full' if full else 'quick'})...")
-        results.append(verify_isolated(cache, e, full=full, seed=seed, reference=reference))
+    selected.sort(key=lambda e: e["name"])
+    if not as_json and selected:
+        out.print(f"verifying {', '.join(e['name'] for e in selected)} "
+                  f"({'full' if full else 'quick'})...")
+    results = verify_all_isolated(cache, selected, full=full, seed=seed, reference=reference)
     skipped = [r for r in results if r["result"] == "skipped"]
     failed = [r for r in results if r["result"] == "fail"]
     # Stale engines are reported, never counted as passed; checking none at all is a failure.

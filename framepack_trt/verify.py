@@ -157,9 +157,10 @@ def verify_in_fresh_process(cache: Cache, entry: dict[str, Any], full: bool = Fa
                             reference: str | None = None) -> dict:
     """``verify_entry`` in a new Python process, for an entry that may not be committed yet.
 
-    Each engine gets its own process: loading several engines (and eager models) into one
+    The engine gets a process of its own: loading several engines (and eager models) into one
     process crashed with torch_tensorrt 2.11, and a crash inside compiled code then takes only
-    that engine down. The entry goes to the child, and its result comes back, through files
+    that engine down (``verify_all_isolated`` shares one process between the engines of
+    backends that allow it). The entry goes to the child, and its result comes back, through files
     in a private temporary folder outside the cache (nothing a ``purge`` touches; the cache may
     be read-only). Returns ``EngineVerification.to_dict()``; a process that dies or overruns
     ``timeout`` seconds comes back as a failure that says so.
@@ -170,25 +171,56 @@ def verify_in_fresh_process(cache: Cache, entry: dict[str, Any], full: bool = Fa
         return {"name": entry["name"], "key": entry["key"], "mode": mode, "passed": False,
                 "result": "fail", "status": "ok", "status_reason": "", "cases": [], "error": error}
 
-    args = [str(cache.root)]
-    if full:
-        args += ["--full", str(seed if seed is not None else random.randrange(2**31))]
-    if reference:
-        args += ["--reference", reference]
+    args = [str(cache.root), *_child_options(full, seed, reference)]
     try:
         return run_in_fresh_process("framepack_trt.verify", entry, args, timeout)
     except ChildFailed as exc:
         return failure(f"the process loading and running the engine {exc}")
 
 
-def verify_isolated(cache: Cache, entry: dict[str, Any], full: bool = False,
-                    seed: int | None = None, reference: str | None = None) -> dict:
-    """Check the files here (sha256, staleness), then run the engine in its own process."""
-    status = cache.status(entry, deep=True)
-    if status.state != "ok":
-        return EngineVerification(entry["name"], entry["key"], "full" if full else "quick",
-                                  status).to_dict()
-    return verify_in_fresh_process(cache, entry, full=full, seed=seed, reference=reference)
+def verify_all_isolated(cache: Cache, entries: list[dict[str, Any]], full: bool = False,
+                        seed: int | None = None, reference: str | None = None) -> list[dict]:
+    """Verify entries away from this process, results in their order: the files are checked
+    here (sha256, staleness);
+    the engines of backends that may share a process (``Backend.shares_process``:
+    AOTInductor) then run in one fresh process together, the others in one process each. When
+    the shared process dies, each of its engines is checked again in a process of its own, so
+    a crash is pinned on the engine that caused it."""
+    from framepack_trt.backends import get_backend
+
+    mode = "full" if full else "quick"
+    results: list[dict | None] = [None] * len(entries)
+    shared: list[int] = []
+    for i, entry in enumerate(entries):
+        status = cache.status(entry, deep=True)
+        if status.state != "ok":
+            results[i] = EngineVerification(entry["name"], entry["key"], mode, status).to_dict()
+        elif get_backend(entry["key_fields"]["backend"]).shares_process:
+            shared.append(i)
+    if len(shared) > 1:
+        args = [str(cache.root), *_child_options(full, seed, reference)]
+        try:
+            batch = run_in_fresh_process("framepack_trt.verify", [entries[i] for i in shared],
+                                         args, 3600.0 * len(shared))
+        except ChildFailed:
+            batch = None
+        if batch is not None:
+            for i, result in zip(shared, batch, strict=True):
+                results[i] = result
+    for i, entry in enumerate(entries):
+        if results[i] is None:
+            results[i] = verify_in_fresh_process(cache, entry, full=full, seed=seed,
+                                                 reference=reference)
+    return results  # type: ignore[return-value]
+
+
+def _child_options(full: bool, seed: int | None, reference: str | None) -> list[str]:
+    opts = []
+    if full:
+        opts += ["--full", str(seed if seed is not None else random.randrange(2**31))]
+    if reference:
+        opts += ["--reference", reference]
+    return opts
 
 
 def verification_problem(result: dict) -> str:
@@ -208,17 +240,18 @@ def verification_problem(result: dict) -> str:
 
 def _child_main(argv: list[str]) -> None:
     """ENTRY_JSON RESULT_JSON CACHE_DIR [--full SEED] [--reference eager|fp32]: verify one
-    entry, write the result."""
+    entry (or a list of them, one after the other), write the result (or the list)."""
     entry_file, result_file, root, *opts = argv
     full = "--full" in opts
     seed = int(opts[opts.index("--full") + 1]) if full else None
     reference = opts[opts.index("--reference") + 1] if "--reference" in opts else None
     entry = json.loads(Path(entry_file).read_text())
-    # Both callers checked the files' sha256 (verify_isolated) or just wrote and hashed them
+    # Both callers checked the files' sha256 (verify_all_isolated) or just wrote and hashed them
     # (build): the child only re-checks size, mtime and staleness.
-    result = verify_entry(Cache(root), entry, full=full, seed=seed, deep=False,
-                          reference=reference)
-    Path(result_file).write_text(json.dumps(result.to_dict()))
+    results = [verify_entry(Cache(root), e, full=full, seed=seed, deep=False,
+                            reference=reference).to_dict()
+               for e in (entry if isinstance(entry, list) else [entry])]
+    Path(result_file).write_text(json.dumps(results if isinstance(entry, list) else results[0]))
 
 
 if __name__ == "__main__":

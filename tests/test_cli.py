@@ -300,3 +300,35 @@ def test_build_json_is_the_only_thing_on_stdout(built_cache, tmp_path):
     assert doc["passed"] and [(x["name"], x["outcome"]) for x in doc["results"]] == [
         ("siglip_image", "cached")]
     assert "plan" in r.stderr
+
+
+def test_verify_shares_one_process_and_recovers_from_its_crash(tiny_build, monkeypatch):
+    """AOTInductor engines are verified in one fresh process together; when that process dies
+    (here: made to, as a crash in an engine would), each engine is verified again in a
+    process of its own, and every result comes back."""
+    import framepack_trt.verify as verify_module
+    from framepack_trt.cache import Cache
+    from framepack_trt.util import ChildFailed
+
+    cache = Cache(tiny_build[0])
+    entries = sorted((e for e in cache.entries().values()
+                      if e["name"] in ("clip_text", "siglip_image")), key=lambda e: e["name"])
+    real, calls, crash = verify_module.run_in_fresh_process, [], [False]
+
+    def spy(module, entry, args, timeout):
+        calls.append([e["name"] for e in entry] if isinstance(entry, list) else entry["name"])
+        if crash[0] and isinstance(entry, list):
+            raise ChildFailed("died (killed by signal 11)")
+        return real(module, entry, args, timeout)
+
+    monkeypatch.setattr(verify_module, "run_in_fresh_process", spy)
+    results = verify_module.verify_all_isolated(cache, entries)
+    assert calls == [["clip_text", "siglip_image"]]
+    assert [(r["name"], r["result"]) for r in results] == [("clip_text", "pass"),
+                                                            ("siglip_image", "pass")]
+    calls.clear()
+    crash[0] = True
+    results = verify_module.verify_all_isolated(cache, entries)
+    assert calls == [["clip_text", "siglip_image"], "clip_text", "siglip_image"]
+    assert [(r["name"], r["result"]) for r in results] == [("clip_text", "pass"),
+                                                            ("siglip_image", "pass")]

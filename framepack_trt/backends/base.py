@@ -79,6 +79,9 @@ class Backend(ABC):
     #: than one for a backend whose engine may compute differently from one process to the
     #: next (kernels chosen when the engine is loaded).
     check_processes: ClassVar[int] = 1
+    #: Whether ``verify`` may check several of its engines in one fresh process (one import
+    #: of torch and the model libraries instead of one per engine).
+    shares_process: ClassVar[bool] = True
 
     @abstractmethod
     def version(self) -> str:

@@ -105,6 +105,9 @@ class TensorRTBackend(Backend):
     #: engine is cached only when three fresh processes, each on inputs drawn from its own seed,
     #: all compute it right.
     check_processes = 3
+    #: Loading several engines (and eager models) into one process crashed with
+    #: torch_tensorrt 2.11: verify gives each engine a process of its own.
+    shares_process = False
 
     def version(self) -> str:
         found = installed_edition()
