@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The real-width VAE decoder on a GPU: build realwidth-vae with AOTInductor and, where
+# torch_tensorrt is installed, with TensorRT (two caches, at once, one set of random weights),
+# then time each against eager (scripts/vae_bench.py).
+#   bash scripts/gpu_vae.sh [LOG_DIR] [BACKENDS]   (BACKENDS: "aoti tensorrt" by default)
+set -u
+LOG=${1:-gpu-logs}
+BACKENDS=${2:-"aoti tensorrt"}
+mkdir -p "$LOG"
+FP="python3 -m framepack_trt"
+python3 -c "import torch_tensorrt" 2>/dev/null || BACKENDS=${BACKENDS//tensorrt/}
+python3 -c "
+from framepack_trt.profile import load_profile
+from framepack_trt.components.base import get_component
+from framepack_trt.sources import materialize_random
+from pathlib import Path
+s = load_profile('realwidth-vae').components[0]
+print(materialize_random(s.source, get_component(s.component), Path('/tmp/vae-weights')))
+" >"$LOG/weights.log" 2>&1
+start=$(date +%s)
+ENTRIES="vae_decode_whole vae_decode_whole_tail vae_decode_tiles vae_decode_tiles_tail"
+for b in $BACKENDS; do  # every engine in a build process of its own, all at once
+  mkdir -p /tmp/vae-$b && { [ -e /tmp/vae-$b/weights ] || ln -s /tmp/vae-weights /tmp/vae-$b/weights; }
+  for e in $ENTRIES; do
+    $FP build -p realwidth-vae -c $e --backend $b --cache-dir /tmp/vae-$b --json \
+        >"$LOG/build-$b-$e.json" 2>"$LOG/build-$b-$e.log" &
+  done
+done
+wait
+echo "builds: $(( $(date +%s) - start )) s" >"$LOG/times.txt"
+for b in $BACKENDS; do
+  python3 scripts/vae_bench.py -p realwidth-vae --cache-dir /tmp/vae-$b --iters ${ITERS:-3} \
+      --markdown "$LOG/bench-$b.md" --json "$LOG/bench-$b.json" >"$LOG/bench-$b.log" 2>&1
+  $FP list --cache-dir /tmp/vae-$b --json >"$LOG/list-$b.json" 2>/dev/null
+done
+echo "all: $(( $(date +%s) - start )) s" >>"$LOG/times.txt"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$LOG/card.txt"
+touch "$LOG/done"

@@ -1,0 +1,163 @@
+"""FramePack's VAE decode through the ``vae_decode`` engines against the eager diffusers VAE,
+called as FramePack calls it (``vae.decode(latents).sample``, fp16), in one process: for each
+bucket and section length, high-VRAM mode (whole latent) and low-VRAM mode (``enable_tiling``),
+eager and engines timed alternately, the output's rel L2 against eager, and the peak memory
+of each (torch's allocator, and the device's used memory sampled by a thread, which also sees
+what a TensorRT engine allocates outside torch).
+
+    framepack-trt build -p realwidth-vae [--backend tensorrt] --cache-dir C
+    python scripts/vae_bench.py -p realwidth-vae --cache-dir C [--markdown F] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import threading
+import time
+
+import torch
+
+from framepack_trt.cache import Cache, resolve_cache_dir
+from framepack_trt.components.base import get_component
+from framepack_trt.device import current_device, describe
+from framepack_trt.export import torch_dtype
+from framepack_trt.framepack import use_engines
+from framepack_trt.profile import load_profile
+from framepack_trt.sources import load_model
+
+BUCKETS = ((544, 704), (416, 960))
+SECTIONS = (9, 18)  # FramePack's first section and the ones after
+
+
+class DevicePeak:
+    """The device's used memory (cudaMemGetInfo), sampled every millisecond meanwhile; its
+    peak above the value at the start."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _used(self) -> int:
+        free, total = torch.cuda.mem_get_info()
+        return total - free
+
+    def __enter__(self):
+        torch.cuda.synchronize()
+        self.base = self._used()
+        self.peak = self.base
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._used())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        torch.cuda.synchronize()
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._used())
+
+
+def measure(fn, z, iters: int) -> dict:
+    """One call for the peaks (after emptying torch's cache), then ``iters`` timed calls."""
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    with DevicePeak() as dev:
+        out = fn(z)
+    torch_peak = torch.cuda.max_memory_allocated() - base
+    times = []
+    for _ in range(iters):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn(z)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return {"out": out, "ms": 1000 * sorted(times)[len(times) // 2],
+            "torch_peak_gib": torch_peak / 2**30, "device_peak_gib": (dev.peak - dev.base) / 2**30}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-p", "--profile", default="realwidth-vae")
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--markdown", default=None)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    profile = load_profile(args.profile)
+    spec = next(c for c in profile.components if c.component == "vae_decode")
+    cache = Cache(resolve_cache_dir(args.cache_dir, profile.cache_dir))
+    dtype, device = torch_dtype(spec.dtype), spec.device
+    vae = load_model(get_component("vae_decode"), spec.source, dtype, device, cache.weights_dir)
+    backends = sorted({e["key_fields"]["backend"] for e in cache.entries().values()
+                       if e["component"] == "vae_decode"})
+
+    def decode(z):
+        with torch.inference_mode():
+            return vae.decode(z).sample
+
+    rows = []
+    for tiled in (False, True):
+        if tiled:
+            vae.enable_tiling()  # FramePack's low-VRAM mode: diffusers' default tiles
+        for height, width in BUCKETS:
+            for frames in SECTIONS:
+                g = torch.Generator(device).manual_seed(frames)
+                # FramePack decodes latents / scaling_factor: about 2 in scale.
+                z = torch.randn(1, 16, frames, height // 8, width // 8, generator=g,
+                                device=device, dtype=dtype) / vae.config.scaling_factor
+                eager = measure(decode, z, 1)  # warm-up
+                eager = measure(decode, z, args.iters)
+                engines = use_engines(cache.root, strict=True, vae=vae)
+                try:
+                    measure(decode, z, 1)  # loads the engines
+                    served = measure(decode, z, args.iters)
+                    counts = engines.counts()["vae_decode"]
+                finally:
+                    engines.restore()
+                ref = eager["out"].float()
+                rel = float((served["out"].float() - ref).norm() / ref.norm())
+                row = {"mode": "tiled" if tiled else "whole", "bucket": f"{height}x{width}",
+                       "frames": frames, "eager_ms": eager["ms"], "engine_ms": served["ms"],
+                       "speedup": eager["ms"] / served["ms"], "rel_l2": rel,
+                       "eager_torch_peak_gib": eager["torch_peak_gib"],
+                       "engine_torch_peak_gib": served["torch_peak_gib"],
+                       "eager_device_peak_gib": eager["device_peak_gib"],
+                       "engine_device_peak_gib": served["device_peak_gib"],
+                       "engine_calls": counts["engine"], "eager_calls": counts["eager"]}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                del eager, served, ref
+    dev = describe(current_device(device))
+    date = datetime.date.today().isoformat()
+    lines = [f"VAE decode, {', '.join(backends)} engines against eager diffusers, fp16, {dev}, "
+             f"{date} (scripts/vae_bench.py, median of {args.iters}; peak: above the start, "
+             "torch allocator / device used)", "",
+             "| mode | bucket | latent frames | eager ms | engine ms | speed-up | rel L2 | "
+             "peak GiB eager | peak GiB engine |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['mode']} | {r['bucket']} | {r['frames']} | {r['eager_ms']:.0f} | "
+                     f"{r['engine_ms']:.0f} | {r['speedup']:.2f}x | {r['rel_l2']:.1e} | "
+                     f"{r['eager_torch_peak_gib']:.2f} / {r['eager_device_peak_gib']:.2f} | "
+                     f"{r['engine_torch_peak_gib']:.2f} / {r['engine_device_peak_gib']:.2f} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text + "\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": dev, "date": date, "backends": backends, "rows": rows}, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
