@@ -102,7 +102,7 @@ class Swap:
                  parse: Callable, wrap: Callable):
         self.name, self.component, self.model, self.cache = name, component, model, cache
         self.strict, self._parse, self._wrap = strict, parse, wrap
-        self.target = self.target_of(model)
+        self.target = getattr(model, self.part) if self.part else model
         self.eager_forward = self.target.forward  # the bound method of the class
         self.calls: Counter[str] = Counter()
         self.warned: set[str] = set()
@@ -113,9 +113,6 @@ class Swap:
         self.entries = [e for e in cache.entries().values()
                         if e["component"] == component and cache.status(e).state == "ok"
                         and same_checkpoint(e, model, cache)]
-
-    def target_of(self, model):
-        return getattr(model, self.part) if self.part else model
 
     # -- the swapped forward ------------------------------------------------------------------
     def forward(self, *args, **kwargs):
@@ -321,12 +318,15 @@ def _wrap_transformer(model, out, return_dict: bool = True):
     return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
 
 
+#: The VAE's encoder and decoder: one tensor in (``hidden_states``), one out.
+_VAE_CORE = (_parse_single("hidden_states"), lambda model, out: out[0])
+
 CALLS = {"transformer": (_parse_transformer, _wrap_transformer),
          "llama_text": (_parse_llama, _wrap_llama),
          "clip_text": (_parse_single("input_ids"), _wrap_clip),
          "siglip_image": (_parse_single("pixel_values"), _wrap_siglip),
-         "vae_encode": (_parse_single("hidden_states"), lambda model, out: out[0]),
-         "vae_decode": (_parse_single("hidden_states"), lambda model, out: out[0])}
+         "vae_encode": _VAE_CORE,
+         "vae_decode": _VAE_CORE}
 
 #: The Swap class of a component where it is not the plain one.
 SWAPS = {"transformer": TransformerSwap, "vae_encode": VaeEncoderSwap,

@@ -181,11 +181,10 @@ def verify_in_fresh_process(cache: Cache, entry: dict[str, Any], full: bool = Fa
 def verify_all_isolated(cache: Cache, entries: list[dict[str, Any]], full: bool = False,
                         seed: int | None = None, reference: str | None = None) -> list[dict]:
     """Verify entries away from this process, results in their order: the files are checked
-    here (sha256, staleness);
-    the engines of backends that may share a process (``Backend.shares_process``:
-    AOTInductor) then run in one fresh process together, the others in one process each. When
-    the shared process dies, each of its engines is checked again in a process of its own, so
-    a crash is pinned on the engine that caused it."""
+    here (sha256, staleness); the engines of backends that may share a process
+    (``Backend.shares_process``: AOTInductor) then run in one fresh process together, the
+    others in one process each. When the shared process dies, each of its engines is checked
+    again in a process of its own, so a crash is pinned on the engine that caused it."""
     from framepack_trt.backends import get_backend
 
     mode = "full" if full else "quick"
@@ -203,8 +202,8 @@ def verify_all_isolated(cache: Cache, entries: list[dict[str, Any]], full: bool 
             batch = run_in_fresh_process("framepack_trt.verify", [entries[i] for i in shared],
                                          args, 3600.0 * len(shared))
         except ChildFailed:
-            batch = None
-        if batch is not None:
+            pass  # each of them again, one process each, below
+        else:
             for i, result in zip(shared, batch, strict=True):
                 results[i] = result
     for i, entry in enumerate(entries):

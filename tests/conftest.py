@@ -46,10 +46,10 @@ def pytest_collection_modifyitems(config, items):
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     chunk = max(len(items) // workers // 4, 2) if workers > 1 else 1
     ordered = []
-    for n, starter in enumerate(starters):  # each at the start of a worker's first chunk
-        ordered += [starter] + rest[:chunk - 1] if n < workers else [starter]
-        rest = rest[chunk - 1:] if n < workers else rest
-    items[:] = ordered + rest
+    for starter in starters[:workers]:  # each at the start of a worker's first chunk
+        ordered += [starter, *rest[:chunk - 1]]
+        rest = rest[chunk - 1:]
+    items[:] = ordered + starters[workers:] + rest
 
 
 #: Tests of minutes (the rest of their group takes seconds each).

@@ -101,7 +101,6 @@ class VaeEncode(_VaeCore):
         return [InputSpec("pixels", (1, config.in_channels, 1, ("latent_height", 8),
                                      ("latent_width", 8)))]
 
-
     def make_inputs(self, config, sizes, dtype, device, generator):
         shape = (1, config.in_channels, 1, 8 * sizes["latent_height"], 8 * sizes["latent_width"])
         # An image scaled to [-1, 1], as FramePack's resize_and_center_crop then / 127.5 - 1.
@@ -131,7 +130,6 @@ class VaeDecode(_VaeCore):
     def input_specs(self, config):
         return [InputSpec("latents", (1, config.latent_channels, "latent_frames", "latent_height",
                                       "latent_width"))]
-
 
     def make_inputs(self, config, sizes, dtype, device, generator):
         shape = (1, config.latent_channels, sizes["latent_frames"], sizes["latent_height"],
