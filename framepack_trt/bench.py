@@ -120,6 +120,24 @@ def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int
     )
 
 
+def profile_model(profile_name: str, component: str, cache_dir: str | None = None):
+    """For a benchmark script: the profile's first entry of ``component``, the cache (the
+    option, else the profile's), and the eager model loaded from the entry's source in its
+    dtype on its device. Returns (spec, cache, model)."""
+    from framepack_trt.cache import resolve_cache_dir
+    from framepack_trt.components.base import get_component
+    from framepack_trt.export import torch_dtype
+    from framepack_trt.profile import load_profile
+    from framepack_trt.sources import load_model
+
+    profile = load_profile(profile_name)
+    spec = next(c for c in profile.components if c.component == component)
+    cache = Cache(resolve_cache_dir(cache_dir, profile.cache_dir))
+    model = load_model(get_component(component), spec.source, torch_dtype(spec.dtype),
+                       spec.device, cache.weights_dir)
+    return spec, cache, model
+
+
 def markdown(results: list[BenchResult], date: str) -> str:
     lines = ["| engine | backend | dtype | device | sizes | eager ms | engine ms | eager/engine "
              "| rel L2 | build s | engine MB | date |",

@@ -14,15 +14,12 @@ import sys
 
 import torch
 
-from framepack_trt.bench import _time_pair
-from framepack_trt.cache import Cache, resolve_cache_dir
+from framepack_trt.bench import _time_pair, profile_model
 from framepack_trt.components.base import get_component
 from framepack_trt.components.transformer import RAW_INPUTS, TIMING_BUCKETS
 from framepack_trt.device import current_device, describe
 from framepack_trt.export import torch_dtype
 from framepack_trt.framepack import use_engines
-from framepack_trt.profile import load_profile
-from framepack_trt.sources import load_model
 
 
 def main(argv=None) -> int:
@@ -33,12 +30,9 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--markdown", default=None)
     args = ap.parse_args(argv)
-    profile = load_profile(args.profile)
-    spec = next(c for c in profile.components if c.component == "transformer_input")
-    cache = Cache(resolve_cache_dir(args.cache_dir, profile.cache_dir))
+    spec, cache, model = profile_model(args.profile, "transformer_input", args.cache_dir)
     dtype, device = torch_dtype(spec.dtype), spec.device
     piece = get_component("transformer_input")
-    model = load_model(piece, spec.source, dtype, device, cache.weights_dir)
     engines = use_engines(cache.root, strict=True, transformer=model)
     swap = engines.swaps["transformer"]
     backends = sorted({e["key_fields"]["backend"] for es in swap.pieces.values() for e in es})

@@ -20,13 +20,10 @@ import time
 
 import torch
 
-from framepack_trt.cache import Cache, resolve_cache_dir
-from framepack_trt.components.base import get_component
+from framepack_trt.bench import profile_model
 from framepack_trt.device import current_device, describe
 from framepack_trt.export import torch_dtype
 from framepack_trt.framepack import use_engines
-from framepack_trt.profile import load_profile
-from framepack_trt.sources import load_model
 
 BUCKETS = ((544, 704), (416, 960))
 SECTIONS = (9, 18)  # FramePack's first section and the ones after
@@ -92,11 +89,8 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", default=None)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    profile = load_profile(args.profile)
-    spec = next(c for c in profile.components if c.component == "vae_decode")
-    cache = Cache(resolve_cache_dir(args.cache_dir, profile.cache_dir))
+    spec, cache, vae = profile_model(args.profile, "vae_decode", args.cache_dir)
     dtype, device = torch_dtype(spec.dtype), spec.device
-    vae = load_model(get_component("vae_decode"), spec.source, dtype, device, cache.weights_dir)
     backends = sorted({e["key_fields"]["backend"] for e in cache.entries().values()
                        if e["component"] == "vae_decode"})
 
