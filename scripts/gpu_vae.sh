@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# The real-width VAE decoder on a GPU: build realwidth-vae with AOTInductor and, where
-# torch_tensorrt is installed, with TensorRT (two caches, at once, one set of random weights),
-# then time each against eager (scripts/vae_bench.py).
+# The real-width VAE decoder on a GPU: build with AOTInductor (profiles/realwidth-vae.yaml)
+# and, where torch_tensorrt is installed, with TensorRT (profiles/realwidth-vae-tensorrt.yaml,
+# one engine per window length), two caches, one set of random weights, every engine in a
+# build process of its own, all at once; then time each against eager (scripts/vae_bench.py).
 #   bash scripts/gpu_vae.sh [LOG_DIR] [BACKENDS]   (BACKENDS: "aoti tensorrt" by default)
+#   ENTRIES="name ..." builds only those entries (of either profile); ITERS: timed calls;
+#   BENCH_ARGS: more vae_bench.py options (--cudnn-benchmark).
 set -u
 LOG=${1:-gpu-logs}
 BACKENDS=${2:-"aoti tensorrt"}
 mkdir -p "$LOG"
 FP="python3 -m framepack_trt"
 python3 -c "import torch_tensorrt" 2>/dev/null || BACKENDS=${BACKENDS//tensorrt/}
+profile_of() { [ "$1" = aoti ] && echo realwidth-vae || echo realwidth-vae-$1; }
 python3 -c "
 from framepack_trt.profile import load_profile
 from framepack_trt.components.base import get_component
@@ -18,18 +22,21 @@ s = load_profile('realwidth-vae').components[0]
 print(materialize_random(s.source, get_component(s.component), Path('/tmp/vae-weights')))
 " >"$LOG/weights.log" 2>&1
 start=$(date +%s)
-ENTRIES="vae_decode_whole vae_decode_whole_tail vae_decode_tiles vae_decode_tiles_tail"
-for b in $BACKENDS; do  # every engine in a build process of its own, all at once
+for b in $BACKENDS; do
+  p=$(profile_of $b)
   mkdir -p /tmp/vae-$b && { [ -e /tmp/vae-$b/weights ] || ln -s /tmp/vae-weights /tmp/vae-$b/weights; }
-  for e in $ENTRIES; do
-    $FP build -p realwidth-vae -c $e --backend $b --cache-dir /tmp/vae-$b --json \
+  names=$(python3 -c "from framepack_trt.profile import load_profile
+print(' '.join(c.name for c in load_profile('$p').components))")
+  for e in $names; do
+    [ -n "${ENTRIES:-}" ] && [[ " $ENTRIES " != *" $e "* ]] && continue
+    $FP build -p $p -c $e --backend $b --cache-dir /tmp/vae-$b --json \
         >"$LOG/build-$b-$e.json" 2>"$LOG/build-$b-$e.log" &
   done
 done
 wait
 echo "builds: $(( $(date +%s) - start )) s" >"$LOG/times.txt"
 for b in $BACKENDS; do
-  python3 scripts/vae_bench.py -p realwidth-vae --cache-dir /tmp/vae-$b --iters ${ITERS:-3} \
+  python3 scripts/vae_bench.py -p $(profile_of $b) --cache-dir /tmp/vae-$b --iters ${ITERS:-3} ${BENCH_ARGS:-} \
       --markdown "$LOG/bench-$b.md" --json "$LOG/bench-$b.json" >"$LOG/bench-$b.log" 2>&1
   $FP list --cache-dir /tmp/vae-$b --json >"$LOG/list-$b.json" 2>/dev/null
 done

@@ -88,7 +88,12 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--markdown", default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--modes", default="whole,tiled",
+                    help="comma-separated: whole (high-VRAM mode), tiled (low-VRAM mode)")
+    ap.add_argument("--cudnn-benchmark", action="store_true",
+                    help="torch.backends.cudnn.benchmark on, for eager and engines alike")
     args = ap.parse_args(argv)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     spec, cache, vae = profile_model(args.profile, "vae_decode", args.cache_dir)
     dtype, device = torch_dtype(spec.dtype), spec.device
     backends = sorted({e["key_fields"]["backend"] for e in cache.entries().values()
@@ -99,7 +104,8 @@ def main(argv=None) -> int:
             return vae.decode(z).sample
 
     rows = []
-    for tiled in (False, True):
+    modes = args.modes.split(",")
+    for tiled in [t for t, name in ((False, "whole"), (True, "tiled")) if name in modes]:
         if tiled:
             vae.enable_tiling()  # FramePack's low-VRAM mode: diffusers' default tiles
         for height, width in BUCKETS:
@@ -115,6 +121,11 @@ def main(argv=None) -> int:
                     measure(decode, z, 1)  # loads the engines
                     served = measure(decode, z, args.iters)
                     counts = engines.counts()["vae_decode"]
+                except Exception as e:  # e.g. a window no engine covers: the row says so
+                    print(json.dumps({"mode": "tiled" if tiled else "whole", "frames": frames,
+                                      "bucket": f"{height}x{width}", "error": str(e)[:300]}),
+                          flush=True)
+                    continue
                 finally:
                     engines.restore()
                 ref = eager["out"].float()
@@ -133,7 +144,8 @@ def main(argv=None) -> int:
     dev = describe(current_device(device))
     date = datetime.date.today().isoformat()
     lines = [f"VAE decode, {', '.join(backends)} engines against eager diffusers, fp16, {dev}, "
-             f"{date} (scripts/vae_bench.py, median of {args.iters}; peak: above the start, "
+             f"{date} (scripts/vae_bench.py, median of {args.iters}, cudnn.benchmark "
+             f"{args.cudnn_benchmark}; peak: above the start, "
              "torch allocator / device used)", "",
              "| mode | bucket | latent frames | eager ms | engine ms | speed-up | rel L2 | "
              "peak GiB eager | peak GiB engine |", "|---|---|---|---|---|---|---|---|---|"]
