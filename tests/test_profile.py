@@ -18,6 +18,8 @@ GOOD_ENTRY = """
 def test_builtin_profiles_load():
     names = builtin_profiles()
     assert {"tiny", "framepack"} <= set(names)
+    for name in names:  # every shipped profile, benchmark ones included
+        assert load_profile(name).components
     tiny = load_profile("tiny")
     assert tiny.device == "cpu" and tiny.backend == "aoti"
     assert {c.component for c in tiny.components} == {"clip_text", "llama_text", "siglip_image",
