@@ -111,13 +111,22 @@ def fallback_spec(spec: ComponentSpec) -> ComponentSpec:
     return replace(spec, backend=spec.fallback_backend, build={}, fallback_backend=None)
 
 
+def check_device(spec: ComponentSpec) -> None:
+    """Raise BuildError when this machine has no such device, or its device cannot run the
+    component's engines (fp8 on a card without fp8)."""
+    if current_device(spec.device) is None:
+        raise BuildError(f"no {spec.device} device on this machine")
+    reason = get_component(spec.component).unsupported_reason(spec.device)
+    if reason:
+        raise BuildError(f"{spec.name}: {reason}")
+
+
 def plan_item(spec: ComponentSpec, cache: Cache, entries: dict, force: bool = False) -> PlanItem:
     if spec.backend == auto.AUTO:
         return plan_auto(spec, cache, entries, force)
     item = PlanItem(spec)
     try:
-        if current_device(spec.device) is None:
-            raise BuildError(f"no {spec.device} device on this machine")
+        check_device(spec)
         if spec.fallback_backend:
             reason = get_backend(spec.backend).unavailable_reason(spec.device)
             if reason:
@@ -146,8 +155,7 @@ def plan_auto(spec: ComponentSpec, cache: Cache, entries: dict, force: bool = Fa
     intact; a backend that failed stays failed until ``--force``."""
     item = PlanItem(spec)
     try:
-        if current_device(spec.device) is None:
-            raise BuildError(f"no {spec.device} device on this machine")
+        check_device(spec)
         fields = [key_fields(c, cache) for c in auto.candidates(spec)]
         item.key_fields, item.key = {"auto": fields}, auto.choice_key(fields)
     except FramepackTrtError as exc:

@@ -22,6 +22,8 @@ names the file, the field, the bad value and what is valid. No torch import here
         build: {...}           # backend build settings (see `framepack-trt components`)
         engines: blocks        # transformer only: blocks (default: four engines that take the
                                # weights as inputs; TeaCache and low-VRAM mode work) | whole
+        quantize: fp8          # transformer blocks only, bf16 on CUDA: the block engines' linears
+                               # in fp8 (docs/fp8.md)
 """
 
 from __future__ import annotations
@@ -48,12 +50,16 @@ DEVICES = ("cpu", "cuda")
 TOP_KEYS = ("name", "description", "cache_dir", "backend", "fallback_backend", "device",
             "components")
 ENTRY_KEYS = ("component", "name", "source", "dtype", "backend", "fallback_backend", "device",
-              "dims", "buckets", "tolerance", "build", "engines")
+              "dims", "buckets", "tolerance", "build", "engines", "quantize")
 #: ``engines:`` of a transformer entry: the four piece engines that take the weights as inputs
 #: (``<name>_input``, ``<name>_dual_block``, ``<name>_single_block``, ``<name>_output``;
 #: docs/transformer-blocks.md), the default; or one whole-model engine (its weights inside).
 TRANSFORMER_ENGINES = ("blocks", "whole")
 PIECE_COMPONENTS = ("input", "dual_block", "single_block", "output")
+#: ``quantize:`` of a transformer entry with block engines: its block engines' linears in fp8.
+QUANTIZE = ("fp8",)
+#: The block pieces that ``quantize`` changes (the input and output sides stay as they are).
+QUANTIZED_PIECES = ("dual_block", "single_block")
 BUCKET_SETS = {"framepack-640": FRAMEPACK_640_BUCKETS}
 TOLERANCE_KEYS = ("rel_l2", "cosine", "max_abs", "max_abs_std", "reference", "reference_factor")
 
@@ -497,6 +503,18 @@ def parse_profile(raw: Any, path: Path) -> Profile:
                       f"blocks); {comp_name!r} is always one engine")
             else:
                 engines = _choice(p, f"{where}.engines", entry["engines"], TRANSFORMER_ENGINES)
+        quantize = None
+        if "quantize" in entry:
+            quantize = _choice(p, f"{where}.quantize", entry["quantize"], QUANTIZE)
+            if comp_name != "transformer" or engines != "blocks":
+                p.add(f"{where}.quantize", "only a transformer entry with engines: blocks is "
+                      "quantized (its block engines' linears)")
+            if dtype and dtype != "bfloat16":
+                p.add(f"{where}.quantize", f"fp8 block engines compute in bfloat16 (their fp8 "
+                      f"matmuls' row-wise scales give bfloat16); dtype is {dtype!r}")
+            if e_device and e_device != "cuda":
+                p.add(f"{where}.quantize", f"fp8 needs a CUDA card of compute capability 8.9 or "
+                      f"later (RTX 40xx, RTX 50xx, L4, H100/H200); the device is {e_device!r}")
         if source and dtype and e_backend and e_device:
             spec = ComponentSpec(name=ename, component=comp_name, source=source, dtype=dtype,
                                  backend=e_backend, device=e_device, dims=dims, tolerance=tol,
@@ -508,7 +526,12 @@ def parse_profile(raw: Any, path: Path) -> Profile:
                         p.add(f"{where}.name", f"engines: blocks names an engine {pname!r}, which "
                               f"components[{seen[pname]}] already uses")
                     seen[pname] = i
-                    comps.append(replace(spec, name=pname, component=f"transformer_{piece}"))
+                    piece_comp = f"transformer_{piece}"
+                    if quantize and piece in QUANTIZED_PIECES:
+                        piece_comp += f"_{quantize}"
+                    own = known[piece_comp].tolerance(dtype)  # fp8's, unless the entry has one
+                    comps.append(replace(spec, name=pname, component=piece_comp,
+                                         tolerance=tol if "tolerance" in entry else own))
             else:
                 comps.append(spec)
     if p.items:

@@ -20,6 +20,10 @@ from framepack_trt.errors import FramepackTrtError
 
 PIECE_COMPONENTS = {"input": "transformer_input", "dual_block": "transformer_dual_block",
                     "single_block": "transformer_single_block", "output": "transformer_output"}
+#: Block engines with fp8 linears (a profile's ``quantize: fp8``), by piece: where the cache
+#: has them for the model, the loop prefers them to the bf16 ones (they were asked for).
+QUANTIZED_COMPONENTS = {"dual_block": "transformer_dual_block_fp8",
+                        "single_block": "transformer_single_block_fp8"}
 
 
 def same_architecture(entry: Mapping[str, Any], model, cache: Cache) -> bool:
@@ -126,7 +130,8 @@ def find_pieces(cache: Cache, model, model_dtype: str) -> tuple[dict[str, list[d
     piece, the devices on which ``backend: auto`` measured eager as the fastest (no engine
     kept: the loop runs that piece eagerly there)."""
     def piece_of(record):
-        return next((p for p, c in PIECE_COMPONENTS.items() if c == record["component"]), None)
+        return next((p for table in (PIECE_COMPONENTS, QUANTIZED_COMPONENTS)
+                     for p, c in table.items() if c == record["component"]), None)
 
     out: dict[str, list[dict]] = {piece: [] for piece in PIECE_COMPONENTS}
     for entry in cache.entries().values():
@@ -135,6 +140,8 @@ def find_pieces(cache: Cache, model, model_dtype: str) -> tuple[dict[str, list[d
                 or cache.status(entry).state != "ok" or not same_architecture(entry, model, cache)):
             continue
         out[piece].append(entry)
+    for piece, entries in out.items():  # fp8 first (stable: the cache's order otherwise)
+        entries.sort(key=lambda e: e["component"] != QUANTIZED_COMPONENTS.get(piece))
     eager: dict[str, set[str]] = {piece: set() for piece in PIECE_COMPONENTS}
     for choice in cache.choices().values():
         piece = piece_of(choice)
@@ -154,8 +161,6 @@ class PieceSwap:
     def init_pieces(self, cache: Cache) -> None:
         from collections import Counter
 
-        from framepack_trt.components.base import get_component
-
         self.pieces, self.eager_pieces = find_pieces(cache, self.model, str(self.model.dtype))
         from diffusers import HunyuanVideoFramepackTransformer3DModel
 
@@ -164,7 +169,6 @@ class PieceSwap:
             # RoPE and embedding call conventions): elsewhere a piece without an engine means
             # the whole call runs the model's own forward.
             self.eager_pieces = {p: set() for p in self.eager_pieces}
-        self.components = {p: get_component(c) for p, c in PIECE_COMPONENTS.items()}
         self.stack: Counter[str] = Counter()
         self._piece_engines: dict[str, Any] = {}
         self._piece_pick: dict[tuple, dict[str, str] | None] = {}
@@ -244,7 +248,11 @@ class PieceSwap:
         try:
             engines = {p: self.piece_engine(e) if e is not None else None
                        for p, e in picked.items()}
-            sample = run_pieces(self.model, engines, self.components, prepared, self.model.dtype,
+            from framepack_trt.components.base import get_component
+
+            components = {p: get_component(e["component"]) for p, e in picked.items()
+                          if e is not None}
+            sample = run_pieces(self.model, engines, components, prepared, self.model.dtype,
                                 self.stack, {p: engine_weight_names(e) for p, e in picked.items()
                                              if e is not None})
         except Exception as exc:  # broken at run time: eager takes over from now on

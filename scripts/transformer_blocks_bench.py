@@ -1,6 +1,8 @@
 """The FramePack transformer through its piece engines (``engines: blocks``) against the eager
 diffusers model, one forward call as FramePack makes it, at the 416x960, 544x704 and 640x608
-buckets (text at the profile's opt length), timed alternately in one process.
+buckets (text at the profile's opt length), timed alternately in one process; on CUDA also each
+call's peak memory above its start (torch's allocator) and, last, the memory the engines and
+their weights hold (fp8 blocks: the quantized copies), and the engines' size on disk.
 
     framepack-trt build -p realwidth-blocks --cache-dir C
     python scripts/transformer_blocks_bench.py -p realwidth-blocks --cache-dir C [--markdown F]
@@ -35,7 +37,31 @@ def main(argv=None) -> int:
     piece = get_component("transformer_input")
     engines = use_engines(cache.root, strict=True, transformer=model)
     swap = engines.swaps["transformer"]
-    backends = sorted({e["key_fields"]["backend"] for es in swap.pieces.values() for e in es})
+    used = [es[0] for es in swap.pieces.values() if es]  # the entry each piece prefers
+    backends = sorted({e["key_fields"]["backend"] for e in used})
+    cuda = device == "cuda"
+    held = torch.cuda.memory_allocated() if cuda else 0
+
+    def peak_gib(fn, kw):
+        if not cuda:
+            return float("nan")
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn(**kw)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**30
+    def block_weights_gib(entries):
+        """The weights the block engines of ``entries`` take, all blocks (bf16 blocks when
+        ``entries`` has none)."""
+        total = 0
+        for name in ("transformer_dual_block", "transformer_single_block"):
+            name = next((e["component"] for e in entries if e["component"].startswith(name)), name)
+            comp = get_component(name)
+            total += sum(t.nbytes for i in range(comp.pieces(model.config))
+                         for t in comp.weights(model, i, dtype, device))
+        return total / 2**30
+
     rows = []
     for height, width in TIMING_BUCKETS:
         sizes = {n: r.opt for n, r in spec.dims.items()}
@@ -55,15 +81,23 @@ def main(argv=None) -> int:
         want, got = eager(**call), pieces(**call)
         err = float((got.float() - want.float()).norm() / want.float().norm())
         eager_ms, engine_ms = _time_pair(lambda *_, c=call: eager(**c), lambda *_, c=call: pieces(**c), (),
-                                         args.warmup, args.iters, device == "cuda")
-        rows.append((f"{height}x{width}", eager_ms, engine_ms, eager_ms / engine_ms, err))
+                                         args.warmup, args.iters, cuda)
+        rows.append((f"{height}x{width}", eager_ms, engine_ms, eager_ms / engine_ms, err,
+                     peak_gib(eager, call), peak_gib(pieces, call)))
     card = describe(current_device(device))
-    head = (f"transformer as block engines ({', '.join(backends)}, {spec.dtype}, "
+    components = ", ".join(sorted(e["component"] for e in used))
+    head = (f"transformer as block engines ({', '.join(backends)}, {spec.dtype}: {components}; "
             f"text {sizes['text_len']}), {card}, torch {torch.__version__}, "
             f"{datetime.date.today()}")
-    lines = [head, "", "| bucket | eager ms | block engines ms | eager/engines | rel L2 |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {b} | {e:.2f} | {g:.2f} | {s:.2f}x | {r:.1e} |" for b, e, g, s, r in rows]
+    lines = [head, "", "| bucket | eager ms | block engines ms | eager/engines | rel L2 | "
+             "peak GiB eager | peak GiB engines |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {b} | {e:.2f} | {g:.2f} | {s:.2f}x | {r:.1e} | {pe:.2f} | {pg:.2f} |"
+              for b, e, g, s, r, pe, pg in rows]
+    lines += ["", f"block weights handed to the engines: {block_weights_gib(used) * 1024:.1f} MiB (the "
+              f"same blocks in {spec.dtype}: {block_weights_gib([]) * 1024:.1f} MiB)"]
+    lines += [f"engines on disk: {sum(e['engine']['size'] for e in used) / 2**20:.1f} MiB; "
+              f"held by the engines and their weights (fp8: the quantized blocks) after the "
+              f"calls: {(torch.cuda.memory_allocated() - held) / 2**30 if cuda else 0:.2f} GiB"]
     print("\n".join(lines))
     print(engines.report(), file=sys.stderr)
     if args.markdown:

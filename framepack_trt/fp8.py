@@ -1,0 +1,134 @@
+"""fp8 (e4m3) linear layers for the transformer's block engines (docs/fp8.md).
+
+The scheme is torchao's float8 dynamic-activation / float8-weight inference with per-row
+granularity (``Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())``), written with
+plain tensors: a weight (N, K) becomes an e4m3 tensor and one float32 scale per output row
+(amax / 448), an activation is quantized per row at every call the same way, and
+``torch._scaled_mm`` multiplies them into the activation's dtype. torchao's own config is not
+used because it wraps the weights in a tensor subclass, and an engine's inputs (the block
+engines take their weights as inputs) must be plain tensors: ``torch.export`` and AOTInductor
+unwrap subclass parameters, not subclass inputs.
+
+Which layers: every ``nn.Linear`` of a block except the adaptive norms' modulation linears
+(``norm1.linear``, ``norm1_context.linear``, ``norm.linear``), whose outputs scale and shift
+every token: at real width, 12 per dual-stream block and 5 per single-stream block.
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+
+import torch
+
+#: The largest finite e4m3 value.
+E4M3_MAX = 448.0
+#: Smallest amax a scale is computed from (an all-zero row would divide by zero).
+AMAX_EPS = 1e-12
+#: Compute capability from which CUDA cards multiply fp8 natively (Ada, Hopper, Blackwell).
+MIN_CAPABILITY = (8, 9)
+
+
+def fp8_unsupported_reason(device: str) -> str | None:
+    """Why fp8 engines cannot be built or run on ``device`` ("cpu", "cuda", "cuda:1"), or None."""
+    if not device.startswith("cuda"):
+        return (f"quantize: fp8 needs a CUDA card of compute capability "
+                f"{MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]} or later (RTX 40xx, RTX 50xx, L4, "
+                f"H100/H200); the device is {device!r}")
+    if not torch.cuda.is_available():
+        return "quantize: fp8 needs CUDA, and this torch has no CUDA device"
+    index = torch.device(device).index or 0
+    capability = torch.cuda.get_device_capability(index)
+    if capability < MIN_CAPABILITY:
+        return (f"quantize: fp8 needs compute capability {MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]} "
+                f"or later (RTX 40xx, RTX 50xx, L4, H100/H200); "
+                f"{torch.cuda.get_device_name(index)} is {capability[0]}.{capability[1]}")
+    return None
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x / scale as e4m3, scale): one float32 scale per row of the 2-D ``x``, amax / 448, so
+    every row uses the whole e4m3 range; values saturate at +-448 (casts may not)."""
+    amax = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=AMAX_EPS)
+    scale = amax / E4M3_MAX
+    q = (x.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    return q, scale
+
+
+def fp8_linear(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
+               bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear(x, W, bias)`` with W = ``weight`` (N, K, e4m3) x ``weight_scale`` (N, 1):
+    ``x`` quantized per row, one ``torch._scaled_mm`` with the bias, in ``x``'s dtype."""
+    lead, k = x.shape[:-1], x.shape[-1]
+    xq, x_scale = quantize_rows(x.reshape(-1, k))
+    y = torch._scaled_mm(xq, weight.t(), scale_a=x_scale, scale_b=weight_scale.t(),
+                         bias=None if bias is None else bias.to(x.dtype), out_dtype=x.dtype,
+                         use_fast_accum=x.is_cuda)
+    return y.reshape(*lead, y.shape[-1])
+
+
+class Fp8Linear(torch.nn.Module):
+    """An ``nn.Linear`` with its weight in e4m3 and one scale per output row: buffers
+    ``weight`` (N, K) and ``weight_scale`` (N, 1, float32), and the linear's own ``bias``."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight, scale = quantize_rows(linear.weight.detach())
+        self.register_buffer("weight", weight)
+        self.register_buffer("weight_scale", scale)
+        self.bias = linear.bias
+
+    def forward(self, x):
+        return fp8_linear(x, self.weight, self.weight_scale, self.bias)
+
+
+def is_modulation(name: str) -> bool:
+    """The adaptive norms' linears (``norm1.linear``, ``norm1_context.linear``, ``norm.linear``)."""
+    parts = name.split(".")
+    return len(parts) >= 2 and parts[-1] == "linear" and parts[-2].startswith("norm")
+
+
+def quantized_names(block: torch.nn.Module) -> list[str]:
+    """The block's linears that run in fp8, by dotted name."""
+    return [n for n, m in block.named_modules()
+            if isinstance(m, torch.nn.Linear) and not is_modulation(n)]
+
+
+def quantize_block(block: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``block`` whose linears (``quantized_names``) are ``Fp8Linear``s made from its
+    weights; the block itself is unchanged. The copy shares every other parameter."""
+    names = quantized_names(block)
+    memo = {id(p): p for n, p in block.named_parameters()
+            if n.rsplit(".", 1)[0] not in names or n.endswith(".bias")}
+    for name in names:  # the linears' weights are replaced: not copied
+        memo[id(block.get_submodule(name).weight)] = None
+    out = copy.deepcopy(block, memo)
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        owner = out.get_submodule(parent) if parent else out
+        setattr(owner, child, Fp8Linear(block.get_submodule(name)))
+    return out
+
+
+def tensor_names(module: torch.nn.Module) -> list[str]:
+    """Every parameter, then every buffer of ``module`` (a quantized block: its fp8 weights and
+    scales are buffers), by dotted name: the order of an fp8 block engine's weight inputs."""
+    return ([n for n, _ in module.named_parameters()]
+            + [n for n, _ in module.named_buffers()])
+
+
+_QUANTIZED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def quantized_block(block: torch.nn.Module) -> torch.nn.Module:
+    """``quantize_block(block)``, made once and kept while the block lives and its linears'
+    weights stay the same tensors, unmodified (a LoRA merged in place, or weights loaded
+    afterwards, makes it again)."""
+    stamp = tuple((w.data_ptr(), w._version, str(w.device))
+                  for w in (block.get_submodule(n).weight for n in quantized_names(block)))
+    kept = _QUANTIZED.get(block)
+    if kept is None or kept[0] != stamp:
+        kept = (stamp, quantize_block(block))
+        _QUANTIZED[block] = kept
+    return kept[1]

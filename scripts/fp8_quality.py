@@ -1,0 +1,107 @@
+"""How far fp8 block linears (``framepack_trt.fp8``, docs/fp8.md) move a real-width FramePack
+block from its bf16 output, on random weights and on weights and activations with the outliers
+trained diffusion transformers have: one dual-stream and one single-stream block of the real
+width (3072, 24 heads of 128; diffusers' classes), eager, bf16 against the quantized copy, on
+the CPU or a GPU.
+
+Regimes: ``random`` (diffusers' initialization, Gaussian tokens); ``outliers``: each linear's
+input channels rescaled by a log-normal factor (sigma 0.5) with 1 % of them 20x larger, and
+tokens with 1 % of their channels 30x larger (the massive activations of trained DiTs).
+
+    python scripts/fp8_quality.py [--tokens 512] [--text 128] [--device cpu] [--markdown F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+
+import torch
+
+from framepack_trt.fp8 import quantize_block, quantized_names
+from framepack_trt.transformer_pieces import run_block
+
+WIDTH, HEADS = 3072, 24
+
+
+def blocks(device):
+    from diffusers.models.transformers.transformer_hunyuan_video import (
+        HunyuanVideoSingleTransformerBlock,
+        HunyuanVideoTransformerBlock,
+    )
+
+    dual = HunyuanVideoTransformerBlock(HEADS, WIDTH // HEADS, mlp_ratio=4.0, qk_norm="rms_norm")
+    single = HunyuanVideoSingleTransformerBlock(HEADS, WIDTH // HEADS, mlp_ratio=4.0,
+                                                qk_norm="rms_norm")
+    return {"dual": dual.to(device, torch.bfloat16).eval(),
+            "single": single.to(device, torch.bfloat16).eval()}
+
+
+def add_outliers(block, gen):
+    """Rescale each quantized linear's input channels (log-normal, 1 % of them 20x)."""
+    with torch.no_grad():
+        for name in quantized_names(block):
+            w = block.get_submodule(name).weight
+            k = w.shape[1]
+            scale = torch.exp(0.5 * torch.randn(k, generator=gen))
+            scale[torch.randperm(k, generator=gen)[: max(1, k // 100)]] *= 20
+            w.mul_(scale.to(w.device, w.dtype))
+
+
+def tokens(n, outliers, gen, device):
+    x = torch.randn(1, n, WIDTH, generator=gen)
+    if outliers:
+        x[..., torch.randperm(WIDTH, generator=gen)[: WIDTH // 100]] *= 30
+    return x.to(device, torch.bfloat16)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=512)
+    ap.add_argument("--text", type=int, default=128)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--markdown", default=None)
+    args = ap.parse_args(argv)
+    rows = []
+    for regime in ("random", "outliers"):
+        gen = torch.Generator().manual_seed(0)
+        torch.manual_seed(0)
+        made = blocks(args.device)
+        for kind, block in made.items():
+            if regime == "outliers":
+                add_outliers(block, gen)
+            q = quantize_block(block)
+            n = args.tokens
+            angles = torch.rand(n, WIDTH // HEADS // 2, generator=gen).repeat_interleave(2, 1) * 6.28
+            acts = (tokens(n, regime == "outliers", gen, args.device),
+                    tokens(args.text, regime == "outliers", gen, args.device),
+                    torch.randn(1, WIDTH, generator=gen).to(args.device, torch.bfloat16),
+                    angles.cos().to(args.device), angles.sin().to(args.device))
+            with torch.inference_mode():
+                want, got = run_block(block, *acts), run_block(q, *acts)
+            for out, w, g in zip(("tokens", "context"), want, got, strict=True):
+                w, g = w.double(), g.double()
+                rel = float((g - w).norm() / w.norm())
+                cos = float(torch.nn.functional.cosine_similarity(g.flatten(), w.flatten(), 0))
+                # What the block adds to its input (the residual stream dominates the output).
+                base = acts[0 if out == "tokens" else 1].double()
+                rel_update = float((g - w).norm() / (w - base).norm())
+                rows.append((regime, kind, out, rel, cos, rel_update))
+                print(rows[-1], flush=True)
+        del made
+    device = (torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU")
+    lines = [f"fp8 block linears against bf16, real width, eager, {device}, tokens {args.tokens}, "
+             f"text {args.text}, torch {torch.__version__}, {datetime.date.today()}", "",
+             "| weights and tokens | block | output | rel L2 | cosine | rel L2 of the block's update |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r} | {k} | {o} | {e:.1e} | {c:.6f} | {u:.1e} |" for r, k, o, e, c, u in rows]
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as fh:
+            fh.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""fp8 block engines (``quantize: fp8``, docs/fp8.md) on the CPU: the quantized block against
+diffusers' eager bf16 block, the exported engine graph against the quantized block, the
+quantized copy's lifetime, and the profile setting with its refusals. Building the engines
+needs a card with fp8 (tests/gpu)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import save_tiny, write_profile
+from tests_helpers import rel_l2
+
+from framepack_trt.components.base import get_component
+from framepack_trt.errors import BuildError, ProfileError
+from framepack_trt.fp8 import fp8_unsupported_reason, quantized_block, quantized_names
+from framepack_trt.sources import Source, load_model
+
+SIZES = {"latent_frames": 2, "latent_height": 8, "latent_width": 10, "text_len": 12}
+FP8 = ("transformer_dual_block_fp8", "transformer_single_block_fp8")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """The pieces' tiny config (2 dual + 2 single blocks), saved and loaded back in bf16."""
+    root = tmp_path_factory.mktemp("fp8")
+    weights = save_tiny("transformer_dual_block_fp8", root / "weights", seed=3)
+    return load_model(get_component("transformer_dual_block_fp8"), Source("path", str(weights)),
+                      torch.bfloat16, "cpu", root / "cache")
+
+
+def cosine(a, b):
+    return float(torch.nn.functional.cosine_similarity(a.float().flatten(), b.float().flatten(), 0))
+
+
+@pytest.mark.parametrize("name", FP8)
+def test_fp8_block_matches_eager_bf16_within_its_tolerance(model, name):
+    comp = get_component(name)
+    gen = torch.Generator().manual_seed(11)
+    for index in range(comp.pieces(model.config)):
+        raw = comp.make_inputs(model.config, SIZES, torch.bfloat16, "cpu", gen)
+        with torch.no_grad():
+            want = comp.reference(model, raw, index)  # diffusers' bf16 block
+            got = comp.export_module(model)(*comp.engine_inputs(model, raw, torch.bfloat16,
+                                                                "cpu", index))
+        tol = comp.tolerance("bfloat16")
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == torch.bfloat16 and torch.isfinite(g).all()
+            assert 0 < rel_l2(g, w) <= tol.rel_l2 and cosine(g, w) >= tol.cosine
+
+
+@pytest.mark.parametrize("name,linears", [(FP8[0], 12), (FP8[1], 5)])
+def test_which_linears_are_quantized(model, name, linears):
+    comp = get_component(name)
+    block = comp.quantized(model, 0)
+    names = quantized_names(block)  # the copy: its linears are Fp8Linear, not nn.Linear
+    assert names == []
+    original = get_component(name.removesuffix("_fp8"))
+    source = model.transformer_blocks[0] if "dual" in name else model.single_transformer_blocks[0]
+    assert len(quantized_names(source)) == linears
+    specs = {s.name: s for s in comp.weight_specs(model)}
+    for n in quantized_names(source):
+        assert specs[f"weight.{n}.weight"].dtype == "float8_e4m3fn"
+        assert specs[f"weight.{n}.weight_scale"].dtype == "float32"
+        assert specs[f"weight.{n}.weight_scale"].shape == (source.get_submodule(n).out_features, 1)
+    # The modulation linears and the norms stay in bf16; the bf16 block is untouched.
+    assert all(s.dtype == "bfloat16" for n, s in specs.items() if "norm" in n)
+    assert all(p.dtype == torch.bfloat16 for p in source.parameters())
+    assert len(original.weight_specs(model)) == len(specs) - linears  # + one scale per linear
+
+
+def test_exported_graph_is_the_quantized_block(model):
+    """torch.export of the fp8 engine's module (fp8 weights and scales as inputs) computes what
+    the quantized block computes, for another block's weights than the traced one's."""
+    from framepack_trt.export import export_component
+    from framepack_trt.shapes import DimRange
+    from framepack_trt.transformer_pieces import run_block
+
+    comp = get_component(FP8[0])
+    dims = {"latent_frames": DimRange(2, 2, 2), "latent_height": DimRange(8, 8, 12),
+            "latent_width": DimRange(8, 10, 12), "text_len": DimRange(4, 12, 16)}
+    exported = export_component(comp, model, dims, torch.bfloat16, "cpu")
+    fp8_inputs = [t for t in exported.inputs if t.dtype == torch.float8_e4m3fn]
+    assert len(fp8_inputs) == 12
+    raw = comp.make_inputs(model.config, {**SIZES, "latent_height": 12, "text_len": 5},
+                           torch.bfloat16, "cpu", torch.Generator().manual_seed(2))
+    inputs = comp.engine_inputs(model, raw, torch.bfloat16, "cpu", 1)
+    with torch.no_grad():
+        got = exported.program.module()(*inputs)
+        want = run_block(comp.quantized(model, 1), *raw)
+    for g, w in zip(got, want, strict=True):
+        assert torch.equal(g, w)
+
+
+def test_quantized_copy_is_kept_until_the_weights_change(model):
+    block = model.single_transformer_blocks[1]
+    first = quantized_block(block)
+    assert quantized_block(block) is first
+    with torch.no_grad():  # a LoRA merged in place
+        block.proj_mlp.weight.mul_(2)
+    second = quantized_block(block)
+    assert second is not first
+    assert torch.allclose(second.proj_mlp.weight_scale, 2 * first.proj_mlp.weight_scale)
+    with torch.no_grad():
+        block.proj_mlp.weight.div_(2)
+
+
+def profile_with(tmp_path, device="cuda", **entry):
+    return write_profile(tmp_path / "p.yaml", [{
+        "component": "transformer", "source": {"random": {"seed": 0}}, "dtype": "bfloat16",
+        **entry}], device=device)
+
+
+def test_profile_quantize_fp8_makes_fp8_block_engines(tmp_path):
+    from framepack_trt.profile import load_profile
+
+    comps = {c.name: c for c in load_profile(profile_with(tmp_path, quantize="fp8")).components}
+    assert {n: c.component for n, c in comps.items()} == {
+        "transformer_input": "transformer_input",
+        "transformer_dual_block": "transformer_dual_block_fp8",
+        "transformer_single_block": "transformer_single_block_fp8",
+        "transformer_output": "transformer_output"}
+    assert comps["transformer_dual_block"].tolerance.rel_l2 == 2e-2
+    assert comps["transformer_input"].tolerance.rel_l2 == 1e-2
+
+
+@pytest.mark.parametrize("entry,device,message", [
+    ({"quantize": "fp8"}, "cpu", "fp8 needs a CUDA card of compute capability 8.9"),
+    ({"quantize": "fp8", "dtype": "float16"}, "cuda", "dtype is 'float16'"),
+    ({"quantize": "fp8", "engines": "whole"}, "cuda", "only a transformer entry with engines: blocks"),
+    ({"quantize": "int4"}, "cuda", "valid: fp8"),
+])
+def test_profile_refuses_fp8_where_it_cannot_run(tmp_path, entry, device, message):
+    from framepack_trt.profile import load_profile
+
+    with pytest.raises(ProfileError) as exc:
+        load_profile(profile_with(tmp_path, device=device, **entry))
+    text = str(exc.value)
+    assert "p.yaml" in text and "components[0].quantize" in text and message in text
+
+
+def test_no_fp8_on_the_cpu_or_without_cuda():
+    assert "compute capability 8.9" in fp8_unsupported_reason("cpu")
+    if not torch.cuda.is_available():
+        assert "no CUDA device" in fp8_unsupported_reason("cuda")
+    from framepack_trt.build import check_device
+    from framepack_trt.profile import ComponentSpec
+
+    spec = ComponentSpec(name="blocks_dual_block", component=FP8[0], source=Source("random"),
+                         dtype="bfloat16", backend="aoti", device="cpu", dims={},
+                         tolerance=get_component(FP8[0]).tolerance("bfloat16"))
+    with pytest.raises(BuildError, match="blocks_dual_block: quantize: fp8 needs a CUDA card"):
+        check_device(spec)
