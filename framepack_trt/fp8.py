@@ -74,10 +74,12 @@ class Fp8Linear(torch.nn.Module):
     def __init__(self, linear: torch.nn.Linear):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight, scale = quantize_rows(linear.weight.detach())
+        # The stored tensors, where the model keeps them: read past a swap-on-access hook
+        # (FramePack's low-VRAM DynamicSwapInstaller), which would hand over a GPU copy.
+        weight, scale = quantize_rows(linear._parameters["weight"].detach())
         self.register_buffer("weight", weight)
         self.register_buffer("weight_scale", scale)
-        self.bias = linear.bias
+        self.bias = linear._parameters["bias"]
 
     def forward(self, x):
         return fp8_linear(x, self.weight, self.weight_scale, self.bias)
@@ -124,9 +126,12 @@ _QUANTIZED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def quantized_block(block: torch.nn.Module) -> torch.nn.Module:
     """``quantize_block(block)``, made once and kept while the block lives and its linears'
     weights stay the same tensors, unmodified (a LoRA merged in place, or weights loaded
-    afterwards, makes it again)."""
+    afterwards, makes it again). The quantized weights live where the block's weights are
+    stored: on the GPU in FramePack's high-VRAM mode; on the CPU in its low-VRAM mode, whose
+    swap-on-access hook is bypassed (the engine call moves them, half the bytes of bf16)."""
     stamp = tuple((w.data_ptr(), w._version, str(w.device))
-                  for w in (block.get_submodule(n).weight for n in quantized_names(block)))
+                  for w in (block.get_submodule(n)._parameters["weight"]
+                            for n in quantized_names(block)))
     kept = _QUANTIZED.get(block)
     if kept is None or kept[0] != stamp:
         kept = (stamp, quantize_block(block))

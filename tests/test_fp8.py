@@ -150,3 +150,25 @@ def test_no_fp8_on_the_cpu_or_without_cuda():
                          tolerance=get_component(FP8[0]).tolerance("bfloat16"))
     with pytest.raises(BuildError, match="blocks_dual_block: quantize: fp8 needs a CUDA card"):
         check_device(spec)
+
+
+def test_low_vram_streaming_quantizes_once(model):
+    """FramePack's low-VRAM mode: with DynamicSwapInstaller installed, every read of a weight
+    hands over a new tensor; the quantized copy is still made once, from the stored weights,
+    and the engine's inputs are the same as without the hook."""
+    from framepack_reference import DynamicSwapInstaller
+
+    comp = get_component(FP8[1])
+    block = model.single_transformer_blocks[0]
+    plain = comp.weights(model, 0, torch.bfloat16, "cpu")
+    # copy=True: every read makes a new tensor, as reading a CPU weight onto a GPU does.
+    DynamicSwapInstaller.install_model(model, device="cpu", copy=True)
+    try:
+        assert block.proj_mlp.weight.data_ptr() != block.proj_mlp.weight.data_ptr()
+        first = quantized_block(block)
+        assert quantized_block(block) is first
+        streamed = comp.weights(model, 0, torch.bfloat16, "cpu")
+    finally:
+        DynamicSwapInstaller.uninstall_model(model)
+    assert len(streamed) == len(plain)
+    assert all(torch.equal(a.float(), b.float()) for a, b in zip(streamed, plain, strict=True))
