@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The GPU runs that answer the open questions of the VAE and fp8 work, in one go (start it in
+# the background and poll LOG/done; writes LOG/summary.txt last):
+#   1. VAE: a static-shape AOTInductor decoder window (profiles/realwidth-vae-static.yaml),
+#      profiled against eager (scripts/vae_profile.py): are the dynamic engine's slow fused
+#      kernels its dynamic sizes? (docs/vae.md, "Where the decoder's time goes")
+#   2. VAE: TensorRT with one suspect op at a time kept in PyTorch (scripts/trt_vae_ops.py):
+#      which op makes it miss eager by 0.0215? (needs torch_tensorrt; skipped without)
+#   3. fp8: the real-width block engines with fp8 linears (profiles/realwidth-blocks-fp8.yaml)
+#      against eager bf16 (scripts/transformer_blocks_bench.py), the quality probe on the GPU
+#      (scripts/fp8_quality.py) and the fp8 GPU tests (tests/gpu/test_fp8_cuda.py).
+# Builds run at once (CPU-bound compiles); measurements one after another on a quiet GPU.
+#   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]   (PARTS: "static trtops fp8")
+set -u
+LOG=${1:-gpu-logs}
+PARTS=${2:-"static trtops fp8"}
+mkdir -p "$LOG"
+FP="python3 -m framepack_trt"
+has_trt=$(python3 -c "import torch_tensorrt" 2>/dev/null && echo yes || echo no)
+start=$(date +%s)
+stamp() { echo "$1: $(( $(date +%s) - start )) s" >>"$LOG/times.txt"; }
+if [[ " $PARTS " == *" static "* ]]; then
+  $FP build -p realwidth-vae-static --cache-dir /tmp/vae-static --json \
+      >"$LOG/build-static.json" 2>"$LOG/build-static.log" &
+fi
+if [[ " $PARTS " == *" fp8 "* ]]; then
+  bash scripts/gpu_transformer_blocks.sh "$LOG/blocks" fp8 &
+  python3 -m pytest -q -m gpu tests/gpu/test_fp8_cuda.py -s >"$LOG/test-fp8.log" 2>&1 &
+fi
+if [[ " $PARTS " == *" trtops "* && $has_trt == yes ]]; then
+  python3 scripts/trt_vae_ops.py --json "$LOG/trt-ops.json" >"$LOG/trt-ops.log" 2>&1
+  stamp trtops
+fi
+wait
+stamp builds
+if [[ " $PARTS " == *" static "* ]]; then
+  python3 scripts/vae_profile.py -p realwidth-vae-static --cache-dir /tmp/vae-static \
+      --json "$LOG/profile-static.json" >"$LOG/profile-static.log" 2>&1
+  stamp static-profile
+fi
+if [[ " $PARTS " == *" fp8 "* ]]; then
+  python3 scripts/fp8_quality.py --device cuda --tokens 4096 --text 256 \
+      --markdown "$LOG/fp8-quality.md" >"$LOG/fp8-quality.log" 2>&1
+  stamp fp8-quality
+fi
+{
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+  cat "$LOG/times.txt"
+  for f in "$LOG"/build-static.json "$LOG"/blocks/build-fp8.json; do
+    [ -f "$f" ] && python3 -c "import json,sys; [print(r['name'], r['outcome'], r['seconds'],
+      (r.get('error') or '')[:300]) for r in json.load(open('$f'))['results']]"
+  done
+  [ -f "$LOG/profile-static.json" ] && python3 -c "import json; d=json.load(open('$LOG/profile-static.json'));
+print('static window: eager', round(d['default_ms']), 'ms, engine', round(d.get('engine_ms', 0)), 'ms');
+print('engine kinds', d.get('engine', {}).get('kinds_ms'))"
+  [ -f "$LOG/trt-ops.log" ] && grep '^{' "$LOG/trt-ops.log"
+  [ -f "$LOG/blocks/bench-fp8.md" ] && cat "$LOG/blocks/bench-fp8.md"
+  [ -f "$LOG/fp8-quality.md" ] && tail -9 "$LOG/fp8-quality.md"
+  tail -3 "$LOG/test-fp8.log" 2>/dev/null
+} >"$LOG/summary.txt" 2>&1
+touch "$LOG/done"
