@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU runs that answer the open questions of the VAE and fp8 work, in one go (start it in
 # the background and poll LOG/done; writes LOG/summary.txt last):
-#   1. VAE: a static-shape AOTInductor decoder window (profiles/realwidth-vae-static.yaml),
-#      profiled against eager (scripts/vae_profile.py): are the dynamic engine's slow fused
+#   1. VAE: static-size AOTInductor decoder windows (profiles/realwidth-vae-static.yaml: all
+#      sizes static; height and width static), profiled against eager (scripts/vae_profile.py): are the dynamic engine's slow fused
 #      kernels its dynamic sizes? (docs/vae.md, "Where the decoder's time goes")
 #   2. VAE: TensorRT with one suspect op at a time kept in PyTorch (scripts/trt_vae_ops.py):
 #      which op makes it miss eager by 0.0215? (needs torch_tensorrt; skipped without)
@@ -20,8 +20,10 @@ has_trt=$(python3 -c "import torch_tensorrt" 2>/dev/null && echo yes || echo no)
 start=$(date +%s)
 stamp() { echo "$1: $(( $(date +%s) - start )) s" >>"$LOG/times.txt"; }
 if [[ " $PARTS " == *" static "* ]]; then
-  $FP build -p realwidth-vae-static --cache-dir /tmp/vae-static --json \
-      >"$LOG/build-static.json" 2>"$LOG/build-static.log" &
+  for e in vae_decode_static vae_decode_static_hw; do
+    $FP build -p realwidth-vae-static -c $e --cache-dir /tmp/$e --json \
+        >"$LOG/build-$e.json" 2>"$LOG/build-$e.log" &
+  done
 fi
 if [[ " $PARTS " == *" fp8 "* ]]; then
   bash scripts/gpu_transformer_blocks.sh "$LOG/blocks" fp8 &
@@ -34,8 +36,10 @@ fi
 wait
 stamp builds
 if [[ " $PARTS " == *" static "* ]]; then
-  python3 scripts/vae_profile.py -p realwidth-vae-static --cache-dir /tmp/vae-static \
-      --json "$LOG/profile-static.json" >"$LOG/profile-static.log" 2>&1
+  for e in vae_decode_static vae_decode_static_hw; do
+    python3 scripts/vae_profile.py -p realwidth-vae-static --cache-dir /tmp/$e \
+        --json "$LOG/profile-$e.json" >"$LOG/profile-$e.log" 2>&1
+  done
   stamp static-profile
 fi
 if [[ " $PARTS " == *" fp8 "* ]]; then
@@ -46,13 +50,15 @@ fi
 {
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   cat "$LOG/times.txt"
-  for f in "$LOG"/build-static.json "$LOG"/blocks/build-fp8.json; do
+  for f in "$LOG"/build-vae_decode_static*.json "$LOG"/blocks/build-fp8.json; do
     [ -f "$f" ] && python3 -c "import json,sys; [print(r['name'], r['outcome'], r['seconds'],
       (r.get('error') or '')[:300]) for r in json.load(open('$f'))['results']]"
   done
-  [ -f "$LOG/profile-static.json" ] && python3 -c "import json; d=json.load(open('$LOG/profile-static.json'));
-print('static window: eager', round(d['default_ms']), 'ms, engine', round(d.get('engine_ms', 0)), 'ms');
+  for f in "$LOG"/profile-vae_decode_static*.json; do
+    [ -f "$f" ] && python3 -c "import json; d=json.load(open('$f'));
+print('$f', 'eager', round(d['default_ms']), 'ms, engine', round(d.get('engine_ms', 0)), 'ms');
 print('engine kinds', d.get('engine', {}).get('kinds_ms'))"
+  done
   [ -f "$LOG/trt-ops.log" ] && grep '^{' "$LOG/trt-ops.log"
   [ -f "$LOG/blocks/bench-fp8.md" ] && cat "$LOG/blocks/bench-fp8.md"
   [ -f "$LOG/fp8-quality.md" ] && tail -9 "$LOG/fp8-quality.md"
