@@ -103,8 +103,8 @@ def quantize_block(block: torch.nn.Module) -> torch.nn.Module:
     names = quantized_names(block)
     memo = {id(p): p for n, p in block.named_parameters()
             if n.rsplit(".", 1)[0] not in names or n.endswith(".bias")}
-    for name in names:  # the linears' weights are replaced: not copied
-        memo[id(block.get_submodule(name).weight)] = None
+    for name in names:  # the linears' weights are replaced: not copied (the stored tensors,
+        memo[id(block.get_submodule(name)._parameters["weight"])] = None  # past any hook)
     out = copy.deepcopy(block, memo)
     for name in names:
         parent, _, child = name.rpartition(".")
@@ -137,3 +137,24 @@ def quantized_block(block: torch.nn.Module) -> torch.nn.Module:
         kept = (stamp, quantize_block(block))
         _QUANTIZED[block] = kept
     return kept[1]
+
+
+def is_quantized_tensor(block: torch.nn.Module, name: str) -> bool:
+    """Whether ``name`` (of a quantized block) is an fp8 linear's weight or scale."""
+    owner, _, leaf = name.rpartition(".")
+    return leaf in ("weight", "weight_scale") and isinstance(block.get_submodule(owner), Fp8Linear)
+
+
+def export_module(block: torch.nn.Module, piece: str) -> torch.nn.Module:
+    """A quantized block as its engine's module: its activations, then its tensors in
+    ``tensor_names`` order (``transformer_pieces.WeightsAsInputs``, as for the bf16 blocks)."""
+    from framepack_trt.transformer_pieces import (
+        NUM_ACTIVATIONS,
+        RUNS,
+        WeightsAsInputs,
+        _with_arity,
+    )
+
+    names = tensor_names(block)
+    module = WeightsAsInputs(block, names, NUM_ACTIVATIONS[piece], RUNS[piece])
+    return _with_arity(module, [f"a{i}" for i in range(NUM_ACTIVATIONS[piece])] + names)

@@ -509,12 +509,15 @@ def parse_profile(raw: Any, path: Path) -> Profile:
             if comp_name != "transformer" or engines != "blocks":
                 p.add(f"{where}.quantize", "only a transformer entry with engines: blocks is "
                       "quantized (its block engines' linears)")
-            if dtype and dtype != "bfloat16":
-                p.add(f"{where}.quantize", f"fp8 block engines compute in bfloat16 (their fp8 "
-                      f"matmuls' row-wise scales give bfloat16); dtype is {dtype!r}")
-            if e_device and e_device != "cuda":
-                p.add(f"{where}.quantize", f"fp8 needs a CUDA card of compute capability 8.9 or "
-                      f"later (RTX 40xx, RTX 50xx, L4, H100/H200); the device is {e_device!r}")
+        # fp8 block engines, asked for with quantize: fp8 or listed by their component name.
+        fp8_field = (f"{where}.quantize" if quantize else f"{where}.component"
+                     if getattr(comp, "quantize", None) else None)
+        if fp8_field and dtype and dtype != "bfloat16":
+            p.add(fp8_field, f"fp8 block engines compute in bfloat16 (their fp8 matmuls' "
+                  f"row-wise scales give bfloat16); dtype is {dtype!r}")
+        if fp8_field and e_device and e_device != "cuda":
+            p.add(fp8_field, f"fp8 needs a CUDA card of compute capability 8.9 or later "
+                  f"(RTX 40xx, RTX 50xx, L4, H100/H200); the device is {e_device!r}")
         if source and dtype and e_backend and e_device:
             spec = ComponentSpec(name=ename, component=comp_name, source=source, dtype=dtype,
                                  backend=e_backend, device=e_device, dims=dims, tolerance=tol,
@@ -526,12 +529,13 @@ def parse_profile(raw: Any, path: Path) -> Profile:
                         p.add(f"{where}.name", f"engines: blocks names an engine {pname!r}, which "
                               f"components[{seen[pname]}] already uses")
                     seen[pname] = i
-                    piece_comp = f"transformer_{piece}"
-                    if quantize and piece in QUANTIZED_PIECES:
-                        piece_comp += f"_{quantize}"
-                    own = known[piece_comp].tolerance(dtype)  # fp8's, unless the entry has one
+                    piece_comp, piece_tol = f"transformer_{piece}", tol
+                    if quantize and piece in QUANTIZED_PIECES:  # the entry's tolerance keys
+                        piece_comp += f"_{quantize}"            # over fp8's own defaults
+                        piece_tol = _tolerance(_Problems(), "", entry.get("tolerance"),
+                                               known[piece_comp].tolerance(dtype))
                     comps.append(replace(spec, name=pname, component=piece_comp,
-                                         tolerance=tol if "tolerance" in entry else own))
+                                         tolerance=piece_tol))
             else:
                 comps.append(spec)
     if p.items:

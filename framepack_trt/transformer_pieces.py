@@ -138,16 +138,8 @@ RUNS = {"input": run_input, "dual_block": run_block, "single_block": run_block,
 NUM_ACTIVATIONS = {"input": 13, "dual_block": 5, "single_block": 5, "output": 2}
 
 
-def export_module(model: torch.nn.Module, piece: str,
-                  block: torch.nn.Module | None = None) -> WeightsAsInputs:
-    """The piece as a module that takes its activations, then its weights (``weight_names``);
-    or, given ``block`` (a quantized copy of a block, ``fp8.quantized_block``), that block's
-    tensors (``fp8.tensor_names``)."""
-    if block is None:
-        block, names = piece_module(model, piece), weight_names(model, piece)
-    else:
-        from framepack_trt.fp8 import tensor_names
-
-        names = tensor_names(block)
-    module = WeightsAsInputs(block, names, NUM_ACTIVATIONS[piece], RUNS[piece])
+def export_module(model: torch.nn.Module, piece: str) -> WeightsAsInputs:
+    """The piece as a module that takes its activations, then its weights (``weight_names``)."""
+    names = weight_names(model, piece)
+    module = WeightsAsInputs(piece_module(model, piece), names, NUM_ACTIVATIONS[piece], RUNS[piece])
     return _with_arity(module, [f"a{i}" for i in range(NUM_ACTIVATIONS[piece])] + names)

@@ -95,13 +95,15 @@ def test_quantized_copy_is_kept_until_the_weights_change(model):
     block = model.single_transformer_blocks[1]
     first = quantized_block(block)
     assert quantized_block(block) is first
-    with torch.no_grad():  # a LoRA merged in place
-        block.proj_mlp.weight.mul_(2)
-    second = quantized_block(block)
-    assert second is not first
-    assert torch.allclose(second.proj_mlp.weight_scale, 2 * first.proj_mlp.weight_scale)
-    with torch.no_grad():
-        block.proj_mlp.weight.div_(2)
+    try:
+        with torch.no_grad():  # a LoRA merged in place
+            block.proj_mlp.weight.mul_(2)
+        second = quantized_block(block)
+        assert second is not first
+        assert torch.allclose(second.proj_mlp.weight_scale, 2 * first.proj_mlp.weight_scale)
+    finally:
+        with torch.no_grad():
+            block.proj_mlp.weight.div_(2)
 
 
 def profile_with(tmp_path, device="cuda", **entry):
@@ -121,6 +123,30 @@ def test_profile_quantize_fp8_makes_fp8_block_engines(tmp_path):
         "transformer_output": "transformer_output"}
     assert comps["transformer_dual_block"].tolerance.rel_l2 == 2e-2
     assert comps["transformer_input"].tolerance.rel_l2 == 1e-2
+    # A tolerance key of the entry applies over each piece's own defaults.
+    comps = {c.name: c for c in load_profile(profile_with(
+        tmp_path, quantize="fp8", tolerance={"max_abs_std": 0.5})).components}
+    assert (comps["transformer_single_block"].tolerance.rel_l2,
+            comps["transformer_single_block"].tolerance.max_abs_std) == (2e-2, 0.5)
+    assert (comps["transformer_output"].tolerance.rel_l2,
+            comps["transformer_output"].tolerance.max_abs_std) == (1e-2, 0.5)
+    # Without quantize, the same entry's keys are those it had before fp8 existed.
+    plain = load_profile(profile_with(tmp_path)).components
+    assert [c.component for c in plain] == [f"transformer_{p}" for p in
+                                            ("input", "dual_block", "single_block", "output")]
+
+
+def test_fp8_components_listed_directly_are_checked_too(tmp_path):
+    from framepack_trt.profile import load_profile
+
+    path = write_profile(tmp_path / "p.yaml", [{
+        "component": FP8[0], "source": {"random": {"seed": 0}}, "dtype": "float16"}],
+        device="cpu")
+    with pytest.raises(ProfileError) as exc:
+        load_profile(path)
+    text = str(exc.value)
+    assert "components[0].component: fp8 block engines compute in bfloat16" in text
+    assert "components[0].component: fp8 needs a CUDA card" in text
 
 
 @pytest.mark.parametrize("entry,device,message", [
@@ -158,9 +184,13 @@ def test_low_vram_streaming_quantizes_once(model):
     and the engine's inputs are the same as without the hook."""
     from framepack_reference import DynamicSwapInstaller
 
+    from framepack_trt import fp8
+
     comp = get_component(FP8[1])
     block = model.single_transformer_blocks[0]
     plain = comp.weights(model, 0, torch.bfloat16, "cpu")
+    fp8._QUANTIZED.pop(block, None)  # quantized again, under the hook
+    stored = {n: p for n, p in block.named_parameters()}  # named_parameters: past the hook
     # copy=True: every read makes a new tensor, as reading a CPU weight onto a GPU does.
     DynamicSwapInstaller.install_model(model, device="cpu", copy=True)
     try:
@@ -172,3 +202,10 @@ def test_low_vram_streaming_quantizes_once(model):
         DynamicSwapInstaller.uninstall_model(model)
     assert len(streamed) == len(plain)
     assert all(torch.equal(a.float(), b.float()) for a, b in zip(streamed, plain, strict=True))
+    # The copy shares the block's stored parameters (no bf16 weight copied), its fp8 linears
+    # hold no bf16 weight at all, and each linear's bias is the stored one.
+    copied = dict(first.named_parameters())
+    assert all(copied[n] is p for n, p in stored.items() if n in copied)
+    assert not any(n.endswith(".weight") and n.rsplit(".", 1)[0] in quantized_names(block)
+                   for n in copied)
+    assert first.proj_mlp.bias is stored["proj_mlp.bias"]

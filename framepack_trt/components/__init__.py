@@ -5,6 +5,7 @@ from framepack_trt.components import (  # noqa: F401
     llama_text,
     siglip_image,
     transformer,
+    transformer_fp8,
     transformer_pieces,
     vae,
 )

@@ -212,10 +212,6 @@ class Component:
         """Engine inputs from a call's inputs (identity by default). Runs eagerly, per call."""
         return tuple(inputs)
 
-    def unsupported_reason(self, device: str) -> str | None:
-        """Why this component's engines cannot be built or run on ``device``, or None."""
-        return None
-
     # -- torch side -------------------------------------------------------------------------
     def export_module(self, model: torch.nn.Module) -> torch.nn.Module:
         """A module over the model's own parameters whose ``forward(*inputs)`` returns a tuple

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-from framepack_trt.components.base import InputSpec, Tolerance, random_floats, register
+from framepack_trt.components.base import InputSpec, random_floats, register
 from framepack_trt.components.transformer import IMAGE_TOKENS, Transformer, _ceil_div
 from framepack_trt.shapes import DimRange
 
@@ -167,72 +167,6 @@ class TransformerSingleBlock(_Block):
     piece = "single_block"
     description = ("FramePack transformer, one single-stream block (serves every one), weights "
                    "as inputs: tokens, context -> tokens, context")
-
-
-class _Fp8Block(_Block):
-    """A block engine whose linears run in fp8 (``framepack_trt.fp8``, docs/fp8.md; a profile's
-    ``quantize: fp8``): its weight inputs are the block's fp8 weights with their per-row scales
-    (made from the model's weights, once per block while they stay the same) and its other
-    parameters. Checked against the eager bf16 block, with fp8's own tolerance."""
-
-    quantize: ClassVar[str] = "fp8"
-    tolerances = {"bfloat16": Tolerance(rel_l2=2e-2, cosine=0.999)}
-    code_modules = (*_Block.code_modules, "framepack_trt.fp8")
-
-    def unsupported_reason(self, device):
-        from framepack_trt.fp8 import fp8_unsupported_reason
-
-        return fp8_unsupported_reason(device)
-
-    def quantized(self, model, index):
-        from framepack_trt.fp8 import quantized_block
-        from framepack_trt.transformer_pieces import piece_module
-
-        return quantized_block(piece_module(model, self.piece, index))
-
-    def weight_specs(self, model):
-        from framepack_trt.fp8 import tensor_names
-        from framepack_trt.transformer_pieces import read_weights
-
-        block = self.quantized(model, 0)
-        names = tensor_names(block)
-        return [InputSpec(f"weight.{n}", tuple(t.shape), str(t.dtype).removeprefix("torch."))
-                for n, t in zip(names, read_weights(block, names), strict=True)]
-
-    def weights(self, model, index, dtype, device, names=None):
-        """The quantized block's tensors by name: fp8 weights and float32 scales as they are,
-        the other parameters in ``dtype``."""
-        import torch
-
-        from framepack_trt.fp8 import tensor_names
-        from framepack_trt.transformer_pieces import read_weights
-
-        block = self.quantized(model, index)
-        tensors = read_weights(block, names if names is not None else tensor_names(block))
-        return tuple(t.to(device=device, non_blocking=True,
-                          dtype=dtype if t.dtype in (torch.bfloat16, torch.float16) else t.dtype)
-                     for t in tensors)
-
-    def export_module(self, model):
-        from framepack_trt.transformer_pieces import export_module
-
-        return export_module(model, self.piece, self.quantized(model, 0))
-
-
-@register
-class TransformerDualBlockFp8(_Fp8Block):
-    name = "transformer_dual_block_fp8"
-    piece = "dual_block"
-    description = ("FramePack transformer, one dual-stream block with fp8 linears (quantize: "
-                   "fp8), weights as inputs: tokens, context -> tokens, context")
-
-
-@register
-class TransformerSingleBlockFp8(_Fp8Block):
-    name = "transformer_single_block_fp8"
-    piece = "single_block"
-    description = ("FramePack transformer, one single-stream block with fp8 linears (quantize: "
-                   "fp8), weights as inputs: tokens, context -> tokens, context")
 
 
 @register

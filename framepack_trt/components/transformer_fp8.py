@@ -1,0 +1,75 @@
+"""The transformer's block engines with their linear layers in fp8 (a profile's
+``quantize: fp8``; ``framepack_trt.fp8``, docs/fp8.md): ``transformer_dual_block_fp8`` and
+``transformer_single_block_fp8``. The same pieces as ``transformer_dual_block`` and
+``transformer_single_block`` (their dims, inputs and eager reference: the bf16 block), whose
+weight inputs are the block's fp8 weights with their per-row scales and its other parameters.
+They are checked against the eager bf16 block with fp8's own tolerance.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from framepack_trt.components.base import Tolerance, register
+from framepack_trt.components.transformer_pieces import _Block
+
+
+class _Fp8Block(_Block):
+    quantize: ClassVar[str] = "fp8"
+    tolerances = {"bfloat16": Tolerance(rel_l2=2e-2, cosine=0.999)}
+    code_modules = (*_Block.code_modules, "framepack_trt.fp8")
+
+    def unsupported_reason(self, device):
+        from framepack_trt.fp8 import fp8_unsupported_reason
+
+        return fp8_unsupported_reason(device)
+
+    def quantized(self, model, index):
+        """The quantized copy of block ``index`` (made once while its weights stay the same)."""
+        from framepack_trt.fp8 import quantized_block
+        from framepack_trt.transformer_pieces import piece_module
+
+        return quantized_block(piece_module(model, self.piece, index))
+
+    def weight_specs(self, model):
+        from framepack_trt.components.base import InputSpec
+        from framepack_trt.fp8 import tensor_names
+        from framepack_trt.transformer_pieces import read_weights
+
+        block = self.quantized(model, 0)
+        names = tensor_names(block)
+        return [InputSpec(f"weight.{n}", tuple(t.shape), str(t.dtype).removeprefix("torch."))
+                for n, t in zip(names, read_weights(block, names), strict=True)]
+
+    def weights(self, model, index, dtype, device, names=None):
+        """The quantized block's tensors by name: the fp8 linears' weights and scales as they
+        are, every other parameter in ``dtype`` (as the bf16 block engines take them)."""
+        from framepack_trt.fp8 import is_quantized_tensor, tensor_names
+        from framepack_trt.transformer_pieces import read_weights
+
+        block = self.quantized(model, index)
+        names = names if names is not None else tensor_names(block)
+        return tuple(t.to(device=device, non_blocking=True,
+                          dtype=t.dtype if is_quantized_tensor(block, n) else dtype)
+                     for n, t in zip(names, read_weights(block, names), strict=True))
+
+    def export_module(self, model):
+        from framepack_trt.fp8 import export_module
+
+        return export_module(self.quantized(model, 0), self.piece)
+
+
+@register
+class TransformerDualBlockFp8(_Fp8Block):
+    name = "transformer_dual_block_fp8"
+    piece = "dual_block"
+    description = ("FramePack transformer, one dual-stream block with fp8 linears (quantize: "
+                   "fp8), weights as inputs: tokens, context -> tokens, context")
+
+
+@register
+class TransformerSingleBlockFp8(_Fp8Block):
+    name = "transformer_single_block_fp8"
+    piece = "single_block"
+    description = ("FramePack transformer, one single-stream block with fp8 linears (quantize: "
+                   "fp8), weights as inputs: tokens, context -> tokens, context")
