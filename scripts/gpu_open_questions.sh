@@ -4,16 +4,20 @@
 #   1. VAE: static-size AOTInductor decoder windows (profiles/realwidth-vae-static.yaml: all
 #      sizes static; height and width static), profiled against eager (scripts/vae_profile.py): are the dynamic engine's slow fused
 #      kernels its dynamic sizes? (docs/vae.md, "Where the decoder's time goes")
+#   1b. VAE: the dynamic-size engine (realwidth-vae's vae_decode_whole) built with inductor's
+#      n-dimensional tiling (scripts/inductor_config_build.py triton.prefer_nd_tiling=true
+#      triton.max_tiles=3: indices from program ids, fewer divisions), profiled the same way
 #   2. VAE: TensorRT with one suspect op at a time kept in PyTorch (scripts/trt_vae_ops.py):
 #      which op makes it miss eager by 0.0215? (needs torch_tensorrt; skipped without)
 #   3. fp8: the real-width block engines with fp8 linears (profiles/realwidth-blocks-fp8.yaml)
-#      against eager bf16 (scripts/transformer_blocks_bench.py), the quality probe on the GPU
+#      against eager bf16 (scripts/transformer_blocks_bench.py; for the bf16 block engines in
+#      the same conditions: scripts/gpu_transformer_blocks.sh LOG aoti), the quality probe on the GPU
 #      (scripts/fp8_quality.py) and the fp8 GPU tests (tests/gpu/test_fp8_cuda.py).
 # Builds run at once (CPU-bound compiles); measurements one after another on a quiet GPU.
-#   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]   (PARTS: "static trtops fp8")
+#   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]   (PARTS: "static tiling trtops fp8")
 set -u
 LOG=${1:-gpu-logs}
-PARTS=${2:-"static trtops fp8"}
+PARTS=${2:-"static tiling trtops fp8"}
 mkdir -p "$LOG"
 FP="python3 -m framepack_trt"
 has_trt=$(python3 -c "import torch_tensorrt" 2>/dev/null && echo yes || echo no)
@@ -25,8 +29,23 @@ if [[ " $PARTS " == *" static "* ]]; then
         >"$LOG/build-$e.json" 2>"$LOG/build-$e.log" &
   done
 fi
+if [[ " $PARTS " == *" tiling "* ]]; then
+  python3 scripts/inductor_config_build.py triton.prefer_nd_tiling=true triton.max_tiles=3 -- \
+      build -p realwidth-vae -c vae_decode_whole --cache-dir /tmp/vae_decode_nd --json \
+      >"$LOG/build-vae_decode_nd.json" 2>"$LOG/build-vae_decode_nd.log" &
+fi
 if [[ " $PARTS " == *" fp8 "* ]]; then
-  bash scripts/gpu_transformer_blocks.sh "$LOG/blocks" fp8 &
+  mkdir -p /tmp/blk-fp8
+  python3 -c "
+from framepack_trt.profile import load_profile
+from framepack_trt.components.base import get_component
+from framepack_trt.sources import materialize_random
+from pathlib import Path
+s = load_profile('realwidth-blocks-fp8').components[0]
+print(materialize_random(s.source, get_component(s.component), Path('/tmp/blk-fp8/weights')))
+" >"$LOG/fp8-weights.log" 2>&1
+  $FP build -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8 --json >"$LOG/build-fp8.json" \
+      2>"$LOG/build-fp8.log" &
   python3 -m pytest -q -m gpu tests/gpu/test_fp8_cuda.py -s >"$LOG/test-fp8.log" 2>&1 &
 fi
 if [[ " $PARTS " == *" trtops "* && $has_trt == yes ]]; then
@@ -40,9 +59,17 @@ if [[ " $PARTS " == *" static "* ]]; then
     python3 scripts/vae_profile.py -p realwidth-vae-static --cache-dir /tmp/$e \
         --json "$LOG/profile-$e.json" >"$LOG/profile-$e.log" 2>&1
   done
-  stamp static-profile
 fi
+if [[ " $PARTS " == *" tiling "* ]]; then
+  python3 scripts/vae_profile.py -p realwidth-vae --cache-dir /tmp/vae_decode_nd \
+      --json "$LOG/profile-vae_decode_nd.json" >"$LOG/profile-vae_decode_nd.log" 2>&1
+fi
+stamp vae-profiles
 if [[ " $PARTS " == *" fp8 "* ]]; then
+  python3 scripts/transformer_blocks_bench.py -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8 \
+      --markdown "$LOG/bench-fp8.md" >"$LOG/bench-fp8.log" 2>&1
+  $FP list --cache-dir /tmp/blk-fp8 --json >"$LOG/list-fp8.json" 2>/dev/null
+  stamp fp8-bench
   python3 scripts/fp8_quality.py --device cuda --tokens 4096 --text 256 \
       --markdown "$LOG/fp8-quality.md" >"$LOG/fp8-quality.log" 2>&1
   stamp fp8-quality
@@ -50,17 +77,17 @@ fi
 {
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   cat "$LOG/times.txt"
-  for f in "$LOG"/build-vae_decode_static*.json "$LOG"/blocks/build-fp8.json; do
+  for f in "$LOG"/build-vae_decode_*.json "$LOG"/build-fp8.json; do
     [ -f "$f" ] && python3 -c "import json,sys; [print(r['name'], r['outcome'], r['seconds'],
       (r.get('error') or '')[:300]) for r in json.load(open('$f'))['results']]"
   done
-  for f in "$LOG"/profile-vae_decode_static*.json; do
+  for f in "$LOG"/profile-vae_decode_*.json; do
     [ -f "$f" ] && python3 -c "import json; d=json.load(open('$f'));
 print('$f', 'eager', round(d['default_ms']), 'ms, engine', round(d.get('engine_ms', 0)), 'ms');
 print('engine kinds', d.get('engine', {}).get('kinds_ms'))"
   done
   [ -f "$LOG/trt-ops.log" ] && grep '^{' "$LOG/trt-ops.log"
-  [ -f "$LOG/blocks/bench-fp8.md" ] && cat "$LOG/blocks/bench-fp8.md"
+  [ -f "$LOG/bench-fp8.md" ] && cat "$LOG/bench-fp8.md"
   [ -f "$LOG/fp8-quality.md" ] && tail -9 "$LOG/fp8-quality.md"
   tail -3 "$LOG/test-fp8.log" 2>/dev/null
 } >"$LOG/summary.txt" 2>&1
