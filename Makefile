@@ -8,6 +8,10 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev
 PROFILE ?= tiny
+# Threads per process in the test suite: its two workers and the build, check and verify
+# processes they start each running torch's default (one thread per core) oversubscribed a
+# 2-core machine (suite 10 min 32 s against 7 min 56 s with 1, docs/benchmarks.md).
+TEST_THREADS ?= 1
 ARGS ?=
 
 .PHONY: install demo test gpu-test lint build list verify purge doctor clean
@@ -26,7 +30,7 @@ demo: install ## build the tiny profile (CPU, AOTInductor), list it, verify it a
 	$(BIN)/framepack-trt verify
 
 test: install ## the test suite (CPU only; GPU tests skip themselves), two workers
-	$(BIN)/python -m pytest -q -n 2
+	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -q -n 2
 
 gpu-test: install ## the GPU tests (need CUDA; TensorRT ones need torch_tensorrt)
 	$(BIN)/python -m pytest -q -m gpu tests/gpu
