@@ -23,10 +23,14 @@ def report(cache: Cache) -> dict[str, Any]:
 
         info["torch"] = f"{torch.__version__} (CUDA build: {torch.version.cuda or 'no'})"
         if torch.cuda.is_available():
+            from framepack_trt.fp8 import fp8_unsupported_reason
+
             for i in range(torch.cuda.device_count()):
                 p = torch.cuda.get_device_properties(i)
+                fp8 = fp8_unsupported_reason(f"cuda:{i}")
                 info[f"gpu {i}"] = (f"{p.name}, sm {p.major}.{p.minor}, "
-                                    f"{p.total_memory / 2**30:.1f} GiB")
+                                    f"{p.total_memory / 2**30:.1f} GiB, fp8 block engines: "
+                                    f"{'yes' if fp8 is None else 'no (below 8.9)'}")
         else:
             info["gpu"] = "none (torch.cuda.is_available() is False)"
     except Exception as exc:  # report, do not crash: doctor is for broken set-ups
