@@ -12,7 +12,8 @@
 #   3. fp8: the real-width block engines with fp8 linears (profiles/realwidth-blocks-fp8.yaml)
 #      against eager bf16 (scripts/transformer_blocks_bench.py; for the bf16 block engines in
 #      the same conditions: scripts/gpu_transformer_blocks.sh LOG aoti), the quality probe on the GPU
-#      (scripts/fp8_quality.py) and the fp8 GPU tests (tests/gpu/test_fp8_cuda.py).
+#      (scripts/fp8_quality.py) and the fp8 GPU tests (tests/gpu/test_fp8_cuda.py); with
+#      torch_tensorrt, whether TensorRT builds the fp8 blocks too (and their timing).
 # Builds run at once (CPU-bound compiles); measurements one after another on a quiet GPU.
 #   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]   (PARTS: "static tiling trtops fp8")
 set -u
@@ -47,6 +48,11 @@ print(materialize_random(s.source, get_component(s.component), Path('/tmp/blk-fp
   $FP build -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8 --json >"$LOG/build-fp8.json" \
       2>"$LOG/build-fp8.log" &
   python3 -m pytest -q -m gpu tests/gpu/test_fp8_cuda.py -s >"$LOG/test-fp8.log" 2>&1 &
+  if [ $has_trt = yes ]; then  # can TensorRT-RTX build the fp8 blocks on this card?
+    mkdir -p /tmp/blk-fp8-trt && { [ -e /tmp/blk-fp8-trt/weights ] || ln -s /tmp/blk-fp8/weights /tmp/blk-fp8-trt/weights; }
+    $FP build -p realwidth-blocks-fp8 --backend tensorrt --cache-dir /tmp/blk-fp8-trt --json \
+        >"$LOG/build-fp8-trt.json" 2>"$LOG/build-fp8-trt.log" &
+  fi
 fi
 if [[ " $PARTS " == *" trtops "* && $has_trt == yes ]]; then
   python3 scripts/trt_vae_ops.py --json "$LOG/trt-ops.json" >"$LOG/trt-ops.log" 2>&1
@@ -69,6 +75,10 @@ if [[ " $PARTS " == *" fp8 "* ]]; then
   python3 scripts/transformer_blocks_bench.py -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8 \
       --markdown "$LOG/bench-fp8.md" >"$LOG/bench-fp8.log" 2>&1
   $FP list --cache-dir /tmp/blk-fp8 --json >"$LOG/list-fp8.json" 2>/dev/null
+  if [ -f "$LOG/build-fp8-trt.json" ]; then
+    python3 scripts/transformer_blocks_bench.py -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8-trt \
+        --markdown "$LOG/bench-fp8-trt.md" >"$LOG/bench-fp8-trt.log" 2>&1
+  fi
   stamp fp8-bench
   python3 scripts/fp8_quality.py --device cuda --tokens 4096 --text 256 \
       --markdown "$LOG/fp8-quality.md" >"$LOG/fp8-quality.log" 2>&1
@@ -77,7 +87,7 @@ fi
 {
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   cat "$LOG/times.txt"
-  for f in "$LOG"/build-vae_decode_*.json "$LOG"/build-fp8.json; do
+  for f in "$LOG"/build-vae_decode_*.json "$LOG"/build-fp8*.json; do
     [ -f "$f" ] && python3 -c "import json,sys; [print(r['name'], r['outcome'], r['seconds'],
       (r.get('error') or '')[:300]) for r in json.load(open('$f'))['results']]"
   done
@@ -87,7 +97,7 @@ print('$f', 'eager', round(d['default_ms']), 'ms, engine', round(d.get('engine_m
 print('engine kinds', d.get('engine', {}).get('kinds_ms'))"
   done
   [ -f "$LOG/trt-ops.log" ] && grep '^{' "$LOG/trt-ops.log"
-  [ -f "$LOG/bench-fp8.md" ] && cat "$LOG/bench-fp8.md"
+  for f in "$LOG"/bench-fp8*.md; do [ -f "$f" ] && cat "$f"; done
   [ -f "$LOG/fp8-quality.md" ] && tail -9 "$LOG/fp8-quality.md"
   tail -3 "$LOG/test-fp8.log" 2>/dev/null
 } >"$LOG/summary.txt" 2>&1
