@@ -410,7 +410,8 @@ class Cache:
 #: Components that are pieces of another (``engines: blocks``): naming the whole
 #: (``-c transformer``) selects them too.
 PIECES_OF = {"transformer": ("transformer_input", "transformer_dual_block",
-                             "transformer_single_block", "transformer_output")}
+                             "transformer_single_block", "transformer_output",
+                             "transformer_dual_block_fp8", "transformer_single_block_fp8")}
 
 
 def entry_matches(entry: dict[str, Any], names: list[str] | None) -> bool:

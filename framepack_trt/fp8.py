@@ -129,7 +129,9 @@ def quantized_block(block: torch.nn.Module) -> torch.nn.Module:
     afterwards, makes it again). The quantized weights live where the block's weights are
     stored: on the GPU in FramePack's high-VRAM mode; on the CPU in its low-VRAM mode, whose
     swap-on-access hook is bypassed (the engine call moves them, half the bytes of bf16)."""
-    stamp = tuple((w.data_ptr(), w._version, str(w.device))
+    # An inference tensor (a model loaded under torch.inference_mode) has no version counter,
+    # and cannot be modified in place outside inference mode anyway.
+    stamp = tuple((w.data_ptr(), None if w.is_inference() else w._version, str(w.device))
                   for w in (block.get_submodule(n)._parameters["weight"]
                             for n in quantized_names(block)))
     kept = _QUANTIZED.get(block)

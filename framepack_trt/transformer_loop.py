@@ -124,6 +124,12 @@ def piece_sizes(prepared, text_len: int) -> dict[str, dict[str, int]]:
             "output": {"latent_tokens": frames * (height // 2) * (width // 2)}}
 
 
+def prefer_quantized(piece: str, entries: list[dict]) -> None:
+    """Sort a piece's entries fp8 first (``quantize: fp8`` was asked for at build time), the
+    cache's order otherwise."""
+    entries.sort(key=lambda e: e["component"] != QUANTIZED_COMPONENTS.get(piece))
+
+
 def find_pieces(cache: Cache, model, model_dtype: str) -> tuple[dict[str, list[dict]],
                                                                  dict[str, set[str]]]:
     """Usable entries of each piece built for the model's architecture and dtype; and per
@@ -140,8 +146,8 @@ def find_pieces(cache: Cache, model, model_dtype: str) -> tuple[dict[str, list[d
                 or cache.status(entry).state != "ok" or not same_architecture(entry, model, cache)):
             continue
         out[piece].append(entry)
-    for piece, entries in out.items():  # fp8 first (stable: the cache's order otherwise)
-        entries.sort(key=lambda e: e["component"] != QUANTIZED_COMPONENTS.get(piece))
+    for piece, entries in out.items():
+        prefer_quantized(piece, entries)
     eager: dict[str, set[str]] = {piece: set() for piece in PIECE_COMPONENTS}
     for choice in cache.choices().values():
         piece = piece_of(choice)

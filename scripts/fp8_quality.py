@@ -86,15 +86,18 @@ def main(argv=None) -> int:
                 # What the block adds to its input (the residual stream dominates the output).
                 base = acts[0 if out == "tokens" else 1].double()
                 rel_update = float((g - w).norm() / (w - base).norm())
-                rows.append((regime, kind, out, rel, cos, rel_update))
+                # The largest error in standard deviations of the bf16 output (max_abs_std).
+                worst = float((g - w).abs().max() / w.std())
+                rows.append((regime, kind, out, rel, cos, rel_update, worst))
                 print(rows[-1], flush=True)
         del made
     device = (torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU")
     lines = [f"fp8 block linears against bf16, real width, eager, {device}, tokens {args.tokens}, "
              f"text {args.text}, torch {torch.__version__}, {datetime.date.today()}", "",
-             "| weights and tokens | block | output | rel L2 | cosine | rel L2 of the block's update |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r} | {k} | {o} | {e:.1e} | {c:.6f} | {u:.1e} |" for r, k, o, e, c, u in rows]
+             "| weights and tokens | block | output | rel L2 | cosine | rel L2 of the block's update "
+             "| max_abs_std |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r} | {k} | {o} | {e:.1e} | {c:.6f} | {u:.1e} | {m:.3f} |"
+              for r, k, o, e, c, u, m in rows]
     text = "\n".join(lines)
     print(text)
     if args.markdown:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU runs that answer the open questions of the VAE and fp8 work, in one go (start it in
-# the background and poll LOG/done; writes LOG/summary.txt last):
+# The GPU runs that answer the open questions of the VAE and fp8 work, in one go (start it with
+# setsid in the background, poll LOG/done; writes LOG/summary.txt last):
 #   1. VAE: static-size AOTInductor decoder windows (profiles/realwidth-vae-static.yaml: all
 #      sizes static; height and width static), profiled against eager (scripts/vae_profile.py): are the dynamic engine's slow fused
 #      kernels its dynamic sizes? (docs/vae.md, "Where the decoder's time goes")
@@ -17,7 +17,7 @@
 # Builds run at once (CPU-bound compiles); measurements one after another on a quiet GPU.
 #   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]   (PARTS: "static tiling trtops fp8")
 set -u
-LOG=${1:-gpu-logs}
+LOG=${1:-/tmp/gpu-open-questions}
 PARTS=${2:-"static tiling trtops fp8"}
 mkdir -p "$LOG"
 FP="python3 -m framepack_trt"

@@ -46,6 +46,7 @@ def test_fp8_block_matches_eager_bf16_within_its_tolerance(model, name):
         for g, w in zip(got, want, strict=True):
             assert g.dtype == torch.bfloat16 and torch.isfinite(g).all()
             assert 0 < rel_l2(g, w) <= tol.rel_l2 and cosine(g, w) >= tol.cosine
+            assert (g.float() - w.float()).abs().max() / w.float().std() <= tol.max_abs_std
 
 
 @pytest.mark.parametrize("name,linears", [(FP8[0], 12), (FP8[1], 5)])
@@ -134,6 +135,29 @@ def test_profile_quantize_fp8_makes_fp8_block_engines(tmp_path):
     plain = load_profile(profile_with(tmp_path)).components
     assert [c.component for c in plain] == [f"transformer_{p}" for p in
                                             ("input", "dual_block", "single_block", "output")]
+
+
+def test_whole_transformer_selects_its_fp8_blocks(tmp_path):
+    """`-c transformer` (build, verify, purge, list) names the fp8 block engines too."""
+    from framepack_trt.profile import load_profile
+
+    profile = load_profile(profile_with(tmp_path, quantize="fp8"))
+    assert sorted(c.component for c in profile.select(["transformer"])) == [
+        "transformer_dual_block_fp8", "transformer_input", "transformer_output",
+        "transformer_single_block_fp8"]
+
+
+def test_runtime_prefers_the_fp8_blocks():
+    from framepack_trt.transformer_loop import prefer_quantized
+
+    entries = [{"component": "transformer_dual_block", "name": "a"},
+               {"component": "transformer_dual_block_fp8", "name": "b"},
+               {"component": "transformer_dual_block", "name": "c"}]
+    prefer_quantized("dual_block", entries)
+    assert [e["name"] for e in entries] == ["b", "a", "c"]
+    outputs = [{"component": "transformer_output", "name": n} for n in "xy"]
+    prefer_quantized("output", outputs)
+    assert [e["name"] for e in outputs] == ["x", "y"]
 
 
 def test_fp8_components_listed_directly_are_checked_too(tmp_path):
