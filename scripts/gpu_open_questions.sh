@@ -37,14 +37,7 @@ if [[ " $PARTS " == *" tiling "* ]]; then
 fi
 if [[ " $PARTS " == *" fp8 "* ]]; then
   mkdir -p /tmp/blk-fp8
-  python3 -c "
-from framepack_trt.profile import load_profile
-from framepack_trt.components.base import get_component
-from framepack_trt.sources import materialize_random
-from pathlib import Path
-s = load_profile('realwidth-blocks-fp8').components[0]
-print(materialize_random(s.source, get_component(s.component), Path('/tmp/blk-fp8/weights')))
-" >"$LOG/fp8-weights.log" 2>&1
+  python3 scripts/random_weights.py realwidth-blocks-fp8 /tmp/blk-fp8/weights >"$LOG/fp8-weights.log" 2>&1
   $FP build -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8 --json >"$LOG/build-fp8.json" \
       2>"$LOG/build-fp8.log" &
   python3 -m pytest -q -m gpu tests/gpu/test_fp8_cuda.py -s >"$LOG/test-fp8.log" 2>&1 &

@@ -11,14 +11,7 @@ VARIANTS=${2:-"aoti trt fp8"}
 mkdir -p "$LOG" /tmp/blk-weights
 FP="python3 -m framepack_trt"
 python3 -c "import torch_tensorrt" 2>/dev/null || VARIANTS=${VARIANTS//trt/}
-python3 -c "
-from framepack_trt.profile import load_profile
-from framepack_trt.components.base import get_component
-from framepack_trt.sources import materialize_random
-from pathlib import Path
-s = load_profile('realwidth-blocks').components[0]
-print(materialize_random(s.source, get_component(s.component), Path('/tmp/blk-weights')))
-" >"$LOG/weights.log" 2>&1
+python3 scripts/random_weights.py realwidth-blocks /tmp/blk-weights >"$LOG/weights.log" 2>&1
 profile_of() { [ "$1" = fp8 ] && echo realwidth-blocks-fp8 || echo realwidth-blocks; }
 backend_of() { [ "$1" = trt ] && echo tensorrt || echo aoti; }
 start=$(date +%s)

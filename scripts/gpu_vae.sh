@@ -13,14 +13,7 @@ mkdir -p "$LOG"
 FP="python3 -m framepack_trt"
 python3 -c "import torch_tensorrt" 2>/dev/null || BACKENDS=${BACKENDS//tensorrt/}
 profile_of() { [ "$1" = aoti ] && echo realwidth-vae || echo realwidth-vae-$1; }
-python3 -c "
-from framepack_trt.profile import load_profile
-from framepack_trt.components.base import get_component
-from framepack_trt.sources import materialize_random
-from pathlib import Path
-s = load_profile('realwidth-vae').components[0]
-print(materialize_random(s.source, get_component(s.component), Path('/tmp/vae-weights')))
-" >"$LOG/weights.log" 2>&1
+python3 scripts/random_weights.py realwidth-vae /tmp/vae-weights >"$LOG/weights.log" 2>&1
 start=$(date +%s)
 for b in $BACKENDS; do
   p=$(profile_of $b)

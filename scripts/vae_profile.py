@@ -13,11 +13,10 @@ import argparse
 import collections
 import json
 import re
-import time
 
 import torch
 
-from framepack_trt.bench import profile_model
+from framepack_trt.bench import _time, profile_model
 
 #: Kernel name patterns -> kind, first match wins.
 KINDS = (
@@ -43,16 +42,8 @@ def kind_of(name: str) -> str:
 
 
 def timed(fn, x, iters: int) -> float:
-    fn(x)
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn(x)
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return 1000 * sorted(times)[len(times) // 2]
+    """Median ms of ``iters`` calls of ``fn(x)`` on CUDA, after a warm-up."""
+    return _time(fn, (x,), 1, iters, cuda=True)
 
 
 def kernel_table(run, x) -> dict:
