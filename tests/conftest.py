@@ -85,6 +85,33 @@ def write_profile(path: Path, components: list[dict], **top) -> Path:
     return path
 
 
+def build_cuda_blocks(root: Path, **entry) -> tuple[Path, Path]:
+    """The transformer's four piece engines of tiny random weights (seed 7), built in bf16 on
+    CUDA over the 640 buckets' range (``entry``: more keys of the profile entry, such as
+    ``quantize``); all four must build. Returns (cache folder, weights folder)."""
+    weights = save_tiny("transformer_input", root / "weights", seed=7)
+    profile = write_profile(root / "blocks.yaml", [{
+        "component": "transformer", "source": {"path": str(weights)}, "dtype": "bfloat16",
+        **entry,
+        "dims": {"latent_frames": 9, "latent_height": {"min": 52, "opt": 68, "max": 120},
+                 "latent_width": {"min": 52, "opt": 88, "max": 120},
+                 "text_len": {"min": 1, "opt": 64, "max": 256}}}], device="cuda")
+    r = cli("build", "--profile", str(profile), "--cache-dir", str(root / "cache"), "--json",
+            check=True)
+    results = json.loads(r.stdout)["results"]
+    assert [x["outcome"] for x in results] == ["built"] * 4, results
+    return root / "cache", weights
+
+
+def load_transformer(path: Path, device: str):
+    """diffusers' FramePack transformer from a save_pretrained folder, bf16, on ``device``."""
+    import torch
+    from diffusers import HunyuanVideoFramepackTransformer3DModel
+
+    return HunyuanVideoFramepackTransformer3DModel.from_pretrained(
+        path, torch_dtype=torch.bfloat16).eval().to(device)
+
+
 def cli(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = False,
         timeout: int = 1800) -> subprocess.CompletedProcess:
     """Run the real console entry point in a subprocess (the timeout only catches a hang: a

@@ -10,7 +10,7 @@ import json
 
 import pytest
 import torch
-from conftest import cli, save_tiny, write_profile
+from conftest import build_cuda_blocks, cli, load_transformer
 from tests_helpers import framepack_loop, rel_l2
 
 from framepack_trt.fp8 import fp8_unsupported_reason
@@ -26,19 +26,7 @@ TOL = 5e-2
 
 @pytest.fixture(scope="module")
 def fp8_blocks(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fp8-blocks")
-    weights = save_tiny("transformer_input", root / "weights", seed=7)
-    profile = write_profile(root / "fp8.yaml", [{
-        "component": "transformer", "source": {"path": str(weights)}, "dtype": "bfloat16",
-        "quantize": "fp8",
-        "dims": {"latent_frames": 9, "latent_height": {"min": 52, "opt": 68, "max": 120},
-                 "latent_width": {"min": 52, "opt": 88, "max": 120},
-                 "text_len": {"min": 1, "opt": 64, "max": 256}}}], device="cuda")
-    r = cli("build", "--profile", str(profile), "--cache-dir", str(root / "cache"), "--json",
-            check=True)
-    results = json.loads(r.stdout)["results"]
-    assert [x["outcome"] for x in results] == ["built"] * 4, results
-    return root / "cache", weights
+    return build_cuda_blocks(tmp_path_factory.mktemp("fp8-blocks"), quantize="fp8")
 
 
 def test_list_shows_the_fp8_engines(fp8_blocks):
@@ -52,11 +40,8 @@ def test_list_shows_the_fp8_engines(fp8_blocks):
 
 @pytest.mark.parametrize(("f1", "h", "w"), [(False, 68, 88), (True, 52, 120)])
 def test_framepack_loop_through_fp8_blocks(fp8_blocks, f1, h, w):
-    from diffusers import HunyuanVideoFramepackTransformer3DModel
-
     cache, weights = fp8_blocks
-    model = HunyuanVideoFramepackTransformer3DModel.from_pretrained(
-        weights, torch_dtype=torch.bfloat16).eval().to("cuda")
+    model = load_transformer(weights, "cuda")
     kw = dict(h=h, w=w, steps=2, device="cuda")
     with torch.inference_mode():
         want = framepack_loop(model, f1, framepack_names=False, **kw)

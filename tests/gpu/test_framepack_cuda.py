@@ -8,11 +8,10 @@ same GPU in bf16."""
 from __future__ import annotations
 
 import functools
-import json
 
 import pytest
 import torch
-from conftest import cli, save_tiny, write_profile
+from conftest import build_cuda_blocks, load_transformer
 from framepack_reference import DynamicSwapInstaller, framepack_forward
 from tests_helpers import framepack_loop, rel_l2
 
@@ -24,25 +23,7 @@ TOL = 5e-3
 
 @pytest.fixture(scope="module")
 def cuda_blocks(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cuda-blocks")
-    weights = save_tiny("transformer_input", root / "weights", seed=7)
-    profile = write_profile(root / "blocks.yaml", [{
-        "component": "transformer", "source": {"path": str(weights)}, "dtype": "bfloat16",
-        "dims": {"latent_frames": 9, "latent_height": {"min": 52, "opt": 68, "max": 120},
-                 "latent_width": {"min": 52, "opt": 88, "max": 120},
-                 "text_len": {"min": 1, "opt": 64, "max": 256}}}], device="cuda")
-    r = cli("build", "--profile", str(profile), "--cache-dir", str(root / "cache"), "--json",
-            check=True)
-    results = json.loads(r.stdout)["results"]
-    assert [x["outcome"] for x in results] == ["built"] * 4, results
-    return root / "cache", weights
-
-
-def load(path, device):
-    from diffusers import HunyuanVideoFramepackTransformer3DModel
-
-    return HunyuanVideoFramepackTransformer3DModel.from_pretrained(
-        path, torch_dtype=torch.bfloat16).eval().to(device)
+    return build_cuda_blocks(tmp_path_factory.mktemp("cuda-blocks"))
 
 
 # 544x704 (latent 68x88) and 416x960 (52x120): FramePack's buckets.
@@ -51,7 +32,7 @@ def load(path, device):
                          ids=["inverted", "f1", "inverted-teacache", "f1-teacache"])
 def test_framepack_loop_on_cuda(cuda_blocks, f1, h, w, teacache):
     cache, weights = cuda_blocks
-    model = load(weights, "cuda")
+    model = load_transformer(weights, "cuda")
     kw = dict(h=h, w=w, steps=4 if teacache else 2, teacache_thresh=teacache, device="cuda")
     runs: list[bool] = []
     if teacache:  # eager: FramePack's own forward with TeaCache, on diffusers' modules
@@ -83,9 +64,9 @@ def test_low_vram_streaming_to_cuda(cuda_blocks):
     weight to the GPU as it is read; the engines run on the GPU with the weights so read."""
     cache, weights = cuda_blocks
     with torch.inference_mode():
-        want = framepack_loop(load(weights, "cuda"), True, framepack_names=False, h=68, w=88,
+        want = framepack_loop(load_transformer(weights, "cuda"), True, framepack_names=False, h=68, w=88,
                               device="cuda")
-    model = load(weights, "cpu")
+    model = load_transformer(weights, "cpu")
     DynamicSwapInstaller.install_model(model, device="cuda")
     engines = use_engines(cache, strict=True, transformer=model)
     try:
