@@ -149,7 +149,10 @@ def is_quantized_tensor(block: torch.nn.Module, name: str) -> bool:
 
 def export_module(block: torch.nn.Module, piece: str) -> torch.nn.Module:
     """A quantized block as its engine's module: its activations, then its tensors in
-    ``tensor_names`` order (``transformer_pieces.WeightsAsInputs``, as for the bf16 blocks)."""
+    ``tensor_names`` order (``transformer_pieces.WeightsAsInputs``, as for the bf16 blocks).
+    The three lines of ``transformer_pieces.export_module`` with other names, written here:
+    that module's source is part of the bf16 piece engines' cache key, and changing it would
+    make every one of them stale."""
     from framepack_trt.transformer_pieces import (
         NUM_ACTIVATIONS,
         RUNS,
