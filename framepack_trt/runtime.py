@@ -89,8 +89,10 @@ def _engine_inputs(entry: Mapping[str, Any], inputs: Mapping[str, Any] | Sequenc
 
 def find_engine(cache: Cache, component: str, inputs: Mapping[str, Any] | Sequence[Any]):
     """The usable engine (status ok) of ``component`` (entry name or component) whose ranges
-    cover the call's shapes, nearest to its opt sizes; None if there is none. ``inputs``: the
-    engine's inputs in order, or a call by keyword (any convention the component accepts)."""
+    cover the call's shapes, nearest to its opt sizes, and of those the narrowest (an engine
+    built for exactly these sizes, as a static-size one, before one whose ranges also cover
+    others); None if there is none. ``inputs``: the engine's inputs in order, or a call by
+    keyword (any convention the component accepts)."""
     best, best_score = None, None
     for entry in cache.entries().values():
         if not entry_matches(entry, [component]):
@@ -104,7 +106,9 @@ def find_engine(cache: Cache, component: str, inputs: Mapping[str, Any] | Sequen
             continue
         if out_of_range(entry, sizes):
             continue
-        score = sum(abs(sizes[n] - r.opt) for n, r in engine_dims(entry).items() if n in sizes)
+        ranges = [r for n, r in engine_dims(entry).items() if n in sizes]
+        score = (sum(abs(sizes[n] - r.opt) for n, r in engine_dims(entry).items() if n in sizes),
+                 sum(r.max - r.min for r in ranges))
         if best_score is None or score < best_score:
             best, best_score = entry, score
     return best

@@ -112,7 +112,7 @@ BAD = [
      ["components[0].tolerance.max_abs_std: -1 is not valid; expected a number >= 0"]),
     ("components:" + GOOD_ENTRY + "    build: {workspace: 4}\n",
      ["components[0].build.workspace: unknown build setting for backend 'aoti'; "
-      "valid: max_autotune, compile_threads"]),
+      "valid: max_autotune, compile_threads, nd_tiling"]),
     ("components:" + GOOD_ENTRY + "    build: {max_autotune: 'yes'}\n",
      ["components[0].build.max_autotune: 'yes' is not valid; expected bool"]),
     ("components:" + GOOD_ENTRY + GOOD_ENTRY,

@@ -39,3 +39,21 @@ def test_package_loads_with_torchs_own_loader(built_cache):
     """A plain process that imported torch first, no LD_PRELOAD, torch's loader, not ours."""
     _, cache = built_cache
     assert siglip_with_torchs_own_loader(cache, "cpu") < 1e-4
+
+
+def test_nd_tiling_sets_inductor_options_that_exist():
+    """``nd_tiling`` is an engine field (a different key) and names inductor options this torch
+    has: a renamed option fails here, not in the middle of a build (inductor's patch refuses
+    unknown names)."""
+    import torch._inductor.config as inductor_config
+
+    from framepack_trt.backends.aoti import AotiSettings
+
+    plain, tiled = AotiSettings(), AotiSettings(nd_tiling=True)
+    assert plain.engine_fields() != tiled.engine_fields()
+    extra = {k: v for k, v in tiled.inductor_configs().items()
+             if k not in plain.inductor_configs()}
+    assert extra == {"triton.prefer_nd_tiling": True, "triton.max_tiles": 3}
+    with inductor_config.patch(tiled.inductor_configs()):
+        assert inductor_config.triton.prefer_nd_tiling and inductor_config.triton.max_tiles == 3
+    assert AotiSettings(compile_threads=2).inductor_configs()["compile_threads"] == 2
