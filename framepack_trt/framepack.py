@@ -91,7 +91,8 @@ def same_checkpoint(entry: Mapping[str, Any], model, cache: Cache) -> bool:
 
 
 class Swap:
-    """One module's forward, swapped: picks the engine per call, falls back to eager.
+    """One module's forward, swapped: picks the engine per call (of those that cover its shapes,
+    the best ``runtime.fit``: nearest to its opt sizes, then the narrowest), falls back to eager.
     ``model`` is the module FramePack holds (its dtype, config and checkpoint pick the engine);
     ``target`` is the module whose forward the engine replaces (by default the model itself,
     else its submodule ``part``)."""
@@ -105,6 +106,7 @@ class Swap:
         self.target = getattr(model, self.part) if self.part else model
         self.eager_forward = self.target.forward  # the bound method of the class
         self.calls: Counter[str] = Counter()
+        self.served: Counter[str] = Counter()  # engine (entry name) -> calls it served
         self.warned: set[str] = set()
         self._engines: dict[str, Any] = {}       # key -> loaded engine
         self._picked: dict[tuple, str | None] = {}  # shapes -> key, memoised
@@ -113,6 +115,7 @@ class Swap:
         self.entries = [e for e in cache.entries().values()
                         if e["component"] == component and cache.status(e).state == "ok"
                         and same_checkpoint(e, model, cache)]
+        self._name_of = {e["key"]: e["name"] for e in self.entries}
 
     # -- the swapped forward ------------------------------------------------------------------
     def forward(self, *args, **kwargs):
@@ -128,6 +131,7 @@ class Swap:
                 why = self._broken_why(key)
             else:
                 self.calls["engine"] += 1
+                self.served[self._name_of[key]] += 1
                 if self.component == "transformer":
                     return self._wrap(self.model, out, kwargs.get("return_dict", True))
                 return self._wrap(self.model, out)
@@ -144,12 +148,12 @@ class Swap:
         return self.eager_forward(*args, **kwargs)
 
     def _pick(self, inputs) -> tuple[str | None, str]:
-        from framepack_trt.runtime import call_sizes, out_of_range
+        from framepack_trt.runtime import call_sizes, fit, out_of_range
 
         shape_key = (str(self.model.dtype),
                      *((tuple(t.shape), str(t.dtype), t.device.type) for t in inputs))
         if shape_key not in self._picked:
-            best, reasons = None, []
+            best, best_sizes, reasons = None, {}, []
             for e in self.entries:
                 if e["key"] in self.broken:
                     continue
@@ -172,7 +176,8 @@ class Swap:
                 if problem:
                     reasons.append(problem)
                     continue
-                best = best or e
+                if best is None or fit(e, sizes) < fit(best, best_sizes):
+                    best, best_sizes = e, sizes
             self._picked[shape_key] = best["key"] if best else None
             self._why[shape_key] = ("no engine of this checkpoint in the cache; build one with "
                                     "`framepack-trt build`" if not self.entries else
@@ -206,7 +211,8 @@ class VaeEncoderSwap(Swap):
 
 class VaeDecoderSwap(Swap):
     """The VAE's ``decoder`` submodule through the ``vae_decode`` engines: the engine whose
-    latent_frames cover the window (3..5, or the 1-frame tail window). diffusers' ``decode``
+    latent_frames cover the window (3..5, or the 1-frame tail window); a static-size engine of
+    the window's exact sizes before a ranged one. diffusers' ``decode``
     around it (``post_quant_conv``, framewise windows, spatial tiles and their blending) runs
     as it is and calls the decoder once per window or tile."""
 
@@ -342,6 +348,10 @@ class Engines:
     def counts(self) -> dict[str, dict[str, int]]:
         return {s.component: {"engine": s.calls["engine"], "eager": s.calls["eager"]}
                 for s in self.swaps.values()}
+
+    def served(self) -> dict[str, dict[str, int]]:
+        """Per component, the calls each engine (by entry name) served."""
+        return {s.component: dict(s.served) for s in self.swaps.values()}
 
     def report(self) -> str:
         parts = [f"{s.component}: {s.calls['engine']} engine, {s.calls['eager']} eager calls"

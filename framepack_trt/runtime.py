@@ -71,6 +71,15 @@ def out_of_range(entry: Mapping[str, Any], sizes: Mapping[str, int]) -> str | No
     return None
 
 
+def fit(entry: Mapping[str, Any], sizes: Mapping[str, int]) -> tuple[int, int]:
+    """How well an engine that covers a call's ``sizes`` fits it, smaller is better: the
+    distance of the sizes from the engine's opt sizes, then the width of its ranges (an engine
+    built for exactly these sizes, such as a static-size one, before a ranged one)."""
+    ranges = {n: r for n, r in engine_dims(entry).items() if n in sizes}
+    return (sum(abs(sizes[n] - r.opt) for n, r in ranges.items()),
+            sum(r.max - r.min for r in ranges.values()))
+
+
 def _engine_inputs(entry: Mapping[str, Any], inputs: Mapping[str, Any] | Sequence[Any]):
     """Engine inputs from engine inputs (a sequence) or from a call by keyword, always prepared
     by the component (the transformer's text crop and history padding): a keyword call in
@@ -89,10 +98,8 @@ def _engine_inputs(entry: Mapping[str, Any], inputs: Mapping[str, Any] | Sequenc
 
 def find_engine(cache: Cache, component: str, inputs: Mapping[str, Any] | Sequence[Any]):
     """The usable engine (status ok) of ``component`` (entry name or component) whose ranges
-    cover the call's shapes, nearest to its opt sizes, and of those the narrowest (an engine
-    built for exactly these sizes, as a static-size one, before one whose ranges also cover
-    others); None if there is none. ``inputs``: the engine's inputs in order, or a call by
-    keyword (any convention the component accepts)."""
+    cover the call's shapes, the best ``fit``; None if there is none. ``inputs``: the engine's
+    inputs in order, or a call by keyword (any convention the component accepts)."""
     best, best_score = None, None
     for entry in cache.entries().values():
         if not entry_matches(entry, [component]):
@@ -106,9 +113,7 @@ def find_engine(cache: Cache, component: str, inputs: Mapping[str, Any] | Sequen
             continue
         if out_of_range(entry, sizes):
             continue
-        ranges = [r for n, r in engine_dims(entry).items() if n in sizes]
-        score = (sum(abs(sizes[n] - r.opt) for n, r in engine_dims(entry).items() if n in sizes),
-                 sum(r.max - r.min for r in ranges))
+        score = fit(entry, sizes)
         if best_score is None or score < best_score:
             best, best_score = entry, score
     return best

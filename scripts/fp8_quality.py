@@ -8,7 +8,11 @@ Regimes: ``random`` (diffusers' initialization, Gaussian tokens); ``outliers``: 
 input channels rescaled by a log-normal factor (sigma 0.5) with 1 % of them 20x larger, and
 tokens with 1 % of their channels 30x larger (the massive activations of trained DiTs).
 
-    python scripts/fp8_quality.py [--tokens 512] [--text 128] [--device cpu] [--markdown F]
+``--modulation``: the adaptive norms' modulation linears quantized too (framepack_trt.fp8
+leaves them in bf16; this measures why).
+
+    python scripts/fp8_quality.py [--tokens 512] [--text 128] [--device cpu] [--modulation]
+                                  [--markdown F]
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import datetime
 
 import torch
 
+from framepack_trt import fp8
 from framepack_trt.fp8 import quantize_block, quantized_names
 from framepack_trt.transformer_pieces import run_block
 
@@ -61,7 +66,11 @@ def main(argv=None) -> int:
     ap.add_argument("--text", type=int, default=128)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--markdown", default=None)
+    ap.add_argument("--modulation", action="store_true",
+                    help="quantize the modulation linears too (an experiment)")
     args = ap.parse_args(argv)
+    if args.modulation:  # quantized_names (and so quantize_block) then takes every linear
+        fp8.is_modulation = lambda name: False
     rows = []
     for regime in ("random", "outliers"):
         gen = torch.Generator().manual_seed(0)
@@ -93,7 +102,8 @@ def main(argv=None) -> int:
         del made
     device = (torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU")
     lines = [f"fp8 block linears against bf16, real width, eager, {device}, tokens {args.tokens}, "
-             f"text {args.text}, torch {torch.__version__}, {datetime.date.today()}", "",
+             f"text {args.text}, torch {torch.__version__}, {datetime.date.today()}"
+             + (", modulation linears in fp8 too" if args.modulation else ""), "",
              "| weights and tokens | block | output | rel L2 | cosine | rel L2 of the block's update "
              "| max_abs_std |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r} | {k} | {o} | {e:.1e} | {c:.6f} | {u:.1e} | {m:.3f} |"

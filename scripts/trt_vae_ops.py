@@ -1,5 +1,8 @@
 """Which op makes TensorRT's VAE decoder miss eager (rel L2 0.0215 at every size, docs/vae.md)?
-The real-width decoder (random weights, fp16) is exported once on one static window, then
+The real-width decoder (random weights, fp16) is exported once for one window length with the
+height and width over low-VRAM mode's tile range (4..32), as profiles/realwidth-vae-tensorrt.yaml
+builds it (with every size static, torch_tensorrt 2.11 failed to convert the graph:
+"add_cast(): incompatible function arguments", 2026-11-30), then
 compiled once with everything converted and once per suspect op kept in PyTorch
 (``torch_executed_ops``); each is compared with the eager decoder on the same input. The op
 whose exclusion brings the error to AOTInductor's 3e-3 is the culprit.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -40,7 +44,8 @@ SUSPECTS = {
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=3)
-    ap.add_argument("--size", type=int, default=32, help="latent height and width")
+    ap.add_argument("--size", type=int, default=32,
+                    help="latent height and width of the input (4..32)")
     ap.add_argument("--only", default=None, help="comma-separated suspects (default: all)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -48,8 +53,7 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     model = construct(comp.load_model_class(), REAL_CONFIG).to(torch.float16).eval().cuda()
     dims = {"latent_frames": DimRange(args.frames, args.frames, args.frames),
-            "latent_height": DimRange(args.size, args.size, args.size),
-            "latent_width": DimRange(args.size, args.size, args.size)}
+            "latent_height": DimRange(4, args.size, 32), "latent_width": DimRange(4, args.size, 32)}
     exported = export_component(comp, model, dims, torch.float16, "cuda")
     gen = torch.Generator().manual_seed(1)
     sizes = {"latent_frames": args.frames, "latent_height": args.size, "latent_width": args.size}
@@ -77,6 +81,7 @@ def main(argv=None) -> int:
                    "seconds": round(time.perf_counter() - t0, 1)}
             del module
         except Exception as e:  # a variant that does not build says why, the others go on
+            traceback.print_exc()
             row = {"kept_in_torch": name, "error": f"{type(e).__name__}: {str(e)[:300]}"}
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -121,6 +121,7 @@ def main(argv=None) -> int:
                     measure(decode, z, 1)  # loads the engines
                     served = measure(decode, z, args.iters)
                     counts = engines.counts()["vae_decode"]
+                    by_engine = engines.served()["vae_decode"]
                 except Exception as e:  # e.g. a window no engine covers: the row says so
                     print(json.dumps({"mode": "tiled" if tiled else "whole", "frames": frames,
                                       "bucket": f"{height}x{width}", "error": str(e)[:300]}),
@@ -137,7 +138,8 @@ def main(argv=None) -> int:
                        "engine_torch_peak_gib": served["torch_peak_gib"],
                        "eager_device_peak_gib": eager["device_peak_gib"],
                        "engine_device_peak_gib": served["device_peak_gib"],
-                       "engine_calls": counts["engine"], "eager_calls": counts["eager"]}
+                       "engine_calls": counts["engine"], "eager_calls": counts["eager"],
+                       "served_by": by_engine}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 del eager, served, ref
@@ -148,12 +150,15 @@ def main(argv=None) -> int:
              f"{args.cudnn_benchmark}; peak: above the start, "
              "torch allocator / device used)", "",
              "| mode | bucket | latent frames | eager ms | engine ms | speed-up | rel L2 | "
-             "peak GiB eager | peak GiB engine |", "|---|---|---|---|---|---|---|---|---|"]
+             "peak GiB eager | peak GiB engine | engines (calls) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['mode']} | {r['bucket']} | {r['frames']} | {r['eager_ms']:.0f} | "
                      f"{r['engine_ms']:.0f} | {r['speedup']:.2f}x | {r['rel_l2']:.1e} | "
                      f"{r['eager_torch_peak_gib']:.2f} / {r['eager_device_peak_gib']:.2f} | "
-                     f"{r['engine_torch_peak_gib']:.2f} / {r['engine_device_peak_gib']:.2f} |")
+                     f"{r['engine_torch_peak_gib']:.2f} / {r['engine_device_peak_gib']:.2f} | "
+                     + ", ".join(f"{n} ({c})" for n, c in sorted(r["served_by"].items()))
+                     + " |")
     text = "\n".join(lines)
     print(text)
     if args.markdown:

@@ -86,33 +86,3 @@ def test_transformer_engine_takes_framepack_calls(tiny_build):
         with pytest.raises(ShapeError, match=why):
             engine(**call)
 
-
-def test_find_engine_prefers_the_narrowest_cover(tiny_build, tmp_path):
-    """Of two engines that cover a call equally near their opt sizes, the one built for exactly
-    its sizes (a static-size engine, as the per-bucket VAE decoder windows) is picked; sizes
-    only the range covers go to the range. The static entry is the tiny build's vae_decode
-    entry recorded again with every size fixed (its engine file covers those sizes too)."""
-    import copy
-    import shutil
-
-    built, _ = tiny_build
-    root = tmp_path / "cache"
-    shutil.copytree(built, root, ignore=shutil.ignore_patterns("weights"))
-    manifest = json.loads((root / "manifest.json").read_text())
-    (ranged,) = [e for e in manifest["entries"].values() if e["name"] == "vae_decode"]
-    dims = ranged["engine_dims"]
-    opt = {n: r["opt"] for n, r in dims.items()}
-    static = copy.deepcopy(ranged)
-    static.update(name="vae_decode_static", key="0" * 64,
-                  engine_dims={n: {"min": v, "opt": v, "max": v} for n, v in opt.items()})
-    static["key_fields"]["dims"] = static["engine_dims"]
-    # Recorded after the ranged engine: a tie on distance alone would keep the ranged one.
-    manifest["entries"][static["key"]] = static
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    cache = Cache(root)
-    channels = ranged["inputs"][0]["shape"][1]
-    latents = torch.randn(1, channels, opt["latent_frames"], opt["latent_height"], opt["latent_width"])
-    assert find_engine(cache, "vae_decode", [latents])["name"] == "vae_decode_static"
-    other = torch.randn(1, channels, dims["latent_frames"]["min"], opt["latent_height"],
-                        opt["latent_width"])
-    assert find_engine(cache, "vae_decode", [other])["name"] == "vae_decode"

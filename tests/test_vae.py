@@ -183,3 +183,47 @@ def test_enable_tensorrt_flag_serves_the_vae(vae_cache, monkeypatch):
                       "vae_decode": {"engine": 3, "eager": 0}}
     assert rel_l2(got, encode(vae, frame(64, 96, seed=1))) < 1e-5
     assert rel_l2(got_frames, decode(vae, z)) < 1e-5
+
+
+def test_a_static_engine_is_picked_over_a_range_for_its_sizes(vae_cache, tmp_path):
+    """Two engines cover a window equally near their opt sizes: ``find_engine`` and the
+    swapped decoder pick the one built for exactly its sizes (a static-size engine, as the
+    per-bucket decoder windows of profiles/realwidth-vae.yaml), and the range serves the other
+    windows. The static entry is the tiny build's vae_decode entry recorded again with every
+    size fixed at its opt sizes (its engine file covers them too), after the ranged one."""
+    import copy
+    import json
+    import shutil
+
+    from framepack_trt.cache import Cache
+    from framepack_trt.runtime import find_engine
+
+    cache_dir, weights = vae_cache
+    root = tmp_path / "cache"
+    shutil.copytree(cache_dir, root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    (ranged,) = [e for e in manifest["entries"].values() if e["name"] == "vae_decode"]
+    opt = {n: r["opt"] for n, r in ranged["engine_dims"].items()}
+    static = copy.deepcopy(ranged)
+    static.update(name="vae_decode_static", key="0" * 64,
+                  engine_dims={n: {"min": v, "opt": v, "max": v} for n, v in opt.items()})
+    static["key_fields"]["dims"] = static["engine_dims"]
+    manifest["entries"][static["key"]] = static
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    h, w = opt["latent_height"], opt["latent_width"]
+    assert opt["latent_frames"] == 5
+    cache = Cache(root)
+    assert find_engine(cache, "vae_decode", [latents(5, h, w)])["name"] == "vae_decode_static"
+    assert find_engine(cache, "vae_decode", [latents(3, h, w)])["name"] == "vae_decode"
+
+    vae = load(root / "weights" / weights.name)
+    z = latents(9, h, w, seed=9)  # windows of 5, 5 and 3 latent frames
+    want = decode(vae, z)
+    engines = use_engines(root, strict=True, vae=vae)
+    try:
+        got = decode(vae, z)
+        served = engines.served()
+    finally:
+        engines.restore()
+    assert served["vae_decode"] == {"vae_decode_static": 2, "vae_decode": 1}
+    assert rel_l2(got, want) < 1e-5
