@@ -1,12 +1,14 @@
-"""FramePack's VAE decode through the ``vae_decode`` engines against the eager diffusers VAE,
-called as FramePack calls it (``vae.decode(latents).sample``, fp16), in one process: for each
-bucket and section length, high-VRAM mode (whole latent) and low-VRAM mode (``enable_tiling``),
-eager and engines timed alternately, the output's rel L2 against eager, and the peak memory
-of each (torch's allocator, and the device's used memory sampled by a thread, which also sees
-what a TensorRT engine allocates outside torch).
+"""FramePack's VAE decode and encode through the ``vae_decode`` and ``vae_encode`` engines
+against the eager diffusers VAE, called as FramePack calls it (``vae.decode(latents).sample``,
+``vae.encode(image)``, fp16), in one process: for each bucket (and section length),
+high-VRAM mode (whole frames) and low-VRAM mode (``enable_tiling``), eager and engines timed
+alternately, the output's rel L2 against eager, the peak memory of each (torch's allocator,
+and the device's used memory sampled by a thread, which also sees what a TensorRT engine
+allocates outside torch), and which engine served how many calls.
 
     framepack-trt build -p realwidth-vae [--backend tensorrt] --cache-dir C
-    python scripts/vae_bench.py -p realwidth-vae --cache-dir C [--markdown F] [--json F]
+    python scripts/vae_bench.py -p realwidth-vae --cache-dir C [--calls decode,encode]
+                                [--modes whole,tiled] [--markdown F] [--json F]
 """
 
 from __future__ import annotations
@@ -90,6 +92,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--modes", default="whole,tiled",
                     help="comma-separated: whole (high-VRAM mode), tiled (low-VRAM mode)")
+    ap.add_argument("--calls", default="decode,encode",
+                    help="comma-separated: decode (sections of 9 and 18 latent frames), encode "
+                         "(one frame; needs vae_encode engines in the cache)")
     ap.add_argument("--cudnn-benchmark", action="store_true",
                     help="torch.backends.cudnn.benchmark on, for eager and engines alike")
     args = ap.parse_args(argv)
@@ -97,63 +102,74 @@ def main(argv=None) -> int:
     spec, cache, vae = profile_model(args.profile, "vae_decode", args.cache_dir)
     dtype, device = torch_dtype(spec.dtype), spec.device
     backends = sorted({e["key_fields"]["backend"] for e in cache.entries().values()
-                       if e["component"] == "vae_decode"})
+                       if e["component"] in ("vae_decode", "vae_encode")})
 
     def decode(z):
         with torch.inference_mode():
             return vae.decode(z).sample
 
+    def encode(x):  # the posterior's parameters: FramePack samples it, which is not compared
+        with torch.inference_mode():
+            return vae.encode(x).latent_dist.parameters
+
+    def inputs(call, height, width, frames):
+        g = torch.Generator(device).manual_seed(frames)
+        if call == "encode":  # the start image at its bucket, in [-1, 1]
+            return (torch.rand(1, 3, 1, height, width, generator=g, device=device,
+                               dtype=dtype) * 2 - 1)
+        # FramePack decodes latents / scaling_factor: about 2 in scale.
+        return torch.randn(1, 16, frames, height // 8, width // 8, generator=g, device=device,
+                           dtype=dtype) / vae.config.scaling_factor
+
     rows = []
-    modes = args.modes.split(",")
+    modes, calls = args.modes.split(","), args.calls.split(",")
     for tiled in [t for t, name in ((False, "whole"), (True, "tiled")) if name in modes]:
         if tiled:
             vae.enable_tiling()  # FramePack's low-VRAM mode: diffusers' default tiles
-        for height, width in BUCKETS:
-            for frames in SECTIONS:
-                g = torch.Generator(device).manual_seed(frames)
-                # FramePack decodes latents / scaling_factor: about 2 in scale.
-                z = torch.randn(1, 16, frames, height // 8, width // 8, generator=g,
-                                device=device, dtype=dtype) / vae.config.scaling_factor
-                eager = measure(decode, z, 1)  # warm-up
-                eager = measure(decode, z, args.iters)
-                engines = use_engines(cache.root, strict=True, vae=vae)
-                try:
-                    measure(decode, z, 1)  # loads the engines
-                    served = measure(decode, z, args.iters)
-                    counts = engines.counts()["vae_decode"]
-                    by_engine = engines.served()["vae_decode"]
-                except Exception as e:  # e.g. a window no engine covers: the row says so
-                    print(json.dumps({"mode": "tiled" if tiled else "whole", "frames": frames,
-                                      "bucket": f"{height}x{width}", "error": str(e)[:300]}),
-                          flush=True)
-                    continue
-                finally:
-                    engines.restore()
-                ref = eager["out"].float()
-                rel = float((served["out"].float() - ref).norm() / ref.norm())
-                row = {"mode": "tiled" if tiled else "whole", "bucket": f"{height}x{width}",
-                       "frames": frames, "eager_ms": eager["ms"], "engine_ms": served["ms"],
-                       "speedup": eager["ms"] / served["ms"], "rel_l2": rel,
-                       "eager_torch_peak_gib": eager["torch_peak_gib"],
-                       "engine_torch_peak_gib": served["torch_peak_gib"],
-                       "eager_device_peak_gib": eager["device_peak_gib"],
-                       "engine_device_peak_gib": served["device_peak_gib"],
-                       "engine_calls": counts["engine"], "eager_calls": counts["eager"],
-                       "served_by": by_engine}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-                del eager, served, ref
+        for call in calls:
+            fn, component = (encode, "vae_encode") if call == "encode" else (decode, "vae_decode")
+            for height, width in BUCKETS:
+                for frames in ((1,) if call == "encode" else SECTIONS):
+                    where = {"call": call, "mode": "tiled" if tiled else "whole",
+                             "bucket": f"{height}x{width}", "frames": frames}
+                    x = inputs(call, height, width, frames)
+                    eager = measure(fn, x, 1)  # warm-up
+                    eager = measure(fn, x, args.iters)
+                    engines = use_engines(cache.root, strict=True, vae=vae)
+                    try:
+                        measure(fn, x, 1)  # loads the engines
+                        served = measure(fn, x, args.iters)
+                        counts = engines.counts()[component]
+                        by_engine = engines.served()[component]
+                    except Exception as e:  # e.g. a window no engine covers: the row says so
+                        print(json.dumps({**where, "error": str(e)[:300]}), flush=True)
+                        continue
+                    finally:
+                        engines.restore()
+                    ref = eager["out"].float()
+                    rel = float((served["out"].float() - ref).norm() / ref.norm())
+                    row = {**where, "eager_ms": eager["ms"], "engine_ms": served["ms"],
+                           "speedup": eager["ms"] / served["ms"], "rel_l2": rel,
+                           "eager_torch_peak_gib": eager["torch_peak_gib"],
+                           "engine_torch_peak_gib": served["torch_peak_gib"],
+                           "eager_device_peak_gib": eager["device_peak_gib"],
+                           "engine_device_peak_gib": served["device_peak_gib"],
+                           "engine_calls": counts["engine"], "eager_calls": counts["eager"],
+                           "served_by": by_engine}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                    del eager, served, ref
     dev = describe(current_device(device))
     date = datetime.date.today().isoformat()
-    lines = [f"VAE decode, {', '.join(backends)} engines against eager diffusers, fp16, {dev}, "
+    lines = [f"VAE decode and encode, {', '.join(backends)} engines against eager diffusers, fp16, {dev}, "
              f"{date} (scripts/vae_bench.py, median of {args.iters}, cudnn.benchmark "
              f"{args.cudnn_benchmark}; peak: above the start, "
              "torch allocator / device used)", "",
-             "| mode | bucket | latent frames | eager ms | engine ms | speed-up | rel L2 | "
+             "| call | mode | bucket | latent frames | eager ms | engine ms | speed-up | rel L2 | "
              "peak GiB eager | peak GiB engine | engines (calls) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['mode']} | {r['bucket']} | {r['frames']} | {r['eager_ms']:.0f} | "
+        lines.append(f"| {r['call']} | {r['mode']} | {r['bucket']} | {r['frames']} | {r['eager_ms']:.0f} | "
                      f"{r['engine_ms']:.0f} | {r['speedup']:.2f}x | {r['rel_l2']:.1e} | "
                      f"{r['eager_torch_peak_gib']:.2f} / {r['eager_device_peak_gib']:.2f} | "
                      f"{r['engine_torch_peak_gib']:.2f} / {r['engine_device_peak_gib']:.2f} | "
