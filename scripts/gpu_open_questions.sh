@@ -1,97 +1,92 @@
 #!/usr/bin/env bash
 # The GPU runs that answer the open questions of the VAE and fp8 work, in one go (start it with
-# setsid in the background, poll LOG/done; writes LOG/summary.txt last):
-#   1. VAE: static-size AOTInductor decoder windows (profiles/realwidth-vae-static.yaml: all
-#      sizes static; height and width static), profiled against eager (scripts/vae_profile.py): are the dynamic engine's slow fused
-#      kernels its dynamic sizes? (docs/vae.md, "Where the decoder's time goes")
-#   1b. VAE: the dynamic-size engine (realwidth-vae's vae_decode_whole) built with inductor's
-#      n-dimensional tiling (scripts/inductor_config_build.py triton.prefer_nd_tiling=true
-#      triton.max_tiles=3: indices from program ids, fewer divisions), profiled the same way
-#   2. VAE: TensorRT with one suspect op at a time kept in PyTorch (scripts/trt_vae_ops.py):
-#      which op makes it miss eager by 0.0215? (needs torch_tensorrt; skipped without)
-#   3. fp8: the real-width block engines with fp8 linears (profiles/realwidth-blocks-fp8.yaml)
-#      against eager bf16 (scripts/transformer_blocks_bench.py; for the bf16 block engines in
-#      the same conditions: scripts/gpu_transformer_blocks.sh LOG aoti), the quality probe on the GPU
-#      (scripts/fp8_quality.py) and the fp8 GPU tests (tests/gpu/test_fp8_cuda.py); with
-#      torch_tensorrt, whether TensorRT builds the fp8 blocks too (and their timing).
+# setsid in the background, poll LOG/done; LOG/summary.txt is rewritten after every step, so
+# that a run cut short still says what it found):
+#   vae     decode end to end with the static 544x704 windows in the cache next to the ranged
+#           nd-tiled engines (which engine served each window is in the rows), and the encoder
+#           (whole frame and tiles): profiles/realwidth-vae.yaml, scripts/gpu_vae.sh aoti
+#   fp8     the real-width fp8 block engines against eager bf16 again, 30 timed calls
+#           (profiles/realwidth-blocks-fp8.yaml, scripts/transformer_blocks_bench.py)
+#   fp8nd   the same engines built with inductor's n-dimensional tiling
+#           (scripts/inductor_config_build.py), timed the same way
+#   trtops  TensorRT with one suspect op at a time kept in PyTorch (scripts/trt_vae_ops.py):
+#           which op makes the decoder miss eager by 0.0215? (needs torch_tensorrt)
+#   statichw  why the decoder with height and width static and T over 3..5 does not export on
+#           CUDA (the first guards on latent_frames, from TORCH_LOGS=+dynamic)
 # Builds run at once (CPU-bound compiles); measurements one after another on a quiet GPU.
-#   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]   (PARTS: "static tiling trtops fp8")
+#   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]   (PARTS: "vae fp8 fp8nd trtops statichw")
 set -u
 LOG=${1:-/tmp/gpu-open-questions}
-PARTS=${2:-"static tiling trtops fp8"}
+PARTS=${2:-"vae fp8 fp8nd trtops statichw"}
 mkdir -p "$LOG"
 FP="python3 -m framepack_trt"
+has() { [[ " $PARTS " == *" $1 "* ]]; }
 has_trt=$(python3 -c "import torch_tensorrt" 2>/dev/null && echo yes || echo no)
 start=$(date +%s)
 stamp() { echo "$1: $(( $(date +%s) - start )) s" >>"$LOG/times.txt"; }
-if [[ " $PARTS " == *" static "* ]]; then
-  for e in vae_decode_static vae_decode_static_hw; do
-    $FP build -p realwidth-vae-static -c $e --cache-dir /tmp/$e --json \
-        >"$LOG/build-$e.json" 2>"$LOG/build-$e.log" &
-  done
+
+summary() {
+  {
+    nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+    cat "$LOG/times.txt" 2>/dev/null
+    for f in "$LOG"/vae/build-*.json "$LOG"/build-fp8*.json; do
+      [ -f "$f" ] && python3 -c "import json; [print(r['name'], r['outcome'], r['seconds'],
+        (r.get('error') or '')[:300]) for r in json.load(open('$f'))['results']]"
+    done
+    [ -f "$LOG/vae/bench-aoti.md" ] && cat "$LOG/vae/bench-aoti.md"
+    [ -f "$LOG/vae/bench-aoti.log" ] && [ ! -f "$LOG/vae/bench-aoti.md" ] && grep '^{' "$LOG/vae/bench-aoti.log"
+    for f in "$LOG"/bench-fp8*.md; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done
+    [ -f "$LOG/trt-ops.log" ] && grep '^{' "$LOG/trt-ops.log"
+    [ -f "$LOG/statichw.txt" ] && head -20 "$LOG/statichw.txt"
+  } >"$LOG/summary.txt" 2>&1
+}
+
+# -- builds, all at once --------------------------------------------------------------------
+if has vae; then
+  ENTRIES="vae_decode_whole vae_decode_tiles vae_decode_544x704_t5 vae_decode_544x704_t3 \
+vae_encode_whole vae_encode_tiles" BUILD_ONLY=1 bash scripts/gpu_vae.sh "$LOG/vae" aoti \
+      >"$LOG/vae-build.out" 2>&1 &
 fi
-if [[ " $PARTS " == *" tiling "* ]]; then
-  python3 scripts/inductor_config_build.py triton.prefer_nd_tiling=true triton.max_tiles=3 -- \
-      build -p realwidth-vae -c vae_decode_whole --cache-dir /tmp/vae_decode_nd --json \
-      >"$LOG/build-vae_decode_nd.json" 2>"$LOG/build-vae_decode_nd.log" &
-fi
-if [[ " $PARTS " == *" fp8 "* ]]; then
-  mkdir -p /tmp/blk-fp8
+if has fp8 || has fp8nd; then
+  mkdir -p /tmp/blk-fp8 /tmp/blk-fp8-nd
   python3 scripts/random_weights.py realwidth-blocks-fp8 /tmp/blk-fp8/weights >"$LOG/fp8-weights.log" 2>&1
-  $FP build -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8 --json >"$LOG/build-fp8.json" \
-      2>"$LOG/build-fp8.log" &
-  python3 -m pytest -q -m gpu tests/gpu/test_fp8_cuda.py -s >"$LOG/test-fp8.log" 2>&1 &
-  if [ $has_trt = yes ]; then  # can TensorRT-RTX build the fp8 blocks on this card?
-    mkdir -p /tmp/blk-fp8-trt && { [ -e /tmp/blk-fp8-trt/weights ] || ln -s /tmp/blk-fp8/weights /tmp/blk-fp8-trt/weights; }
-    $FP build -p realwidth-blocks-fp8 --backend tensorrt --cache-dir /tmp/blk-fp8-trt --json \
-        >"$LOG/build-fp8-trt.json" 2>"$LOG/build-fp8-trt.log" &
-  fi
+  [ -e /tmp/blk-fp8-nd/weights ] || ln -s /tmp/blk-fp8/weights /tmp/blk-fp8-nd/weights
+  has fp8 && $FP build -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8 --json \
+      >"$LOG/build-fp8.json" 2>"$LOG/build-fp8.log" &
+  has fp8nd && python3 scripts/inductor_config_build.py triton.prefer_nd_tiling=true \
+      triton.max_tiles=3 -- build -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8-nd --json \
+      >"$LOG/build-fp8-nd.json" 2>"$LOG/build-fp8-nd.log" &
 fi
-if [[ " $PARTS " == *" trtops "* && $has_trt == yes ]]; then
-  python3 scripts/trt_vae_ops.py --json "$LOG/trt-ops.json" >"$LOG/trt-ops.log" 2>&1
-  stamp trtops
+if has statichw; then  # export only: a second, on the CPU side of the machine
+  TORCH_LOGS="+dynamic" timeout 300 $FP build -p realwidth-vae-static -c vae_decode_static_hw \
+      --cache-dir /tmp/statichw >"$LOG/statichw.log" 2>&1
+  grep -iE "violat|guard|specializ|suggest" "$LOG/statichw.log" | grep -v "statically known" \
+      | head -60 | cut -c1-400 >"$LOG/statichw.txt"
+  stamp statichw
 fi
 wait
 stamp builds
-if [[ " $PARTS " == *" static "* ]]; then
-  for e in vae_decode_static vae_decode_static_hw; do
-    python3 scripts/vae_profile.py -p realwidth-vae-static --cache-dir /tmp/$e \
-        --json "$LOG/profile-$e.json" >"$LOG/profile-$e.log" 2>&1
-  done
+summary
+
+# -- measurements, one at a time --------------------------------------------------------------
+if has vae; then
+  python3 scripts/vae_bench.py -p realwidth-vae --cache-dir /tmp/vae-aoti --iters 3 \
+      --markdown "$LOG/vae/bench-aoti.md" --json "$LOG/vae/bench-aoti.json" \
+      >"$LOG/vae/bench-aoti.log" 2>&1
+  stamp vae-bench
+  summary
 fi
-if [[ " $PARTS " == *" tiling "* ]]; then
-  python3 scripts/vae_profile.py -p realwidth-vae --cache-dir /tmp/vae_decode_nd \
-      --json "$LOG/profile-vae_decode_nd.json" >"$LOG/profile-vae_decode_nd.log" 2>&1
+for c in fp8 fp8nd; do
+  has $c || continue
+  dir=/tmp/blk-fp8; [ $c = fp8nd ] && dir=/tmp/blk-fp8-nd
+  python3 scripts/transformer_blocks_bench.py -p realwidth-blocks-fp8 --cache-dir $dir \
+      --iters 30 --markdown "$LOG/bench-$c.md" >"$LOG/bench-$c.log" 2>&1
+  stamp "$c-bench"
+  summary
+done
+if has trtops && [ "$has_trt" = yes ]; then
+  python3 scripts/trt_vae_ops.py --json "$LOG/trt-ops.json" >"$LOG/trt-ops.log" 2>&1
+  stamp trtops
+  summary
 fi
-stamp vae-profiles
-if [[ " $PARTS " == *" fp8 "* ]]; then
-  python3 scripts/transformer_blocks_bench.py -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8 \
-      --markdown "$LOG/bench-fp8.md" >"$LOG/bench-fp8.log" 2>&1
-  $FP list --cache-dir /tmp/blk-fp8 --json >"$LOG/list-fp8.json" 2>/dev/null
-  if [ -f "$LOG/build-fp8-trt.json" ]; then
-    python3 scripts/transformer_blocks_bench.py -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8-trt \
-        --markdown "$LOG/bench-fp8-trt.md" >"$LOG/bench-fp8-trt.log" 2>&1
-  fi
-  stamp fp8-bench
-  python3 scripts/fp8_quality.py --device cuda --tokens 4096 --text 256 \
-      --markdown "$LOG/fp8-quality.md" >"$LOG/fp8-quality.log" 2>&1
-  stamp fp8-quality
-fi
-{
-  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-  cat "$LOG/times.txt"
-  for f in "$LOG"/build-vae_decode_*.json "$LOG"/build-fp8*.json; do
-    [ -f "$f" ] && python3 -c "import json,sys; [print(r['name'], r['outcome'], r['seconds'],
-      (r.get('error') or '')[:300]) for r in json.load(open('$f'))['results']]"
-  done
-  for f in "$LOG"/profile-vae_decode_*.json; do
-    [ -f "$f" ] && python3 -c "import json; d=json.load(open('$f'));
-print('$f', 'eager', round(d['default_ms']), 'ms, engine', round(d.get('engine_ms', 0)), 'ms');
-print('engine kinds', d.get('engine', {}).get('kinds_ms'))"
-  done
-  [ -f "$LOG/trt-ops.log" ] && grep '^{' "$LOG/trt-ops.log"
-  for f in "$LOG"/bench-fp8*.md; do [ -f "$f" ] && cat "$f"; done
-  [ -f "$LOG/fp8-quality.md" ] && tail -9 "$LOG/fp8-quality.md"
-  tail -3 "$LOG/test-fp8.log" 2>/dev/null
-} >"$LOG/summary.txt" 2>&1
 touch "$LOG/done"

@@ -5,7 +5,7 @@
 # build process of its own, all at once; then time each against eager (scripts/vae_bench.py).
 #   bash scripts/gpu_vae.sh [LOG_DIR] [BACKENDS]   (BACKENDS: "aoti tensorrt" by default)
 #   ENTRIES="name ..." builds only those entries (of either profile); ITERS: timed calls;
-#   BENCH_ARGS: more vae_bench.py options (--cudnn-benchmark).
+#   BENCH_ARGS: more vae_bench.py options (--cudnn-benchmark); BUILD_ONLY=1: stop after the builds.
 set -u
 LOG=${1:-gpu-logs}
 BACKENDS=${2:-"aoti tensorrt"}
@@ -28,6 +28,7 @@ print(' '.join(c.name for c in load_profile('$p').components))")
 done
 wait
 echo "builds: $(( $(date +%s) - start )) s" >"$LOG/times.txt"
+[ -n "${BUILD_ONLY:-}" ] && { touch "$LOG/built"; exit 0; }
 for b in $BACKENDS; do
   python3 scripts/vae_bench.py -p $(profile_of $b) --cache-dir /tmp/vae-$b --iters ${ITERS:-3} ${BENCH_ARGS:-} \
       --markdown "$LOG/bench-$b.md" --json "$LOG/bench-$b.json" >"$LOG/bench-$b.log" 2>&1

@@ -161,8 +161,8 @@ def main(argv=None) -> int:
                     del eager, served, ref
     dev = describe(current_device(device))
     date = datetime.date.today().isoformat()
-    lines = [f"VAE decode and encode, {', '.join(backends)} engines against eager diffusers, fp16, {dev}, "
-             f"{date} (scripts/vae_bench.py, median of {args.iters}, cudnn.benchmark "
+    lines = [f"VAE decode and encode, {', '.join(backends)} engines against eager diffusers, "
+             f"{spec.dtype}, {dev}, {date} (scripts/vae_bench.py, median of {args.iters}, cudnn.benchmark "
              f"{args.cudnn_benchmark}; peak: above the start, "
              "torch allocator / device used)", "",
              "| call | mode | bucket | latent frames | eager ms | engine ms | speed-up | rel L2 | "
