@@ -125,11 +125,17 @@ class Swap:
             key, why = self._pick(inputs)
         if key is not None:
             try:
-                out = self._engine(key)(*inputs)
+                engine = self._engine(key)
+                # A share_weights engine runs on the model's own weights, wherever they are now.
+                unshared = engine.share_model(self.model) if engine.needs_weights else None
+                if unshared is None:
+                    out = engine(*inputs)
             except Exception as exc:  # broken at run time: never again, eager takes over
                 self.broken[key] = f"{type(exc).__name__}: {exc}"
                 why = self._broken_why(key)
             else:
+                if unshared is not None:
+                    return self._eager(unshared, args, kwargs)
                 self.calls["engine"] += 1
                 self.served[self._name_of[key]] += 1
                 if self.component == "transformer":

@@ -126,6 +126,21 @@ class CheckedEngine:
         self.entry = entry
         self._engine = engine
 
+    @property
+    def needs_weights(self) -> bool:
+        """Whether the engine can run on the model's own weights (``share_weights``)."""
+        return bool(getattr(self._engine, "needs_weights", False))
+
+    def share_model(self, model) -> str | None:
+        """Run on ``model``'s own tensors from now on (a ``share_weights`` engine; see
+        ``backends.aoti.AotiEngine.share``): named as in the component's export module, which
+        the engine was traced from. None when done, else why not."""
+        from framepack_trt.components.base import get_component
+
+        module = get_component(self.entry["component"]).export_module(model)
+        tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+        return self._engine.share(tensors)
+
     def __call__(self, *inputs, **kwargs):
         """Positional: the engine's inputs. By keyword: a call as the model takes it (for the
         transformer: diffusers' or FramePack's names), prepared first."""

@@ -27,13 +27,18 @@ class AotiSettings(BuildSettings):
         from the launch grid instead of dividing by run-time sizes per element (inductor's
         ``triton.prefer_nd_tiling``, ``triton.max_tiles: 3``). For engines with dynamic sizes:
         the real-width VAE decoder's window 1.45x eager with it, 1.13x without (docs/vae.md).
+    share_weights: the compiled code holds no weights: the engine runs on the model's own
+        tensors where the runtime has the model (no second copy in memory, so engines of many
+        sizes cost no more weight memory than one), else on a copy kept in the package
+        (``WEIGHTS_MEMBER``) and loaded at its first call (``verify``, ``bench``).
     """
 
     max_autotune: bool = False
     compile_threads: int | None = None
     nd_tiling: bool = False
+    share_weights: bool = False
 
-    ENGINE_FIELDS = frozenset({"max_autotune", "nd_tiling"})
+    ENGINE_FIELDS = frozenset({"max_autotune", "nd_tiling", "share_weights"})
 
     def inductor_configs(self) -> dict:
         """The inductor options these settings set for the compile."""
@@ -42,7 +47,104 @@ class AotiSettings(BuildSettings):
             configs["compile_threads"] = self.compile_threads
         if self.nd_tiling:
             configs.update({"triton.prefer_nd_tiling": True, "triton.max_tiles": 3})
+        if self.share_weights:
+            configs["aot_inductor.package_constants_in_so"] = False
         return configs
+
+
+#: Where a ``share_weights`` package keeps its copy of the weights (safetensors), under the
+#: archive's root folder; AOTInductor's loader ignores it.
+WEIGHTS_MEMBER = "data/framepack_trt/weights.safetensors"
+
+
+def _weights_member(zf) -> str | None:
+    names = zf.namelist()
+    root = names[0].split("/", 1)[0] if names else ""
+    name = f"{root}/{WEIGHTS_MEMBER}"
+    return name if name in names else None
+
+
+def add_weights(package: Path, exported) -> int:
+    """Store the exported program's weights (parameters, buffers, constants) in ``package``
+    (a ``share_weights`` one) as ``WEIGHTS_MEMBER``; returns the bytes written."""
+    import zipfile
+
+    import torch
+    from safetensors.torch import save
+
+    tensors = {n: t.detach().contiguous().clone()
+               for n, t in {**exported.state_dict, **exported.constants}.items()
+               if isinstance(t, torch.Tensor)}
+    blob = save(tensors)
+    with zipfile.ZipFile(package) as zf:
+        root = zf.namelist()[0].split("/", 1)[0]
+    with zipfile.ZipFile(package, "a", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr(f"{root}/{WEIGHTS_MEMBER}", blob)
+    return len(blob)
+
+
+class AotiEngine:
+    """A loaded package, called with the inputs, returning a tuple of outputs. A
+    ``share_weights`` package (``needs_weights``) runs on the tensors handed to ``share``
+    (the model's own, not copied) or, if none were, on its own copy, loaded at the first call."""
+
+    def __init__(self, runner, path: Path, device: str):
+        import zipfile
+
+        self.runner, self.path, self.device = runner, path, device
+        with zipfile.ZipFile(path) as zf:
+            self._member = _weights_member(zf)
+        self.needs_weights = self._member is not None
+        self.weight_names = list(runner.get_constant_fqns()) if self.needs_weights else []
+        self._stamp: tuple | None = None  # of the tensors in use; None: none loaded yet
+
+    def share(self, tensors) -> str | None:
+        """Run on ``tensors`` (name -> tensor, the names of ``weight_names``), without a copy;
+        again whenever one of them is another tensor or storage than last time (a model
+        moved between devices gets new storage). None when done, else why they cannot be used
+        (the engine is unchanged then)."""
+        import torch
+
+        missing = [n for n in self.weight_names if n not in tensors]
+        if missing:
+            return f"the model has no {', '.join(missing[:3])}"
+        picked = {n: tensors[n] for n in self.weight_names}
+        stamp = tuple((t.data_ptr(), t.dtype, tuple(t.shape), str(t.device))
+                      for t in picked.values())
+        if stamp == self._stamp:
+            return None
+        device = torch.device(self.device)
+        away = [n for n, t in picked.items() if t.device.type != device.type]
+        if away:
+            return (f"the model's weights are on {picked[away[0]].device}, the engine runs on "
+                    f"{self.device}")
+        self.runner.load_constants({n: t.detach() for n, t in picked.items()},
+                                   check_full_update=True, user_managed=True)
+        self._stamp = stamp
+        return None
+
+    def _load_own(self) -> None:
+        import zipfile
+
+        from safetensors.torch import load
+
+        with zipfile.ZipFile(self.path) as zf:
+            own = load(zf.read(self._member))
+        lacking = [n for n in self.weight_names if n not in own]
+        if lacking:
+            raise RuntimeError(f"{self.path.name}: the package's weights lack {', '.join(lacking[:3])}")
+        self.runner.load_constants({n: own[n].to(self.device) for n in self.weight_names},
+                                   check_full_update=True, user_managed=False)
+        self._stamp = ("own",)
+
+    def __call__(self, *inputs):
+        import torch
+
+        if self.needs_weights and self._stamp is None:
+            self._load_own()
+        with torch.inference_mode():
+            out = self.runner(*inputs)
+        return tuple(out) if isinstance(out, (list, tuple)) else (out,)
 
 
 #: Added to the link of every package's shared library; see ``extra_link_flags``.
@@ -151,16 +253,11 @@ class AotiBackend(Backend):
         details = {"inductor_configs": configs, "link": LINK_FLAGS}
         if rescued:
             details["stride_check_fix"] = len(rescued)
+        if settings.share_weights:
+            details["weights_in_package_bytes"] = add_weights(out_path, request.exported)
         return BuildReport(details=details)
 
-    def load(self, path: Path, device: str):
+    def load(self, path: Path, device: str) -> AotiEngine:
         import torch
 
-        runner = torch._inductor.aoti_load_package(str(path))
-
-        def engine(*inputs):
-            with torch.inference_mode():
-                out = runner(*inputs)
-            return tuple(out) if isinstance(out, (list, tuple)) else (out,)
-
-        return engine
+        return AotiEngine(torch._inductor.aoti_load_package(str(path)), path, device)

@@ -57,3 +57,63 @@ def test_nd_tiling_sets_inductor_options_that_exist():
     with inductor_config.patch(tiled.inductor_configs()):
         assert inductor_config.triton.prefer_nd_tiling and inductor_config.triton.max_tiles == 3
     assert AotiSettings(compile_threads=2).inductor_configs()["compile_threads"] == 2
+
+
+def test_share_weights_engine_runs_on_the_models_own_tensors(tmp_path, tiny_weights):
+    """``build: {share_weights: true}``: the package's compiled code holds no weights. Alone
+    (``verify``) it runs on the copy stored in the package; swapped in by ``use_engines`` it
+    runs on the model's own tensors, not a copy: a weight changed in place, or given new
+    storage, changes the engine's output as it changes eager's. The tiny VAE decoder."""
+    import copy
+
+    import torch
+    from conftest import cli, write_profile
+    from diffusers import AutoencoderKLHunyuanVideo
+    from tests_helpers import rel_l2
+
+    from framepack_trt.backends.aoti import WEIGHTS_MEMBER, AotiBackend
+    from framepack_trt.framepack import use_engines
+
+    weights = tiny_weights["vae_decode"]
+    span = {"min": 2, "opt": 8, "max": 16}
+    profile = write_profile(tmp_path / "shared.yaml", [{
+        "component": "vae_decode", "source": {"path": str(weights)}, "dtype": "float32",
+        "build": {"share_weights": True},
+        "dims": {"latent_frames": {"min": 3, "opt": 5, "max": 5}, "latent_height": span,
+                 "latent_width": span}}])
+    cache = tmp_path / "cache"
+    cli("build", "--profile", str(profile), "--cache-dir", str(cache), check=True)
+    cli("verify", "--cache-dir", str(cache), "--full", check=True)  # on the package's copy
+    entry = _entry(cache)
+    package = cache / entry["engine"]["file"]
+    with zipfile.ZipFile(package) as zf:
+        assert any(n.endswith(WEIGHTS_MEMBER) for n in zf.namelist())
+    assert AotiBackend().load(package, "cpu").weight_names  # the weights it runs on
+
+    vae = AutoencoderKLHunyuanVideo.from_pretrained(weights).eval()
+    reference = copy.deepcopy(vae)  # eager, changed the same way
+    z = torch.randn(1, 16, 9, 8, 10, generator=torch.Generator().manual_seed(3))
+
+    def decode(model):
+        with torch.inference_mode():
+            return model.decode(z).sample
+
+    engines = use_engines(cache, strict=True, vae=vae)
+    try:
+        outputs = [(decode(vae), decode(reference))]
+        for model in (vae, reference):  # in place
+            with torch.no_grad():
+                model.decoder.conv_in.conv.weight.mul_(1.5)
+        outputs.append((decode(vae), decode(reference)))
+        for model in (vae, reference):  # new storage, as a move between devices gives
+            w = model.decoder.conv_out.conv.weight
+            w.data = w.data * -0.5
+        outputs.append((decode(vae), decode(reference)))
+        served = engines.served()["vae_decode"]
+    finally:
+        engines.restore()
+    assert served == {"vae_decode": 9}  # 3 windows, 3 times
+    for got, want in outputs:
+        assert rel_l2(got, want) < 1e-5, rel_l2(got, want)
+    assert rel_l2(outputs[1][1], outputs[0][1]) > 1e-2  # the changes changed the output
+    assert rel_l2(outputs[2][1], outputs[1][1]) > 1e-2
