@@ -5,6 +5,9 @@
 #   vae     decode end to end with the static 544x704 windows in the cache next to the ranged
 #           nd-tiled engines (which engine served each window is in the rows), and the encoder
 #           (whole frame and tiles): profiles/realwidth-vae.yaml, scripts/gpu_vae.sh aoti
+#   shared  the same decoder engines with share_weights (profiles/realwidth-vae-shared.yaml):
+#           do they build and run on CUDA on the VAE's own weights, at the same speed, with
+#           less memory (vae_bench's peaks, and the device memory once loaded)?
 #   fp8     the real-width fp8 block engines against eager bf16 again, 30 timed calls
 #           (profiles/realwidth-blocks-fp8.yaml, scripts/transformer_blocks_bench.py)
 #   fp8nd   the same engines built with inductor's n-dimensional tiling
@@ -14,10 +17,11 @@
 #   statichw  why the decoder with height and width static and T over 3..5 does not export on
 #           CUDA (the first guards on latent_frames, from TORCH_LOGS=+dynamic)
 # Builds run at once (CPU-bound compiles); measurements one after another on a quiet GPU.
-#   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]   (PARTS: "vae fp8 fp8nd trtops statichw")
+#   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]
+#   (PARTS: "vae shared fp8 fp8nd trtops statichw")
 set -u
 LOG=${1:-/tmp/gpu-open-questions}
-PARTS=${2:-"vae fp8 fp8nd trtops statichw"}
+PARTS=${2:-"vae shared fp8 fp8nd trtops statichw"}
 mkdir -p "$LOG"
 FP="python3 -m framepack_trt"
 has() { [[ " $PARTS " == *" $1 "* ]]; }
@@ -29,13 +33,13 @@ summary() {
   {
     nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
     cat "$LOG/times.txt" 2>/dev/null
-    for f in "$LOG"/vae/build-*.json "$LOG"/build-fp8*.json; do
+    for f in "$LOG"/vae/build-*.json "$LOG"/build-vae-shared.json "$LOG"/build-fp8*.json; do
       [ -f "$f" ] && python3 -c "import json; [print(r['name'], r['outcome'], r['seconds'],
         (r.get('error') or '')[:300]) for r in json.load(open('$f'))['results']]"
     done
     [ -f "$LOG/vae/bench-aoti.md" ] && cat "$LOG/vae/bench-aoti.md"
     [ -f "$LOG/vae/bench-aoti.log" ] && [ ! -f "$LOG/vae/bench-aoti.md" ] && grep '^{' "$LOG/vae/bench-aoti.log"
-    for f in "$LOG"/bench-fp8*.md; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done
+    for f in "$LOG"/bench-vae-shared.md "$LOG"/bench-fp8*.md; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done
     [ -f "$LOG/trt-ops.log" ] && grep '^{' "$LOG/trt-ops.log"
     [ -f "$LOG/statichw.txt" ] && head -20 "$LOG/statichw.txt"
   } >"$LOG/summary.txt" 2>&1
@@ -46,6 +50,10 @@ if has vae; then
   ENTRIES="vae_decode_whole vae_decode_tiles vae_decode_544x704_t5 vae_decode_544x704_t3 \
 vae_encode_whole vae_encode_tiles" BUILD_ONLY=1 bash scripts/gpu_vae.sh "$LOG/vae" aoti \
       >"$LOG/vae-build.out" 2>&1 &
+fi
+if has shared; then
+  $FP build -p realwidth-vae-shared --cache-dir /tmp/vae-shared --json \
+      >"$LOG/build-vae-shared.json" 2>"$LOG/build-vae-shared.log" &
 fi
 if has fp8 || has fp8nd; then
   mkdir -p /tmp/blk-fp8 /tmp/blk-fp8-nd
@@ -74,6 +82,12 @@ if has vae; then
       --markdown "$LOG/vae/bench-aoti.md" --json "$LOG/vae/bench-aoti.json" \
       >"$LOG/vae/bench-aoti.log" 2>&1
   stamp vae-bench
+  summary
+fi
+if has shared; then
+  python3 scripts/vae_bench.py -p realwidth-vae-shared --cache-dir /tmp/vae-shared --iters 3 \
+      --calls decode --markdown "$LOG/bench-vae-shared.md" >"$LOG/bench-vae-shared.log" 2>&1
+  stamp shared-bench
   summary
 fi
 for c in fp8 fp8nd; do

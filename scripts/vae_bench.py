@@ -4,7 +4,8 @@ against the eager diffusers VAE, called as FramePack calls it (``vae.decode(late
 high-VRAM mode (whole frames) and low-VRAM mode (``enable_tiling``), eager and engines timed
 alternately, the output's rel L2 against eager, the peak memory of each (torch's allocator,
 and the device's used memory sampled by a thread, which also sees what a TensorRT engine
-allocates outside torch), and which engine served how many calls.
+allocates outside torch), the device memory the loaded engines hold (their weights, unless
+they run on the VAE's own: ``share_weights``), and which engine served how many calls.
 
     framepack-trt build -p realwidth-vae [--backend tensorrt] --cache-dir C
     python scripts/vae_bench.py -p realwidth-vae --cache-dir C [--calls decode,encode]
@@ -61,6 +62,14 @@ class DevicePeak:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._used())
+
+
+def used_gib() -> float:
+    """The device's used memory, torch's cache emptied first."""
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    free, total = torch.cuda.mem_get_info()
+    return (total - free) / 2**30
 
 
 def measure(fn, z, iters: int) -> dict:
@@ -135,9 +144,11 @@ def main(argv=None) -> int:
                     x = inputs(call, height, width, frames)
                     eager = measure(fn, x, 1)  # warm-up
                     eager = measure(fn, x, args.iters)
+                    before = used_gib()
                     engines = use_engines(cache.root, strict=True, vae=vae)
                     try:
                         measure(fn, x, 1)  # loads the engines
+                        resident = used_gib() - before  # what the loaded engines hold
                         served = measure(fn, x, args.iters)
                         counts = engines.counts()[component]
                         by_engine = engines.served()[component]
@@ -155,7 +166,7 @@ def main(argv=None) -> int:
                            "eager_device_peak_gib": eager["device_peak_gib"],
                            "engine_device_peak_gib": served["device_peak_gib"],
                            "engine_calls": counts["engine"], "eager_calls": counts["eager"],
-                           "served_by": by_engine}
+                           "engines_resident_gib": resident, "served_by": by_engine}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
                     del eager, served, ref
@@ -166,13 +177,14 @@ def main(argv=None) -> int:
              f"{args.cudnn_benchmark}; peak: above the start, "
              "torch allocator / device used)", "",
              "| call | mode | bucket | latent frames | eager ms | engine ms | speed-up | rel L2 | "
-             "peak GiB eager | peak GiB engine | engines (calls) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "peak GiB eager | peak GiB engine | engines resident GiB | engines (calls) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['call']} | {r['mode']} | {r['bucket']} | {r['frames']} | {r['eager_ms']:.0f} | "
                      f"{r['engine_ms']:.0f} | {r['speedup']:.2f}x | {r['rel_l2']:.1e} | "
                      f"{r['eager_torch_peak_gib']:.2f} / {r['eager_device_peak_gib']:.2f} | "
                      f"{r['engine_torch_peak_gib']:.2f} / {r['engine_device_peak_gib']:.2f} | "
+                     f"{r['engines_resident_gib']:.2f} | "
                      + ", ".join(f"{n} ({c})" for n, c in sorted(r["served_by"].items()))
                      + " |")
     text = "\n".join(lines)
