@@ -137,8 +137,10 @@ class CheckedEngine:
         the engine was traced from. None when done, else why not."""
         from framepack_trt.components.base import get_component
 
+        # Looked up at every call: moving a module gives its buffers new tensor objects.
         module = get_component(self.entry["component"]).export_module(model)
-        tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+        tensors = {**dict(module.named_parameters(remove_duplicate=False)),
+                   **dict(module.named_buffers(remove_duplicate=False))}
         return self._engine.share(tensors)
 
     def __call__(self, *inputs, **kwargs):

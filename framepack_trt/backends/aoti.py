@@ -72,7 +72,7 @@ def add_weights(package: Path, exported) -> int:
     import torch
     from safetensors.torch import save
 
-    tensors = {n: t.detach().contiguous().clone()
+    tensors = {n: t.detach().to("cpu", copy=True).contiguous()  # not a second copy on the GPU
                for n, t in {**exported.state_dict, **exported.constants}.items()
                if isinstance(t, torch.Tensor)}
     blob = save(tensors)
@@ -83,65 +83,109 @@ def add_weights(package: Path, exported) -> int:
     return len(blob)
 
 
+#: safetensors' dtype names, as the package's stored copy records them.
+_STORED_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64",
+                  "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+                  "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+
+
+def _alias(t):
+    """A tensor on ``t``'s memory that does not keep it alive. AOTInductor keeps a reference
+    to every user-managed constant it is given and never drops it (torch 2.13): handed the
+    model's own tensor, it would pin that storage after the model moved away."""
+    import torch
+
+    nbytes = t.numel() * t.element_size()
+    storage = torch._C._construct_storage_from_data_pointer(t.data_ptr(), t.device, nbytes)
+    return torch.empty(0, dtype=t.dtype, device=t.device).set_(storage, 0, t.shape, t.stride())
+
+
 class AotiEngine:
     """A loaded package, called with the inputs, returning a tuple of outputs. A
     ``share_weights`` package (``needs_weights``) runs on the tensors handed to ``share``
-    (the model's own, not copied) or, if none were, on its own copy, loaded at the first call."""
+    (the model's own, not copied) or, if none were, on its own copy, loaded at its first call."""
 
     def __init__(self, runner, path: Path, device: str):
+        import json
         import zipfile
 
-        self.runner, self.path, self.device = runner, path, device
-        with zipfile.ZipFile(path) as zf:
-            self._member = _weights_member(zf)
-        self.needs_weights = self._member is not None
-        self.weight_names = list(runner.get_constant_fqns()) if self.needs_weights else []
-        self._stamp: tuple | None = None  # of the tensors in use; None: none loaded yet
-
-    def share(self, tensors) -> str | None:
-        """Run on ``tensors`` (name -> tensor, the names of ``weight_names``), without a copy;
-        again whenever one of them is another tensor or storage than last time (a model
-        moved between devices gets new storage). None when done, else why they cannot be used
-        (the engine is unchanged then)."""
         import torch
 
-        missing = [n for n in self.weight_names if n not in tensors]
-        if missing:
-            return f"the model has no {', '.join(missing[:3])}"
-        picked = {n: tensors[n] for n in self.weight_names}
-        stamp = tuple((t.data_ptr(), t.dtype, tuple(t.shape), str(t.device))
-                      for t in picked.values())
-        if stamp == self._stamp:
-            return None
-        device = torch.device(self.device)
-        away = [n for n, t in picked.items() if t.device.type != device.type]
-        if away:
-            return (f"the model's weights are on {picked[away[0]].device}, the engine runs on "
-                    f"{self.device}")
-        self.runner.load_constants({n: t.detach() for n, t in picked.items()},
-                                   check_full_update=True, user_managed=True)
-        self._stamp = stamp
-        return None
+        self.runner, self.path = runner, path
+        # The runner runs on the current device of the type (aoti_load_package's default).
+        self.device = (torch.device(device, torch.cuda.current_device())
+                       if device == "cuda" else torch.device(device))
+        with zipfile.ZipFile(path) as zf:
+            self._member = _weights_member(zf)
+            stored = {}
+            if self._member is not None:
+                with zf.open(self._member) as fh:
+                    size = int.from_bytes(fh.read(8), "little")
+                    stored = json.loads(fh.read(size))
+        self.needs_weights = self._member is not None
+        #: name -> (dtype, shape) of each weight, as built.
+        self.weight_specs = {n: (_STORED_DTYPES.get(v["dtype"], v["dtype"]), tuple(v["shape"]))
+                             for n, v in stored.items() if n != "__metadata__"}
+        self.weight_names = list(runner.get_constant_fqns()) if self.needs_weights else []
+        self._own: dict | None = None  # the stored copy on the device, when used
+        self._stamp: tuple | None = None  # the weights in use; None: none yet
 
-    def _load_own(self) -> None:
+    def _stored(self, names) -> dict:
+        """The package's copy of ``names``, on the device (loaded once, kept)."""
         import zipfile
 
         from safetensors.torch import load
 
-        with zipfile.ZipFile(self.path) as zf:
-            own = load(zf.read(self._member))
-        lacking = [n for n in self.weight_names if n not in own]
+        if self._own is None:
+            with zipfile.ZipFile(self.path) as zf:
+                self._own = {n: t.to(self.device) for n, t in load(zf.read(self._member)).items()}
+        lacking = [n for n in names if n not in self._own]
         if lacking:
-            raise RuntimeError(f"{self.path.name}: the package's weights lack {', '.join(lacking[:3])}")
-        self.runner.load_constants({n: own[n].to(self.device) for n in self.weight_names},
-                                   check_full_update=True, user_managed=False)
-        self._stamp = ("own",)
+            raise RuntimeError(f"{self.path.name}: the package's weights lack "
+                               f"{', '.join(lacking[:3])}")
+        return {n: self._own[n] for n in names}
+
+    def _use(self, tensors: dict, stamp: tuple) -> None:
+        if stamp != self._stamp:
+            self.runner.load_constants({n: _alias(t) for n, t in tensors.items()},
+                                       check_full_update=True, user_managed=True)
+            self._stamp = stamp
+
+    def share(self, tensors) -> str | None:
+        """Run on ``tensors`` (name -> tensor, the names of ``weight_names``; a name the model
+        lacks, such as a constant export made, from the package's copy), without a copy; handed
+        over again whenever one of them is another storage than last time (a model moved
+        between devices gets new storage). None when done, else why they cannot be used (each
+        must have the dtype and shape it was built with, be contiguous, on the engine's device
+        and, on CUDA, 16-byte aligned; the engine is unchanged then)."""
+        picked, own = {}, []
+        for n in self.weight_names:
+            t = tensors.get(n)
+            if t is None:
+                own.append(n)
+                continue
+            dtype, shape = self.weight_specs.get(n, (None, None))
+            if str(t.dtype).removeprefix("torch.") != dtype or tuple(t.shape) != shape:
+                return (f"the model's {n} is {str(t.dtype).removeprefix('torch.')} "
+                        f"{tuple(t.shape)}, the engine was built for {dtype} {shape}")
+            if t.device != self.device:
+                return f"the model's weights are on {t.device}, the engine runs on {self.device}"
+            if not t.is_contiguous():
+                return f"the model's {n} is not contiguous"
+            if t.is_cuda and t.data_ptr() % 16:  # Triton kernels assume aligned pointers
+                return f"the model's {n} is not 16-byte aligned"
+            picked[n] = t
+        if own:
+            picked.update(self._stored(own))
+        self._use(picked, tuple((n, t.data_ptr()) for n, t in picked.items()))
+        return None
 
     def __call__(self, *inputs):
         import torch
 
         if self.needs_weights and self._stamp is None:
-            self._load_own()
+            own = self._stored(self.weight_names)
+            self._use(own, ("own",))
         with torch.inference_mode():
             out = self.runner(*inputs)
         return tuple(out) if isinstance(out, (list, tuple)) else (out,)

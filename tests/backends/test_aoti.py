@@ -72,7 +72,7 @@ def test_share_weights_engine_runs_on_the_models_own_tensors(tmp_path, tiny_weig
     from tests_helpers import rel_l2
 
     from framepack_trt.backends.aoti import WEIGHTS_MEMBER, AotiBackend
-    from framepack_trt.framepack import use_engines
+    from framepack_trt.framepack import EngineFallback, use_engines
 
     weights = tiny_weights["vae_decode"]
     span = {"min": 2, "opt": 8, "max": 16}
@@ -98,9 +98,17 @@ def test_share_weights_engine_runs_on_the_models_own_tensors(tmp_path, tiny_weig
         with torch.inference_mode():
             return model.decode(z).sample
 
+    def holders(t):  # references to a tensor's storage
+        return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+    conv_in = vae.decoder.conv_in.conv.weight
+    held = holders(conv_in)
     engines = use_engines(cache, strict=True, vae=vae)
     try:
         outputs = [(decode(vae), decode(reference))]
+        # The engine reads the weight's memory but holds no reference to it: moved away, the
+        # model's old storage is freed.
+        assert holders(conv_in) == held
         for model in (vae, reference):  # in place
             with torch.no_grad():
                 model.decoder.conv_in.conv.weight.mul_(1.5)
@@ -110,6 +118,11 @@ def test_share_weights_engine_runs_on_the_models_own_tensors(tmp_path, tiny_weig
             w.data = w.data * -0.5
         outputs.append((decode(vae), decode(reference)))
         served = engines.served()["vae_decode"]
+        # Weights it cannot run on (another dtype): eager, saying why.
+        vae.decoder.conv_out.conv.weight.data = vae.decoder.conv_out.conv.weight.data.double()
+        with pytest.raises(EngineFallback, match=r"conv_out\.conv\.weight is float64 .* built "
+                           r"for float32"):
+            decode(vae)
     finally:
         engines.restore()
     assert served == {"vae_decode": 9}  # 3 windows, 3 times
