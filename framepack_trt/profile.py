@@ -134,8 +134,13 @@ class Profile:
             raise UsageError(f"--backend {backend}: builds for {', '.join(BACKENDS[backend].devices)} "
                              f"only, and {self.path} has {', '.join(wrong)}; choose another "
                              f"--backend (or auto)")
-        comps = tuple(replace(c, backend=backend, fallback_backend=None,
-                              build=c.build if c.backend == backend else {})
+        def settings(c: ComponentSpec) -> dict[str, Any]:  # those the new backend knows
+            if backend not in BACKENDS:
+                return dict(c.build)
+            known = BACKENDS[backend].settings_class.field_names()
+            return {k: v for k, v in c.build.items() if k in known}
+
+        comps = tuple(replace(c, backend=backend, fallback_backend=None, build=settings(c))
                       for c in self.components)
         return replace(self, backend=backend, components=comps)
 
@@ -338,8 +343,23 @@ def _build_settings(p: _Problems, where: str, raw: Any, backend: str | None) -> 
     if not isinstance(raw, Mapping):
         p.add(where, f"{_fmt(raw)} is not valid; expected a mapping of build settings")
         return {}
-    if backend is None or backend not in BACKENDS:
+    if backend is None:
         return dict(raw)
+    if backend not in BACKENDS:  # auto: each setting goes to the backends that know it
+        types: dict[str, Any] = {}
+        for cls in BACKENDS.values():
+            for key, typ in cls.settings_class.field_types().items():
+                types.setdefault(key, typ)
+        out = {}
+        for key, value in raw.items():
+            if key not in types:
+                p.add(f"{where}.{key}", f"unknown build setting (backend {backend!r}: the "
+                      f"settings of every backend, {', '.join(types)})")
+            elif not _type_ok(value, str(types[key])):
+                p.add(f"{where}.{key}", f"{_fmt(value)} is not valid; expected {types[key]}")
+            else:
+                out[key] = value
+        return out
     types = BACKENDS[backend].settings_class.field_types()
     out = {}
     for key, value in raw.items():

@@ -222,3 +222,24 @@ def test_engines_blocks_expands_the_transformer_into_four_pieces(tmp_path):
     assert pieces[0].dtype == "bfloat16" and pieces[0].dims["latent_height"] == DimRange(52, 52, 68)
     assert [c.name for c in prof.select(["transformer"])] == [c.name for c in pieces]
     assert [c.name for c in prof.select(["tx_output", "clip_text"])] == ["clip_text", "tx_output"]
+
+
+def test_build_settings_under_auto_and_backend_override(tmp_path):
+    """Under ``backend: auto`` each build setting is checked against the backends that know it
+    (a typo is named, not dropped); ``--backend`` keeps the settings its backend knows."""
+    p = tmp_path / "p.yaml"
+    p.write_text("backend: auto\ndevice: cpu\ncomponents:\n  - component: clip_text\n"
+                 "    source: {random: {}}\n    build: {nd_tilling: true, share_weights: 'yes'}\n")
+    with pytest.raises(ProfileError) as err:
+        load_profile(p)
+    assert "components[0].build.nd_tilling: unknown build setting" in str(err.value)
+    assert "nd_tiling" in str(err.value)  # the valid names are listed
+    assert "components[0].build.share_weights: 'yes' is not valid; expected bool" in str(err.value)
+    p.write_text("backend: auto\ndevice: cuda\ncomponents:\n  - component: clip_text\n"
+                 "    source: {random: {}}\n    build: {nd_tiling: true, workspace_gb: 4}\n")
+    (spec,) = load_profile(p).components
+    assert spec.build == {"nd_tiling": True, "workspace_gb": 4}
+    (aoti,) = load_profile(p).with_backend("aoti").components
+    assert aoti.build == {"nd_tiling": True}
+    (trt,) = load_profile(p).with_backend("tensorrt").components
+    assert trt.build == {"workspace_gb": 4}
