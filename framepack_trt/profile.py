@@ -24,6 +24,9 @@ names the file, the field, the bad value and what is valid. No torch import here
                                # weights as inputs; TeaCache and low-VRAM mode work) | whole
         quantize: fp8          # transformer blocks only, bf16 on CUDA: the block engines' linears
                                # in fp8 (docs/fp8.md)
+        static: true           # one static-size engine per bucket and per value of each other
+                               # ranged dim, instead of one engine over the ranges (faster
+                               # kernels; at most MAX_STATIC engines; not with engines: blocks)
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ DEVICES = ("cpu", "cuda")
 TOP_KEYS = ("name", "description", "cache_dir", "backend", "fallback_backend", "device",
             "components")
 ENTRY_KEYS = ("component", "name", "source", "dtype", "backend", "fallback_backend", "device",
-              "dims", "buckets", "tolerance", "build", "engines", "quantize")
+              "dims", "buckets", "tolerance", "build", "engines", "quantize", "static")
+#: The most engines one ``static: true`` entry may expand into.
+MAX_STATIC = 24
 #: ``engines:`` of a transformer entry: the four piece engines that take the weights as inputs
 #: (``<name>_input``, ``<name>_dual_block``, ``<name>_single_block``, ``<name>_output``;
 #: docs/transformer-blocks.md), the default; or one whole-model engine (its weights inside).
@@ -390,6 +395,32 @@ def _type_ok(value: Any, annotation: str) -> bool:
     return any(checks.get(part, lambda v: True)(value) for part in parts)
 
 
+def _static_specs(p: _Problems, where: str, spec: ComponentSpec, comp) -> list[ComponentSpec]:
+    """``static: true``: the entry as one static-size spec per bucket (its height and width)
+    and per value of each other dim with a range, named ``<name>_<H>x<W>_<dim><value>``."""
+    import itertools
+
+    bucket_dims = tuple(getattr(comp, "bucket_dims", None) or ()) if spec.buckets else ()
+    per_bucket = ([((h, w), comp.dims_for_buckets([(h, w)])) for h, w in spec.buckets]
+                  or [(None, {})])
+    ranged = [n for n, r in spec.dims.items() if n not in bucket_dims and r.min != r.max]
+    choices = [[(n, v) for v in range(spec.dims[n].min, spec.dims[n].max + 1)] for n in ranged]
+    count = len(per_bucket) * len(list(itertools.product(*choices)))
+    if count > MAX_STATIC:
+        p.add(f"{where}.static", f"it would build {count} engines (over {len(per_bucket)} "
+              f"bucket(s) and {', '.join(ranged) or 'no other dim'}); at most {MAX_STATIC}: fix "
+              "some dims or list fewer buckets")
+        return []
+    out = []
+    for bucket, bdims in per_bucket:
+        for values in itertools.product(*choices):
+            dims = {**spec.dims, **bdims, **{n: DimRange(v, v, v) for n, v in values}}
+            parts = ([f"{bucket[0]}x{bucket[1]}"] if bucket else []) + [f"{n}{v}" for n, v in values]
+            out.append(replace(spec, name="_".join([spec.name, *parts]), dims=dims,
+                               buckets=(bucket,) if bucket else ()))
+    return out
+
+
 def _buckets(p: _Problems, where: str, raw: Any, component: str,
              multiple: int) -> tuple[tuple[int, int], ...]:
     if isinstance(raw, str):
@@ -529,6 +560,11 @@ def parse_profile(raw: Any, path: Path) -> Profile:
             if comp_name != "transformer" or engines != "blocks":
                 p.add(f"{where}.quantize", "only a transformer entry with engines: blocks is "
                       "quantized (its block engines' linears)")
+        if "static" in entry and not isinstance(entry["static"], bool):
+            p.add(f"{where}.static", f"{_fmt(entry['static'])} is not valid; expected true or false")
+        elif entry.get("static") and engines == "blocks":
+            p.add(f"{where}.static", "the transformer's block engines take any size; static is "
+                  "for engines of one size (engines: whole, or another component)")
         # fp8 block engines, asked for with quantize: fp8 or listed by their component name.
         fp8_field = (f"{where}.quantize" if quantize else f"{where}.component"
                      if getattr(comp, "quantize", None) else None)
@@ -556,6 +592,13 @@ def parse_profile(raw: Any, path: Path) -> Profile:
                                                known[piece_comp].tolerance(dtype))
                     comps.append(replace(spec, name=pname, component=piece_comp,
                                          tolerance=piece_tol))
+            elif entry.get("static") is True:
+                for static in _static_specs(p, where, spec, comp):
+                    if static.name in seen:
+                        p.add(f"{where}.static", f"it names an engine {static.name!r}, which "
+                              f"components[{seen[static.name]}] already uses")
+                    seen[static.name] = i
+                    comps.append(static)
             else:
                 comps.append(spec)
     if p.items:

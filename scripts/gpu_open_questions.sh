@@ -47,7 +47,8 @@ summary() {
 
 # -- builds, all at once --------------------------------------------------------------------
 if has vae; then
-  ENTRIES="vae_decode_whole vae_decode_tiles vae_decode_544x704_t5 vae_decode_544x704_t3 \
+  ENTRIES="vae_decode_whole vae_decode_tiles vae_decode_544x704_latent_frames5 \
+vae_decode_544x704_latent_frames3 \
 vae_encode_whole vae_encode_tiles" BUILD_ONLY=1 bash scripts/gpu_vae.sh "$LOG/vae" aoti \
       >"$LOG/vae-build.out" 2>&1 &
 fi

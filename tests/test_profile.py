@@ -243,3 +243,38 @@ def test_build_settings_under_auto_and_backend_override(tmp_path):
     assert aoti.build == {"nd_tiling": True}
     (trt,) = load_profile(p).with_backend("tensorrt").components
     assert trt.build == {"workspace_gb": 4}
+
+
+def test_static_expands_into_one_engine_per_bucket_and_size(tmp_path):
+    """``static: true``: one static-size entry per bucket and per value of each other ranged
+    dim, named after them; refused when it would be too many, not a boolean, or on the
+    transformer's block engines."""
+    p = tmp_path / "p.yaml"
+    p.write_text("device: cuda\ncomponents:\n  - component: vae_decode\n    source: {random: {}}\n"
+                 "    dtype: float16\n    buckets: [[544, 704], [416, 960]]\n"
+                 "    dims: {latent_frames: {min: 3, opt: 5, max: 4}}\n    static: true\n")
+    with pytest.raises(ProfileError):  # opt outside min..max: the dims are checked first
+        load_profile(p)
+    p.write_text(p.read_text().replace("opt: 5, max: 4", "opt: 5, max: 5"))
+    specs = load_profile(p).components
+    assert [s.name for s in specs] == [f"vae_decode_{b}_latent_frames{t}"
+                                       for b in ("544x704", "416x960") for t in (3, 4, 5)]
+    first = specs[0]
+    assert first.buckets == ((544, 704),)
+    assert first.dims["latent_frames"] == DimRange(3, 3, 3)
+    assert first.dims["latent_height"] == DimRange(68, 68, 68)
+    assert first.dims["latent_width"] == DimRange(88, 88, 88)
+    assert specs[3].dims["latent_width"] == DimRange(120, 120, 120)
+    p.write_text("device: cuda\ncomponents:\n  - component: vae_decode\n    source: {random: {}}\n"
+                 "    static: true\n")  # no buckets: every height and width of the range
+    with pytest.raises(ProfileError, match=r"components\[0\]\.static: it would build \d+ "
+                       r"engines .*; at most 24"):
+        load_profile(p)
+    p.write_text("device: cuda\ncomponents:\n  - component: vae_decode\n    source: {random: {}}\n"
+                 "    static: 'yes'\n")
+    with pytest.raises(ProfileError, match=r"components\[0\]\.static: 'yes' is not valid"):
+        load_profile(p)
+    p.write_text("device: cuda\ncomponents:\n  - component: transformer\n    source: {random: {}}\n"
+                 "    dtype: bfloat16\n    static: true\n")
+    with pytest.raises(ProfileError, match=r"block engines take any size"):
+        load_profile(p)
