@@ -419,6 +419,7 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
         "build_seconds": {k: round(v, 3) for k, v in result.times.items()},
         "build_notes": result.notes[:20],
         "profile": str(profile.path),
+        "profile_entry": spec.entry or spec.name,  # the entry that asked for it (static: true)
         "created": now_iso(),
         "device_name": describe(item.key_fields["device"]),
     }

@@ -416,8 +416,9 @@ PIECES_OF = {"transformer": ("transformer_input", "transformer_dual_block",
 
 def entry_matches(entry: dict[str, Any], names: list[str] | None) -> bool:
     """Whether an entry is selected by ``names`` (entry names or component names, a whole for
-    its pieces; all when ``names`` is empty)."""
+    its pieces, a profile entry for the engines it became; all when ``names`` is empty)."""
     return (not names or entry["name"] in names or entry["component"] in names
+            or entry.get("profile_entry") in names
             or any(entry["component"] in PIECES_OF.get(n, ()) for n in names))
 
 

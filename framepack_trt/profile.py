@@ -98,6 +98,9 @@ class ComponentSpec:
     tolerance: Tolerance
     build: dict[str, Any] = field(default_factory=dict)
     buckets: tuple[tuple[int, int], ...] = ()
+    #: The profile entry's name when the entry became several engines (``static: true``, a
+    #: transformer's block engines): ``-c`` selects them all by it.
+    entry: str = ""
     #: Backend to build with when ``backend`` is unavailable or fails for this component.
     fallback_backend: str | None = None
 
@@ -119,14 +122,19 @@ class Profile:
         from framepack_trt.cache import entry_matches
 
         rows = [{"name": c.name, "component": c.component} for c in self.components]
-        unknown = [n for n in names if not any(entry_matches(r, [n]) for r in rows)]
+
+        def named(c: ComponentSpec, r: dict, wanted: list[str]) -> bool:
+            return entry_matches(r, wanted) or (bool(c.entry) and c.entry in wanted)
+
+        unknown = [n for n in names
+                   if not any(named(c, r, [n]) for c, r in zip(self.components, rows, strict=True))]
         if unknown:
             raise UsageError(
                 f"{self.path}: no component {', '.join(map(repr, unknown))} in this profile; "
                 f"it has: {', '.join(c.name for c in self.components)}"
             )
         return tuple(c for c, r in zip(self.components, rows, strict=True)
-                     if entry_matches(r, names))
+                     if named(c, r, names))
 
     def with_backend(self, backend: str) -> Profile:
         """The same profile with every component on ``backend`` (the ``--backend`` option)."""
@@ -342,7 +350,8 @@ def _tolerance(p: _Problems, where: str, raw: Any, default: Tolerance) -> Tolera
     return Tolerance(**values)
 
 
-def _build_settings(p: _Problems, where: str, raw: Any, backend: str | None) -> dict[str, Any]:
+def _build_settings(p: _Problems, where: str, raw: Any, backend: str | None,
+                    device: str | None = None) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
@@ -351,19 +360,27 @@ def _build_settings(p: _Problems, where: str, raw: Any, backend: str | None) -> 
     if backend is None:
         return dict(raw)
     if backend not in BACKENDS:  # auto: each setting goes to the backends that know it
+        usable = {name: cls for name, cls in BACKENDS.items()
+                  if device is None or device in cls.devices}
         types: dict[str, Any] = {}
-        for cls in BACKENDS.values():
+        for cls in usable.values():
             for key, typ in cls.settings_class.field_types().items():
                 types.setdefault(key, typ)
         out = {}
         for key, value in raw.items():
             if key not in types:
-                p.add(f"{where}.{key}", f"unknown build setting (backend {backend!r}: the "
-                      f"settings of every backend, {', '.join(types)})")
+                p.add(f"{where}.{key}", f"unknown build setting (backend {backend!r} on "
+                      f"{device}: the settings of {', '.join(usable)}: {', '.join(types)})")
             elif not _type_ok(value, str(types[key])):
                 p.add(f"{where}.{key}", f"{_fmt(value)} is not valid; expected {types[key]}")
             else:
                 out[key] = value
+        for name, cls in usable.items():  # each backend's own checks of its values
+            fields = cls.settings_class.field_names()
+            try:
+                cls.settings_class(**{k: v for k, v in out.items() if k in fields})
+            except (TypeError, ValueError) as exc:
+                p.add(where, f"backend {name}: {exc}")
         return out
     types = BACKENDS[backend].settings_class.field_types()
     out = {}
@@ -395,22 +412,43 @@ def _type_ok(value: Any, annotation: str) -> bool:
     return any(checks.get(part, lambda v: True)(value) for part in parts)
 
 
-def _static_specs(p: _Problems, where: str, spec: ComponentSpec, comp) -> list[ComponentSpec]:
+def _static_specs(p: _Problems, where: str, spec: ComponentSpec, comp,
+                  raw_dims: Mapping[str, Any]) -> list[ComponentSpec]:
     """``static: true``: the entry as one static-size spec per bucket (its height and width)
     and per value of each other dim with a range, named ``<name>_<H>x<W>_<dim><value>``."""
     import itertools
+    import math
 
-    bucket_dims = tuple(getattr(comp, "bucket_dims", None) or ()) if spec.buckets else ()
+    bucket_dims = tuple(getattr(comp, "bucket_dims", None) or ())
+    if spec.buckets:
+        given = [n for n in bucket_dims if n in raw_dims]
+        if given:
+            p.add(f"{where}.dims.{given[0]}", "set by buckets under static: true (one engine "
+                  "per bucket); leave it out, or list the buckets you want")
+            return []
+        twice = sorted({b for b in spec.buckets if spec.buckets.count(b) > 1})
+        if twice:
+            p.add(f"{where}.buckets", f"{list(twice[0])} is listed twice")
+            return []
+    else:
+        loose = [n for n in bucket_dims if spec.dims[n].min != spec.dims[n].max]
+        if loose:
+            p.add(f"{where}.static", f"{', '.join(loose)} are ranges: give buckets (one engine "
+                  "per bucket) or fixed sizes under static: true")
+            return []
     per_bucket = ([((h, w), comp.dims_for_buckets([(h, w)])) for h, w in spec.buckets]
                   or [(None, {})])
-    ranged = [n for n, r in spec.dims.items() if n not in bucket_dims and r.min != r.max]
-    choices = [[(n, v) for v in range(spec.dims[n].min, spec.dims[n].max + 1)] for n in ranged]
-    count = len(per_bucket) * len(list(itertools.product(*choices)))
+    ranged = [n for n, r in spec.dims.items()
+              if not (spec.buckets and n in bucket_dims) and r.min != r.max]
+    count = len(per_bucket) * math.prod(spec.dims[n].max - spec.dims[n].min + 1 for n in ranged)
     if count > MAX_STATIC:
-        p.add(f"{where}.static", f"it would build {count} engines (over {len(per_bucket)} "
-              f"bucket(s) and {', '.join(ranged) or 'no other dim'}); at most {MAX_STATIC}: fix "
-              "some dims or list fewer buckets")
+        over = ([f"{len(per_bucket)} buckets"] if spec.buckets else []) + [
+            f"{n} {spec.dims[n].min}..{spec.dims[n].max}" for n in ranged]
+        p.add(f"{where}.static", f"it would build {count} engines (one per value of "
+              f"{' x '.join(over)}); at most {MAX_STATIC}: fix some dims"
+              + (" or list fewer buckets" if spec.buckets else ""))
         return []
+    choices = [[(n, v) for v in range(spec.dims[n].min, spec.dims[n].max + 1)] for n in ranged]
     out = []
     for bucket, bdims in per_bucket:
         for values in itertools.product(*choices):
@@ -540,7 +578,7 @@ def parse_profile(raw: Any, path: Path) -> Profile:
             dims[dname] = rng
         tol = _tolerance(p, f"{where}.tolerance", entry.get("tolerance"),
                          comp.tolerance(dtype or comp.default_dtype))
-        build = _build_settings(p, f"{where}.build", entry.get("build"), e_backend)
+        build = _build_settings(p, f"{where}.build", entry.get("build"), e_backend, e_device)
         usable = [b for b in (e_backend, e_fallback)
                   if b in BACKENDS and e_device in BACKENDS[b].devices]
         if e_device and e_backend in BACKENDS and not usable:
@@ -591,9 +629,13 @@ def parse_profile(raw: Any, path: Path) -> Profile:
                         piece_tol = _tolerance(_Problems(), "", entry.get("tolerance"),
                                                known[piece_comp].tolerance(dtype))
                     comps.append(replace(spec, name=pname, component=piece_comp,
-                                         tolerance=piece_tol))
+                                         tolerance=piece_tol, entry=ename))
             elif entry.get("static") is True:
-                for static in _static_specs(p, where, spec, comp):
+                for static in _static_specs(p, where, spec, comp, raw_dims):
+                    if static.name == ename:  # nothing to expand: the entry itself
+                        comps.append(static)
+                        continue
+                    static = replace(static, entry=ename)
                     if static.name in seen:
                         p.add(f"{where}.static", f"it names an engine {static.name!r}, which "
                               f"components[{seen[static.name]}] already uses")

@@ -352,3 +352,15 @@ def test_code_fingerprint_follows_the_source():
     assert code_fingerprint("clip_text", "aoti") != code_fingerprint("clip_text", "tensorrt")
     assert "framepack_trt.transformer_export" in get_component("transformer").code_modules
     assert "framepack_trt.export" in get_component("clip_text").code_modules
+
+
+def test_entry_matches_the_profile_entry_it_came_from():
+    """``-c NAME`` in list / verify / purge: an engine of a ``static: true`` entry (or a block
+    engine) is selected by the profile entry that asked for it, as by its own name."""
+    from framepack_trt.cache import entry_matches
+
+    built = {"name": "vd_544x704_latent_frames5", "component": "vae_decode", "profile_entry": "vd"}
+    assert entry_matches(built, ["vd"]) and entry_matches(built, ["vd_544x704_latent_frames5"])
+    assert not entry_matches(built, ["vd_544x704_latent_frames4"])
+    older = {"name": "vae_decode", "component": "vae_decode"}  # built before the field existed
+    assert entry_matches(older, ["vae_decode"]) and not entry_matches(older, ["vd"])

@@ -236,6 +236,11 @@ def test_build_settings_under_auto_and_backend_override(tmp_path):
     assert "nd_tiling" in str(err.value)  # the valid names are listed
     assert "components[0].build.share_weights: 'yes' is not valid; expected bool" in str(err.value)
     p.write_text("backend: auto\ndevice: cuda\ncomponents:\n  - component: clip_text\n"
+                 "    source: {random: {}}\n    build: {optimization_level: 9}\n")
+    with pytest.raises(ProfileError, match=r"components\[0\]\.build: backend tensorrt: "
+                       r"optimization_level 9 is not in 0\.\.5"):
+        load_profile(p)
+    p.write_text("backend: auto\ndevice: cuda\ncomponents:\n  - component: clip_text\n"
                  "    source: {random: {}}\n    build: {nd_tiling: true, workspace_gb: 4}\n")
     (spec,) = load_profile(p).components
     assert spec.build == {"nd_tiling": True, "workspace_gb": 4}
@@ -265,11 +270,26 @@ def test_static_expands_into_one_engine_per_bucket_and_size(tmp_path):
     assert first.dims["latent_height"] == DimRange(68, 68, 68)
     assert first.dims["latent_width"] == DimRange(88, 88, 88)
     assert specs[3].dims["latent_width"] == DimRange(120, 120, 120)
-    p.write_text("device: cuda\ncomponents:\n  - component: vae_decode\n    source: {random: {}}\n"
-                 "    static: true\n")  # no buckets: every height and width of the range
-    with pytest.raises(ProfileError, match=r"components\[0\]\.static: it would build \d+ "
-                       r"engines .*; at most 24"):
-        load_profile(p)
+    # -c by the entry's name selects its engines (by component: every vae_decode entry).
+    p.write_text(p.read_text().replace("  - component: vae_decode\n",
+                                       "  - component: vae_decode\n    name: vd\n")
+                 + "  - component: vae_decode\n    source: {random: {}}\n")
+    profile = load_profile(p)
+    assert len(profile.select(["vd"])) == 6 and len(profile.select(["vae_decode"])) == 7
+    for text, message in (
+            ("    static: true\n",  # no buckets: every height and width of the range
+             r"components\[0\]\.static: latent_height, latent_width are ranges: give buckets"),
+            ("    buckets: [[544, 704], [544, 704]]\n    static: true\n",
+             r"components\[0\]\.buckets: \[544, 704\] is listed twice"),
+            ("    buckets: [[544, 704]]\n    dims: {latent_height: 60}\n    static: true\n",
+             r"components\[0\]\.dims\.latent_height: set by buckets under static: true"),
+            ("    buckets: framepack-640\n    static: true\n",
+             r"components\[0\]\.static: it would build 42 engines \(one per value of 14 "
+             r"buckets x latent_frames 3\.\.5\); at most 24")):
+        p.write_text("device: cuda\ncomponents:\n  - component: vae_decode\n"
+                     "    source: {random: {}}\n" + text)
+        with pytest.raises(ProfileError, match=message):
+            load_profile(p)
     p.write_text("device: cuda\ncomponents:\n  - component: vae_decode\n    source: {random: {}}\n"
                  "    static: 'yes'\n")
     with pytest.raises(ProfileError, match=r"components\[0\]\.static: 'yes' is not valid"):
