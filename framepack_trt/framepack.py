@@ -159,7 +159,7 @@ class Swap:
         shape_key = (str(self.model.dtype),
                      *((tuple(t.shape), str(t.dtype), t.device.type) for t in inputs))
         if shape_key not in self._picked:
-            best, best_sizes, reasons = None, {}, []
+            best, best_fit, reasons = None, None, []
             for e in self.entries:
                 if e["key"] in self.broken:
                     continue
@@ -182,8 +182,9 @@ class Swap:
                 if problem:
                     reasons.append(problem)
                     continue
-                if best is None or fit(e, sizes) < fit(best, best_sizes):
-                    best, best_sizes = e, sizes
+                score = fit(e, sizes)
+                if best_fit is None or score < best_fit:
+                    best, best_fit = e, score
             self._picked[shape_key] = best["key"] if best else None
             self._why[shape_key] = ("no engine of this checkpoint in the cache; build one with "
                                     "`framepack-trt build`" if not self.entries else

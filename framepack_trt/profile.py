@@ -121,20 +121,16 @@ class Profile:
             return self.components
         from framepack_trt.cache import entry_matches
 
-        rows = [{"name": c.name, "component": c.component} for c in self.components]
-
-        def named(c: ComponentSpec, r: dict, wanted: list[str]) -> bool:
-            return entry_matches(r, wanted) or (bool(c.entry) and c.entry in wanted)
-
-        unknown = [n for n in names
-                   if not any(named(c, r, [n]) for c, r in zip(self.components, rows, strict=True))]
+        rows = [{"name": c.name, "component": c.component, "profile_entry": c.entry or c.name}
+                for c in self.components]
+        unknown = [n for n in names if not any(entry_matches(r, [n]) for r in rows)]
         if unknown:
             raise UsageError(
                 f"{self.path}: no component {', '.join(map(repr, unknown))} in this profile; "
                 f"it has: {', '.join(c.name for c in self.components)}"
             )
         return tuple(c for c, r in zip(self.components, rows, strict=True)
-                     if named(c, r, names))
+                     if entry_matches(r, names))
 
     def with_backend(self, backend: str) -> Profile:
         """The same profile with every component on ``backend`` (the ``--backend`` option)."""

@@ -32,6 +32,12 @@ BUCKETS = ((544, 704), (416, 960))
 SECTIONS = (9, 18)  # FramePack's first section and the ones after
 
 
+def device_used() -> int:
+    """The device's used memory in bytes (cudaMemGetInfo)."""
+    free, total = torch.cuda.mem_get_info()
+    return total - free
+
+
 class DevicePeak:
     """The device's used memory (cudaMemGetInfo), sampled every millisecond meanwhile; its
     peak above the value at the start."""
@@ -40,13 +46,9 @@ class DevicePeak:
         self.peak = 0
         self._stop = threading.Event()
 
-    def _used(self) -> int:
-        free, total = torch.cuda.mem_get_info()
-        return total - free
-
     def __enter__(self):
         torch.cuda.synchronize()
-        self.base = self._used()
+        self.base = device_used()
         self.peak = self.base
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -54,22 +56,21 @@ class DevicePeak:
 
     def _poll(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._used())
+            self.peak = max(self.peak, device_used())
             time.sleep(0.001)
 
     def __exit__(self, *exc):
         torch.cuda.synchronize()
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._used())
+        self.peak = max(self.peak, device_used())
 
 
 def used_gib() -> float:
     """The device's used memory, torch's cache emptied first."""
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
-    free, total = torch.cuda.mem_get_info()
-    return (total - free) / 2**30
+    return device_used() / 2**30
 
 
 def measure(fn, z, iters: int) -> dict:

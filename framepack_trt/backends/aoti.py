@@ -57,11 +57,15 @@ class AotiSettings(BuildSettings):
 WEIGHTS_MEMBER = "data/framepack_trt/weights.safetensors"
 
 
-def _weights_member(zf) -> str | None:
+def _member_path(zf) -> str:
+    """``WEIGHTS_MEMBER``'s path in the archive ``zf`` (under its root folder)."""
     names = zf.namelist()
-    root = names[0].split("/", 1)[0] if names else ""
-    name = f"{root}/{WEIGHTS_MEMBER}"
-    return name if name in names else None
+    return f"{names[0].split('/', 1)[0] if names else ''}/{WEIGHTS_MEMBER}"
+
+
+def _weights_member(zf) -> str | None:
+    name = _member_path(zf)
+    return name if name in zf.namelist() else None
 
 
 def add_weights(package: Path, exported) -> int:
@@ -76,10 +80,8 @@ def add_weights(package: Path, exported) -> int:
                for n, t in {**exported.state_dict, **exported.constants}.items()
                if isinstance(t, torch.Tensor)}
     blob = save(tensors)
-    with zipfile.ZipFile(package) as zf:
-        root = zf.namelist()[0].split("/", 1)[0]
     with zipfile.ZipFile(package, "a", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr(f"{root}/{WEIGHTS_MEMBER}", blob)
+        zf.writestr(_member_path(zf), blob)
     return len(blob)
 
 
