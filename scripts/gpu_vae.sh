@@ -2,10 +2,12 @@
 # The real-width VAE decoder on a GPU: build with AOTInductor (profiles/realwidth-vae.yaml)
 # and, where torch_tensorrt is installed, with TensorRT (profiles/realwidth-vae-tensorrt.yaml,
 # one engine per window length), two caches, one set of random weights, every engine in a
-# build process of its own, all at once; then time each against eager (scripts/vae_bench.py).
+# build process of its own, JOBS at a time; then time each against eager (scripts/vae_bench.py).
 #   bash scripts/gpu_vae.sh [LOG_DIR] [BACKENDS]   (BACKENDS: "aoti tensorrt" by default)
 #   ENTRIES="name ..." builds only those entries (of either profile); ITERS: timed calls;
-#   BENCH_ARGS: more vae_bench.py options (--cudnn-benchmark); BUILD_ONLY=1: stop after the builds.
+#   BENCH_ARGS: more vae_bench.py options (--cudnn-benchmark); BUILD_ONLY=1: stop after the builds;
+#   JOBS: build processes at once (8 by default: each verifies on the GPU, the whole-latent
+#   windows with about 20 GiB of eager activations).
 set -u
 LOG=${1:-gpu-logs}
 BACKENDS=${2:-"aoti tensorrt"}
@@ -22,6 +24,7 @@ for b in $BACKENDS; do
 print(' '.join(c.name for c in load_profile('$p').components))")
   for e in $names; do
     [ -n "${ENTRIES:-}" ] && [[ " $ENTRIES " != *" $e "* ]] && continue
+    while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-8}" ]; do wait -n; done
     $FP build -p $p -c $e --backend $b --cache-dir /tmp/vae-$b --json \
         >"$LOG/build-$b-$e.json" 2>"$LOG/build-$b-$e.log" &
   done

@@ -3,9 +3,10 @@ against the eager diffusers VAE, called as FramePack calls it (``vae.decode(late
 ``vae.encode(image)``, fp16), in one process: for each bucket (and section length),
 high-VRAM mode (whole frames) and low-VRAM mode (``enable_tiling``), eager and engines timed
 alternately, the output's rel L2 against eager, the peak memory of each (torch's allocator,
-and the device's used memory sampled by a thread, which also sees what a TensorRT engine
-allocates outside torch), the device memory the loaded engines hold (their weights, unless
-they run on the VAE's own: ``share_weights``), and which engine served how many calls.
+allocated and reserved, and the device's used memory sampled by a thread, which also sees what
+a TensorRT engine allocates outside torch), the device memory the loaded engines hold (their
+weights, unless they run on the VAE's own: ``share_weights``), and which engine served how
+many calls.
 
     framepack-trt build -p realwidth-vae [--backend tensorrt] --cache-dir C
     python scripts/vae_bench.py -p realwidth-vae --cache-dir C [--calls decode,encode]
@@ -78,10 +79,11 @@ def measure(fn, z, iters: int) -> dict:
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
+    base, base_reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
     with DevicePeak() as dev:
         out = fn(z)
     torch_peak = torch.cuda.max_memory_allocated() - base
+    reserved_peak = torch.cuda.max_memory_reserved() - base_reserved
     times = []
     for _ in range(iters):
         torch.cuda.synchronize()
@@ -90,7 +92,8 @@ def measure(fn, z, iters: int) -> dict:
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return {"out": out, "ms": 1000 * sorted(times)[len(times) // 2],
-            "torch_peak_gib": torch_peak / 2**30, "device_peak_gib": (dev.peak - dev.base) / 2**30}
+            "torch_peak_gib": torch_peak / 2**30, "reserved_peak_gib": reserved_peak / 2**30,
+            "device_peak_gib": (dev.peak - dev.base) / 2**30}
 
 
 def main(argv=None) -> int:
@@ -164,6 +167,8 @@ def main(argv=None) -> int:
                            "speedup": eager["ms"] / served["ms"], "rel_l2": rel,
                            "eager_torch_peak_gib": eager["torch_peak_gib"],
                            "engine_torch_peak_gib": served["torch_peak_gib"],
+                           "eager_reserved_peak_gib": eager["reserved_peak_gib"],
+                           "engine_reserved_peak_gib": served["reserved_peak_gib"],
                            "eager_device_peak_gib": eager["device_peak_gib"],
                            "engine_device_peak_gib": served["device_peak_gib"],
                            "engine_calls": counts["engine"], "eager_calls": counts["eager"],
@@ -176,16 +181,17 @@ def main(argv=None) -> int:
     lines = [f"VAE decode and encode, {', '.join(backends)} engines against eager diffusers, "
              f"{spec.dtype}, {dev}, {date} (scripts/vae_bench.py, median of {args.iters}, cudnn.benchmark "
              f"{args.cudnn_benchmark}; peak: above the start, "
-             "torch allocator / device used)", "",
+             "torch allocated / torch reserved / device used)", "",
              "| call | mode | bucket | latent frames | eager ms | engine ms | speed-up | rel L2 | "
              "peak GiB eager | peak GiB engine | engines resident GiB | engines (calls) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['call']} | {r['mode']} | {r['bucket']} | {r['frames']} | {r['eager_ms']:.0f} | "
                      f"{r['engine_ms']:.0f} | {r['speedup']:.2f}x | {r['rel_l2']:.1e} | "
-                     f"{r['eager_torch_peak_gib']:.2f} / {r['eager_device_peak_gib']:.2f} | "
-                     f"{r['engine_torch_peak_gib']:.2f} / {r['engine_device_peak_gib']:.2f} | "
-                     f"{r['engines_resident_gib']:.2f} | "
+                     + " | ".join(" / ".join(f"{r[f'{who}_{kind}_peak_gib']:.2f}"
+                                             for kind in ("torch", "reserved", "device"))
+                                  for who in ("eager", "engine"))
+                     + f" | {r['engines_resident_gib']:.2f} | "
                      + ", ".join(f"{n} ({c})" for n, c in sorted(r["served_by"].items()))
                      + " |")
     text = "\n".join(lines)

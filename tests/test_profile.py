@@ -276,6 +276,16 @@ def test_static_expands_into_one_engine_per_bucket_and_size(tmp_path):
                  + "  - component: vae_decode\n    source: {random: {}}\n")
     profile = load_profile(p)
     assert len(profile.select(["vd"])) == 6 and len(profile.select(["vae_decode"])) == 7
+    # Without buckets, fixed sizes (a low-VRAM tile shape): one engine per window length.
+    p.write_text("device: cuda\ncomponents:\n  - component: vae_decode\n    name: tile_20x16\n"
+                 "    source: {random: {}}\n    dtype: float16\n    static: true\n"
+                 "    dims: {latent_frames: {min: 3, opt: 5, max: 5}, latent_height: 20, "
+                 "latent_width: 16}\n")
+    tiles = load_profile(p).components
+    assert [s.name for s in tiles] == [f"tile_20x16_latent_frames{t}" for t in (3, 4, 5)]
+    assert tiles[1].buckets == () and tiles[1].dims["latent_frames"] == DimRange(4, 4, 4)
+    assert (tiles[1].dims["latent_height"], tiles[1].dims["latent_width"]) == (
+        DimRange(20, 20, 20), DimRange(16, 16, 16))
     for text, message in (
             ("    static: true\n",  # no buckets: every height and width of the range
              r"components\[0\]\.static: latent_height, latent_width are ranges: give buckets"),
