@@ -2,13 +2,12 @@
 # The GPU runs that answer the open questions of the VAE and fp8 work, in one go (start it with
 # setsid in the background, poll LOG/done; LOG/summary.txt is rewritten after every step, so
 # that a run cut short still says what it found):
-#   vae     decode end to end with the static 544x704 windows in the cache next to the ranged
-#           nd-tiled engines (which engine served each window is in the rows), and the encoder
-#           (whole frame and tiles): profiles/realwidth-vae.yaml, scripts/gpu_vae.sh aoti
-#   shared  the same decoder engines with share_weights (profiles/realwidth-vae-shared.yaml):
-#           do they build and run on CUDA on the VAE's own weights, at the same speed, with
-#           less memory (vae_bench's peaks, and the device memory once loaded)?
-#   fp8     the real-width fp8 block engines against eager bf16 again, 30 timed calls
+#   vae     decode end to end with every engine of profiles/realwidth-vae.yaml (all on the
+#           VAE's own weights): static windows at 544x704 and 416x960 in high-VRAM mode, and
+#           static tiles at 544x704 in low-VRAM mode (does tiled decode reach 1.5x?), next to
+#           the ranged nd-tiled engines (scripts/gpu_vae.sh aoti, 8 builds at a time)
+#   shared  profiles/realwidth-vae-shared.yaml's decoder engines (measured 2026-11-30)
+#   fp8     the real-width fp8 block engines against eager bf16, 30 timed calls
 #           (profiles/realwidth-blocks-fp8.yaml, scripts/transformer_blocks_bench.py)
 #   fp8nd   the same engines built with inductor's n-dimensional tiling
 #           (scripts/inductor_config_build.py), timed the same way
@@ -18,10 +17,10 @@
 #           CUDA (the first guards on latent_frames, from TORCH_LOGS=+dynamic)
 # Builds run at once (CPU-bound compiles); measurements one after another on a quiet GPU.
 #   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]
-#   (PARTS: "vae shared fp8 fp8nd trtops statichw")
+#   (PARTS: "vae fp8nd trtops statichw" by default; also "shared" and "fp8")
 set -u
 LOG=${1:-/tmp/gpu-open-questions}
-PARTS=${2:-"vae shared fp8 fp8nd trtops statichw"}
+PARTS=${2:-"vae fp8nd trtops statichw"}
 mkdir -p "$LOG"
 FP="python3 -m framepack_trt"
 has() { [[ " $PARTS " == *" $1 "* ]]; }
@@ -47,10 +46,7 @@ summary() {
 
 # -- builds, all at once --------------------------------------------------------------------
 if has vae; then
-  ENTRIES="vae_decode_whole vae_decode_tiles vae_decode_544x704_latent_frames5 \
-vae_decode_544x704_latent_frames3 \
-vae_encode_whole vae_encode_tiles" BUILD_ONLY=1 bash scripts/gpu_vae.sh "$LOG/vae" aoti \
-      >"$LOG/vae-build.out" 2>&1 &
+  BUILD_ONLY=1 JOBS=8 bash scripts/gpu_vae.sh "$LOG/vae" aoti >"$LOG/vae-build.out" 2>&1 &
 fi
 if has shared; then
   $FP build -p realwidth-vae-shared --cache-dir /tmp/vae-shared --json \
@@ -79,7 +75,7 @@ summary
 
 # -- measurements, one at a time --------------------------------------------------------------
 if has vae; then
-  python3 scripts/vae_bench.py -p realwidth-vae --cache-dir /tmp/vae-aoti --iters 3 \
+  python3 scripts/vae_bench.py -p realwidth-vae --cache-dir /tmp/vae-aoti --iters 3 --calls decode \
       --markdown "$LOG/vae/bench-aoti.md" --json "$LOG/vae/bench-aoti.json" \
       >"$LOG/vae/bench-aoti.log" 2>&1
   stamp vae-bench
