@@ -121,6 +121,21 @@ def tensor_names(module: torch.nn.Module) -> list[str]:
 
 
 _QUANTIZED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: Blocks whose quantized linears' bf16 weights ``park_bf16`` moved to the CPU: name -> device.
+_PARKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _quantized_weights(block: torch.nn.Module):
+    """The stored weights of the block's quantized linears (past any swap-on-access hook)."""
+    return [block.get_submodule(n)._parameters["weight"] for n in quantized_names(block)]
+
+
+def _stamp(block: torch.nn.Module) -> tuple:
+    """What identifies the weights a quantized copy was made from: storage, version, device.
+    An inference tensor (a model loaded under torch.inference_mode) has no version counter,
+    and cannot be modified in place outside inference mode anyway."""
+    return tuple((w.data_ptr(), None if w.is_inference() else w._version, str(w.device))
+                 for w in _quantized_weights(block))
 
 
 def quantized_block(block: torch.nn.Module) -> torch.nn.Module:
@@ -129,16 +144,52 @@ def quantized_block(block: torch.nn.Module) -> torch.nn.Module:
     afterwards, makes it again). The quantized weights live where the block's weights are
     stored: on the GPU in FramePack's high-VRAM mode; on the CPU in its low-VRAM mode, whose
     swap-on-access hook is bypassed (the engine call moves them, half the bytes of bf16)."""
-    # An inference tensor (a model loaded under torch.inference_mode) has no version counter,
-    # and cannot be modified in place outside inference mode anyway.
-    stamp = tuple((w.data_ptr(), None if w.is_inference() else w._version, str(w.device))
-                  for w in (block.get_submodule(n)._parameters["weight"]
-                            for n in quantized_names(block)))
+    stamp = _stamp(block)
     kept = _QUANTIZED.get(block)
     if kept is None or kept[0] != stamp:
         kept = (stamp, quantize_block(block))
         _QUANTIZED[block] = kept
     return kept[1]
+
+
+def _move_weights(block: torch.nn.Module, devices: dict[str, torch.device]) -> None:
+    """Move the named linears' weights to the given devices, keeping their Parameters (the
+    block's state dict and parameter list are unchanged), and the quantized copy made from
+    them: it was made from the same values."""
+    kept = _QUANTIZED.get(block)
+    current = kept is not None and kept[0] == _stamp(block)
+    with torch.no_grad(), torch.inference_mode(False):
+        for name, device in devices.items():
+            weight = block.get_submodule(name)._parameters["weight"]
+            weight.data = weight.data.to(device)
+    if current:
+        _QUANTIZED[block] = (_stamp(block), kept[1])
+
+
+def park_bf16(block: torch.nn.Module) -> bool:
+    """Move the bf16 weights of the block's fp8 linears from the GPU to the CPU, once its
+    quantized copy (``quantized_block``, on the GPU) is made: the fp8 engines need only that
+    copy, so the GPU holds about half of those weights' bytes instead of one and a half. The
+    weights stay the block's Parameters, on the CPU; ``unpark_bf16`` moves them back (before
+    the block runs eagerly). Weights already on the CPU (FramePack's low-VRAM mode) stay.
+    True when any moved."""
+    quantized_block(block)
+    away = {n: w.device for n, w in zip(quantized_names(block), _quantized_weights(block),
+                                        strict=True) if w.device.type == "cuda"}
+    if not away:
+        return False
+    _move_weights(block, {n: torch.device("cpu") for n in away})
+    _PARKED[block] = {**_PARKED.get(block, {}), **away}
+    return True
+
+
+def unpark_bf16(block: torch.nn.Module) -> bool:
+    """Move the weights ``park_bf16`` moved back to their devices; True when any moved."""
+    away = _PARKED.pop(block, None)
+    if not away:
+        return False
+    _move_weights(block, away)
+    return True
 
 
 def is_quantized_tensor(block: torch.nn.Module, name: str) -> bool:

@@ -367,18 +367,26 @@ class Engines:
         return "; ".join(parts + [f"{m}: no engine" for m in self.missing])
 
     def restore(self) -> None:
-        """Give every module its own forward back."""
+        """Give every module its own forward back (and the transformer's bf16 weights, moved to
+        the CPU with ``offload_bf16``, their devices)."""
         for s in self.swaps.values():
             s.target.__dict__.pop("forward", None)
+            if getattr(s, "offload_bf16", False):
+                s.unpark()
         self.swaps = {}
 
 
 def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
-                framepack_dir: str | Path | None = None, **models) -> Engines:
+                framepack_dir: str | Path | None = None, offload_bf16: bool = False,
+                **models) -> Engines:
     """Swap in engines for the given FramePack modules (by FramePack's names: transformer,
     text_encoder, text_encoder_2, image_encoder, vae). Modules without an engine of their
     checkpoint stay eager; that is said once, here. ``Engines.swaps`` is keyed by the module
-    swapped: the name, or ``vae.encoder`` and ``vae.decoder``."""
+    swapped: the name, or ``vae.encoder`` and ``vae.decoder``.
+
+    ``offload_bf16``: where fp8 block engines serve the transformer on the GPU, move the bf16
+    weights their linears replace to the CPU after the first call (the GPU then holds the fp8
+    copies instead of both); a call that runs eager, and ``restore()``, moves them back."""
     from framepack_trt.cache import resolve_cache_dir
 
     _check_modules("use_engines", models)
@@ -397,6 +405,8 @@ def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
                               f"its checkpoint in {cache.root}; build one with `framepack-trt "
                               "build`", stacklevel=2)
                 continue
+            if offload_bf16 and isinstance(swap, PieceSwap):
+                swap.offload_bf16 = True
             swap.target.forward = swap.forward  # the instance's; nn.Module.__call__ runs it
             swaps[where] = swap
     return Engines(swaps, missing)
@@ -458,6 +468,11 @@ def add_arguments(parser) -> None:
     group.add_argument("--tensorrt-strict", action="store_true",
                        help="Fail instead of running PyTorch where no engine covers a call "
                             "(for tests and CI).")
+    group.add_argument("--tensorrt-offload-bf16", action="store_true",
+                       default=_env_flag("FRAMEPACK_TRT_OFFLOAD_BF16"),
+                       help="Where fp8 block engines serve the transformer on the GPU, move "
+                            "the bf16 weights they replace to the CPU (back for a PyTorch "
+                            "call). Default: $FRAMEPACK_TRT_OFFLOAD_BF16=1.")
 
 
 def engines_from_args(args, *, framepack_dir: str | Path | None = None,
@@ -477,5 +492,5 @@ def engines_from_args(args, *, framepack_dir: str | Path | None = None,
         return None
     wanted = [m for attr, (_, _, mods, _) in FLAGS.items() if getattr(args, attr) for m in mods]
     return use_engines(args.tensorrt_cache_dir, strict=args.tensorrt_strict,
-                       framepack_dir=framepack_dir,
+                       framepack_dir=framepack_dir, offload_bf16=args.tensorrt_offload_bf16,
                        **{m: models[m] for m in wanted if models.get(m) is not None})

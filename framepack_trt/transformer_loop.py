@@ -164,6 +164,11 @@ def find_pieces(cache: Cache, model, model_dtype: str) -> tuple[dict[str, list[d
 class PieceSwap:
     """Mixed into ``framepack.Swap`` by ``use_engines``: the transformer through its pieces."""
 
+    #: Move the bf16 weights that the fp8 block engines replace to the CPU after their first
+    #: call on the GPU (``fp8.park_bf16``), back before an eager call and at ``restore()``
+    #: (``use_engines(..., offload_bf16=True)``).
+    offload_bf16 = False
+
     def init_pieces(self, cache: Cache) -> None:
         from collections import Counter
 
@@ -258,6 +263,8 @@ class PieceSwap:
 
             components = {p: get_component(e["component"]) for p, e in picked.items()
                           if e is not None}
+            if self.offload_bf16:
+                self.place_bf16(picked, prepared[0].device)
             sample = run_pieces(self.model, engines, components, prepared, self.model.dtype,
                                 self.stack, {p: engine_weight_names(e) for p, e in picked.items()
                                              if e is not None})
@@ -267,3 +274,43 @@ class PieceSwap:
             return self._eager(self._broken_why(used[0]["key"]), args, kwargs)
         self.calls["engine"] += 1
         return self._wrap(self.model, (sample,), kwargs.get("return_dict", True))
+
+    def _blocks(self, piece: str) -> list:
+        from framepack_trt.transformer_pieces import piece_module
+
+        count = (self.model.config.num_layers if piece == "dual_block"
+                 else self.model.config.num_single_layers)
+        return [piece_module(self.model, piece, i) for i in range(count)]
+
+    def place_bf16(self, picked: Mapping[str, dict | None], device) -> None:
+        """``offload_bf16``: the bf16 weights of the blocks that fp8 engines serve on the GPU
+        go to the CPU (once: later calls find them there; their GPU memory goes back to the
+        device); those of blocks served otherwise come back."""
+        from framepack_trt.fp8 import park_bf16, unpark_bf16
+
+        moved = False
+        for piece, component in QUANTIZED_COMPONENTS.items():
+            entry = picked.get(piece)
+            fp8 = entry is not None and entry["component"] == component and device.type == "cuda"
+            for block in self._blocks(piece):
+                if fp8:
+                    moved |= park_bf16(block)
+                else:
+                    unpark_bf16(block)
+        if moved:
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def unpark(self) -> None:
+        """Move the weights ``park`` moved back to the GPU."""
+        from framepack_trt.fp8 import unpark_bf16
+
+        for piece in QUANTIZED_COMPONENTS:
+            for block in self._blocks(piece):
+                unpark_bf16(block)
+
+    def _eager(self, why: str, args, kwargs):
+        if self.offload_bf16:  # the model's own forward needs its bf16 weights where they were
+            self.unpark()
+        return super()._eager(why, args, kwargs)

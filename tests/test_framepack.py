@@ -154,7 +154,8 @@ def test_framepack_command_line_flags(framepack_engines, monkeypatch, tmp_path):
         return parser.parse_args(argv)
 
     for var in ("FRAMEPACK_ENABLE_TENSORRT", "FRAMEPACK_TRT_TRANSFORMER",
-                "FRAMEPACK_TRT_TEXT_ENCODERS", "FRAMEPACK_TENSORRT_CACHE_DIR"):
+                "FRAMEPACK_TRT_TEXT_ENCODERS", "FRAMEPACK_TENSORRT_CACHE_DIR",
+                "FRAMEPACK_TRT_OFFLOAD_BF16"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)  # no Cache/tensorrt_engines here
     assert engines_from_args(parse("--share"), **models) is None
@@ -177,6 +178,8 @@ def test_framepack_command_line_flags(framepack_engines, monkeypatch, tmp_path):
     assert sorted(engines.swaps) == ["image_encoder", "text_encoder", "text_encoder_2"]
     assert all(s.strict for s in engines.swaps.values())
     engines.restore()
+    args = parse("--tensorrt-offload-bf16")
+    assert args.tensorrt_offload_bf16 and not parse().tensorrt_offload_bf16
 
     monkeypatch.delenv("FRAMEPACK_TENSORRT_CACHE_DIR")
     with pytest.warns(UserWarning, match="stays eager: no engine of its checkpoint"):

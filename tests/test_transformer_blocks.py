@@ -90,14 +90,17 @@ def test_build_makes_four_small_engines_keyed_by_architecture(blocks, tmp_path):
 @pytest.mark.parametrize("f1", [False, True], ids=["inverted", "f1"])
 def test_one_set_of_engines_serves_two_checkpoints(blocks, tmp_path, f1):
     """FramePack's loop through the piece engines (strict: no eager call) matches diffusers'
-    eager model, for the weights the engines were built with and for other weights."""
+    eager model, for the weights the engines were built with and for other weights. (The
+    second with ``offload_bf16``, which moves weights only for fp8 engines on a GPU: none here.)"""
     root, weights, _ = blocks
     other = save_tiny("transformer_input", tmp_path / "other", seed=42)
     for path in (weights, other):
         model = load(path)
+        where = [(p.data_ptr(), p.device) for p in model.parameters()]
         with torch.inference_mode():
             want = loop(model, f1, framepack_names=False)
-        engines = use_engines(root / "cache", strict=True, transformer=model)
+        engines = use_engines(root / "cache", strict=True, transformer=model,
+                              offload_bf16=path == other)
         try:
             with torch.inference_mode():
                 got = loop(model, f1)
@@ -105,6 +108,7 @@ def test_one_set_of_engines_serves_two_checkpoints(blocks, tmp_path, f1):
         finally:
             engines.restore()
         assert counts == {"transformer": {"engine": 6, "eager": 0}}
+        assert [(p.data_ptr(), p.device) for p in model.parameters()] == where
         assert rel_l2(got, want) < TOL, (path, rel_l2(got, want))
     assert rel_l2(load(weights).proj_out.weight.detach(), load(other).proj_out.weight.detach()) > 0.5
 

@@ -59,3 +59,49 @@ def test_framepack_loop_through_fp8_blocks(fp8_blocks, f1, h, w):
     err = rel_l2(got, want)
     print(f"\nfp8 blocks, {'f1' if f1 else 'inverted'} {h}x{w}: rel L2 {err:.2e} against eager bf16")
     assert 0 < err < TOL
+
+
+def test_offload_bf16_moves_the_replaced_weights_to_the_cpu_and_back(fp8_blocks):
+    """``use_engines(..., offload_bf16=True)``: after the first call through the fp8 block
+    engines, the bf16 weights of the quantized linears are on the CPU (the same Parameters) and
+    the GPU holds less than before; a call no engine covers moves them back and runs eager,
+    equal to the model's own forward; ``restore()`` moves them back too."""
+    from framepack_trt.fp8 import quantized_names
+
+    cache, weights = fp8_blocks
+    model = load_transformer(weights, "cuda")
+    blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
+    replaced = [b.get_submodule(n).weight for b in blocks for n in quantized_names(b)]
+    replaced_bytes = sum(w.numel() * w.element_size() for w in replaced)
+    kw = dict(f1=True, steps=2, device="cuda")
+    with torch.inference_mode():
+        want = framepack_loop(model, h=52, w=52, framepack_names=False, **kw)
+        want_small = framepack_loop(model, h=32, w=32, framepack_names=False, **kw)
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated()
+    engines = use_engines(cache, offload_bf16=True, transformer=model)
+    try:
+        with torch.inference_mode():
+            got = framepack_loop(model, h=52, w=52, framepack_names=True, **kw)
+        parked = torch.cuda.memory_allocated()
+        assert all(w.device.type == "cpu" for w in replaced)
+        now = [blk.get_submodule(n).weight for blk in blocks for n in quantized_names(blk)]
+        assert all(a is b for a, b in zip(replaced, now, strict=True))  # the same Parameters
+        with pytest.warns(UserWarning, match="runs eager"), torch.inference_mode():
+            # latent 32 < 52; diffusers' names: the eager fallback is diffusers' own forward
+            got_small = framepack_loop(model, h=32, w=32, framepack_names=False, **kw)
+        assert all(w.device.type == "cuda" for w in replaced)
+        with torch.inference_mode():
+            again = framepack_loop(model, h=52, w=52, framepack_names=True, **kw)
+        assert all(w.device.type == "cpu" for w in replaced)
+        counts = engines.counts()
+    finally:
+        engines.restore()
+    assert all(w.device.type == "cuda" for w in replaced)
+    assert counts == {"transformer": {"engine": 12, "eager": 6}}
+    # The fp8 copies (about half the bytes) are made and the bf16 weights leave the GPU.
+    print(f"\noffload_bf16: GPU allocated {before / 2**20:.1f} -> {parked / 2**20:.1f} MiB "
+          f"(bf16 weights moved: {replaced_bytes / 2**20:.1f} MiB)")
+    assert parked < before - 0.3 * replaced_bytes
+    assert 0 < rel_l2(got, want) < TOL and 0 < rel_l2(again, want) < TOL
+    assert torch.equal(got_small, want_small)
