@@ -9,10 +9,12 @@ input channels rescaled by a log-normal factor (sigma 0.5) with 1 % of them 20x 
 tokens with 1 % of their channels 30x larger (the massive activations of trained DiTs).
 
 ``--modulation``: the adaptive norms' modulation linears quantized too (framepack_trt.fp8
-leaves them in bf16; this measures why).
+leaves them in bf16; this measures why). ``--modulation-weight-only [--group G]``: instead,
+only their weights in fp8 (per row, or per group of G input channels), dequantized to bf16 for
+a bf16 matmul: does finer scaling, or leaving the activation alone, save them?
 
     python scripts/fp8_quality.py [--tokens 512] [--text 128] [--device cpu] [--modulation]
-                                  [--markdown F]
+                                  [--modulation-weight-only [--group G]] [--markdown F]
 """
 
 from __future__ import annotations
@@ -42,10 +44,41 @@ def blocks(device):
             "single": single.to(device, torch.bfloat16).eval()}
 
 
-def add_outliers(block, gen):
-    """Rescale each quantized linear's input channels (log-normal, 1 % of them 20x)."""
+class WeightOnlyFp8(torch.nn.Module):
+    """A linear whose weight went through e4m3 (scales per row, or per ``group`` input
+    channels) and back to its dtype: fp8's rounding of the weight alone."""
+
+    def __init__(self, linear, group=0):
+        super().__init__()
+        w = linear.weight.detach()
+        n, k = w.shape
+        g = group or k
+        q, scale = fp8.quantize_rows(w.reshape(n * k // g, g))
+        self.weight = (q.float() * scale).reshape(n, k).to(w.dtype)
+        self.bias = linear.bias
+
+    def forward(self, x):
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+
+
+def with_weight_only_modulation(block, quantized, group):
+    """``quantized`` (a quantize_block copy) with the block's modulation linears replaced by
+    WeightOnlyFp8 copies."""
+    for name, module in block.named_modules():
+        if isinstance(module, torch.nn.Linear) and fp8.is_modulation(name):
+            parent, _, child = name.rpartition(".")
+            setattr(quantized.get_submodule(parent), child, WeightOnlyFp8(module, group))
+    return quantized
+
+
+def add_outliers(block, gen, modulation=False):
+    """Rescale each quantized linear's input channels (log-normal, 1 % of them 20x); with
+    ``modulation``, the modulation linears' too."""
+    names = (quantized_names(block) + [n for n, m in block.named_modules()
+                                        if isinstance(m, torch.nn.Linear) and fp8.is_modulation(n)]
+             if modulation else quantized_names(block))
     with torch.no_grad():
-        for name in quantized_names(block):
+        for name in names:
             w = block.get_submodule(name).weight
             k = w.shape[1]
             scale = torch.exp(0.5 * torch.randn(k, generator=gen))
@@ -68,7 +101,14 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", default=None)
     ap.add_argument("--modulation", action="store_true",
                     help="quantize the modulation linears too (an experiment)")
+    ap.add_argument("--modulation-weight-only", action="store_true",
+                    help="only the modulation linears' weights through fp8 (an experiment)")
+    ap.add_argument("--group", type=int, default=0,
+                    help="with --modulation-weight-only: one scale per this many input "
+                         "channels (0: per row)")
     args = ap.parse_args(argv)
+    if args.modulation and args.modulation_weight_only:
+        ap.error("--modulation and --modulation-weight-only are two experiments: pick one")
     if args.modulation:  # quantized_names (and so quantize_block) then takes every linear
         fp8.is_modulation = lambda name: False
     rows = []
@@ -78,8 +118,10 @@ def main(argv=None) -> int:
         made = blocks(args.device)
         for kind, block in made.items():
             if regime == "outliers":
-                add_outliers(block, gen)
+                add_outliers(block, gen, args.modulation_weight_only)
             q = quantize_block(block)
+            if args.modulation_weight_only:
+                q = with_weight_only_modulation(block, q, args.group)
             n = args.tokens
             angles = torch.rand(n, WIDTH // HEADS // 2, generator=gen).repeat_interleave(2, 1) * 6.28
             acts = (tokens(n, regime == "outliers", gen, args.device),
@@ -103,7 +145,10 @@ def main(argv=None) -> int:
     device = (torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU")
     lines = [f"fp8 block linears against bf16, real width, eager, {device}, tokens {args.tokens}, "
              f"text {args.text}, torch {torch.__version__}, {datetime.date.today()}"
-             + (", modulation linears in fp8 too" if args.modulation else ""), "",
+             + (", modulation linears in fp8 too" if args.modulation else "")
+             + (f", modulation linears' weights through fp8 (scales per "
+                f"{f'{args.group} input channels' if args.group else 'row'})"
+                if args.modulation_weight_only else ""), "",
              "| weights and tokens | block | output | rel L2 | cosine | rel L2 of the block's update "
              "| max_abs_std |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r} | {k} | {o} | {e:.1e} | {c:.6f} | {u:.1e} | {m:.3f} |"
