@@ -138,30 +138,47 @@ def _stamp(block: torch.nn.Module) -> tuple:
                  for w in _quantized_weights(block))
 
 
+def _low_vram(block: torch.nn.Module) -> bool:
+    """Whether FramePack's low-VRAM ``DynamicSwapInstaller`` manages the block (it keeps the
+    module's own class in ``forge_backup_original_class``): FramePack moves its weights."""
+    return "forge_backup_original_class" in block.__dict__
+
+
 def quantized_block(block: torch.nn.Module) -> torch.nn.Module:
     """``quantize_block(block)``, made once and kept while the block lives and its linears'
-    weights stay the same tensors, unmodified (a LoRA merged in place, or weights loaded
-    afterwards, makes it again). The quantized weights live where the block's weights are
-    stored: on the GPU in FramePack's high-VRAM mode; on the CPU in its low-VRAM mode, whose
-    swap-on-access hook is bypassed (the engine call moves them, half the bytes of bf16)."""
+    weights stay the same tensors, unmodified (a LoRA merged in place through the Parameter,
+    such as ``weight.add_(delta)``, or new weights loaded afterwards, makes it again; a change
+    written in place through ``weight.data`` is not seen: torch does not count it). The
+    quantized weights live where the block's weights are stored: on the GPU in FramePack's
+    high-VRAM mode; on the CPU in its low-VRAM mode (also for the blocks FramePack moved to
+    the GPU), whose swap-on-access hook is bypassed (the engine call moves them, half the
+    bytes of bf16)."""
     stamp = _stamp(block)
     kept = _QUANTIZED.get(block)
     if kept is None or kept[0] != stamp:
-        kept = (stamp, quantize_block(block))
+        quantized = quantize_block(block)
+        if _low_vram(block):
+            # FramePack moves this block between devices itself (a prefix of the model to the
+            # GPU for each section, off it for the VAE): a copy left on the GPU would stay
+            # there after the block leaves. On the CPU, each engine call moves it.
+            for module in quantized.modules():
+                if isinstance(module, Fp8Linear):
+                    module.weight = module.weight.cpu()
+                    module.weight_scale = module.weight_scale.cpu()
+        kept = (stamp, quantized)
         _QUANTIZED[block] = kept
     return kept[1]
 
 
-def _move_weights(block: torch.nn.Module, devices: dict[str, torch.device]) -> None:
-    """Move the named linears' weights to the given devices, keeping their Parameters (the
-    block's state dict and parameter list are unchanged), and the quantized copy made from
-    them: it was made from the same values."""
+def _move_weight(block: torch.nn.Module, name: str, device: torch.device) -> None:
+    """Move the named linear's weight to ``device``, keeping its Parameter (the block's state
+    dict and parameter list are unchanged), and the quantized copy made from it: it was made
+    from the same values."""
     kept = _QUANTIZED.get(block)
     current = kept is not None and kept[0] == _stamp(block)
     with torch.no_grad(), torch.inference_mode(False):
-        for name, device in devices.items():
-            weight = block.get_submodule(name)._parameters["weight"]
-            weight.data = weight.data.to(device)
+        weight = block.get_submodule(name)._parameters["weight"]
+        weight.data = weight.data.to(device)
     if current:
         _QUANTIZED[block] = (_stamp(block), kept[1])
 
@@ -171,25 +188,39 @@ def park_bf16(block: torch.nn.Module) -> bool:
     quantized copy (``quantized_block``, on the GPU) is made: the fp8 engines need only that
     copy, so the GPU holds about half of those weights' bytes instead of one and a half. The
     weights stay the block's Parameters, on the CPU; ``unpark_bf16`` moves them back (before
-    the block runs eagerly). Weights already on the CPU (FramePack's low-VRAM mode) stay.
-    True when any moved."""
-    quantized_block(block)
-    away = {n: w.device for n, w in zip(quantized_names(block), _quantized_weights(block),
-                                        strict=True) if w.device.type == "cuda"}
-    if not away:
+    the block runs eagerly). Nothing moves in FramePack's low-VRAM mode (its weights stay on
+    the CPU, or FramePack moves them). True when any moved."""
+    if _low_vram(block):
         return False
-    _move_weights(block, {n: torch.device("cpu") for n in away})
-    _PARKED[block] = {**_PARKED.get(block, {}), **away}
-    return True
+    quantized_block(block)
+    moved = False
+    for name, weight in zip(quantized_names(block), _quantized_weights(block), strict=True):
+        if weight.device.type == "cuda":
+            device = weight.device
+            _move_weight(block, name, torch.device("cpu"))
+            _PARKED.setdefault(block, {})[name] = device  # one at a time: a failure loses none
+            moved = True
+    return moved
 
 
 def unpark_bf16(block: torch.nn.Module) -> bool:
-    """Move the weights ``park_bf16`` moved back to their devices; True when any moved."""
-    away = _PARKED.pop(block, None)
+    """Move the weights ``park_bf16`` moved back to where their linear is now (its bias's
+    device: FramePack may have moved the block meanwhile), else where they were; True when
+    any moved."""
+    away = _PARKED.get(block)
     if not away:
         return False
-    _move_weights(block, away)
-    return True
+    moved = False
+    for name in list(away):
+        linear = block.get_submodule(name)
+        bias = linear._parameters.get("bias")
+        device = bias.device if bias is not None else away[name]
+        if linear._parameters["weight"].device != device:
+            _move_weight(block, name, device)
+            moved = True
+        del away[name]  # one at a time: a failure (out of memory) leaves the rest recorded
+    _PARKED.pop(block, None)
+    return moved
 
 
 def is_quantized_tensor(block: torch.nn.Module, name: str) -> bool:

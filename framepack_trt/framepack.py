@@ -483,6 +483,10 @@ def engines_from_args(args, *, framepack_dir: str | Path | None = None,
     from framepack_trt.errors import UsageError
 
     _check_modules("engines_from_args", models)
+    if args.tensorrt_offload_bf16 and not (args.enable_tensorrt and args.tensorrt_transformer):
+        raise UsageError("--tensorrt-offload-bf16 (or FRAMEPACK_TRT_OFFLOAD_BF16=1) needs "
+                         "--enable-tensorrt and --tensorrt-transformer: it moves the weights "
+                         "that the transformer's fp8 block engines replace")
     if not args.enable_tensorrt:
         orphan = [FLAGS[a][0] for a in ("tensorrt_transformer", "tensorrt_text_encoders")
                   if getattr(args, a)]

@@ -286,31 +286,39 @@ class PieceSwap:
         """``offload_bf16``: the bf16 weights of the blocks that fp8 engines serve on the GPU
         go to the CPU (once: later calls find them there; their GPU memory goes back to the
         device); those of blocks served otherwise come back."""
-        from framepack_trt.fp8 import park_bf16, unpark_bf16
+        from framepack_trt.fp8 import park_bf16
 
         moved = False
         for piece, component in QUANTIZED_COMPONENTS.items():
             entry = picked.get(piece)
-            fp8 = entry is not None and entry["component"] == component and device.type == "cuda"
-            for block in self._blocks(piece):
-                if fp8:
+            if entry is not None and entry["component"] == component and device.type == "cuda":
+                for block in self._blocks(piece):
                     moved |= park_bf16(block)
-                else:
-                    unpark_bf16(block)
+            else:
+                self.unpark("a call ran through bf16 block engines")
         if moved:
             import torch
 
             torch.cuda.empty_cache()
 
-    def unpark(self) -> None:
-        """Move the weights ``park`` moved back to the GPU."""
+    def unpark(self, why: str | None = None) -> None:
+        """Move the weights ``place_bf16`` moved back to the GPU. With ``why`` (a call that
+        needs them), offloading stops for good, with one warning: moving them back and forth
+        at every such call would cost seconds each."""
+        import warnings
+
         from framepack_trt.fp8 import unpark_bf16
 
+        moved = False
         for piece in QUANTIZED_COMPONENTS:
             for block in self._blocks(piece):
-                unpark_bf16(block)
+                moved |= unpark_bf16(block)
+        if moved and why is not None:
+            self.offload_bf16 = False
+            warnings.warn(f"framepack-trt: {self.name}: offload_bf16 is off from now on: {why}, "
+                          "which needs the bf16 weights on the GPU", stacklevel=4)
 
     def _eager(self, why: str, args, kwargs):
         if self.offload_bf16:  # the model's own forward needs its bf16 weights where they were
-            self.unpark()
+            self.unpark("a call ran eager")
         return super()._eager(why, args, kwargs)

@@ -178,8 +178,9 @@ def test_framepack_command_line_flags(framepack_engines, monkeypatch, tmp_path):
     assert sorted(engines.swaps) == ["image_encoder", "text_encoder", "text_encoder_2"]
     assert all(s.strict for s in engines.swaps.values())
     engines.restore()
-    args = parse("--tensorrt-offload-bf16")
-    assert args.tensorrt_offload_bf16 and not parse().tensorrt_offload_bf16
+    with pytest.raises(UsageError, match="--tensorrt-offload-bf16 .* needs --enable-tensorrt "
+                       "and --tensorrt-transformer"):
+        engines_from_args(parse("--tensorrt-offload-bf16"), **models)
 
     monkeypatch.delenv("FRAMEPACK_TENSORRT_CACHE_DIR")
     with pytest.warns(UserWarning, match="stays eager: no engine of its checkpoint"):

@@ -130,3 +130,48 @@ def test_share_weights_engine_runs_on_the_models_own_tensors(tmp_path, tiny_weig
         assert rel_l2(got, want) < 1e-5, rel_l2(got, want)
     assert rel_l2(outputs[1][1], outputs[0][1]) > 1e-2  # the changes changed the output
     assert rel_l2(outputs[2][1], outputs[1][1]) > 1e-2
+
+
+def test_share_weights_encoder_runs_on_the_vaes_own_tensors(tmp_path, tiny_weights):
+    """The tiny VAE encoder (encoder and quant_conv) with ``share_weights``: through
+    ``use_engines`` it encodes as eager does, also after a weight of the encoder and one of
+    quant_conv change in place."""
+    import copy
+
+    import torch
+    from conftest import cli, write_profile
+    from diffusers import AutoencoderKLHunyuanVideo
+    from tests_helpers import rel_l2
+
+    from framepack_trt.framepack import use_engines
+
+    weights = tiny_weights["vae_encode"]
+    span = {"min": 2, "opt": 8, "max": 16}
+    profile = write_profile(tmp_path / "shared.yaml", [{
+        "component": "vae_encode", "source": {"path": str(weights)}, "dtype": "float32",
+        "build": {"share_weights": True}, "dims": {"latent_height": span, "latent_width": span}}])
+    cache = tmp_path / "cache"
+    cli("build", "--profile", str(profile), "--cache-dir", str(cache), check=True)
+    vae = AutoencoderKLHunyuanVideo.from_pretrained(weights).eval()
+    reference = copy.deepcopy(vae)
+    x = torch.rand(1, 3, 1, 96, 80, generator=torch.Generator().manual_seed(5)) * 2 - 1
+
+    def encode(model):
+        with torch.inference_mode():
+            return model.encode(x).latent_dist.parameters
+
+    engines = use_engines(cache, strict=True, vae=vae)
+    try:
+        outputs = [(encode(vae), encode(reference))]
+        for model in (vae, reference):
+            with torch.no_grad():
+                model.encoder.conv_in.conv.weight.mul_(1.5)
+                model.quant_conv.weight.mul_(-0.5)
+        outputs.append((encode(vae), encode(reference)))
+        served = engines.served()["vae_encode"]
+    finally:
+        engines.restore()
+    assert served == {"vae_encode": 2}
+    for got, want in outputs:
+        assert rel_l2(got, want) < 1e-5, rel_l2(got, want)
+    assert rel_l2(outputs[1][1], outputs[0][1]) > 1e-2
