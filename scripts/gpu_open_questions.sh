@@ -11,16 +11,19 @@
 #           (profiles/realwidth-blocks-fp8.yaml, scripts/transformer_blocks_bench.py)
 #   fp8nd   the same engines built with inductor's n-dimensional tiling
 #           (scripts/inductor_config_build.py), timed the same way
+#   fp8tests  pytest tests/gpu/test_fp8_cuda.py: the tiny fp8 block engines on CUDA, through
+#           FramePack's loop, offload_bf16 (the bf16 weights to the CPU and back, memory) and
+#           low-VRAM mode's placement of the fp8 copies (needs pytest; after the measurements)
 #   trtops  TensorRT with one suspect op at a time kept in PyTorch (scripts/trt_vae_ops.py):
 #           which op makes the decoder miss eager by 0.0215? (needs torch_tensorrt)
 #   statichw  why the decoder with height and width static and T over 3..5 does not export on
 #           CUDA (the first guards on latent_frames, from TORCH_LOGS=+dynamic)
 # Builds run at once (CPU-bound compiles); measurements one after another on a quiet GPU.
 #   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]
-#   (PARTS: "vae fp8nd trtops statichw" by default; also "shared" and "fp8")
+#   (PARTS: "vae fp8tests fp8nd trtops statichw" by default; also "shared" and "fp8")
 set -u
 LOG=${1:-/tmp/gpu-open-questions}
-PARTS=${2:-"vae fp8nd trtops statichw"}
+PARTS=${2:-"vae fp8tests fp8nd trtops statichw"}
 mkdir -p "$LOG"
 FP="python3 -m framepack_trt"
 has() { [[ " $PARTS " == *" $1 "* ]]; }
@@ -39,6 +42,7 @@ summary() {
     [ -f "$LOG/vae/bench-aoti.md" ] && cat "$LOG/vae/bench-aoti.md"
     [ -f "$LOG/vae/bench-aoti.log" ] && [ ! -f "$LOG/vae/bench-aoti.md" ] && grep '^{' "$LOG/vae/bench-aoti.log"
     for f in "$LOG"/bench-vae-shared.md "$LOG"/bench-fp8*.md; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done
+    [ -f "$LOG/fp8-tests.log" ] && grep -E "passed|failed|offload_bf16:|rel L2|Error" "$LOG/fp8-tests.log" | tail -15
     [ -f "$LOG/trt-ops.log" ] && grep '^{' "$LOG/trt-ops.log"
     [ -f "$LOG/statichw.txt" ] && head -20 "$LOG/statichw.txt"
   } >"$LOG/summary.txt" 2>&1
@@ -95,6 +99,11 @@ for c in fp8 fp8nd; do
   stamp "$c-bench"
   summary
 done
+if has fp8tests; then
+  python3 -m pytest -q -p no:cacheprovider tests/gpu/test_fp8_cuda.py -s >"$LOG/fp8-tests.log" 2>&1
+  stamp fp8tests
+  summary
+fi
 if has trtops && [ "$has_trt" = yes ]; then
   python3 scripts/trt_vae_ops.py --json "$LOG/trt-ops.json" >"$LOG/trt-ops.log" 2>&1
   stamp trtops
