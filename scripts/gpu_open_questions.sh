@@ -13,7 +13,7 @@
 #           (scripts/inductor_config_build.py), timed the same way
 #   fp8tests  pytest tests/gpu/test_fp8_cuda.py: the tiny fp8 block engines on CUDA, through
 #           FramePack's loop, offload_bf16 (the bf16 weights to the CPU and back, memory) and
-#           low-VRAM mode's placement of the fp8 copies (needs pytest; after the measurements)
+#           low-VRAM mode's placement of the fp8 copies (needs pytest; during the builds)
 #   trtops  TensorRT with one suspect op at a time kept in PyTorch (scripts/trt_vae_ops.py):
 #           which op makes the decoder miss eager by 0.0215? (needs torch_tensorrt)
 #   statichw  why the decoder with height and width static and T over 3..5 does not export on
@@ -66,6 +66,10 @@ if has fp8 || has fp8nd; then
       triton.max_tiles=3 -- build -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8-nd --json \
       >"$LOG/build-fp8-nd.json" 2>"$LOG/build-fp8-nd.log" &
 fi
+if has fp8tests; then  # tiny engines: alongside the builds (its memory check is per process)
+  (python3 -m pytest -q -p no:cacheprovider tests/gpu/test_fp8_cuda.py -s >"$LOG/fp8-tests.log" 2>&1
+   stamp fp8tests) &
+fi
 if has statichw; then  # export only: a second, on the CPU side of the machine
   TORCH_LOGS="+dynamic" timeout 300 $FP build -p realwidth-vae-static -c vae_decode_static_hw \
       --cache-dir /tmp/statichw >"$LOG/statichw.log" 2>&1
@@ -99,11 +103,6 @@ for c in fp8 fp8nd; do
   stamp "$c-bench"
   summary
 done
-if has fp8tests; then
-  python3 -m pytest -q -p no:cacheprovider tests/gpu/test_fp8_cuda.py -s >"$LOG/fp8-tests.log" 2>&1
-  stamp fp8tests
-  summary
-fi
 if has trtops && [ "$has_trt" = yes ]; then
   python3 scripts/trt_vae_ops.py --json "$LOG/trt-ops.json" >"$LOG/trt-ops.log" 2>&1
   stamp trtops
