@@ -223,6 +223,13 @@ def unpark_bf16(block: torch.nn.Module) -> bool:
     return moved
 
 
+def release(block: torch.nn.Module) -> None:
+    """Undo what the runtime did to ``block``: its parked weights back (``unpark_bf16``), its
+    quantized copy dropped (on the GPU in high-VRAM mode: half its linears' bytes)."""
+    unpark_bf16(block)
+    _QUANTIZED.pop(block, None)
+
+
 def is_quantized_tensor(block: torch.nn.Module, name: str) -> bool:
     """Whether ``name`` (of a quantized block) is an fp8 linear's weight or scale."""
     owner, _, leaf = name.rpartition(".")

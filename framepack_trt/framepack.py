@@ -367,12 +367,13 @@ class Engines:
         return "; ".join(parts + [f"{m}: no engine" for m in self.missing])
 
     def restore(self) -> None:
-        """Give every module its own forward back (and the transformer's bf16 weights, moved to
-        the CPU with ``offload_bf16``, their devices)."""
+        """Give every module its own forward back (the transformer: its bf16 weights, moved to
+        the CPU with ``offload_bf16``, their devices, and the fp8 copies of its blocks made for
+        fp8 block engines dropped)."""
         for s in self.swaps.values():
             s.target.__dict__.pop("forward", None)
-            if getattr(s, "offload_bf16", False):
-                s.unpark()
+            if isinstance(s, PieceSwap):
+                s.release()
         self.swaps = {}
 
 

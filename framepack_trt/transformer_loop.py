@@ -318,6 +318,15 @@ class PieceSwap:
             warnings.warn(f"framepack-trt: {self.name}: offload_bf16 is off from now on: {why}, "
                           "which needs the bf16 weights on the GPU", stacklevel=4)
 
+    def release(self) -> None:
+        """At ``restore()``: every block's bf16 weights back where they were, and the fp8
+        copies made for its engines dropped."""
+        from framepack_trt.fp8 import release
+
+        for piece in QUANTIZED_COMPONENTS:
+            for block in self._blocks(piece):
+                release(block)
+
     def _eager(self, why: str, args, kwargs):
         if self.offload_bf16:  # the model's own forward needs its bf16 weights where they were
             self.unpark("a call ran eager")

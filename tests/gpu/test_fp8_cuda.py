@@ -67,6 +67,7 @@ def test_offload_bf16_moves_the_replaced_weights_to_the_cpu_and_back(fp8_blocks)
     and the GPU holds their bytes less than with the option off; a call no engine covers moves
     them back, runs eager (equal to the model's own forward) and turns the option off for good,
     with a warning; ``restore()`` moves them back too."""
+    from framepack_trt import fp8
     from framepack_trt.fp8 import quantized_names
 
     cache, weights = fp8_blocks
@@ -107,6 +108,7 @@ def test_offload_bf16_moves_the_replaced_weights_to_the_cpu_and_back(fp8_blocks)
     finally:
         engines.restore()
     assert all(w.device.type == "cuda" for w in replaced)
+    assert not any(b in fp8._QUANTIZED for b in blocks)  # restore() dropped the fp8 copies
     assert counts == {"transformer": {"engine": 12, "eager": 6}}
     print(f"\noffload_bf16: GPU allocated {kept / 2**20:.2f} -> {parked / 2**20:.2f} MiB "
           f"(bf16 weights moved: {replaced_bytes / 2**20:.2f} MiB)")
