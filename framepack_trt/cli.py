@@ -305,6 +305,9 @@ def list_(
 ) -> None:
     """Show the engines in the cache and whether each can run here.
 
+    The backend column names the build settings an engine was built with on (for example
+    [nd_tiling, share_weights]); `--json` has them all as "build".
+
     Status: ok; stale (built for another device, torch or backend version); missing (a file is
     gone); corrupt (a file fails its size or sha256 check). Files no entry references are
     listed as orphans (`purge` removes them).
@@ -321,7 +324,8 @@ def list_(
         rows.append({
             "key": key, "name": e["name"], "component": e["component"], "backend": f["backend"],
             "backend_version": f["backend_version"], "dtype": f["dtype"],
-            "dims": f["dims"], "size": e["engine"]["size"], "device": e.get("device_name", ""),
+            "dims": f["dims"], "build": f.get("build") or {},
+            "size": e["engine"]["size"], "device": e.get("device_name", ""),
             "created": e.get("created", ""), "status": st.state, "reason": st.reason,
             "engine": e["engine"]["file"],
         })
@@ -350,6 +354,10 @@ def list_(
             if r["reason"]:
                 status += f" ({escape(r['reason'])})"
             backend = f"{r['backend']} {r['backend_version']}"
+            on = [n if v is True else f"{n}={v}" for n, v in sorted(r["build"].items())
+                  if v not in (False, None)]  # the settings turned on (nd_tiling, ...)
+            if on:
+                backend += escape(f" [{', '.join(on)}]")  # brackets, not rich markup
             if r["speedup"]:
                 backend += f" (auto, {r['speedup']:.2f}x eager)"
             t.add_row(r["name"], r["component"], backend,

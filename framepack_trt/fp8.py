@@ -123,6 +123,9 @@ def tensor_names(module: torch.nn.Module) -> list[str]:
 _QUANTIZED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: Blocks whose quantized linears' bf16 weights ``park_bf16`` moved to the CPU: name -> device.
 _PARKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: The device type whose weights ``park_bf16`` moves to the CPU (tests set "cpu": the moves are
+#: then no-ops, and the bookkeeping runs as on a GPU).
+PARK_FROM = "cuda"
 
 
 def _quantized_weights(block: torch.nn.Module):
@@ -157,14 +160,17 @@ def quantized_block(block: torch.nn.Module) -> torch.nn.Module:
     kept = _QUANTIZED.get(block)
     if kept is None or kept[0] != stamp:
         quantized = quantize_block(block)
-        if _low_vram(block):
-            # FramePack moves this block between devices itself (a prefix of the model to the
-            # GPU for each section, off it for the VAE): a copy left on the GPU would stay
-            # there after the block leaves. On the CPU, each engine call moves it.
-            for module in quantized.modules():
-                if isinstance(module, Fp8Linear):
-                    module.weight = module.weight.cpu()
-                    module.weight_scale = module.weight_scale.cpu()
+        # FramePack's low-VRAM mode moves this block between devices itself (a prefix of the
+        # model to the GPU for each section, off it for the VAE): a copy left on the GPU would
+        # stay there after the block leaves, so it stays on the CPU (each engine call moves
+        # it). Weights park_bf16 moved to the CPU (and changed there since): the copy goes
+        # where they were.
+        parked = _PARKED.get(block, {})
+        for name, module in quantized.named_modules():
+            device = torch.device("cpu") if _low_vram(block) else parked.get(name)
+            if isinstance(module, Fp8Linear) and device is not None:
+                module.weight = module.weight.to(device)
+                module.weight_scale = module.weight_scale.to(device)
         kept = (stamp, quantized)
         _QUANTIZED[block] = kept
     return kept[1]
@@ -195,7 +201,7 @@ def park_bf16(block: torch.nn.Module) -> bool:
     quantized_block(block)
     moved = False
     for name, weight in zip(quantized_names(block), _quantized_weights(block), strict=True):
-        if weight.device.type == "cuda":
+        if weight.device.type == PARK_FROM:
             device = weight.device
             _move_weight(block, name, torch.device("cpu"))
             _PARKED.setdefault(block, {})[name] = device  # one at a time: a failure loses none
@@ -203,31 +209,34 @@ def park_bf16(block: torch.nn.Module) -> bool:
     return moved
 
 
+def is_parked(block: torch.nn.Module) -> bool:
+    """Whether ``park_bf16`` moved weights of ``block`` that are not back yet."""
+    return bool(_PARKED.get(block))
+
+
 def unpark_bf16(block: torch.nn.Module) -> bool:
     """Move the weights ``park_bf16`` moved back to where their linear is now (its bias's
     device: FramePack may have moved the block meanwhile), else where they were; True when
-    any moved."""
+    any were parked."""
     away = _PARKED.get(block)
     if not away:
         return False
-    moved = False
     for name in list(away):
         linear = block.get_submodule(name)
         bias = linear._parameters.get("bias")
         device = bias.device if bias is not None else away[name]
         if linear._parameters["weight"].device != device:
             _move_weight(block, name, device)
-            moved = True
         del away[name]  # one at a time: a failure (out of memory) leaves the rest recorded
     _PARKED.pop(block, None)
-    return moved
+    return True
 
 
 def release(block: torch.nn.Module) -> None:
-    """Undo what the runtime did to ``block``: its parked weights back (``unpark_bf16``), its
-    quantized copy dropped (on the GPU in high-VRAM mode: half its linears' bytes)."""
-    unpark_bf16(block)
+    """Undo what the runtime did to ``block``: its quantized copy dropped (on the GPU in
+    high-VRAM mode: half its linears' bytes), then its parked weights back (``unpark_bf16``)."""
     _QUANTIZED.pop(block, None)
+    unpark_bf16(block)
 
 
 def is_quantized_tensor(block: torch.nn.Module, name: str) -> bool:

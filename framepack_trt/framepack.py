@@ -370,11 +370,12 @@ class Engines:
         """Give every module its own forward back (the transformer: its bf16 weights, moved to
         the CPU with ``offload_bf16``, their devices, and the fp8 copies of its blocks made for
         fp8 block engines dropped)."""
-        for s in self.swaps.values():
+        swaps, self.swaps = list(self.swaps.values()), {}
+        for s in swaps:
             s.target.__dict__.pop("forward", None)
+        for s in swaps:
             if isinstance(s, PieceSwap):
                 s.release()
-        self.swaps = {}
 
 
 def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,

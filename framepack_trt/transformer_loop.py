@@ -285,17 +285,22 @@ class PieceSwap:
     def place_bf16(self, picked: Mapping[str, dict | None], device) -> None:
         """``offload_bf16``: the bf16 weights of the blocks that fp8 engines serve on the GPU
         go to the CPU (once: later calls find them there; their GPU memory goes back to the
-        device); those of blocks served otherwise come back."""
-        from framepack_trt.fp8 import park_bf16
+        device). A call that runs parked blocks otherwise (bf16 engines, eagerly) brings every
+        parked weight back and turns the option off (``unpark``)."""
+        from framepack_trt import fp8 as fp8_module
+        from framepack_trt.fp8 import is_parked, park_bf16
 
+        fp8 = [piece for piece, component in QUANTIZED_COMPONENTS.items()
+               if picked.get(piece) is not None and picked[piece]["component"] == component
+               and device.type == fp8_module.PARK_FROM]
+        if any(is_parked(block) for piece in QUANTIZED_COMPONENTS if piece not in fp8
+               for block in self._blocks(piece)):
+            self.unpark("a call ran blocks through bf16 engines or eagerly")
+            return
         moved = False
-        for piece, component in QUANTIZED_COMPONENTS.items():
-            entry = picked.get(piece)
-            if entry is not None and entry["component"] == component and device.type == "cuda":
-                for block in self._blocks(piece):
-                    moved |= park_bf16(block)
-            else:
-                self.unpark("a call ran through bf16 block engines")
+        for piece in fp8:
+            for block in self._blocks(piece):
+                moved |= park_bf16(block)
         if moved:
             import torch
 
@@ -321,11 +326,15 @@ class PieceSwap:
     def release(self) -> None:
         """At ``restore()``: every block's bf16 weights back where they were, and the fp8
         copies made for its engines dropped."""
+        import torch
+
         from framepack_trt.fp8 import release
 
         for piece in QUANTIZED_COMPONENTS:
             for block in self._blocks(piece):
                 release(block)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the dropped copies' memory, back to the device
 
     def _eager(self, why: str, args, kwargs):
         if self.offload_bf16:  # the model's own forward needs its bf16 weights where they were

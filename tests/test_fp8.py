@@ -233,3 +233,36 @@ def test_low_vram_streaming_quantizes_once(model):
     assert not any(n.endswith(".weight") and n.rsplit(".", 1)[0] in quantized_names(block)
                    for n in copied)
     assert first.proj_mlp.bias is stored["proj_mlp.bias"]
+
+
+def test_offload_bf16_parks_only_fp8_served_blocks_and_stops_when_others_run(model, monkeypatch):
+    """``offload_bf16``'s bookkeeping (``PieceSwap.place_bf16``), with the CPU standing in for
+    the GPU (``fp8.PARK_FROM``; the moves are then no-ops): the blocks an fp8 engine serves are
+    parked, the others not; a later call that runs parked blocks otherwise brings every
+    weight back and turns the option off with one warning; ``release`` drops the copies."""
+    import warnings
+
+    from framepack_trt import fp8
+    from framepack_trt.transformer_loop import PieceSwap
+
+    monkeypatch.setattr(fp8, "PARK_FROM", "cpu")
+    swap = PieceSwap()
+    swap.model, swap.name, swap.offload_bf16 = model, "transformer", True
+    dual, single = list(model.transformer_blocks), list(model.single_transformer_blocks)
+    fp8_dual = {"dual_block": {"component": "transformer_dual_block_fp8"},
+                "single_block": {"component": "transformer_single_block"}}  # bf16 engine
+    cpu = torch.device("cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning while the same pieces run in fp8
+        for _ in range(2):
+            swap.place_bf16(fp8_dual, cpu)
+            assert all(fp8.is_parked(b) for b in dual) and not any(fp8.is_parked(b) for b in single)
+    copies = [fp8.quantized_block(b) for b in dual]
+    assert [fp8.quantized_block(b) for b in dual] == copies  # parking kept the copies
+    # The dual blocks now through bf16 engines (or eagerly): everything back, the option off.
+    with pytest.warns(UserWarning, match="offload_bf16 is off from now on: a call ran blocks "
+                      "through bf16 engines or eagerly"):
+        swap.place_bf16({"dual_block": None, "single_block": None}, cpu)
+    assert not any(fp8.is_parked(b) for b in dual + single) and not swap.offload_bf16
+    swap.release()
+    assert not any(b in fp8._QUANTIZED for b in dual + single)

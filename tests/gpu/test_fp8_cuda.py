@@ -6,6 +6,7 @@ them against diffusers' eager model in bf16."""
 
 from __future__ import annotations
 
+import gc
 import json
 
 import pytest
@@ -83,6 +84,7 @@ def test_offload_bf16_moves_the_replaced_weights_to_the_cpu_and_back(fp8_blocks)
     try:
         with torch.inference_mode():
             got = framepack_loop(model, h=52, w=52, framepack_names=True, **kw)
+        gc.collect()
         kept = torch.cuda.memory_allocated()
     finally:
         engines.restore()
@@ -92,6 +94,7 @@ def test_offload_bf16_moves_the_replaced_weights_to_the_cpu_and_back(fp8_blocks)
     try:
         with torch.inference_mode():
             got = framepack_loop(model, h=52, w=52, framepack_names=True, **kw)
+        gc.collect()
         parked = torch.cuda.memory_allocated()
         assert all(w.device.type == "cpu" for w in replaced)
         now = [blk.get_submodule(n).weight for blk in blocks for n in quantized_names(blk)]
