@@ -5,7 +5,8 @@
 #   vae     decode end to end with every engine of profiles/realwidth-vae.yaml (all on the
 #           VAE's own weights): static windows at 544x704 and 416x960 in high-VRAM mode, and
 #           static tiles at 544x704 in low-VRAM mode (does tiled decode reach 1.5x?), next to
-#           the ranged nd-tiled engines (scripts/gpu_vae.sh aoti, 8 builds at a time)
+#           the ranged nd-tiled engines (scripts/gpu_vae.sh aoti, 6 builds at a time: each
+#           whole-latent window verifies with about 20 GiB of eager activations)
 #   shared  profiles/realwidth-vae-shared.yaml's decoder engines (measured 2026-11-30)
 #   fp8     the real-width fp8 block engines against eager bf16, 30 timed calls
 #           (profiles/realwidth-blocks-fp8.yaml, scripts/transformer_blocks_bench.py)
@@ -50,7 +51,7 @@ summary() {
 
 # -- builds, all at once --------------------------------------------------------------------
 if has vae; then
-  BUILD_ONLY=1 JOBS=8 bash scripts/gpu_vae.sh "$LOG/vae" aoti >"$LOG/vae-build.out" 2>&1 &
+  BUILD_ONLY=1 JOBS=6 bash scripts/gpu_vae.sh "$LOG/vae" aoti >"$LOG/vae-build.out" 2>&1 &
 fi
 if has shared; then
   $FP build -p realwidth-vae-shared --cache-dir /tmp/vae-shared --json \
