@@ -109,7 +109,7 @@ class Swap:
         self.served: Counter[str] = Counter()  # engine (entry name) -> calls it served
         self.warned: set[str] = set()
         self._engines: dict[str, Any] = {}       # key -> loaded engine
-        self._picked: dict[tuple, str | None] = {}  # shapes -> key, memoised
+        self._picked: dict[tuple, list[str]] = {}  # shapes -> covering keys, best first
         self._why: dict[tuple, str] = {}
         self.broken: dict[str, str] = {}
         self.entries = [e for e in cache.entries().values()
@@ -120,22 +120,28 @@ class Swap:
     # -- the swapped forward ------------------------------------------------------------------
     def forward(self, *args, **kwargs):
         inputs, why = self._parse(self.model, args, kwargs)
-        key = None
         if inputs is not None:
-            key, why = self._pick(inputs)
-        if key is not None:
-            try:
-                engine = self._engine(key)
-                # A share_weights engine runs on the model's own weights, wherever they are now.
-                unshared = engine.share_model(self.model) if engine.needs_weights else None
-                if unshared is None:
-                    out = engine(*inputs)
-            except Exception as exc:  # broken at run time: never again, eager takes over
-                self.broken[key] = f"{type(exc).__name__}: {exc}"
-                why = self._broken_why(key)
-            else:
+            keys, why = self._pick(inputs)
+            for i, key in enumerate(keys):  # the best fit first; the next where one cannot serve
+                try:
+                    engine = self._engine(key)
+                    # A share_weights engine runs on the model's own weights, wherever they are
+                    # now; why not, when it cannot.
+                    unshared = engine.share_model(self.model) if engine.needs_weights else None
+                    if unshared is None:
+                        out = engine(*inputs)
+                except Exception as exc:  # broken at run time: never again
+                    self.broken[key] = f"{type(exc).__name__}: {exc}"
+                    why = self._broken_why(key)
+                    if i + 1 < len(keys):  # else the eager call says it
+                        self._warn(f"{self._name_of[key]}: {why}; the next engine takes over", 3)
+                    continue
                 if unshared is not None:
-                    return self._eager(unshared, args, kwargs)
+                    why = unshared
+                    if i + 1 < len(keys):
+                        self._warn(f"{self._name_of[key]} cannot run on the model's weights: "
+                                   f"{why}; the next engine takes over", 3)
+                    continue
                 self.calls["engine"] += 1
                 self.served[self._name_of[key]] += 1
                 if self.component == "transformer":
@@ -143,26 +149,29 @@ class Swap:
                 return self._wrap(self.model, out)
         return self._eager(why, args, kwargs)
 
+    def _warn(self, why: str, stacklevel: int = 4) -> None:
+        if why not in self.warned:
+            self.warned.add(why)
+            warnings.warn(f"framepack-trt: {self.name} ({self.component}) {why}",
+                          stacklevel=stacklevel)
+
     def _eager(self, why: str, args, kwargs):
         if self.strict:
             raise EngineFallback(f"{self.name} ({self.component}): {why}")
-        if why not in self.warned:
-            self.warned.add(why)
-            warnings.warn(f"framepack-trt: {self.name} ({self.component}) runs eager: {why}",
-                          stacklevel=3)
+        self._warn(f"runs eager: {why}")
         self.calls["eager"] += 1
         return self.eager_forward(*args, **kwargs)
 
-    def _pick(self, inputs) -> tuple[str | None, str]:
+    def _pick(self, inputs) -> tuple[list[str], str]:
+        """The keys of the engines that cover the call, the best ``runtime.fit`` first, less
+        the broken ones; and why none does, for when none is left."""
         from framepack_trt.runtime import call_sizes, fit, out_of_range
 
         shape_key = (str(self.model.dtype),
                      *((tuple(t.shape), str(t.dtype), t.device.type) for t in inputs))
         if shape_key not in self._picked:
-            best, best_fit, reasons = None, None, []
+            covering, reasons = [], []
             for e in self.entries:
-                if e["key"] in self.broken:
-                    continue
                 device = e["key_fields"]["device"]["type"]
                 dtype = e["key_fields"]["dtype"]
                 if f"torch.{dtype}" != str(self.model.dtype):
@@ -182,18 +191,17 @@ class Swap:
                 if problem:
                     reasons.append(problem)
                     continue
-                score = fit(e, sizes)
-                if best_fit is None or score < best_fit:
-                    best, best_fit = e, score
-            self._picked[shape_key] = best["key"] if best else None
+                covering.append((fit(e, sizes), e["key"]))
+            self._picked[shape_key] = [key for _, key in sorted(covering)]
             self._why[shape_key] = ("no engine of this checkpoint in the cache; build one with "
                                     "`framepack-trt build`" if not self.entries else
                                     "no engine covers the call (" + "; ".join(reasons) + "); "
                                     "widen the profile's dims and run `framepack-trt build`")
-        key = self._picked[shape_key]
-        if key in self.broken:
-            return None, self._broken_why(key)
-        return key, self._why[shape_key]
+        keys = self._picked[shape_key]
+        usable = [k for k in keys if k not in self.broken]
+        if keys and not usable:
+            return [], self._broken_why(keys[0])
+        return usable, self._why[shape_key]
 
     def _broken_why(self, key: str) -> str:
         # The same words on every call, so that the warning is given once.

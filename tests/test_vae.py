@@ -227,3 +227,25 @@ def test_a_static_engine_is_picked_over_a_range_for_its_sizes(vae_cache, tmp_pat
         engines.restore()
     assert served["vae_decode"] == {"vae_decode_static": 2, "vae_decode": 1}
     assert rel_l2(got, want) < 1e-5
+
+    # The static engine's file broken (same size and mtime: the cache's quick check passes):
+    # its first window warns once and the ranged engine serves it, and every later one.
+    import os
+
+    broken = root / "static.pt2"
+    broken.write_bytes(os.urandom((root / ranged["engine"]["file"]).stat().st_size))
+    static["engine"].update(file=broken.name, mtime_ns=broken.stat().st_mtime_ns)
+    manifest["entries"][static["key"]] = static
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    assert Cache(root).status(static).state == "ok"
+    engines = use_engines(root, strict=True, vae=vae)
+    try:
+        with pytest.warns(UserWarning, match="vae_decode_static: the engine failed at run time "
+                          r".*; the next engine takes over") as caught:
+            got = decode(vae, z)
+        served = engines.served()
+    finally:
+        engines.restore()
+    assert len([w for w in caught if "failed at run time" in str(w.message)]) == 1
+    assert served["vae_decode"] == {"vae_decode": 3}
+    assert rel_l2(got, want) < 1e-5
