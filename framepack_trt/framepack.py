@@ -12,8 +12,10 @@ Only ``forward`` of the instance changes: the module keeps its class, ``.dtype``
 module returns (``.hidden_states[-3]``, ``.pooler_output``, ``.last_hidden_state``). A call
 that no engine covers (another shape, device or dtype, an argument the engine does not take)
 runs the eager forward, with one warning per reason that says what would cover it; with
-``strict=True`` it raises instead. An engine that fails at run time is marked broken and eager
-takes over. Engines are picked by checkpoint (the folder or repo the model was loaded from),
+``strict=True`` it raises instead. An engine that fails at run time is marked broken (never
+used again) and the next engine that covers the call takes over, else eager; so does the next
+engine where a ``share_weights`` engine cannot run on the model's weights. Engines are picked
+by checkpoint (the folder or repo the model was loaded from),
 never by component name alone. Which engine covers a call is memoised per input shape.
 """
 
@@ -92,7 +94,8 @@ def same_checkpoint(entry: Mapping[str, Any], model, cache: Cache) -> bool:
 
 class Swap:
     """One module's forward, swapped: picks the engine per call (of those that cover its shapes,
-    the best ``runtime.fit``: nearest to its opt sizes, then the narrowest), falls back to eager.
+    the best ``runtime.fit``: nearest to its opt sizes, then the narrowest; the next where that
+    one cannot serve), falls back to eager.
     ``model`` is the module FramePack holds (its dtype, config and checkpoint pick the engine);
     ``target`` is the module whose forward the engine replaces (by default the model itself,
     else its submodule ``part``)."""
@@ -132,9 +135,12 @@ class Swap:
                         out = engine(*inputs)
                 except Exception as exc:  # broken at run time: never again
                     self.broken[key] = f"{type(exc).__name__}: {exc}"
+                    self._engines.pop(key, None)  # its memory, before the next one loads
                     why = self._broken_why(key)
+                    if "CUDA error" in str(exc) or type(exc).__name__ == "AcceleratorError":
+                        break  # the device's state, not this engine's: the next would fail too
                     if i + 1 < len(keys):  # else the eager call says it
-                        self._warn(f"{self._name_of[key]}: {why}; the next engine takes over", 3)
+                        self._warn(f"{why}; the next engine takes over", 3)
                     continue
                 if unshared is not None:
                     why = unshared
@@ -192,20 +198,23 @@ class Swap:
                     reasons.append(problem)
                     continue
                 covering.append((fit(e, sizes), e["key"]))
-            self._picked[shape_key] = [key for _, key in sorted(covering)]
+            # Ties in the cache's order (as runtime.find_engine): a stable sort on the fit.
+            self._picked[shape_key] = [key for _, key in sorted(covering, key=lambda c: c[0])]
             self._why[shape_key] = ("no engine of this checkpoint in the cache; build one with "
                                     "`framepack-trt build`" if not self.entries else
                                     "no engine covers the call (" + "; ".join(reasons) + "); "
                                     "widen the profile's dims and run `framepack-trt build`")
         keys = self._picked[shape_key]
         usable = [k for k in keys if k not in self.broken]
-        if keys and not usable:
-            return [], self._broken_why(keys[0])
+        if keys and not usable:  # the last one tried, as the call that broke them said
+            return [], self._broken_why(keys[-1])
         return usable, self._why[shape_key]
 
     def _broken_why(self, key: str) -> str:
         # The same words on every call, so that the warning is given once.
-        return f"the engine failed at run time and is no longer used ({self.broken[key]})"
+        name = self._name_of.get(key)
+        return (f"{'the engine' if name is None else f'engine {name}'} failed at run time and "
+                f"is no longer used ({self.broken[key]})")
 
     def _engine(self, key: str):
         if key not in self._engines:

@@ -214,7 +214,7 @@ def test_an_engine_that_fails_at_run_time_is_dropped_for_eager(framepack_engines
         want = siglip(pixel_values=px).last_hidden_state
 
     engines = use_engines(cache, image_encoder=siglip)
-    with pytest.warns(UserWarning, match="the engine failed at run time") as caught:
+    with pytest.warns(UserWarning, match="engine siglip_image failed at run time") as caught:
         with torch.inference_mode():
             got = [siglip(pixel_values=px).last_hidden_state for _ in range(3)]
     assert len([w for w in caught if "runs eager" in str(w.message)]) == 1

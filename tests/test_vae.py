@@ -240,7 +240,7 @@ def test_a_static_engine_is_picked_over_a_range_for_its_sizes(vae_cache, tmp_pat
     assert Cache(root).status(static).state == "ok"
     engines = use_engines(root, strict=True, vae=vae)
     try:
-        with pytest.warns(UserWarning, match="vae_decode_static: the engine failed at run time "
+        with pytest.warns(UserWarning, match="engine vae_decode_static failed at run time "
                           r".*; the next engine takes over") as caught:
             got = decode(vae, z)
         served = engines.served()
