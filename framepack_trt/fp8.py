@@ -165,9 +165,9 @@ def quantized_block(block: torch.nn.Module) -> torch.nn.Module:
         # stay there after the block leaves, so it stays on the CPU (each engine call moves
         # it). Weights park_bf16 moved to the CPU (and changed there since): the copy goes
         # where they were.
-        parked = _PARKED.get(block, {})
+        low_vram, parked = _low_vram(block), _PARKED.get(block, {})
         for name, module in quantized.named_modules():
-            device = torch.device("cpu") if _low_vram(block) else parked.get(name)
+            device = torch.device("cpu") if low_vram else parked.get(name)
             if isinstance(module, Fp8Linear) and device is not None:
                 module.weight = module.weight.to(device)
                 module.weight_scale = module.weight_scale.to(device)

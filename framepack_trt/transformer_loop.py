@@ -276,31 +276,28 @@ class PieceSwap:
         return self._wrap(self.model, (sample,), kwargs.get("return_dict", True))
 
     def _blocks(self, piece: str) -> list:
-        from framepack_trt.transformer_pieces import piece_module
+        from framepack_trt.transformer_pieces import piece_count, piece_module
 
-        count = (self.model.config.num_layers if piece == "dual_block"
-                 else self.model.config.num_single_layers)
-        return [piece_module(self.model, piece, i) for i in range(count)]
+        return [piece_module(self.model, piece, i) for i in range(piece_count(self.model, piece))]
 
     def place_bf16(self, picked: Mapping[str, dict | None], device) -> None:
         """``offload_bf16``: the bf16 weights of the blocks that fp8 engines serve on the GPU
         go to the CPU (once: later calls find them there; their GPU memory goes back to the
         device). A call that runs parked blocks otherwise (bf16 engines, eagerly) brings every
         parked weight back and turns the option off (``unpark``)."""
-        from framepack_trt import fp8 as fp8_module
-        from framepack_trt.fp8 import is_parked, park_bf16
+        from framepack_trt import fp8
 
-        fp8 = [piece for piece, component in QUANTIZED_COMPONENTS.items()
-               if picked.get(piece) is not None and picked[piece]["component"] == component
-               and device.type == fp8_module.PARK_FROM]
-        if any(is_parked(block) for piece in QUANTIZED_COMPONENTS if piece not in fp8
+        in_fp8 = [piece for piece, component in QUANTIZED_COMPONENTS.items()
+                  if picked.get(piece) is not None and picked[piece]["component"] == component
+                  and device.type == fp8.PARK_FROM]
+        if any(fp8.is_parked(block) for piece in QUANTIZED_COMPONENTS if piece not in in_fp8
                for block in self._blocks(piece)):
             self.unpark("a call ran blocks through bf16 engines or eagerly")
             return
         moved = False
-        for piece in fp8:
+        for piece in in_fp8:
             for block in self._blocks(piece):
-                moved |= park_bf16(block)
+                moved |= fp8.park_bf16(block)
         if moved:
             import torch
 
@@ -310,8 +307,6 @@ class PieceSwap:
         """Move the weights ``place_bf16`` moved back to the GPU. With ``why`` (a call that
         needs them), offloading stops for good, with one warning: moving them back and forth
         at every such call would cost seconds each."""
-        import warnings
-
         from framepack_trt.fp8 import unpark_bf16
 
         moved = False
@@ -320,8 +315,8 @@ class PieceSwap:
                 moved |= unpark_bf16(block)
         if moved and why is not None:
             self.offload_bf16 = False
-            warnings.warn(f"framepack-trt: {self.name}: offload_bf16 is off from now on: {why}, "
-                          "which needs the bf16 weights on the GPU", stacklevel=4)
+            self._warn(f"offload_bf16 is off from now on: {why}, which needs the bf16 weights "
+                       "on the GPU", stacklevel=5)
 
     def release(self) -> None:
         """At ``restore()``: every block's bf16 weights back where they were, and the fp8

@@ -243,11 +243,12 @@ def test_offload_bf16_parks_only_fp8_served_blocks_and_stops_when_others_run(mod
     import warnings
 
     from framepack_trt import fp8
-    from framepack_trt.transformer_loop import PieceSwap
+    from framepack_trt.framepack import TransformerSwap
 
     monkeypatch.setattr(fp8, "PARK_FROM", "cpu")
-    swap = PieceSwap()
-    swap.model, swap.name, swap.offload_bf16 = model, "transformer", True
+    swap = TransformerSwap.__new__(TransformerSwap)  # the swap's state this needs, no cache
+    swap.model, swap.name, swap.component, swap.warned = model, "transformer", "transformer", set()
+    swap.offload_bf16 = True
     dual, single = list(model.transformer_blocks), list(model.single_transformer_blocks)
     fp8_dual = {"dual_block": {"component": "transformer_dual_block_fp8"},
                 "single_block": {"component": "transformer_single_block"}}  # bf16 engine
