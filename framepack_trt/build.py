@@ -444,12 +444,22 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
                                  f"the checking process{where} found it "
                                  f"{verification_problem(check)}")
             if not check["passed"]:
-                what = (f"at the sizes of verify --full (inputs drawn with seed {seed_n})"
-                        if full else "on the golden samples")
-                raise BuildError(f"{spec.name}: the engine does not match eager {what}{where}: "
-                                 f"{verification_problem(check)}")
+                raise BuildError(check_failure(spec.name, check, full, seed_n, where))
     entry["build_check"] = {"mode": check["mode"], "seed": check_seed if full else None,
                             "processes": len(seeds), "reference": spec.tolerance.reference,
                             "cases": [c["case"] for c in check["cases"]]}
     entry["build_seconds"] = {k: round(v, 3) for k, v in result.times.items()}
     return entry
+
+
+def check_failure(name: str, check: dict, full: bool, seed: int, where: str = "") -> str:
+    """Why a build's check failed, in words: an engine the check could not run for want of
+    device memory (other builds or programs on the GPU) is not called wrong."""
+    problem = verification_problem(check)
+    if "out of memory" in problem.lower():
+        return (f"{name}: the check ran out of device memory{where}, so the engine was not "
+                f"cached (it was not found wrong): free GPU memory (other builds or programs "
+                f"using it) and build again ({problem.splitlines()[0][:200]})")
+    what = (f"at the sizes of verify --full (inputs drawn with seed {seed})"
+            if full else "on the golden samples")
+    return f"{name}: the engine does not match eager {what}{where}: {problem}"

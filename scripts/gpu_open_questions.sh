@@ -79,6 +79,18 @@ if has statichw; then  # export only: a second, on the CPU side of the machine
   stamp statichw
 fi
 wait
+# the fp8 builds check on the GPU next to the VAE's: one that ran out of memory, again alone
+for c in fp8 fp8nd; do
+  has $c || continue
+  f="$LOG/build-${c/fp8nd/fp8-nd}.json"
+  grep -q "out of device memory\|out of memory" "$f" 2>/dev/null || continue
+  if [ $c = fp8 ]; then
+    $FP build -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8 --json >"${f%.json}.retry.json" 2>"${f%.json}.retry.log"
+  else
+    python3 scripts/inductor_config_build.py triton.prefer_nd_tiling=true triton.max_tiles=3 -- \
+        build -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8-nd --json >"${f%.json}.retry.json" 2>"${f%.json}.retry.log"
+  fi
+done
 stamp builds
 summary
 

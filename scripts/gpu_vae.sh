@@ -30,6 +30,16 @@ print(' '.join(c.name for c in load_profile('$p').components))")
   done
 done
 wait
+# A build whose check ran out of GPU memory next to the others is tried again, alone
+for b in $BACKENDS; do
+  p=$(profile_of $b)
+  for f in "$LOG"/build-$b-*.json; do
+    grep -q '"outcome": "failed"' "$f" 2>/dev/null && grep -q "out of device memory" "$f" || continue
+    e=$(basename "$f" .json); e=${e#build-$b-}
+    $FP build -p $p -c $e --backend $b --cache-dir /tmp/vae-$b --json \
+        >"$LOG/build-$b-$e.retry.json" 2>"$LOG/build-$b-$e.retry.log"
+  done
+done
 echo "builds: $(( $(date +%s) - start )) s" >"$LOG/times.txt"
 [ -n "${BUILD_ONLY:-}" ] && { touch "$LOG/built"; exit 0; }
 for b in $BACKENDS; do

@@ -36,6 +36,9 @@ def main(argv=None) -> int:
     dtype, device = torch_dtype(spec.dtype), spec.device
     piece = get_component("transformer_input")
     engines = use_engines(cache.root, strict=True, transformer=model)
+    if "transformer" not in engines.swaps:
+        sys.exit(f"no transformer block engines in {cache.root}: build -p {args.profile} first "
+                 "(`framepack-trt list` shows what is there)")
     swap = engines.swaps["transformer"]
     used = [es[0] for es in swap.pieces.values() if es]  # the entry each piece prefers
     backends = sorted({e["key_fields"]["backend"] for e in used})

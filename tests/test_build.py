@@ -229,3 +229,23 @@ def test_check_in_several_processes(tmp_path, one_engine_profile):
     assert "3.1e-02" in result["error"] and lines[3]["entries"] == []
     assert list((cache / "engines").iterdir()) == []
     assert TensorRTBackend.check_processes == 3
+
+
+def test_a_check_that_runs_out_of_device_memory_is_not_called_a_mismatch():
+    # The words of a build whose check ran out of GPU memory (six builds verifying at once on
+    # one H200, 2026-11-30) against those of a real mismatch.
+    from framepack_trt.build import check_failure
+
+    oom = {"passed": False, "error": "AcceleratorError: CUDA error: out of memory\nSearch for "
+                                      "`cudaErrorMemoryAllocation' in https://docs.nvidia.com"}
+    text = check_failure("vae_decode_whole", oom, full=False, seed=3)
+    assert "ran out of device memory" in text and "not found wrong" in text
+    assert "does not match eager" not in text and "CUDA error: out of memory" in text
+    assert "cudaErrorMemoryAllocation" not in text  # the first line of the error only
+
+    wrong = {"passed": False, "cases": [{"case": "max", "sizes": {"latent_frames": 5}, "outputs": [
+        {"output": "sample", "passed": False, "reason": "rel L2 3.1e-02 > 1.0e-02"}]}]}
+    text = check_failure("vae_decode_whole", wrong, full=True, seed=3, where=" (check process 1 of 2)")
+    assert text == ("vae_decode_whole: the engine does not match eager at the sizes of verify "
+                    "--full (inputs drawn with seed 3) (check process 1 of 2): max "
+                    "{'latent_frames': 5} sample: rel L2 3.1e-02 > 1.0e-02")
