@@ -27,6 +27,9 @@ names the file, the field, the bad value and what is valid. No torch import here
         static: true           # one static-size engine per bucket and per value of each other
                                # ranged dim, instead of one engine over the ranges (faster
                                # kernels; at most MAX_STATIC engines; not with engines: blocks)
+                               # | tiles: VAE entries with buckets, one static engine per tile
+                               # shape of low-VRAM mode at those buckets (and per value of
+                               # each other ranged dim)
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ TOP_KEYS = ("name", "description", "cache_dir", "backend", "fallback_backend", "
 ENTRY_KEYS = ("component", "name", "source", "dtype", "backend", "fallback_backend", "device",
               "dims", "buckets", "tolerance", "build", "engines", "quantize", "static")
 #: The most engines one ``static: true`` entry may expand into.
-MAX_STATIC = 24
+MAX_STATIC = 32
 #: ``engines:`` of a transformer entry: the four piece engines that take the weights as inputs
 #: (``<name>_input``, ``<name>_dual_block``, ``<name>_single_block``, ``<name>_output``;
 #: docs/transformer-blocks.md), the default; or one whole-model engine (its weights inside).
@@ -409,13 +412,24 @@ def _type_ok(value: Any, annotation: str) -> bool:
 
 
 def _static_specs(p: _Problems, where: str, spec: ComponentSpec, comp,
-                  raw_dims: Mapping[str, Any]) -> list[ComponentSpec]:
+                  raw_dims: Mapping[str, Any], tiles: bool = False) -> list[ComponentSpec]:
     """``static: true``: the entry as one static-size spec per bucket (its height and width)
-    and per value of each other dim with a range, named ``<name>_<H>x<W>_<dim><value>``."""
+    and per value of each other dim with a range, named ``<name>_<H>x<W>_<dim><value>``.
+    ``static: tiles``: one per distinct tile shape of the buckets' low-VRAM tiling instead,
+    named ``<name>_<h>x<w>_<dim><value>`` (h and w in latent units)."""
     import itertools
     import math
 
     bucket_dims = tuple(getattr(comp, "bucket_dims", None) or ())
+    tile_latents = getattr(comp, "tile_latents", None)
+    if tiles and not tile_latents:
+        p.add(f"{where}.static", f"component {spec.component!r} is not cut into tiles; static: "
+              "tiles is for vae_decode and vae_encode (true: one engine per bucket)")
+        return []
+    if tiles and not spec.buckets:
+        p.add(f"{where}.static", "static: tiles needs buckets: the tiles of which buckets' "
+              "latents (for example buckets: [[544, 704]])")
+        return []
     if spec.buckets:
         given = [n for n in bucket_dims if n in raw_dims]
         if given:
@@ -434,11 +448,20 @@ def _static_specs(p: _Problems, where: str, spec: ComponentSpec, comp,
             return []
     per_bucket = ([((h, w), comp.dims_for_buckets([(h, w)])) for h, w in spec.buckets]
                   or [(None, {})])
+    if tiles:  # the tile shapes of every bucket, each once, largest first
+        from framepack_trt.components.vae import tile_shapes
+
+        unit, (h_dim, w_dim) = comp.pixels_per_unit, bucket_dims
+        shapes = sorted({s for h, w in spec.buckets
+                         for s in tile_shapes(h // unit, w // unit, *tile_latents)}, reverse=True)
+        per_bucket = [(s, {h_dim: DimRange(s[0], s[0], s[0]), w_dim: DimRange(s[1], s[1], s[1])})
+                      for s in shapes]
     ranged = [n for n, r in spec.dims.items()
               if not (spec.buckets and n in bucket_dims) and r.min != r.max]
     count = len(per_bucket) * math.prod(spec.dims[n].max - spec.dims[n].min + 1 for n in ranged)
     if count > MAX_STATIC:
-        over = ([f"{len(per_bucket)} buckets"] if spec.buckets else []) + [
+        over = ([f"{len(per_bucket)} {'tile shapes' if tiles else 'buckets'}"]
+                if spec.buckets else []) + [
             f"{n} {spec.dims[n].min}..{spec.dims[n].max}" for n in ranged]
         p.add(f"{where}.static", f"it would build {count} engines (one per value of "
               f"{' x '.join(over)}); at most {MAX_STATIC}: fix some dims"
@@ -451,7 +474,7 @@ def _static_specs(p: _Problems, where: str, spec: ComponentSpec, comp,
             dims = {**spec.dims, **bdims, **{n: DimRange(v, v, v) for n, v in values}}
             parts = ([f"{bucket[0]}x{bucket[1]}"] if bucket else []) + [f"{n}{v}" for n, v in values]
             out.append(replace(spec, name="_".join([spec.name, *parts]), dims=dims,
-                               buckets=(bucket,) if bucket else ()))
+                               buckets=(bucket,) if bucket and not tiles else ()))
     return out
 
 
@@ -594,8 +617,9 @@ def parse_profile(raw: Any, path: Path) -> Profile:
             if comp_name != "transformer" or engines != "blocks":
                 p.add(f"{where}.quantize", "only a transformer entry with engines: blocks is "
                       "quantized (its block engines' linears)")
-        if "static" in entry and not isinstance(entry["static"], bool):
-            p.add(f"{where}.static", f"{_fmt(entry['static'])} is not valid; expected true or false")
+        if "static" in entry and not isinstance(entry["static"], bool) and entry["static"] != "tiles":
+            p.add(f"{where}.static", f"{_fmt(entry['static'])} is not valid; expected true, false "
+                  "or tiles")
         elif entry.get("static") and engines == "blocks":
             p.add(f"{where}.static", "the transformer's block engines take any size; static is "
                   "for engines of one size (engines: whole, or another component)")
@@ -626,8 +650,9 @@ def parse_profile(raw: Any, path: Path) -> Profile:
                                                known[piece_comp].tolerance(dtype))
                     comps.append(replace(spec, name=pname, component=piece_comp,
                                          tolerance=piece_tol, entry=ename))
-            elif entry.get("static") is True:
-                for static in _static_specs(p, where, spec, comp, raw_dims):
+            elif entry.get("static") is True or entry.get("static") == "tiles":
+                for static in _static_specs(p, where, spec, comp, raw_dims,
+                                            tiles=entry["static"] == "tiles"):
                     if static.name == ename:  # nothing to expand: the entry itself
                         comps.append(static)
                         continue

@@ -295,15 +295,44 @@ def test_static_expands_into_one_engine_per_bucket_and_size(tmp_path):
              r"components\[0\]\.dims\.latent_height: set by buckets under static: true"),
             ("    buckets: framepack-640\n    static: true\n",
              r"components\[0\]\.static: it would build 42 engines \(one per value of 14 "
-             r"buckets x latent_frames 3\.\.5\); at most 24")):
+             r"buckets x latent_frames 3\.\.5\); at most 32")):
         p.write_text("device: cuda\ncomponents:\n  - component: vae_decode\n"
                      "    source: {random: {}}\n" + text)
         with pytest.raises(ProfileError, match=message):
             load_profile(p)
     p.write_text("device: cuda\ncomponents:\n  - component: vae_decode\n    source: {random: {}}\n"
                  "    static: 'yes'\n")
-    with pytest.raises(ProfileError, match=r"components\[0\]\.static: 'yes' is not valid"):
+    with pytest.raises(ProfileError, match=r"components\[0\]\.static: 'yes' is not valid; "
+                                           r"expected true, false or tiles"):
         load_profile(p)
+    # static: tiles: one engine per tile shape of low-VRAM mode at the buckets (latent units;
+    # tests/test_vae.py checks the shapes against diffusers' tiling) and window length.
+    p.write_text("device: cuda\ncomponents:\n  - component: vae_decode\n    name: tile\n"
+                 "    source: {random: {}}\n    buckets: [[544, 704], [416, 960]]\n"
+                 "    dims: {latent_frames: {min: 3, opt: 5, max: 5}}\n    static: tiles\n"
+                 "  - component: vae_encode\n    name: enc\n    source: {random: {}}\n"
+                 "    buckets: [[544, 704]]\n    static: tiles\n")
+    tiles = load_profile(p).components
+    shapes = ["32x32", "32x24", "32x16", "28x32", "28x24", "20x32", "20x16", "4x32", "4x24"]
+    assert [s.name for s in tiles] == [f"tile_{hw}_latent_frames{t}" for hw in shapes
+                                       for t in (3, 4, 5)] + [f"enc_{hw}" for hw in
+                                                              ("32x32", "32x16", "20x32", "20x16")]
+    t = tiles[4]  # tile_32x24_latent_frames4
+    assert (t.dims["latent_height"], t.dims["latent_width"], t.dims["latent_frames"]) == (
+        DimRange(32, 32, 32), DimRange(24, 24, 24), DimRange(4, 4, 4))
+    assert t.buckets == () and t.entry == "tile"
+    for text, message in (
+            ("  - component: vae_decode\n    source: {random: {}}\n    static: tiles\n",
+             r"components\[0\]\.static: static: tiles needs buckets"),
+            ("  - component: clip_text\n    source: {random: {}}\n    static: tiles\n",
+             r"components\[0\]\.static: component 'clip_text' is not cut into tiles"),
+            ("  - component: vae_decode\n    source: {random: {}}\n    static: tiles\n"
+             "    buckets: framepack-640\n",
+             r"it would build 93 engines \(one per value of 31 tile shapes x latent_frames "
+             r"3\.\.5\); at most 32")):
+        p.write_text("device: cuda\ncomponents:\n" + text)
+        with pytest.raises(ProfileError, match=message):
+            load_profile(p)
     p.write_text("device: cuda\ncomponents:\n  - component: transformer\n    source: {random: {}}\n"
                  "    dtype: bfloat16\n    static: true\n")
     with pytest.raises(ProfileError, match=r"block engines take any size"):

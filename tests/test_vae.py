@@ -249,3 +249,25 @@ def test_a_static_engine_is_picked_over_a_range_for_its_sizes(vae_cache, tmp_pat
     assert len([w for w in caught if "failed at run time" in str(w.message)]) == 1
     assert served["vae_decode"] == {"vae_decode": 3}
     assert rel_l2(got, want) < 1e-5
+
+
+@pytest.mark.parametrize(("height", "width"), [(544, 704), (416, 960)])
+def test_tile_shapes_are_the_tiles_diffusers_cuts(height, width):
+    # static: tiles builds one engine per shape of vae.tile_shapes: the shapes diffusers'
+    # tiled decode and encode (FramePack's low-VRAM mode, default tiles) send to the cores.
+    from diffusers import AutoencoderKLHunyuanVideo
+
+    from framepack_trt.components.vae import VaeDecode, tile_shapes
+
+    vae = AutoencoderKLHunyuanVideo(**VaeDecode.tiny_config).eval()
+    vae.enable_tiling()
+    sizes: dict[str, set] = {"encoder": set(), "decoder": set()}
+    for core in sizes:
+        module = getattr(vae, core)
+        module.register_forward_pre_hook(lambda m, a, core=core: sizes[core].add(
+            tuple(a[0].shape[-2:])))
+    h, w = height // 8, width // 8
+    encode(vae, frame(height, width))
+    decode(vae, latents(1, h, w))
+    assert sizes["decoder"] == set(tile_shapes(h, w))
+    assert sizes["encoder"] == {(a * 8, b * 8) for a, b in tile_shapes(h, w)}

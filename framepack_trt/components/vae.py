@@ -41,6 +41,21 @@ def frame_causal_mask(num_frames, height_width, dtype, device, batch_size=None):
     return mask if batch_size is None else mask.unsqueeze(0).expand(batch_size, -1, -1)
 
 
+def tile_sizes(length: int, tile: int, stride: int) -> list[int]:
+    """The sizes along one side of the tiles diffusers' ``tiled_decode`` (and
+    ``tiled_encode``, in pixels) cuts a latent of ``length`` into: a tile starts every
+    ``stride`` and is ``tile`` long, or what is left at the edge."""
+    return sorted({min(tile, length - start) for start in range(0, length, stride)}, reverse=True)
+
+
+def tile_shapes(height: int, width: int, tile: int = 32, stride: int = 24) -> list[tuple[int, int]]:
+    """The (height, width) of every distinct tile of a latent in low-VRAM mode; the latent
+    itself when neither side is over ``tile`` (diffusers then does not tile)."""
+    if height <= tile and width <= tile:
+        return [(height, width)]
+    return [(h, w) for h in tile_sizes(height, tile, stride) for w in tile_sizes(width, tile, stride)]
+
+
 @contextmanager
 def frame_causal_masks() -> Iterator[None]:
     """diffusers' HunyuanVideo VAE builds its causal masks with ``frame_causal_mask``
@@ -63,6 +78,9 @@ class _VaeCore(Component):
     model_class = "diffusers.AutoencoderKLHunyuanVideo"
     default_dtype = "float16"
     bucket_dims = ("latent_height", "latent_width")
+    #: Low-VRAM mode's spatial tiles in latent units (diffusers' defaults: 256 pixels at stride
+    #: 192), for ``static: tiles``.
+    tile_latents = (32, 24)
     #: Encoder and decoder are one model: a random source writes one folder for both.
     weights_folder = "vae"
     #: The real class with narrow channels: four levels (3 downsamplings), one layer each.
