@@ -9,12 +9,14 @@ input channels rescaled by a log-normal factor (sigma 0.5) with 1 % of them 20x 
 tokens with 1 % of their channels 30x larger (the massive activations of trained DiTs).
 
 ``--modulation``: the adaptive norms' modulation linears quantized too (framepack_trt.fp8
-leaves them in bf16; this measures why). ``--modulation-weight-only [--group G]``: instead,
-only their weights in fp8 (per row, or per group of G input channels), dequantized to bf16 for
-a bf16 matmul: does finer scaling, or leaving the activation alone, save them?
+leaves them in bf16; this measures why). ``--modulation-weight-only [--group G]
+[--weight-format int8]``: instead, only their weights in fp8 or int8 (per row, or per group of
+G input channels), dequantized to bf16 for a bf16 matmul: does finer scaling, int8's uniform
+steps, or leaving the activation alone, save them?
 
     python scripts/fp8_quality.py [--tokens 512] [--text 128] [--device cpu] [--modulation]
-                                  [--modulation-weight-only [--group G]] [--markdown F]
+                                  [--modulation-weight-only [--group G] [--weight-format int8]]
+                                  [--markdown F]
 """
 
 from __future__ import annotations
@@ -44,30 +46,40 @@ def blocks(device):
             "single": single.to(device, torch.bfloat16).eval()}
 
 
-class WeightOnlyFp8(torch.nn.Module):
-    """A linear whose weight went through e4m3 (scales per row, or per ``group`` input
-    channels) and back to its dtype: fp8's rounding of the weight alone."""
+def int8_rows(x):
+    """(x / scale rounded to int8, scale): one float32 scale per row, amax / 127."""
+    scale = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=fp8.AMAX_EPS) / 127
+    return (x.float() / scale).round().clamp(-127, 127).to(torch.int8), scale
 
-    def __init__(self, linear, group=0):
+
+class WeightOnlyFp8(torch.nn.Module):
+    """A linear whose weight went through e4m3, or int8 with ``fmt="int8"`` (scales per row,
+    or per ``group`` input channels) and back to its dtype: the rounding of the weight alone."""
+
+    def __init__(self, linear, group=0, fmt="fp8"):
         super().__init__()
         w = linear.weight.detach()
         n, k = w.shape
         g = group or k
-        q, scale = fp8.quantize_rows(w.reshape(n * k // g, g))
-        self.weight = (q.float() * scale).reshape(n, k).to(w.dtype)
+        if fmt == "bf16":  # the control: the weight as it is
+            self.weight = w
+        else:
+            rows = fp8.quantize_rows if fmt == "fp8" else int8_rows
+            q, scale = rows(w.reshape(n * k // g, g))
+            self.weight = (q.float() * scale).reshape(n, k).to(w.dtype)
         self.bias = linear.bias
 
     def forward(self, x):
         return torch.nn.functional.linear(x, self.weight, self.bias)
 
 
-def with_weight_only_modulation(block, quantized, group):
+def with_weight_only_modulation(block, quantized, group, fmt="fp8"):
     """``quantized`` (a quantize_block copy) with the block's modulation linears replaced by
     WeightOnlyFp8 copies."""
     for name, module in block.named_modules():
         if isinstance(module, torch.nn.Linear) and fp8.is_modulation(name):
             parent, _, child = name.rpartition(".")
-            setattr(quantized.get_submodule(parent), child, WeightOnlyFp8(module, group))
+            setattr(quantized.get_submodule(parent), child, WeightOnlyFp8(module, group, fmt))
     return quantized
 
 
@@ -106,7 +118,15 @@ def main(argv=None) -> int:
     ap.add_argument("--group", type=int, default=0,
                     help="with --modulation-weight-only: one scale per this many input "
                          "channels (0: per row)")
+    ap.add_argument("--weight-format", choices=("fp8", "int8", "bf16"), default="fp8",
+                    help="with --modulation-weight-only: e4m3 or int8 weights, or bf16 (the "
+                         "control: only the other linears in fp8, the outliers the same)")
+    ap.add_argument("--modulation-outliers", action=argparse.BooleanOptionalAction,
+                    default=None, help="in the outlier regime, rescale the modulation linears' "
+                    "input channels too (default: with --modulation-weight-only)")
     args = ap.parse_args(argv)
+    if args.modulation_outliers is None:
+        args.modulation_outliers = args.modulation_weight_only
     if args.modulation and args.modulation_weight_only:
         ap.error("--modulation and --modulation-weight-only are two experiments: pick one")
     if args.modulation:  # quantized_names (and so quantize_block) then takes every linear
@@ -118,10 +138,10 @@ def main(argv=None) -> int:
         made = blocks(args.device)
         for kind, block in made.items():
             if regime == "outliers":
-                add_outliers(block, gen, args.modulation_weight_only)
+                add_outliers(block, gen, args.modulation_outliers)
             q = quantize_block(block)
             if args.modulation_weight_only:
-                q = with_weight_only_modulation(block, q, args.group)
+                q = with_weight_only_modulation(block, q, args.group, args.weight_format)
             n = args.tokens
             angles = torch.rand(n, WIDTH // HEADS // 2, generator=gen).repeat_interleave(2, 1) * 6.28
             acts = (tokens(n, regime == "outliers", gen, args.device),
@@ -146,9 +166,11 @@ def main(argv=None) -> int:
     lines = [f"fp8 block linears against bf16, real width, eager, {device}, tokens {args.tokens}, "
              f"text {args.text}, torch {torch.__version__}, {datetime.date.today()}"
              + (", modulation linears in fp8 too" if args.modulation else "")
-             + (f", modulation linears' weights through fp8 (scales per "
+             + (f", modulation linears' weights through {args.weight_format} (scales per "
                 f"{f'{args.group} input channels' if args.group else 'row'})"
-                if args.modulation_weight_only else ""), "",
+                if args.modulation_weight_only else "")
+             + (", outliers in the modulation linears' inputs too" if args.modulation_outliers
+                else ""), "",
              "| weights and tokens | block | output | rel L2 | cosine | rel L2 of the block's update "
              "| max_abs_std |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r} | {k} | {o} | {e:.1e} | {c:.6f} | {u:.1e} | {m:.3f} |"
