@@ -433,8 +433,10 @@ def _static_specs(p: _Problems, where: str, spec: ComponentSpec, comp,
     if spec.buckets:
         given = [n for n in bucket_dims if n in raw_dims]
         if given:
-            p.add(f"{where}.dims.{given[0]}", "set by buckets under static: true (one engine "
-                  "per bucket); leave it out, or list the buckets you want")
+            p.add(f"{where}.dims.{given[0]}", "set by buckets under static: tiles (one engine "
+                  "per tile shape of the buckets); leave it out, or list the buckets you want"
+                  if tiles else "set by buckets under static: true (one engine per bucket); "
+                  "leave it out, or list the buckets you want")
             return []
         twice = sorted({b for b in spec.buckets if spec.buckets.count(b) > 1})
         if twice:

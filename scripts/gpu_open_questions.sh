@@ -4,9 +4,10 @@
 # that a run cut short still says what it found):
 #   vae     decode end to end with every engine of profiles/realwidth-vae.yaml (all on the
 #           VAE's own weights): static windows at 544x704 and 416x960 in high-VRAM mode, and
-#           static tiles at 544x704 in low-VRAM mode (does tiled decode reach 1.5x?), next to
-#           the ranged nd-tiled engines (scripts/gpu_vae.sh aoti, 6 builds at a time: each
-#           whole-latent window verifies with about 20 GiB of eager activations)
+#           static tiles at both in low-VRAM mode (544x704: 1.92x-1.94x, measured 2026-11-30;
+#           416x960: not yet), next to the ranged nd-tiled engines (scripts/gpu_vae.sh aoti, 6
+#           builds at a time: each whole-latent window verifies with about 20 GiB of eager
+#           activations; ENTRIES="name ..." in the environment builds only those)
 #   shared  profiles/realwidth-vae-shared.yaml's decoder engines (measured 2026-11-30)
 #   fp8     the real-width fp8 block engines against eager bf16, 30 timed calls
 #           (profiles/realwidth-blocks-fp8.yaml, scripts/transformer_blocks_bench.py)
@@ -14,18 +15,19 @@
 #           (scripts/inductor_config_build.py), timed the same way
 #   fp8tests  pytest tests/gpu/test_fp8_cuda.py: the tiny fp8 block engines on CUDA, through
 #           FramePack's loop, offload_bf16 (the bf16 weights to the CPU and back, memory) and
-#           low-VRAM mode's placement of the fp8 copies (needs pytest; during the builds)
+#           low-VRAM mode's placement of the fp8 copies (needs pytest; during the builds;
+#           5 passed 2026-11-30)
 #   trtops  TensorRT with one suspect op at a time kept in PyTorch (scripts/trt_vae_ops.py):
 #           which op makes the decoder miss eager by 0.0215? (needs torch_tensorrt)
 #   statichw  why the decoder with height and width static and T over 3..5 does not export on
-#           CUDA (the first guards on latent_frames, from TORCH_LOGS=+dynamic)
+#           CUDA (the guards on latent_frames, from TORCH_LOGS=+dynamic; answered 2026-11-30)
 # Builds run at once (CPU-bound compiles); measurements one after another on a quiet GPU.
 #   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]
-#   (PARTS: "vae fp8tests fp8nd trtops statichw" by default; also "shared" and "fp8")
+#   (PARTS: "vae fp8nd trtops" by default; also "shared", "fp8", "fp8tests" and "statichw")
 set -u
 LOG=${1:-/tmp/gpu-open-questions}
-PARTS=${2:-"vae fp8tests fp8nd trtops statichw"}
-mkdir -p "$LOG"
+PARTS=${2:-"vae fp8nd trtops"}
+rm -rf "$LOG"; mkdir -p "$LOG"  # a reused folder's old build results would be retried
 FP="python3 -m framepack_trt"
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 has_trt=$(python3 -c "import torch_tensorrt" 2>/dev/null && echo yes || echo no)
@@ -37,7 +39,7 @@ summary() {
     nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
     cat "$LOG/times.txt" 2>/dev/null
     for f in "$LOG"/vae/build-*.json "$LOG"/build-vae-shared.json "$LOG"/build-fp8*.json; do
-      [ -f "$f" ] && python3 -c "import json; [print(r['name'], r['outcome'], r['seconds'],
+      [ -f "$f" ] && echo "-- $(basename "$f")" && python3 -c "import json; [print(r['name'], r['outcome'], r['seconds'],
         (r.get('error') or '')[:300]) for r in json.load(open('$f'))['results']]"
     done
     [ -f "$LOG/vae/bench-aoti.md" ] && cat "$LOG/vae/bench-aoti.md"
@@ -51,7 +53,7 @@ summary() {
 
 # -- builds, all at once --------------------------------------------------------------------
 if has vae; then
-  BUILD_ONLY=1 JOBS=6 bash scripts/gpu_vae.sh "$LOG/vae" aoti >"$LOG/vae-build.out" 2>&1 &
+  NO_RETRY=1 BUILD_ONLY=1 JOBS=6 bash scripts/gpu_vae.sh "$LOG/vae" aoti >"$LOG/vae-build.out" 2>&1 &
 fi
 if has shared; then
   $FP build -p realwidth-vae-shared --cache-dir /tmp/vae-shared --json \
@@ -79,11 +81,14 @@ if has statichw; then  # export only: a second, on the CPU side of the machine
   stamp statichw
 fi
 wait
-# the fp8 builds check on the GPU next to the VAE's: one that ran out of memory, again alone
+# builds check on the GPU next to each other: one that ran out of memory, again alone
+if has vae; then
+  RETRY_ONLY=1 BUILD_ONLY=1 bash scripts/gpu_vae.sh "$LOG/vae" aoti >>"$LOG/vae-build.out" 2>&1
+fi
 for c in fp8 fp8nd; do
   has $c || continue
   f="$LOG/build-${c/fp8nd/fp8-nd}.json"
-  grep -q "out of device memory\|out of memory" "$f" 2>/dev/null || continue
+  grep -q '"outcome": "failed"' "$f" 2>/dev/null && grep -qi "out of memory" "$f" || continue
   if [ $c = fp8 ]; then
     $FP build -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8 --json >"${f%.json}.retry.json" 2>"${f%.json}.retry.log"
   else

@@ -324,6 +324,10 @@ def test_static_expands_into_one_engine_per_bucket_and_size(tmp_path):
     for text, message in (
             ("  - component: vae_decode\n    source: {random: {}}\n    static: tiles\n",
              r"components\[0\]\.static: static: tiles needs buckets"),
+            ("  - component: vae_encode\n    source: {random: {}}\n    static: tiles\n"
+             "    buckets: [[544, 704]]\n    dims: {latent_width: 16}\n",
+             r"components\[0\]\.dims\.latent_width: set by buckets under static: tiles \(one "
+             r"engine per tile shape of the buckets\)"),
             ("  - component: clip_text\n    source: {random: {}}\n    static: tiles\n",
              r"components\[0\]\.static: component 'clip_text' is not cut into tiles"),
             ("  - component: vae_decode\n    source: {random: {}}\n    static: tiles\n"
