@@ -43,6 +43,11 @@ def same_architecture(entry: Mapping[str, Any], model, cache: Cache) -> bool:
     return bool(shared) and all(built[k] == mine[k] for k in shared)
 
 
+#: What ``teacache_step`` reads of the first dual-stream block, eagerly: its modulation
+#: linear stays on the GPU under ``offload_bf16``.
+TEACACHE_READS = ("norm1.linear",)
+
+
 def teacache_step(model, tokens, temb) -> bool:
     """FramePack's TeaCache decision for this call (its state lives on the model, as FramePack's
     ``initialize_teacache`` set it): True when the block stack must run. Verbatim logic of
@@ -296,8 +301,9 @@ class PieceSwap:
             return
         moved = False
         for piece in in_fp8:
-            for block in self._blocks(piece):
-                moved |= fp8.park_bf16(block)
+            for index, block in enumerate(self._blocks(piece)):
+                moved |= fp8.park_bf16(block, TEACACHE_READS if (piece, index) == (
+                    "dual_block", 0) else ())
         if moved:
             import torch
 

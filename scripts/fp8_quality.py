@@ -8,8 +8,10 @@ Regimes: ``random`` (diffusers' initialization, Gaussian tokens); ``outliers``: 
 input channels rescaled by a log-normal factor (sigma 0.5) with 1 % of them 20x larger, and
 tokens with 1 % of their channels 30x larger (the massive activations of trained DiTs).
 
-``--modulation``: the adaptive norms' modulation linears quantized too (framepack_trt.fp8
-leaves them in bf16; this measures why). ``--modulation-weight-only [--group G]
+By default the blocks are quantized as the engines are: fp8 linears, and the adaptive norms'
+modulation linears with int8 weights (one scale per 32 input channels, bf16 matmul).
+``--modulation``: the modulation linears in fp8 too, activation and all (this measures why
+not). ``--modulation-weight-only [--group G]
 [--weight-format int8]``: instead, only their weights in fp8 or int8 (per row, or per group of
 G input channels), dequantized to bf16 for a bf16 matmul: does finer scaling, int8's uniform
 steps, or leaving the activation alone, save them?

@@ -49,24 +49,62 @@ def test_fp8_block_matches_eager_bf16_within_its_tolerance(model, name):
             assert (g.float() - w.float()).abs().max() / w.float().std() <= tol.max_abs_std
 
 
-@pytest.mark.parametrize("name,linears", [(FP8[0], 12), (FP8[1], 5)])
-def test_which_linears_are_quantized(model, name, linears):
+@pytest.mark.parametrize("name,linears,modulation", [(FP8[0], 12, 2), (FP8[1], 5, 1)])
+def test_which_linears_are_quantized(model, name, linears, modulation):
+    from framepack_trt.fp8 import modulation_names
+
     comp = get_component(name)
     block = comp.quantized(model, 0)
-    names = quantized_names(block)  # the copy: its linears are Fp8Linear, not nn.Linear
-    assert names == []
+    # The copy: its linears are Fp8Linear and Int8Linear, not nn.Linear.
+    assert quantized_names(block) == [] and modulation_names(block) == []
     original = get_component(name.removesuffix("_fp8"))
     source = model.transformer_blocks[0] if "dual" in name else model.single_transformer_blocks[0]
     assert len(quantized_names(source)) == linears
+    assert len(modulation_names(source)) == modulation
     specs = {s.name: s for s in comp.weight_specs(model)}
     for n in quantized_names(source):
         assert specs[f"weight.{n}.weight"].dtype == "float8_e4m3fn"
         assert specs[f"weight.{n}.weight_scale"].dtype == "float32"
         assert specs[f"weight.{n}.weight_scale"].shape == (source.get_submodule(n).out_features, 1)
-    # The modulation linears and the norms stay in bf16; the bf16 block is untouched.
-    assert all(s.dtype == "bfloat16" for n, s in specs.items() if "norm" in n)
+    for n in modulation_names(source):  # int8, one scale per 32 input channels (the tiny
+        linear = source.get_submodule(n)  # config's width is 32: one per row)
+        assert specs[f"weight.{n}.weight"].dtype == "int8"
+        assert specs[f"weight.{n}.weight_scale"].dtype == "float32"
+        assert specs[f"weight.{n}.weight_scale"].shape == (linear.out_features,
+                                                            linear.in_features // 32)
+        assert specs[f"weight.{n}.bias"].dtype == "bfloat16"
+    # The norms stay in bf16; the bf16 block is untouched.
+    assert all(s.dtype == "bfloat16" for n, s in specs.items()
+               if "norm" in n and not n.endswith(("linear.weight", "linear.weight_scale")))
     assert all(p.dtype == torch.bfloat16 for p in source.parameters())
-    assert len(original.weight_specs(model)) == len(specs) - linears  # + one scale per linear
+    # + one scale per replaced linear
+    assert len(original.weight_specs(model)) == len(specs) - linears - modulation
+
+
+def test_int8_linear_against_the_linear():
+    """A modulation linear's int8 copy: within half a step of each weight, one scale per 32
+    input channels (per row where the width is not a multiple of 32), and its output close to
+    the bf16 linear's."""
+    from framepack_trt.fp8 import Int8Linear
+
+    gen = torch.Generator().manual_seed(5)
+    for k, groups, outlier in ((96, 3, True), (96, 3, False), (40, 1, False)):
+        linear = torch.nn.Linear(k, 64).to(torch.bfloat16)
+        with torch.no_grad():  # one channel 20x larger: its group gets coarser steps
+            linear.weight.copy_(torch.randn(64, k, generator=gen))
+            linear.weight[:, 7] *= 20 if outlier else 1
+        q = Int8Linear(linear)
+        assert q.weight.dtype == torch.int8 and q.weight_scale.shape == (64, groups)
+        w = linear.weight.float()
+        step = q.weight_scale.repeat_interleave(k // groups, dim=1)
+        assert ((q.dequantized(torch.float32) - w).abs() <= step / 2 + 1e-6).all()
+        assert q.weight.abs().amax(dim=1).eq(127).all()  # every row uses the whole range
+        x = torch.randn(3, k, generator=gen).to(torch.bfloat16)
+        with torch.no_grad():
+            err = rel_l2(q(x), linear(x))
+        # A 20x input channel coarsens the steps of its group's other weights (per row: of the
+        # whole row); docs/fp8.md measures what that does to a block.
+        assert 0 < err < (5e-2 if outlier else 1e-2) and q.bias is linear.bias
 
 
 def test_exported_graph_is_the_quantized_block(model):
@@ -82,6 +120,7 @@ def test_exported_graph_is_the_quantized_block(model):
     exported = export_component(comp, model, dims, torch.bfloat16, "cpu")
     fp8_inputs = [t for t in exported.inputs if t.dtype == torch.float8_e4m3fn]
     assert len(fp8_inputs) == 12
+    assert len([t for t in exported.inputs if t.dtype == torch.int8]) == 2  # the modulation
     raw = comp.make_inputs(model.config, {**SIZES, "latent_height": 12, "text_len": 5},
                            torch.bfloat16, "cpu", torch.Generator().manual_seed(2))
     inputs = comp.engine_inputs(model, raw, torch.bfloat16, "cpu", 1)
@@ -226,11 +265,11 @@ def test_low_vram_streaming_quantizes_once(model):
         DynamicSwapInstaller.uninstall_model(model)
     assert len(streamed) == len(plain)
     assert all(torch.equal(a.float(), b.float()) for a, b in zip(streamed, plain, strict=True))
-    # The copy shares the block's stored parameters (no bf16 weight copied), its fp8 linears
-    # hold no bf16 weight at all, and each linear's bias is the stored one.
+    # The copy shares the block's stored parameters (no bf16 weight copied), its fp8 and int8
+    # linears hold no bf16 weight at all, and each linear's bias is the stored one.
     copied = dict(first.named_parameters())
     assert all(copied[n] is p for n, p in stored.items() if n in copied)
-    assert not any(n.endswith(".weight") and n.rsplit(".", 1)[0] in quantized_names(block)
+    assert not any(n.endswith(".weight") and n.rsplit(".", 1)[0] in fp8.replaced_names(block)
                    for n in copied)
     assert first.proj_mlp.bias is stored["proj_mlp.bias"]
 
@@ -258,6 +297,9 @@ def test_offload_bf16_parks_only_fp8_served_blocks_and_stops_when_others_run(mod
         for _ in range(2):
             swap.place_bf16(fp8_dual, cpu)
             assert all(fp8.is_parked(b) for b in dual) and not any(fp8.is_parked(b) for b in single)
+    # Every replaced linear's weight, fp8 and int8, but the one TeaCache reads eagerly.
+    assert set(fp8._PARKED[dual[1]]) == set(fp8.replaced_names(dual[1]))
+    assert set(fp8._PARKED[dual[0]]) == set(fp8.replaced_names(dual[0])) - {"norm1.linear"}
     copies = [fp8.quantized_block(b) for b in dual]
     assert [fp8.quantized_block(b) for b in dual] == copies  # parking kept the copies
     # The dual blocks now through bf16 engines (or eagerly): everything back, the option off.

@@ -69,12 +69,16 @@ def test_offload_bf16_moves_the_replaced_weights_to_the_cpu_and_back(fp8_blocks)
     them back, runs eager (equal to the model's own forward) and turns the option off for good,
     with a warning; ``restore()`` moves them back too."""
     from framepack_trt import fp8
-    from framepack_trt.fp8 import quantized_names
+    from framepack_trt.fp8 import replaced_names
 
     cache, weights = fp8_blocks
     model = load_transformer(weights, "cuda")
     blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
-    replaced = [b.get_submodule(n).weight for b in blocks for n in quantized_names(b)]
+
+    def parked_names(b):  # TeaCache reads the first block's modulation linear: it stays
+        return [n for n in replaced_names(b) if not (b is blocks[0] and n == "norm1.linear")]
+
+    replaced = [b.get_submodule(n).weight for b in blocks for n in parked_names(b)]
     replaced_bytes = sum(w.numel() * w.element_size() for w in replaced)
     kw = dict(f1=True, steps=2, device="cuda")
     with torch.inference_mode():
@@ -97,7 +101,7 @@ def test_offload_bf16_moves_the_replaced_weights_to_the_cpu_and_back(fp8_blocks)
         gc.collect()
         parked = torch.cuda.memory_allocated()
         assert all(w.device.type == "cpu" for w in replaced)
-        now = [blk.get_submodule(n).weight for blk in blocks for n in quantized_names(blk)]
+        now = [blk.get_submodule(n).weight for blk in blocks for n in parked_names(blk)]
         assert all(a is b for a, b in zip(replaced, now, strict=True))  # the same Parameters
         with pytest.warns(UserWarning, match="offload_bf16 is off from now on: a call ran "
                           "eager"), torch.inference_mode():
@@ -127,7 +131,7 @@ def test_low_vram_mode_keeps_the_fp8_copies_on_the_cpu(fp8_blocks):
     stay behind), offload_bf16 moves nothing, and the loop still matches eager bf16."""
     from framepack_reference import DynamicSwapInstaller
 
-    from framepack_trt.fp8 import Fp8Linear, quantized_block, quantized_names
+    from framepack_trt.fp8 import Fp8Linear, Int8Linear, quantized_block, replaced_names
 
     cache, weights = fp8_blocks
     model = load_transformer(weights, "cuda")
@@ -142,12 +146,12 @@ def test_low_vram_mode_keeps_the_fp8_copies_on_the_cpu(fp8_blocks):
             got = framepack_loop(model, framepack_names=True, **kw)
         copies = [quantized_block(b) for b in blocks]
         stored = [b.get_submodule(n)._parameters["weight"] for b in blocks
-                  for n in quantized_names(b)]
+                  for n in replaced_names(b)]
     finally:
         engines.restore()
         DynamicSwapInstaller.uninstall_model(model)
     assert all(w.device.type == "cuda" for w in stored)  # not parked: FramePack moves them
-    fp8_tensors = [t for c in copies for m in c.modules() if isinstance(m, Fp8Linear)
+    fp8_tensors = [t for c in copies for m in c.modules() if isinstance(m, (Fp8Linear, Int8Linear))
                    for t in (m.weight, m.weight_scale)]
     assert fp8_tensors and all(t.device.type == "cpu" for t in fp8_tensors)
     assert 0 < rel_l2(got, want) < TOL

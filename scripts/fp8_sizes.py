@@ -1,0 +1,58 @@
+"""The bytes of the weights a profile's fp8 block engines take (``quantize: fp8``: fp8 linears
+with their scales, int8 modulation linears with theirs, every other parameter in bf16) against
+the same blocks in bf16, from the tensors themselves: the model loaded on the CPU (its random
+weights written to DIR first), each block quantized as the runtime does. No engine is built or
+run, so this runs without a GPU; scripts/transformer_blocks_bench.py prints the same sum on one.
+
+    python scripts/fp8_sizes.py [-p realwidth-blocks-fp8] [--weights DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+
+from framepack_trt.components.base import get_component
+from framepack_trt.profile import load_profile
+from framepack_trt.sources import load_model
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-p", "--profile", default="realwidth-blocks-fp8")
+    ap.add_argument("--weights", default=None, help="folder for the random weights "
+                    "(default: a temporary one)")
+    args = ap.parse_args(argv)
+    specs = [s for s in load_profile(args.profile).components if s.component.endswith("_fp8")]
+    if not specs:
+        raise SystemExit(f"{args.profile}: no fp8 block engines (quantize: fp8) in the profile")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.weights or tmp)
+        model = load_model(get_component(specs[0].component), specs[0].source, torch.bfloat16,
+                           "cpu", root)
+        rows, total = [], {"fp8": 0, "bf16": 0}
+        for spec in specs:
+            fp8_comp = get_component(spec.component)
+            bf16_comp = get_component(spec.component.removesuffix("_fp8"))
+            for kind, comp in (("fp8", fp8_comp), ("bf16", bf16_comp)):
+                by_dtype: dict[str, int] = {}
+                for i in range(comp.pieces(model.config)):
+                    for t in comp.weights(model, i, torch.bfloat16, "cpu"):
+                        key = str(t.dtype).removeprefix("torch.")
+                        by_dtype[key] = by_dtype.get(key, 0) + t.nbytes
+                total[kind] += sum(by_dtype.values())
+                rows.append((spec.component if kind == "fp8" else bf16_comp.name, by_dtype))
+    print(f"weights the block engines take, {args.profile}, torch {torch.__version__}")
+    for name, by_dtype in rows:
+        parts = ", ".join(f"{k} {v / 2**20:.1f}" for k, v in sorted(by_dtype.items()))
+        print(f"  {name}: {sum(by_dtype.values()) / 2**20:.1f} MiB ({parts})")
+    print(f"fp8 blocks {total['fp8'] / 2**20:.1f} MiB against bf16 {total['bf16'] / 2**20:.1f} "
+          f"MiB: {100 * total['fp8'] / total['bf16']:.1f} %")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
