@@ -15,8 +15,10 @@ every token: at real width, 12 per dual-stream block and 5 per single-stream blo
 modulation linears keep a bf16 matmul (their input is one row of ``temb`` per sample), with
 their weights stored in int8, one float32 scale per 32 input channels (``Int8Linear``):
 weight-only, dequantized in the engine before the matmul. Measured on blocks with outlier
-channels, that moves a block's output no more than bf16 modulation weights do, where fp8 ones
-would (docs/fp8.md); it brings the blocks' weights from 64 % of bf16 to about 52 %.
+channels in the other linears, that moves a block's output no more than bf16 modulation
+weights do, where fp8 ones would; outlier channels in the modulation linears' own inputs
+cost int8 and fp8 alike (docs/fp8.md). It brings the blocks' weights from 64 % of bf16 to
+about 52 %.
 """
 
 from __future__ import annotations
@@ -118,7 +120,8 @@ class Int8Linear(torch.nn.Module):
         return w.reshape(n, k).to(dtype)
 
     def forward(self, x):
-        return torch.nn.functional.linear(x, self.dequantized(x.dtype), self.bias)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return torch.nn.functional.linear(x, self.dequantized(x.dtype), bias)
 
 
 def is_modulation(name: str) -> bool:
