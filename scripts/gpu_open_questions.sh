@@ -7,10 +7,12 @@
 #           static tiles at both in low-VRAM mode (544x704: 1.92x-1.94x, measured 2026-11-30;
 #           416x960: not yet), next to the ranged nd-tiled engines (scripts/gpu_vae.sh aoti, 6
 #           builds at a time: each whole-latent window verifies with about 20 GiB of eager
-#           activations; ENTRIES="name ..." in the environment builds only those)
+#           activations; ENTRIES="name ..." in the environment builds only those,
+#           VAE_BENCH_ARGS="--modes tiled" measures only low-VRAM mode)
 #   shared  profiles/realwidth-vae-shared.yaml's decoder engines (measured 2026-11-30)
 #   fp8     the real-width fp8 block engines against eager bf16, 30 timed calls
-#           (profiles/realwidth-blocks-fp8.yaml, scripts/transformer_blocks_bench.py)
+#           (profiles/realwidth-blocks-fp8.yaml, scripts/transformer_blocks_bench.py; since
+#           2026-11-30 night with the modulation weights in int8: not measured yet)
 #   fp8nd   the same engines built with inductor's n-dimensional tiling
 #           (scripts/inductor_config_build.py), timed the same way
 #   fp8tests  pytest tests/gpu/test_fp8_cuda.py: the tiny fp8 block engines on CUDA, through
@@ -23,10 +25,10 @@
 #           CUDA (the guards on latent_frames, from TORCH_LOGS=+dynamic; answered 2026-11-30)
 # Builds run at once (CPU-bound compiles); measurements one after another on a quiet GPU.
 #   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]
-#   (PARTS: "vae fp8nd trtops" by default; also "shared", "fp8", "fp8tests" and "statichw")
+#   (PARTS: "fp8 fp8tests vae trtops" by default; also "shared", "fp8nd" and "statichw")
 set -u
 LOG=${1:-/tmp/gpu-open-questions}
-PARTS=${2:-"vae fp8nd trtops"}
+PARTS=${2:-"fp8 fp8tests vae trtops"}
 rm -rf "$LOG"; mkdir -p "$LOG"  # a reused folder's old build results would be retried
 FP="python3 -m framepack_trt"
 has() { [[ " $PARTS " == *" $1 "* ]]; }
@@ -102,6 +104,7 @@ summary
 # -- measurements, one at a time --------------------------------------------------------------
 if has vae; then
   python3 scripts/vae_bench.py -p realwidth-vae --cache-dir /tmp/vae-aoti --iters 3 --calls decode \
+      ${VAE_BENCH_ARGS:-} \
       --markdown "$LOG/vae/bench-aoti.md" --json "$LOG/vae/bench-aoti.json" \
       >"$LOG/vae/bench-aoti.log" 2>&1
   stamp vae-bench
