@@ -5,7 +5,8 @@ builds it (with every size static, torch_tensorrt 2.11 failed to convert the gra
 "add_cast(): incompatible function arguments", 2026-11-30), then
 compiled once with everything converted and once per suspect op kept in PyTorch
 (``torch_executed_ops``); each is compared with the eager decoder on the same input. The op
-whose exclusion brings the error to AOTInductor's 3e-3 is the culprit.
+whose exclusion brings the error to AOTInductor's 3e-3 is the culprit. Each row also gives
+its error against the decoder run in float32, next to eager fp16's own.
 
     python scripts/trt_vae_ops.py [--frames 3] [--size 32] [--json F]   # CUDA, torch_tensorrt
 """
@@ -41,6 +42,11 @@ SUSPECTS = {
 }
 
 
+def rel(got, want) -> float:
+    got, want = got.double(), want.double()
+    return float((got - want).norm() / want.norm())
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=3)
@@ -60,6 +66,13 @@ def main(argv=None) -> int:
     raw = comp.make_inputs(model.config, sizes, torch.float16, "cuda", gen)
     with torch.inference_mode():
         want = comp.reference(model, raw)[0]
+        # The same decoder in float32: is TensorRT less accurate than eager fp16, or only
+        # differently rounded? (`tolerance: {reference: fp32}` judges an engine that way.)
+        import copy
+
+        exact = comp.reference(copy.deepcopy(model).float(), [t.float() for t in raw])[0]
+    eager_vs_fp32 = rel(want, exact)
+    print(json.dumps({"eager_fp16_vs_fp32_rel_l2": eager_vs_fp32}), flush=True)
     backend = get_backend("tensorrt")
     state = Path("/tmp/trt-vae-ops")
     state.mkdir(exist_ok=True)
@@ -78,6 +91,7 @@ def main(argv=None) -> int:
                 got = module(*comp.prepare(raw, torch.float16, "cuda"))[0]
             c = compare("frames", got, want, Tolerance(rel_l2=1e-2, cosine=0.999))
             row = {"kept_in_torch": name, "rel_l2": c.rel_l2, "max_abs": c.max_abs,
+                   "rel_l2_vs_fp32": rel(got, exact), "eager_vs_fp32": eager_vs_fp32,
                    "seconds": round(time.perf_counter() - t0, 1)}
             del module
         except Exception as e:  # a variant that does not build says why, the others go on
