@@ -4,7 +4,7 @@ the same blocks in bf16, from the tensors themselves: the model loaded on the CP
 weights written to DIR first), each block quantized as the runtime does. No engine is built or
 run, so this runs without a GPU; scripts/transformer_blocks_bench.py prints the same sum on one.
 
-    python scripts/fp8_sizes.py [-p realwidth-blocks-fp8] [--weights DIR]
+    python scripts/fp8_sizes.py [-p realwidth-blocks-fp8] [--weights DIR] [--time]
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     ap.add_argument("-p", "--profile", default="realwidth-blocks-fp8")
     ap.add_argument("--weights", default=None, help="folder for the random weights "
                     "(default: a temporary one)")
+    ap.add_argument("--time", action="store_true",
+                    help="also time making one block's quantized copy on the CPU")
     args = ap.parse_args(argv)
     specs = [s for s in load_profile(args.profile).components if s.component.endswith("_fp8")]
     if not specs:
@@ -51,6 +53,28 @@ def main(argv=None) -> int:
         print(f"  {name}: {sum(by_dtype.values()) / 2**20:.1f} MiB ({parts})")
     print(f"fp8 blocks {total['fp8'] / 2**20:.1f} MiB against bf16 {total['bf16'] / 2**20:.1f} "
           f"MiB: {100 * total['fp8'] / total['bf16']:.1f} %")
+    if args.time:
+        # How long making one block's quantized copy takes here (FramePack's low-VRAM mode
+        # makes them on the CPU, at each block's first call): median of 3 per kind.
+        import statistics
+        import time
+
+        from framepack_trt.fp8 import quantize_block
+        from framepack_trt.transformer_pieces import piece_module
+
+        per = {}
+        for piece in ("dual_block", "single_block"):
+            block = piece_module(model, piece, 0)
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                quantize_block(block)
+                times.append(time.perf_counter() - start)
+            per[piece] = statistics.median(times)
+            print(f"quantize one {piece} on the CPU ({torch.get_num_threads()} threads): "
+                  f"{per[piece]:.2f} s")
+        print(f"FramePack's 20 dual + 40 single blocks: about "
+              f"{20 * per['dual_block'] + 40 * per['single_block']:.0f} s")
     return 0
 
 

@@ -81,6 +81,23 @@ def test_which_linears_are_quantized(model, name, linears, modulation):
     assert len(original.weight_specs(model)) == len(specs) - linears - modulation
 
 
+def test_weights_quantized_in_chunks_equal_the_whole_weight_quantized():
+    """Fp8Linear quantizes its weight a few rows at a time (a bounded float32 working copy):
+    bit for bit what quantize_rows gives for the whole weight, across chunk ends, for rows of
+    very different scales and an all-zero row."""
+    from framepack_trt.fp8 import CHUNK_VALUES, quantize_rows, quantize_weight_rows
+
+    gen = torch.Generator().manual_seed(4)
+    rows = CHUNK_VALUES // 96  # per chunk
+    n = 2 * rows + 452
+    w = torch.randn(n, 96, generator=gen) * torch.exp(2 * torch.randn(n, 1, generator=gen))
+    w[rows] = 0
+    w = w.to(torch.bfloat16)
+    (q, s), (want_q, want_s) = quantize_weight_rows(w), quantize_rows(w)
+    assert q.dtype == torch.float8_e4m3fn and s.shape == (n, 1)
+    assert torch.equal(q.view(torch.uint8), want_q.view(torch.uint8)) and torch.equal(s, want_s)
+
+
 def test_int8_linear_against_the_linear():
     """A modulation linear's int8 copy: within half a step of each weight, one scale per 32
     input channels (per row where the width is not a multiple of 32), and its output close to
