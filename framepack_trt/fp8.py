@@ -71,8 +71,14 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 CHUNK_VALUES = 2**20
 
 
+#: On a GPU (FramePack's high-VRAM mode), where a chunk's kernels cost their launches: up to
+#: 64M values (the largest block weight in one chunk, 256 MB in float32).
+CHUNK_VALUES_GPU = 2**26
+
+
 def _chunk_rows(w: torch.Tensor) -> int:
-    return max(1, CHUNK_VALUES // w.shape[1])
+    values = CHUNK_VALUES if w.device.type == "cpu" else CHUNK_VALUES_GPU
+    return max(1, values // w.shape[1])
 
 
 def quantize_weight_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
