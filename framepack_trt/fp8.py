@@ -64,10 +64,9 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale
 
 
-#: Values of a weight quantized at once (``quantize_weight_rows``, ``Int8Linear``: whole
-#: rows): a float32 working copy of 4 MB stays in the CPU's cache (FramePack's low-VRAM mode
-#: quantizes on the CPU: 6x-7x faster than the whole weight at once, measured with
-#: scripts/fp8_sizes.py --time).
+#: Values of a weight quantized at once (``quantize_weight``: whole rows): a float32 working
+#: copy of 4 MB stays in the CPU's cache (FramePack's low-VRAM mode quantizes on the CPU: 6x-7x
+#: faster than the whole weight at once, measured with scripts/fp8_sizes.py --time).
 CHUNK_VALUES = 2**20
 
 
@@ -81,20 +80,32 @@ def _chunk_rows(w: torch.Tensor) -> int:
     return max(1, values // w.shape[1])
 
 
-def quantize_weight_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``quantize_rows(w)`` for a weight, a few rows at a time (``CHUNK_VALUES``), on one
-    float32 copy of each chunk: the same values, without three float32 copies of the whole
-    weight."""
+def quantize_weight(w: torch.Tensor, group: int, dtype: torch.dtype
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A weight (N, K) in ``dtype`` (e4m3: amax / 448; int8: amax / 127, rounded), one float32
+    scale per ``group`` input channels of each row: (weight (N, K), scales (N, K / group)).
+    A few rows at a time (``_chunk_rows``), in place on one float32 copy of each chunk; for
+    e4m3 over whole rows, the same values as ``quantize_rows(w)`` without three float32 copies
+    of the whole weight."""
     n, k = w.shape
+    top = E4M3_MAX if dtype == torch.float8_e4m3fn else 127
+    q = torch.empty((n, k), dtype=dtype, device=w.device)
+    scale = torch.empty((n, k // group), dtype=torch.float32, device=w.device)
     rows = _chunk_rows(w)
-    q = torch.empty((n, k), dtype=torch.float8_e4m3fn, device=w.device)
-    scale = torch.empty((n, 1), dtype=torch.float32, device=w.device)
     for i in range(0, n, rows):
-        chunk = w[i:i + rows].float()
-        s = chunk.abs().amax(dim=-1, keepdim=True).clamp_(min=AMAX_EPS).div_(E4M3_MAX)
-        q[i:i + rows] = chunk.div_(s).clamp_(-E4M3_MAX, E4M3_MAX)
+        chunk = w[i:i + rows].reshape(-1, k // group, group).float()
+        s = chunk.abs().amax(dim=-1).clamp_(min=AMAX_EPS).div_(top)
+        chunk.div_(s.unsqueeze(-1))
+        if dtype == torch.int8:
+            chunk.round_()  # a cast to int8 truncates; to e4m3 it rounds itself
+        q[i:i + rows] = chunk.clamp_(-top, top).reshape(-1, k)
         scale[i:i + rows] = s
     return q, scale
+
+
+def quantize_weight_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``quantize_rows(w)`` for a weight: e4m3, one scale per row (``quantize_weight``)."""
+    return quantize_weight(w, w.shape[1], torch.float8_e4m3fn)
 
 
 def fp8_linear(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
@@ -137,17 +148,8 @@ class Int8Linear(torch.nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         w = linear._parameters["weight"].detach()  # the stored tensor (see Fp8Linear)
-        n, k = w.shape
-        g = group if k % group == 0 else k
-        q = torch.empty((n, k), dtype=torch.int8, device=w.device)
-        scale = torch.empty((n, k // g), dtype=torch.float32, device=w.device)
-        rows = _chunk_rows(w)
-        for i in range(0, n, rows):  # one float32 chunk at a time, as quantize_weight_rows
-            groups = w[i:i + rows].reshape(-1, k // g, g).float()
-            s = groups.abs().amax(dim=-1).clamp_(min=AMAX_EPS).div_(127)
-            groups.div_(s.unsqueeze(-1)).round_().clamp_(-127, 127)
-            q[i:i + rows] = groups.reshape(-1, k)
-            scale[i:i + rows] = s
+        k = w.shape[1]
+        q, scale = quantize_weight(w, group if k % group == 0 else k, torch.int8)
         self.register_buffer("weight", q)
         self.register_buffer("weight_scale", scale)
         self.bias = linear._parameters["bias"]

@@ -48,12 +48,6 @@ def blocks(device):
             "single": single.to(device, torch.bfloat16).eval()}
 
 
-def int8_rows(x):
-    """(x / scale rounded to int8, scale): one float32 scale per row, amax / 127."""
-    scale = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=fp8.AMAX_EPS) / 127
-    return (x.float() / scale).round().clamp(-127, 127).to(torch.int8), scale
-
-
 class WeightOnlyFp8(torch.nn.Module):
     """A linear whose weight went through e4m3, or int8 with ``fmt="int8"`` (scales per row,
     or per ``group`` input channels) and back to its dtype: the rounding of the weight alone."""
@@ -66,9 +60,10 @@ class WeightOnlyFp8(torch.nn.Module):
         if fmt == "bf16":  # the control: the weight as it is
             self.weight = w
         else:
-            rows = fp8.quantize_rows if fmt == "fp8" else int8_rows
-            q, scale = rows(w.reshape(n * k // g, g))
-            self.weight = (q.float() * scale).reshape(n, k).to(w.dtype)
+            q, scale = fp8.quantize_weight(w, g, torch.float8_e4m3fn if fmt == "fp8"
+                                           else torch.int8)
+            self.weight = (q.float().reshape(n, k // g, g) * scale.unsqueeze(-1)
+                           ).reshape(n, k).to(w.dtype)
         self.bias = linear.bias
 
     def forward(self, x):
