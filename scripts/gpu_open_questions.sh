@@ -61,15 +61,20 @@ if has shared; then
   $FP build -p realwidth-vae-shared --cache-dir /tmp/vae-shared --json \
       >"$LOG/build-vae-shared.json" 2>"$LOG/build-vae-shared.log" &
 fi
+build_fp8() {  # fp8 or fp8nd ($1), log files build-fp8[-nd]$2.json and .log
+  local out="$LOG/build-${1/fp8nd/fp8-nd}$2"
+  if [ $1 = fp8 ]; then
+    $FP build -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8 --json >"$out.json" 2>"$out.log"
+  else
+    python3 scripts/inductor_config_build.py triton.prefer_nd_tiling=true triton.max_tiles=3 \
+        -- build -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8-nd --json >"$out.json" 2>"$out.log"
+  fi
+}
 if has fp8 || has fp8nd; then
   mkdir -p /tmp/blk-fp8 /tmp/blk-fp8-nd
   python3 scripts/random_weights.py realwidth-blocks-fp8 /tmp/blk-fp8/weights >"$LOG/fp8-weights.log" 2>&1
   [ -e /tmp/blk-fp8-nd/weights ] || ln -s /tmp/blk-fp8/weights /tmp/blk-fp8-nd/weights
-  has fp8 && $FP build -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8 --json \
-      >"$LOG/build-fp8.json" 2>"$LOG/build-fp8.log" &
-  has fp8nd && python3 scripts/inductor_config_build.py triton.prefer_nd_tiling=true \
-      triton.max_tiles=3 -- build -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8-nd --json \
-      >"$LOG/build-fp8-nd.json" 2>"$LOG/build-fp8-nd.log" &
+  for c in fp8 fp8nd; do has $c && build_fp8 $c "" & done
 fi
 if has fp8tests; then  # tiny engines: alongside the builds (its memory check is per process)
   (python3 -m pytest -q -p no:cacheprovider tests/gpu/test_fp8_cuda.py -s >"$LOG/fp8-tests.log" 2>&1
@@ -91,12 +96,7 @@ for c in fp8 fp8nd; do
   has $c || continue
   f="$LOG/build-${c/fp8nd/fp8-nd}.json"
   grep -q '"outcome": "failed"' "$f" 2>/dev/null && grep -qi "out of memory" "$f" || continue
-  if [ $c = fp8 ]; then
-    $FP build -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8 --json >"${f%.json}.retry.json" 2>"${f%.json}.retry.log"
-  else
-    python3 scripts/inductor_config_build.py triton.prefer_nd_tiling=true triton.max_tiles=3 -- \
-        build -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8-nd --json >"${f%.json}.retry.json" 2>"${f%.json}.retry.log"
-  fi
+  build_fp8 $c .retry
 done
 stamp builds
 summary

@@ -23,13 +23,16 @@ entries() {  # the profile's entries for backend $1, those in ENTRIES if it is s
 print(' '.join(c.name for c in load_profile('$(profile_of $1)').components))" | tr ' ' '\n' |
     while read -r e; do [ -z "${ENTRIES:-}" ] || [[ " $ENTRIES " == *" $e "* ]] && echo "$e"; done
 }
+build() {  # backend $1, entry $2, log files build-$1-$2$3.json and .log
+  $FP build -p $(profile_of $1) -c $2 --backend $1 --cache-dir /tmp/vae-$1 --json \
+      >"$LOG/build-$1-$2$3.json" 2>"$LOG/build-$1-$2$3.log"
+}
 if [ -z "${RETRY_ONLY:-}" ]; then
   for b in $BACKENDS; do
     mkdir -p /tmp/vae-$b && { [ -e /tmp/vae-$b/weights ] || ln -s /tmp/vae-weights /tmp/vae-$b/weights; }
     for e in $(entries $b); do
       while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-8}" ]; do wait -n; done
-      $FP build -p $(profile_of $b) -c $e --backend $b --cache-dir /tmp/vae-$b --json \
-          >"$LOG/build-$b-$e.json" 2>"$LOG/build-$b-$e.log" &
+      build $b $e "" &
     done
   done
   wait
@@ -41,8 +44,7 @@ if [ -z "${NO_RETRY:-}" ]; then
     for e in $(entries $b); do
       f="$LOG/build-$b-$e.json"
       grep -q '"outcome": "failed"' "$f" 2>/dev/null && grep -qi "out of memory" "$f" || continue
-      $FP build -p $(profile_of $b) -c $e --backend $b --cache-dir /tmp/vae-$b --json \
-          >"$LOG/build-$b-$e.retry.json" 2>"$LOG/build-$b-$e.retry.log"
+      build $b $e .retry
     done
   done
 fi
