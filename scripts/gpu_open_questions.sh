@@ -8,7 +8,7 @@
 #           416x960: not yet), next to the ranged nd-tiled engines (scripts/gpu_vae.sh aoti, 6
 #           builds at a time: each whole-latent window verifies with about 20 GiB of eager
 #           activations; ENTRIES="name ..." in the environment builds only those,
-#           VAE_BENCH_ARGS="--modes tiled" measures only low-VRAM mode)
+#           VAE_BENCH_ARGS="--modes tiled --buckets 416x960" measures only that)
 #   shared  profiles/realwidth-vae-shared.yaml's decoder engines (measured 2026-11-30)
 #   fp8     the real-width fp8 block engines against eager bf16, 30 timed calls
 #           (profiles/realwidth-blocks-fp8.yaml, scripts/transformer_blocks_bench.py; since

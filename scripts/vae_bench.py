@@ -10,7 +10,8 @@ many calls.
 
     framepack-trt build -p realwidth-vae [--backend tensorrt] --cache-dir C
     python scripts/vae_bench.py -p realwidth-vae --cache-dir C [--calls decode,encode]
-                                [--modes whole,tiled] [--markdown F] [--json F]
+                                [--modes whole,tiled] [--buckets 544x704,416x960]
+                                [--markdown F] [--json F]
 """
 
 from __future__ import annotations
@@ -108,9 +109,18 @@ def main(argv=None) -> int:
     ap.add_argument("--calls", default="decode,encode",
                     help="comma-separated: decode (sections of 9 and 18 latent frames), encode "
                          "(one frame; needs vae_encode engines in the cache)")
+    ap.add_argument("--buckets", default=",".join(f"{h}x{w}" for h, w in BUCKETS),
+                    help="comma-separated HEIGHTxWIDTH of the frames (default: %(default)s)")
     ap.add_argument("--cudnn-benchmark", action="store_true",
                     help="torch.backends.cudnn.benchmark on, for eager and engines alike")
     args = ap.parse_args(argv)
+    try:
+        buckets = [tuple(int(v) for v in b.lower().split("x")) for b in args.buckets.split(",")]
+        if any(len(b) != 2 or b[0] % 16 or b[1] % 16 for b in buckets):
+            raise ValueError
+    except ValueError:
+        ap.error(f"--buckets {args.buckets!r}: expected HEIGHTxWIDTH[,...], each a multiple "
+                 "of 16 (FramePack's buckets, e.g. 544x704,416x960)")
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     spec, cache, vae = profile_model(args.profile, "vae_decode", args.cache_dir)
     dtype, device = torch_dtype(spec.dtype), spec.device
@@ -141,7 +151,7 @@ def main(argv=None) -> int:
             vae.enable_tiling()  # FramePack's low-VRAM mode: diffusers' default tiles
         for call in calls:
             fn, component = (encode, "vae_encode") if call == "encode" else (decode, "vae_decode")
-            for height, width in BUCKETS:
+            for height, width in buckets:
                 for frames in ((1,) if call == "encode" else SECTIONS):
                     where = {"call": call, "mode": "tiled" if tiled else "whole",
                              "bucket": f"{height}x{width}", "frames": frames}
