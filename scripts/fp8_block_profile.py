@@ -1,0 +1,136 @@
+"""Where a real-width fp8 block's time goes on a GPU: one dual-stream and one single-stream
+FramePack block (diffusers' classes, 3072 wide, random weights, bf16), eager, compiled in bf16
+and compiled with their linears in fp8 as the block engines have them (``fp8.quantize_block``),
+timed at one bucket's token count; then the compiled fp8 block under torch.profiler, its CUDA
+time by kind of kernel (attention, fp8 matmul, bf16 matmul, the rest: Triton's fused
+elementwise and reduction kernels, among them the activations' quantization).
+
+    python scripts/fp8_block_profile.py [--bucket 544x704] [--text 160] [--iters 20]  # CUDA
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import functools
+import json
+import time
+
+import torch
+from torch.autograd import DeviceType
+
+from framepack_trt.components.transformer_pieces import image_tokens
+from framepack_trt.device import current_device, describe
+from framepack_trt.fp8 import quantize_block
+from framepack_trt.transformer_pieces import run_block
+
+WIDTH, HEADS = 3072, 24
+KINDS = (("attention", ("attention", "flash", "fmha", "cudnn", "sdpa")),
+         ("fp8 matmul", ("scaled_mm", "f8", "e4m3")),
+         ("bf16 matmul", ("gemm", "nvjet", "cutlass", "sm90_xmma", "ampere", "mm_")))
+
+
+def blocks():
+    from diffusers.models.transformers.transformer_hunyuan_video import (
+        HunyuanVideoSingleTransformerBlock,
+        HunyuanVideoTransformerBlock,
+    )
+
+    torch.manual_seed(0)
+    made = {"dual": HunyuanVideoTransformerBlock(HEADS, WIDTH // HEADS, mlp_ratio=4.0,
+                                                 qk_norm="rms_norm"),
+            "single": HunyuanVideoSingleTransformerBlock(HEADS, WIDTH // HEADS, mlp_ratio=4.0,
+                                                         qk_norm="rms_norm")}
+    return {k: b.to("cuda", torch.bfloat16).eval() for k, b in made.items()}
+
+
+def median_ms(fn, iters: int) -> float:
+    times = []
+    for _ in range(iters):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def kind_of(kernel: str) -> str:
+    name = kernel.lower()
+    for kind, marks in KINDS:
+        if any(m in name for m in marks):
+            return kind
+    return "other (triton, elementwise, copies)"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bucket", default="544x704", help="HEIGHTxWIDTH of the frames")
+    ap.add_argument("--text", type=int, default=160)
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        ap.error("needs a CUDA device")
+    height, width = (int(v) for v in args.bucket.split("x"))
+    n = image_tokens(9, height // 8, width // 8)
+    g = torch.Generator("cuda").manual_seed(0)
+    angles = torch.rand(n, WIDTH // HEADS // 2, generator=g, device="cuda")
+    angles = angles.repeat_interleave(2, 1) * 6.28
+    acts = (torch.randn(1, n, WIDTH, generator=g, device="cuda", dtype=torch.bfloat16),
+            torch.randn(1, args.text, WIDTH, generator=g, device="cuda", dtype=torch.bfloat16),
+            torch.randn(1, WIDTH, generator=g, device="cuda", dtype=torch.bfloat16),
+            angles.cos(), angles.sin())
+    report = {"device": describe(current_device("cuda")), "torch": torch.__version__,
+              "date": datetime.date.today().isoformat(), "bucket": args.bucket,
+              "image_tokens": n, "text": args.text, "blocks": {}}
+    for kind, block in blocks().items():
+        q = quantize_block(block)
+        variants = {"eager bf16": functools.partial(run_block, block, *acts),
+                    "compiled bf16": functools.partial(torch.compile(run_block), block, *acts),
+                    "compiled fp8": functools.partial(torch.compile(run_block), q, *acts)}
+        row = {}
+        with torch.inference_mode():
+            want = run_block(block, *acts)[0].float()
+            for name, fn in variants.items():
+                got = fn()[0].float()  # compiles
+                fn()
+                row[name] = {"ms": median_ms(fn, args.iters),
+                             "rel_l2": float((got - want).norm() / want.norm())}
+            fn = variants["compiled fp8"]
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    fn()
+                torch.cuda.synchronize()
+        by_kind, kernels = collections.Counter(), collections.Counter()
+        for e in prof.key_averages():  # the kernels themselves, not the ops that launch them
+            if e.device_type != DeviceType.CUDA:
+                continue
+            t = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+            if t and e.key:
+                by_kind[kind_of(e.key)] += t / 5 / 1e3
+                kernels[e.key[:90]] += t / 5 / 1e3
+        row["fp8 profile ms per call"] = {k: round(v, 2) for k, v in by_kind.most_common()}
+        row["fp8 top kernels ms per call"] = {k: round(v, 2) for k, v in kernels.most_common(12)}
+        report["blocks"][kind] = row
+        print(json.dumps({kind: row}, indent=1), flush=True)
+        del q, block, variants
+        torch.cuda.empty_cache()
+    print(f"{report['device']}, torch {report['torch']}, {report['date']}, {args.bucket} "
+          f"({n} image + {args.text} text tokens), median of {args.iters}")
+    print("| block | eager bf16 ms | compiled bf16 ms | compiled fp8 ms | fp8 rel L2 | "
+          "fp8 profile: ms per call by kind |")
+    print("|---|---|---|---|---|---|")
+    for kind, row in report["blocks"].items():
+        prof = ", ".join(f"{k} {v}" for k, v in row["fp8 profile ms per call"].items())
+        print(f"| {kind} | {row['eager bf16']['ms']:.2f} | {row['compiled bf16']['ms']:.2f} | "
+              f"{row['compiled fp8']['ms']:.2f} | {row['compiled fp8']['rel_l2']:.1e} | {prof} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
