@@ -6,6 +6,7 @@ time by kind of kernel (attention, fp8 matmul, bf16 matmul, the rest: Triton's f
 elementwise and reduction kernels, among them the activations' quantization).
 
     python scripts/fp8_block_profile.py [--bucket 544x704] [--text 160] [--iters 20]  # CUDA
+                                        [--inductor NAME=VALUE ...]  # inductor config options
 """
 
 from __future__ import annotations
@@ -69,10 +70,21 @@ def main(argv=None) -> int:
     ap.add_argument("--bucket", default="544x704", help="HEIGHTxWIDTH of the frames")
     ap.add_argument("--text", type=int, default=160)
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--inductor", action="append", default=[], metavar="NAME=VALUE",
+                    help="an inductor config option for the compiled variants (repeatable)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         ap.error("needs a CUDA device")
+    import torch._inductor.config as inductor_config
+    from inductor_config_build import parse  # this folder's
+
+    options = dict(parse(o) for o in args.inductor)
+    with inductor_config.patch(options):
+        return profile(args, options)
+
+
+def profile(args, options) -> int:
     height, width = (int(v) for v in args.bucket.split("x"))
     n = image_tokens(9, height // 8, width // 8)
     g = torch.Generator("cuda").manual_seed(0)
@@ -84,7 +96,7 @@ def main(argv=None) -> int:
             angles.cos(), angles.sin())
     report = {"device": describe(current_device("cuda")), "torch": torch.__version__,
               "date": datetime.date.today().isoformat(), "bucket": args.bucket,
-              "image_tokens": n, "text": args.text, "blocks": {}}
+              "image_tokens": n, "text": args.text, "inductor": options, "blocks": {}}
     for kind, block in blocks().items():
         q = quantize_block(block)
         variants = {"eager bf16": functools.partial(run_block, block, *acts),
@@ -118,7 +130,7 @@ def main(argv=None) -> int:
         del q, block, variants
         torch.cuda.empty_cache()
     print(f"{report['device']}, torch {report['torch']}, {report['date']}, {args.bucket} "
-          f"({n} image + {args.text} text tokens), median of {args.iters}")
+          f"({n} image + {args.text} text tokens), median of {args.iters}, inductor {options}")
     print("| block | eager bf16 ms | compiled bf16 ms | compiled fp8 ms | fp8 rel L2 | "
           "fp8 profile: ms per call by kind |")
     print("|---|---|---|---|---|---|")
