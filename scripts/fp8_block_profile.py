@@ -2,8 +2,8 @@
 FramePack block (diffusers' classes, 3072 wide, random weights, bf16), eager, compiled in bf16
 and compiled with their linears in fp8 as the block engines have them (``fp8.quantize_block``),
 timed at one bucket's token count; then the compiled fp8 block under torch.profiler, its CUDA
-time by kind of kernel (attention, fp8 matmul, bf16 matmul, the rest: Triton's fused
-elementwise and reduction kernels, among them the activations' quantization).
+time by kind of kernel (attention, fp8 matmul, bf16 matmul, Triton's fused elementwise and
+reduction kernels, among them the activations' quantization).
 
     python scripts/fp8_block_profile.py [--bucket 544x704] [--text 160] [--iters 20]  # CUDA
                                         [--inductor NAME=VALUE ...]  # inductor config options
@@ -27,9 +27,13 @@ from framepack_trt.fp8 import quantize_block
 from framepack_trt.transformer_pieces import run_block
 
 WIDTH, HEADS = 3072, 24
-KINDS = (("attention", ("attention", "flash", "fmha", "cudnn", "sdpa")),
-         ("fp8 matmul", ("scaled_mm", "f8", "e4m3")),
-         ("bf16 matmul", ("gemm", "nvjet", "cutlass", "sm90_xmma", "ampere", "mm_")))
+# Kernel names: Triton's carry the ops they fuse (the activations' quantization mentions
+# _scaled_mm, whose input it makes), so they are told apart first; cuBLASLt's nvjet kernels
+# say their input types ("qq": two fp8 operands).
+KINDS = (("triton (fused elementwise and reductions, the quantization among them)", ("triton_",)),
+         ("attention", ("attention", "flash", "fmha", "sdpa")),
+         ("fp8 matmul", ("_qq", "f8", "e4m3")),
+         ("bf16 matmul", ("gemm", "nvjet", "cutlass", "xmma")))
 
 
 def blocks():
@@ -62,7 +66,7 @@ def kind_of(kernel: str) -> str:
     for kind, marks in KINDS:
         if any(m in name for m in marks):
             return kind
-    return "other (triton, elementwise, copies)"
+    return "other (copies, memsets)"
 
 
 def main(argv=None) -> int:
