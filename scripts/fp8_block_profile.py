@@ -66,7 +66,7 @@ def kind_of(kernel: str) -> str:
     for kind, marks in KINDS:
         if any(m in name for m in marks):
             return kind
-    return "other (copies, memsets)"
+    return "other (PyTorch's own elementwise and norm kernels, copies)"
 
 
 def main(argv=None) -> int:

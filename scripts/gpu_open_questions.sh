@@ -120,7 +120,7 @@ for c in fp8 fp8nd; do
   has $c || continue
   dir=/tmp/blk-fp8; [ $c = fp8nd ] && dir=/tmp/blk-fp8-nd
   python3 scripts/transformer_blocks_bench.py -p realwidth-blocks-fp8 --cache-dir $dir \
-      --iters 30 --markdown "$LOG/bench-$c.md" >"$LOG/bench-$c.log" 2>&1
+      --iters 30 --profile-calls 5 --markdown "$LOG/bench-$c.md" >"$LOG/bench-$c.log" 2>&1
   stamp "$c-bench"
   summary
 done

@@ -6,13 +6,21 @@ their weights hold (fp8 blocks: the quantized copies), and the engines' size on 
 
     framepack-trt build -p realwidth-blocks --cache-dir C
     python scripts/transformer_blocks_bench.py -p realwidth-blocks --cache-dir C [--markdown F]
+                                               [--profile-calls N]
+
+``--profile-calls N`` (CUDA): then N more calls of each at 544x704 under torch.profiler: the
+wall time per call against the time the GPU is busy (the rest is launch and Python overhead
+between kernels), the kernels per call, and their time by kind (attention, fp8 and bf16
+GEMMs, Triton's fused kernels, PyTorch's own).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import sys
+import time
 
 import torch
 
@@ -31,6 +39,9 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--markdown", default=None)
+    ap.add_argument("--profile-calls", type=int, default=0, metavar="N",
+                    help="N more calls of eager and of the engines at 544x704 under "
+                         "torch.profiler (CUDA): GPU busy time against wall time, kernels by kind")
     args = ap.parse_args(argv)
     spec, cache, model = profile_model(args.profile, "transformer_input", args.cache_dir)
     dtype, device = torch_dtype(spec.dtype), spec.device
@@ -101,12 +112,52 @@ def main(argv=None) -> int:
     lines += [f"engines on disk: {sum(e['engine']['size'] for e in used) / 2**20:.1f} MiB; "
               f"held by the engines and their weights (fp8: the quantized blocks) after the "
               f"calls: {(torch.cuda.memory_allocated() - held) / 2**30 if cuda else 0:.2f} GiB"]
+    if args.profile_calls and cuda:
+        sizes.update(latent_height=544 // 8, latent_width=704 // 8)
+        raw = piece.make_inputs(model.config, sizes, dtype, device,
+                                torch.Generator().manual_seed(0))
+        call = dict(zip(RAW_INPUTS, raw, strict=True))
+        lines += ["", f"544x704 under torch.profiler, {args.profile_calls} calls each: per call, "
+                  "wall ms (with the profiler's own cost), GPU busy ms, kernels, and ms by kind",
+                  "", "| run | wall ms | GPU busy ms | idle ms | kernels | by kind (ms) |",
+                  "|---|---|---|---|---|---|"]
+        for who, fn in (("eager", eager), ("engines", pieces)):
+            p = gpu_profile(lambda c=call, f=fn: f(**c), args.profile_calls)
+            kinds = ", ".join(f"{k} {v:.2f}" for k, v in p["by_kind"].items())
+            lines.append(f"| {who} | {p['wall_ms']:.2f} | {p['busy_ms']:.2f} | "
+                         f"{p['wall_ms'] - p['busy_ms']:.2f} | {p['kernels']:.0f} | {kinds} |")
     print("\n".join(lines))
     print(engines.report(), file=sys.stderr)
     if args.markdown:
         with open(args.markdown, "w") as fh:
             fh.write("\n".join(lines) + "\n")
     return 0
+
+
+def gpu_profile(fn, calls: int) -> dict:
+    """``calls`` calls of ``fn`` under torch.profiler: per call, the wall ms, the ms in which at
+    least one kernel ran (the union of the kernels' intervals), the kernels, ms by kind."""
+    from fp8_block_profile import kind_of  # this folder's
+    from torch.autograd import DeviceType
+
+    fn()
+    torch.cuda.synchronize()
+    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=acts) as prof:
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - t0) * 1e3 / calls
+    spans = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                   if e.device_type == DeviceType.CUDA and e.time_range.end > e.time_range.start)
+    busy, end, by_kind = 0.0, float("-inf"), collections.Counter()
+    for start, stop, name in spans:
+        busy += max(0.0, stop - max(start, end))
+        end = max(end, stop)
+        by_kind[kind_of(name)] += (stop - start) / 1e3 / calls
+    return {"wall_ms": wall, "busy_ms": busy / 1e3 / calls, "kernels": len(spans) / calls,
+            "by_kind": dict(by_kind.most_common())}
 
 
 if __name__ == "__main__":
