@@ -4,15 +4,19 @@
 # that a run cut short still says what it found):
 #   vae     decode end to end with every engine of profiles/realwidth-vae.yaml (all on the
 #           VAE's own weights): static windows at 544x704 and 416x960 in high-VRAM mode, and
-#           static tiles at both in low-VRAM mode (544x704: 1.92x-1.94x, measured 2026-11-30;
-#           416x960: not yet), next to the ranged nd-tiled engines (scripts/gpu_vae.sh aoti, 6
+#           static tiles at both in low-VRAM mode (1.88x-1.94x, measured 2026-11-30), next
+#           to the ranged nd-tiled engines (scripts/gpu_vae.sh aoti, 6
 #           builds at a time: each whole-latent window verifies with about 20 GiB of eager
 #           activations; ENTRIES="name ..." in the environment builds only those,
-#           VAE_BENCH_ARGS="--modes tiled --buckets 416x960" measures only that)
+#           VAE_BENCH_ARGS="--modes tiled --buckets 416x960" measures only that; open: the
+#           ranged tile engine with only the 32x32 static tiles, which every 640 bucket's
+#           interior tiles share: ENTRIES="vae_decode_tiles vae_tile_32x32_latent_frames3
+#           vae_tile_32x32_latent_frames5" VAE_BENCH_ARGS="--modes tiled")
 #   shared  profiles/realwidth-vae-shared.yaml's decoder engines (measured 2026-11-30)
 #   fp8     the real-width fp8 block engines against eager bf16, 30 timed calls
-#           (profiles/realwidth-blocks-fp8.yaml, scripts/transformer_blocks_bench.py; since
-#           2026-11-30 night with the modulation weights in int8: not measured yet)
+#           (profiles/realwidth-blocks-fp8.yaml, scripts/transformer_blocks_bench.py
+#           --profile-calls 5: GPU busy time against wall time, the kernels by kind; with the
+#           modulation weights in int8: 1.49x, 2026-11-30)
 #   fp8nd   the same engines built with inductor's n-dimensional tiling
 #           (scripts/inductor_config_build.py), timed the same way
 #   fp8tests  pytest tests/gpu/test_fp8_cuda.py: the tiny fp8 block engines on CUDA, through
@@ -20,15 +24,16 @@
 #           low-VRAM mode's placement of the fp8 copies (needs pytest; during the builds;
 #           5 passed 2026-11-30)
 #   trtops  TensorRT with one suspect op at a time kept in PyTorch (scripts/trt_vae_ops.py):
-#           which op makes the decoder miss eager by 0.0215? (needs torch_tensorrt)
+#           which op makes the decoder miss eager by 0.0215? (needs torch_tensorrt; answered
+#           2026-11-30: the convolutions)
 #   statichw  why the decoder with height and width static and T over 3..5 does not export on
 #           CUDA (the guards on latent_frames, from TORCH_LOGS=+dynamic; answered 2026-11-30)
 # Builds run at once (CPU-bound compiles); measurements one after another on a quiet GPU.
 #   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]
-#   (PARTS: "fp8 fp8tests vae trtops" by default; also "shared", "fp8nd" and "statichw")
+#   (PARTS: "fp8 fp8tests vae" by default; also "shared", "fp8nd", "trtops", "statichw")
 set -u
 LOG=${1:-/tmp/gpu-open-questions}
-PARTS=${2:-"fp8 fp8tests vae trtops"}
+PARTS=${2:-"fp8 fp8tests vae"}
 rm -rf "$LOG"; mkdir -p "$LOG"  # a reused folder's old build results would be retried
 FP="python3 -m framepack_trt"
 has() { [[ " $PARTS " == *" $1 "* ]]; }
