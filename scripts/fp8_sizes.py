@@ -4,7 +4,7 @@ the same blocks in bf16, from the tensors themselves: the model loaded on the CP
 weights written to DIR first), each block quantized as the runtime does. No engine is built or
 run, so this runs without a GPU; scripts/transformer_blocks_bench.py prints the same sum on one.
 
-    python scripts/fp8_sizes.py [-p realwidth-blocks-fp8] [--weights DIR] [--time]
+    python scripts/fp8_sizes.py [-p realwidth-blocks-fp8] [--weights DIR] [--time [--device cuda]]
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default=None, help="folder for the random weights "
                     "(default: a temporary one)")
     ap.add_argument("--time", action="store_true",
-                    help="also time making one block's quantized copy on the CPU")
+                    help="also time making one block's quantized copy (on --device)")
+    ap.add_argument("--device", default="cpu",
+                    help="where --time quantizes: cpu (FramePack's low-VRAM mode) or cuda "
+                         "(high-VRAM mode: the blocks live on the GPU)")
     args = ap.parse_args(argv)
     specs = [s for s in load_profile(args.profile).components if s.component.endswith("_fp8")]
     if not specs:
@@ -62,17 +65,25 @@ def main(argv=None) -> int:
         from framepack_trt.fp8 import quantize_block
         from framepack_trt.transformer_pieces import piece_module
 
+        cuda = args.device.startswith("cuda")
+        where = (torch.cuda.get_device_name(args.device) if cuda
+                 else f"the CPU ({torch.get_num_threads()} threads)")
         per = {}
         for piece in ("dual_block", "single_block"):
-            block = piece_module(model, piece, 0)
+            block = piece_module(model, piece, 0).to(args.device)
+            quantize_block(block)  # warm-up (CUDA: kernels loaded)
             times = []
             for _ in range(3):
+                if cuda:
+                    torch.cuda.synchronize()
                 start = time.perf_counter()
                 quantize_block(block)
+                if cuda:
+                    torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
+            block.to("cpu")
             per[piece] = statistics.median(times)
-            print(f"quantize one {piece} on the CPU ({torch.get_num_threads()} threads): "
-                  f"{per[piece]:.2f} s")
+            print(f"quantize one {piece} on {where}: {per[piece]:.3f} s")
         print(f"FramePack's 20 dual + 40 single blocks: about "
               f"{20 * per['dual_block'] + 40 * per['single_block']:.0f} s")
     return 0

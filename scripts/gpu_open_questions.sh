@@ -52,6 +52,7 @@ summary() {
     [ -f "$LOG/vae/bench-aoti.md" ] && cat "$LOG/vae/bench-aoti.md"
     [ -f "$LOG/vae/bench-aoti.log" ] && [ ! -f "$LOG/vae/bench-aoti.md" ] && grep '^{' "$LOG/vae/bench-aoti.log"
     for f in "$LOG"/bench-vae-shared.md "$LOG"/bench-fp8*.md; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done
+    [ -f "$LOG/fp8-quantize-time.log" ] && grep -E "quantize|FramePack|blocks" "$LOG/fp8-quantize-time.log"
     [ -f "$LOG/fp8-tests.log" ] && grep -E "passed|failed|offload_bf16:|rel L2|Error" "$LOG/fp8-tests.log" | tail -15
     [ -f "$LOG/trt-ops.log" ] && grep '^{' "$LOG/trt-ops.log"
     [ -f "$LOG/statichw.txt" ] && head -20 "$LOG/statichw.txt"
@@ -129,6 +130,11 @@ for c in fp8 fp8nd; do
   stamp "$c-bench"
   summary
 done
+if has fp8; then  # how long the runtime takes to make the quantized copies on the GPU
+  python3 scripts/fp8_sizes.py --time --device cuda \
+      >"$LOG/fp8-quantize-time.log" 2>&1
+  stamp fp8-quantize-time
+fi
 if has trtops && [ "$has_trt" = yes ]; then
   python3 scripts/trt_vae_ops.py --json "$LOG/trt-ops.json" >"$LOG/trt-ops.log" 2>&1
   stamp trtops
