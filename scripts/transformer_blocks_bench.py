@@ -126,12 +126,94 @@ def main(argv=None) -> int:
             kinds = ", ".join(f"{k} {v:.2f}" for k, v in p["by_kind"].items())
             lines.append(f"| {who} | {p['wall_ms']:.2f} | {p['busy_ms']:.2f} | "
                          f"{p['wall_ms'] - p['busy_ms']:.2f} | {p['kernels']:.0f} | {kinds} |")
+        lines += ["", "GPU ms per call between CUDA events around each part (no profiler; the "
+                  "rest: the model's own code between them)", ""]
+        for who, parts in (("eager", eager_parts(model, eager, call, args.profile_calls)),
+                           ("engines", engine_parts(swap, used, pieces, call,
+                                                    args.profile_calls))):
+            lines.append(f"- {who}: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()))
     print("\n".join(lines))
     print(engines.report(), file=sys.stderr)
     if args.markdown:
         with open(args.markdown, "w") as fh:
             fh.write("\n".join(lines) + "\n")
     return 0
+
+
+class PartTimer:
+    """GPU time of named parts of a call, between CUDA events recorded around each."""
+
+    def __init__(self):
+        self.spans, self.open = [], []  # open: the spans started and not stopped (nested)
+
+    def start(self, name):
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        self.spans.append([name, event, None])
+        self.open.append(self.spans[-1])
+
+    def stop(self):
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        self.open.pop()[2] = event
+
+    def wrap(self, name, fn):
+        def timed(*args, **kwargs):
+            self.start(name)
+            out = fn(*args, **kwargs)
+            self.stop()
+            return out
+        return timed
+
+    def per_call(self, calls: int, total) -> dict:
+        torch.cuda.synchronize()
+        ms = collections.Counter()
+        for name, begin, end in self.spans:
+            ms[name] += begin.elapsed_time(end) / calls
+        parts = sum(v for k, v in ms.items() if k != total)
+        return {**{k: v for k, v in ms.items() if k != total}, "rest": ms[total] - parts,
+                "total": ms[total]}
+
+
+def timed_calls(timer: PartTimer, fn, call, calls: int) -> None:
+    for _ in range(calls):
+        timer.start("call")
+        fn(**call)
+        timer.stop()
+
+
+def eager_parts(model, eager, call, calls: int) -> dict:
+    """The eager model's blocks (forward hooks) and the rest of its forward, GPU ms per call."""
+    timer = PartTimer()
+    eager(**call)
+    hooks = []
+    for kind, blocks in (("dual blocks", model.transformer_blocks),
+                         ("single blocks", model.single_transformer_blocks)):
+        for block in blocks:
+            hooks.append(block.register_forward_pre_hook(lambda *_, k=kind: timer.start(k)))
+            hooks.append(block.register_forward_hook(lambda *_: timer.stop()))
+    try:
+        timed_calls(timer, eager, call, calls)
+    finally:
+        for h in hooks:
+            h.remove()
+    return timer.per_call(calls, "call")
+
+
+def engine_parts(swap, used, pieces, call, calls: int) -> dict:
+    """Each piece engine's calls and the rest of the forward (the runtime's own code between
+    them), GPU ms per call."""
+    timer = PartTimer()
+    pieces(**call)  # every engine loaded
+    kept = dict(swap._piece_engines)
+    names = {e["key"]: e["component"].removeprefix("transformer_") for e in used}
+    try:
+        for key, engine in kept.items():
+            swap._piece_engines[key] = timer.wrap(names.get(key, key), engine)
+        timed_calls(timer, pieces, call, calls)
+    finally:
+        swap._piece_engines.update(kept)
+    return timer.per_call(calls, "call")
 
 
 def gpu_profile(fn, calls: int) -> dict:
