@@ -31,6 +31,8 @@ def main(argv=None) -> int:
                     help="where --time quantizes: cpu (FramePack's low-VRAM mode) or cuda "
                          "(high-VRAM mode: the blocks live on the GPU)")
     args = ap.parse_args(argv)
+    if args.time and args.device.startswith("cuda") and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: no CUDA device here")
     specs = [s for s in load_profile(args.profile).components if s.component.endswith("_fp8")]
     if not specs:
         raise SystemExit(f"{args.profile}: no fp8 block engines (quantize: fp8) in the profile")
