@@ -19,6 +19,10 @@
 #           modulation weights in int8: 1.49x, 2026-11-30)
 #   fp8nd   the same engines built with inductor's n-dimensional tiling
 #           (scripts/inductor_config_build.py), timed the same way
+#   fp8cfg  one real-width fp8 block of each kind compiled with a few inductor options
+#           (scripts/fp8_block_profile.py, one process each): can the Triton kernels around the
+#           fp8 GEMMs (norms, RoPE, the activations' quantization: 1.5-1.7 ms of a block's 11)
+#           be made faster? (coordinate descent tuning alone: no, 2026-11-30)
 #   fp8tests  pytest tests/gpu/test_fp8_cuda.py: the tiny fp8 block engines on CUDA, through
 #           FramePack's loop, offload_bf16 (the bf16 weights to the CPU and back, memory) and
 #           low-VRAM mode's placement of the fp8 copies (needs pytest; during the builds;
@@ -30,7 +34,8 @@
 #           CUDA (the guards on latent_frames, from TORCH_LOGS=+dynamic; answered 2026-11-30)
 # Builds run at once (CPU-bound compiles); measurements one after another on a quiet GPU.
 #   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]
-#   (PARTS: "fp8 fp8tests vae" by default; also "shared", "fp8nd", "trtops", "statichw")
+#   (PARTS: "fp8 fp8tests vae" by default; also "fp8cfg", "shared", "fp8nd", "trtops",
+#   "statichw")
 set -u
 LOG=${1:-/tmp/gpu-open-questions}
 PARTS=${2:-"fp8 fp8tests vae"}
@@ -54,6 +59,7 @@ summary() {
     for f in "$LOG"/bench-vae-shared.md "$LOG"/bench-fp8*.md; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done
     [ -f "$LOG/fp8-quantize-time.log" ] && grep -E "quantize|FramePack|blocks" "$LOG/fp8-quantize-time.log"
     [ -f "$LOG/fp8-tests.log" ] && grep -E "passed|failed|offload_bf16:|rel L2|Error" "$LOG/fp8-tests.log" | tail -15
+    [ -f "$LOG/fp8cfg.txt" ] && cat "$LOG/fp8cfg.txt"
     [ -f "$LOG/trt-ops.log" ] && grep '^{' "$LOG/trt-ops.log"
     [ -f "$LOG/statichw.txt" ] && head -20 "$LOG/statichw.txt"
   } >"$LOG/summary.txt" 2>&1
@@ -134,6 +140,17 @@ if has fp8; then  # how long the runtime takes to make the quantized copies on t
   python3 scripts/fp8_sizes.py --time --device cuda \
       >"$LOG/fp8-quantize-time.log" 2>&1
   stamp fp8-quantize-time
+fi
+if has fp8cfg; then
+  for opts in "" "triton.multi_kernel=1" "max_autotune_pointwise=true coordinate_descent_tuning=true" \
+      "triton.cooperative_reductions=true"; do
+    tag=$(echo "${opts:-default}" | tr ' =.' '_-_')
+    python3 scripts/fp8_block_profile.py --no-bf16 $(for o in $opts; do echo --inductor $o; done) \
+        --json "$LOG/fp8cfg-$tag.json" >"$LOG/fp8cfg-$tag.log" 2>&1
+    { echo "== fp8cfg ${opts:-default}"; tail -4 "$LOG/fp8cfg-$tag.log"; } >>"$LOG/fp8cfg.txt"
+  done
+  stamp fp8cfg
+  summary
 fi
 if has trtops && [ "$has_trt" = yes ]; then
   python3 scripts/trt_vae_ops.py --json "$LOG/trt-ops.json" >"$LOG/trt-ops.log" 2>&1
