@@ -8,6 +8,7 @@ reduction kernels, among them the activations' quantization).
     python scripts/fp8_block_profile.py [--bucket 544x704] [--text 160] [--iters 20]  # CUDA
                                         [--inductor NAME=VALUE ...]  # inductor config options
                                         [--no-bf16]  # only eager bf16 and compiled fp8
+                                        [--reciprocal]  # activations times 448 / amax
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 import torch
 from torch.autograd import DeviceType
 
+from framepack_trt import fp8
 from framepack_trt.components.transformer_pieces import image_tokens
 from framepack_trt.device import current_device, describe
 from framepack_trt.fp8 import quantize_block
@@ -51,6 +53,13 @@ def blocks():
     return {k: b.to("cuda", torch.bfloat16).eval() for k, b in made.items()}
 
 
+def quantize_rows_reciprocal(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fp8.quantize_rows`` with a multiplication by the scale's reciprocal per element."""
+    amax = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=fp8.AMAX_EPS)
+    q = (x.float() * (fp8.E4M3_MAX / amax)).clamp(-fp8.E4M3_MAX, fp8.E4M3_MAX)
+    return q.to(torch.float8_e4m3fn), amax / fp8.E4M3_MAX
+
+
 def median_ms(fn, iters: int) -> float:
     times = []
     for _ in range(iters):
@@ -77,6 +86,9 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--inductor", action="append", default=[], metavar="NAME=VALUE",
                     help="an inductor config option for the compiled variants (repeatable)")
+    ap.add_argument("--reciprocal", action="store_true",
+                    help="quantize activations multiplying by 448 / amax instead of dividing "
+                         "by amax / 448 (an experiment: is the division what costs?)")
     ap.add_argument("--no-bf16", action="store_true",
                     help="skip the compiled bf16 variant (eager bf16 stays: the reference)")
     ap.add_argument("--json", default=None)
@@ -87,6 +99,8 @@ def main(argv=None) -> int:
     from inductor_config_build import parse  # this folder's
 
     options = dict(parse(o) for o in args.inductor)
+    if args.reciprocal:
+        fp8.quantize_rows = quantize_rows_reciprocal
     with inductor_config.patch(options):
         return profile(args, options)
 

@@ -143,9 +143,10 @@ if has fp8; then  # how long the runtime takes to make the quantized copies on t
 fi
 if has fp8cfg; then
   for opts in "" "triton.multi_kernel=1" "max_autotune_pointwise=true coordinate_descent_tuning=true" \
-      "triton.cooperative_reductions=true"; do
+      "triton.cooperative_reductions=true" "--reciprocal"; do
     tag=$(echo "${opts:-default}" | tr ' =.' '_-_')
-    python3 scripts/fp8_block_profile.py --no-bf16 $(for o in $opts; do echo --inductor $o; done) \
+    python3 scripts/fp8_block_profile.py --no-bf16 \
+        $(for o in $opts; do [[ $o == --* ]] && echo $o || echo --inductor $o; done) \
         --json "$LOG/fp8cfg-$tag.json" >"$LOG/fp8cfg-$tag.log" 2>&1
     { echo "== fp8cfg ${opts:-default}"; tail -4 "$LOG/fp8cfg-$tag.log"; } >>"$LOG/fp8cfg.txt"
   done
