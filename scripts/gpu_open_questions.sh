@@ -59,6 +59,7 @@ summary() {
     for f in "$LOG"/bench-vae-shared.md "$LOG"/bench-fp8*.md; do [ -f "$f" ] && { echo "== $f"; cat "$f"; }; done
     [ -f "$LOG/fp8-quantize-time.log" ] && grep -E "quantize|FramePack|blocks" "$LOG/fp8-quantize-time.log"
     [ -f "$LOG/fp8-tests.log" ] && grep -E "passed|failed|offload_bf16:|rel L2|Error" "$LOG/fp8-tests.log" | tail -15
+    [ -f "$LOG/vae-mask.log" ] && tail -6 "$LOG/vae-mask.log"
     [ -f "$LOG/fp8cfg.txt" ] && cat "$LOG/fp8cfg.txt"
     [ -f "$LOG/trt-ops.log" ] && grep '^{' "$LOG/trt-ops.log"
     [ -f "$LOG/statichw.txt" ] && head -20 "$LOG/statichw.txt"
@@ -120,6 +121,7 @@ if has vae; then
       --markdown "$LOG/vae/bench-aoti.md" --json "$LOG/vae/bench-aoti.json" \
       >"$LOG/vae/bench-aoti.log" 2>&1
   stamp vae-bench
+  python3 scripts/vae_mask_memory.py --device cuda >"$LOG/vae-mask.log" 2>&1  # the mask alone
   summary
 fi
 if has shared; then
