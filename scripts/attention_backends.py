@@ -13,12 +13,12 @@ import argparse
 import datetime
 import functools
 import json
-import time
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.functional import scaled_dot_product_attention as sdpa
 
+from framepack_trt.bench import _time
 from framepack_trt.components.transformer_pieces import image_tokens
 from framepack_trt.device import current_device, describe
 
@@ -32,18 +32,6 @@ def attend(backend, q, k, v):
         return sdpa(q, k, v)
     with sdpa_kernel([backend]):
         return sdpa(q, k, v)
-
-
-def median_ms(fn, iters: int) -> float:
-    fn()
-    times = []
-    for _ in range(iters):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return sorted(times)[len(times) // 2]
 
 
 def main(argv=None) -> int:
@@ -72,7 +60,7 @@ def main(argv=None) -> int:
                 with torch.no_grad():
                     out = call()
                     row["rel_l2"] = float((out.float() - ref).norm() / ref.norm())
-                    row["ms"] = median_ms(call, args.iters)
+                    row["ms"] = _time(call, (), 1, args.iters, cuda=True)
             except Exception as e:  # a backend this card or build lacks
                 row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
             rows.append(row)

@@ -18,12 +18,12 @@ import collections
 import datetime
 import functools
 import json
-import time
 
 import torch
 from torch.autograd import DeviceType
 
 from framepack_trt import fp8
+from framepack_trt.bench import _time
 from framepack_trt.components.transformer_pieces import image_tokens
 from framepack_trt.device import current_device, describe
 from framepack_trt.fp8 import quantize_block
@@ -58,17 +58,6 @@ def quantize_rows_reciprocal(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     amax = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=fp8.AMAX_EPS)
     q = (x.float() * (fp8.E4M3_MAX / amax)).clamp(-fp8.E4M3_MAX, fp8.E4M3_MAX)
     return q.to(torch.float8_e4m3fn), amax / fp8.E4M3_MAX
-
-
-def median_ms(fn, iters: int) -> float:
-    times = []
-    for _ in range(iters):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return sorted(times)[len(times) // 2]
 
 
 def kind_of(kernel: str) -> str:
@@ -131,7 +120,7 @@ def profile(args, options) -> int:
             for name, fn in variants.items():
                 got = fn()[0].float()  # compiles
                 fn()
-                row[name] = {"ms": median_ms(fn, args.iters),
+                row[name] = {"ms": _time(fn, (), 1, args.iters, cuda=True),
                              "rel_l2": float((got - want).norm() / want.norm())}
             fn = variants["compiled fp8"]
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from framepack_trt.backends import BuildRequest, get_backend
+from framepack_trt.bench import _time
 from framepack_trt.compare import compare
 from framepack_trt.components.base import Tolerance, get_component
 from framepack_trt.export import export_component
@@ -66,16 +67,8 @@ def conv_in_fp32(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def median_ms(fn, x, iters: int) -> float:
-    times = []
     with torch.inference_mode():
-        fn(*x)  # warm-up
-        for _ in range(iters):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn(*x)
-            torch.cuda.synchronize()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return sorted(times)[len(times) // 2]
+        return _time(fn, x, 1, iters, cuda=True)
 
 
 def rel(got, want) -> float:
