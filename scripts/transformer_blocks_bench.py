@@ -231,15 +231,23 @@ def gpu_profile(fn, calls: int) -> dict:
             fn()
         torch.cuda.synchronize()
         wall = (time.perf_counter() - t0) * 1e3 / calls
-    spans = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
-                   if e.device_type == DeviceType.CUDA and e.time_range.end > e.time_range.start)
-    busy, end, by_kind = 0.0, float("-inf"), collections.Counter()
+    spans = [(e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+             if e.device_type == DeviceType.CUDA and e.time_range.end > e.time_range.start]
+    by_kind = collections.Counter()
     for start, stop, name in spans:
+        by_kind[kind_of(name)] += (stop - start) / 1e3 / calls
+    return {"wall_ms": wall, "busy_ms": busy_time(spans) / 1e3 / calls,
+            "kernels": len(spans) / calls, "by_kind": dict(by_kind.most_common())}
+
+
+def busy_time(spans) -> float:
+    """The time covered by at least one of the (start, end, ...) spans (kernels may overlap on
+    several streams): the length of their union."""
+    busy, end = 0.0, float("-inf")
+    for start, stop, *_ in sorted(spans):
         busy += max(0.0, stop - max(start, end))
         end = max(end, stop)
-        by_kind[kind_of(name)] += (stop - start) / 1e3 / calls
-    return {"wall_ms": wall, "busy_ms": busy / 1e3 / calls, "kernels": len(spans) / calls,
-            "by_kind": dict(by_kind.most_common())}
+    return busy
 
 
 if __name__ == "__main__":

@@ -1,0 +1,102 @@
+"""The parts of the GPU measurement scripts (scripts/) that run without a GPU: their argument
+checks, the arithmetic of their reports and the model variants they build. A script that only
+runs on the GPU machine would otherwise break unseen until a paid run."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def script(name: str):
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    return importlib.import_module(name)
+
+
+def test_vae_bench_refuses_a_bad_bucket(capsys):
+    vae_bench = script("vae_bench")
+    for bad in ("544x70", "544", "axb"):
+        with pytest.raises(SystemExit) as exc:
+            vae_bench.main(["--buckets", bad])
+        assert exc.value.code == 2
+        assert f"--buckets {bad!r}" in capsys.readouterr().err
+
+
+def test_kernel_kinds():
+    """Kernel names as torch.profiler reported them on the H200 (2026-11-30)."""
+    kind_of = script("fp8_block_profile").kind_of
+    names = {
+        "cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7_64x128x128_4x1x1_cga1x1":
+            "attention",
+        "nvjet_sm90_qqtst_128x128_128x6_1x2_h_bz_ovscale_bias_TNT": "fp8 matmul",
+        "nvjet_sm90_tst_192x8_64x8_4x1_v_bz_splitK_bias_TNT": "bf16 matmul",
+        "triton_red_fused__scaled_mm__to_copy_abs_amax_clamp_div_gelu_t_view_11": "triton",
+        "triton_poi_fused__scaled_dot_product_cudnn_attention_cat_permute_view_6": "triton",
+        "Memset (Device)": "other",
+    }
+    for name, kind in names.items():
+        assert kind_of(name).startswith(kind), (name, kind_of(name))
+
+
+def test_busy_time_is_the_union_of_the_spans():
+    busy_time = script("transformer_blocks_bench").busy_time
+    gen = torch.Generator().manual_seed(0)
+    starts = torch.randint(0, 1000, (40,), generator=gen).tolist()
+    spans = [(s, s + int(d), "k") for s, d in zip(starts, torch.randint(
+        1, 60, (40,), generator=gen).tolist(), strict=True)]
+    covered = set()
+    for start, stop, _ in spans:
+        covered.update(range(start, stop))
+    assert busy_time(spans) == len(covered)
+    assert busy_time([]) == 0
+
+
+def test_reciprocal_quantization_matches_the_division():
+    from framepack_trt import fp8
+
+    reciprocal = script("fp8_block_profile").quantize_rows_reciprocal
+    x = torch.randn(32, 3072, generator=torch.Generator().manual_seed(1)) * 5
+    q, scale = fp8.quantize_rows(x)
+    r, r_scale = reciprocal(x)
+    assert torch.equal(scale, r_scale)
+    differ = q.float() != r.float()
+    assert differ.float().mean() < 1e-3  # a rounding now and then, no more
+    # where they differ, by one e4m3 step at most (an eighth of the value's power of two)
+    gap = (q.float() - r.float()).abs()[differ]
+    assert (gap <= q.float().abs()[differ] / 8 + 1e-6).all()
+
+
+def test_conv_in_fp32_casts_every_convolution():
+    """trt_vae_ops.py's variant: the exported decoder computes each convolution in float32
+    and returns fp16, and the model it copies is left as it was."""
+    from framepack_trt.components.base import get_component
+    from framepack_trt.export import export_component
+    from framepack_trt.shapes import DimRange
+    from framepack_trt.sources import construct
+
+    conv_in_fp32 = script("trt_vae_ops").conv_in_fp32
+    comp = get_component("vae_decode")
+    torch.manual_seed(0)
+    model = construct(comp.load_model_class(), {"block_out_channels": (8, 16, 16, 16),
+                                                "layers_per_block": 1,
+                                                "norm_num_groups": 4}).eval().half()
+    dims = {"latent_frames": DimRange(3, 3, 3), "latent_height": DimRange(4, 8, 16),
+            "latent_width": DimRange(4, 8, 16)}
+    program = export_component(comp, conv_in_fp32(model), dims, torch.float16, "cpu").program
+    convs = [n for n in program.graph.nodes if n.op == "call_function"
+             and "conv" in str(n.target)]
+    assert convs
+    for node in convs:
+        assert node.args[0].meta["val"].dtype == torch.float32
+        assert node.args[1].meta["val"].dtype == torch.float32
+    assert all(p.dtype == torch.float16 for p in model.parameters())
+    plain = export_component(comp, model, dims, torch.float16, "cpu").program
+    assert all(n.args[0].meta["val"].dtype == torch.float16 for n in plain.graph.nodes
+               if n.op == "call_function" and "conv" in str(n.target))
