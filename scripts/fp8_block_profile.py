@@ -106,7 +106,8 @@ def profile(args, options) -> int:
             angles.cos(), angles.sin())
     report = {"device": describe(current_device("cuda")), "torch": torch.__version__,
               "date": datetime.date.today().isoformat(), "bucket": args.bucket,
-              "image_tokens": n, "text": args.text, "inductor": options, "blocks": {}}
+              "image_tokens": n, "text": args.text, "inductor": options,
+              "reciprocal": args.reciprocal, "blocks": {}}
     for kind, block in blocks().items():
         q = quantize_block(block)
         variants = {"eager bf16": functools.partial(run_block, block, *acts),
@@ -142,7 +143,8 @@ def profile(args, options) -> int:
         del q, block, variants
         torch.cuda.empty_cache()
     print(f"{report['device']}, torch {report['torch']}, {report['date']}, {args.bucket} "
-          f"({n} image + {args.text} text tokens), median of {args.iters}, inductor {options}")
+          f"({n} image + {args.text} text tokens), median of {args.iters}, inductor {options}"
+          + (", activations quantized with the reciprocal" if args.reciprocal else ""))
     print("| block | eager bf16 ms | compiled bf16 ms | compiled fp8 ms | fp8 rel L2 | "
           "fp8 profile: ms per call by kind |")
     print("|---|---|---|---|---|---|")

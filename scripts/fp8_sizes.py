@@ -87,7 +87,7 @@ def main(argv=None) -> int:
             per[piece] = statistics.median(times)
             print(f"quantize one {piece} on {where}: {per[piece]:.3f} s")
         print(f"FramePack's 20 dual + 40 single blocks: about "
-              f"{20 * per['dual_block'] + 40 * per['single_block']:.0f} s")
+              f"{20 * per['dual_block'] + 40 * per['single_block']:.2f} s")
     return 0
 
 

@@ -142,6 +142,7 @@ if has fp8; then  # how long the runtime takes to make the quantized copies on t
   python3 scripts/fp8_sizes.py --time --device cuda \
       >"$LOG/fp8-quantize-time.log" 2>&1
   stamp fp8-quantize-time
+  summary
 fi
 if has fp8cfg; then
   for opts in "" "triton.multi_kernel=1" "max_autotune_pointwise=true coordinate_descent_tuning=true" \
@@ -160,4 +161,5 @@ if has trtops && [ "$has_trt" = yes ]; then
   stamp trtops
   summary
 fi
+summary
 touch "$LOG/done"

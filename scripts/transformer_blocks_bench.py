@@ -112,32 +112,50 @@ def main(argv=None) -> int:
     lines += [f"engines on disk: {sum(e['engine']['size'] for e in used) / 2**20:.1f} MiB; "
               f"held by the engines and their weights (fp8: the quantized blocks) after the "
               f"calls: {(torch.cuda.memory_allocated() - held) / 2**30 if cuda else 0:.2f} GiB"]
+    print("\n".join(lines), flush=True)
+    write(lines, args.markdown)  # what is measured so far, whatever the profile below does
     if args.profile_calls and cuda:
-        sizes.update(latent_height=544 // 8, latent_width=704 // 8)
-        raw = piece.make_inputs(model.config, sizes, dtype, device,
-                                torch.Generator().manual_seed(0))
-        call = dict(zip(RAW_INPUTS, raw, strict=True))
-        lines += ["", f"544x704 under torch.profiler, {args.profile_calls} calls each: per call, "
-                  "wall ms (with the profiler's own cost), GPU busy ms, kernels, and ms by kind",
-                  "", "| run | wall ms | GPU busy ms | idle ms | kernels | by kind (ms) |",
-                  "|---|---|---|---|---|---|"]
-        for who, fn in (("eager", eager), ("engines", pieces)):
-            p = gpu_profile(lambda c=call, f=fn: f(**c), args.profile_calls)
-            kinds = ", ".join(f"{k} {v:.2f}" for k, v in p["by_kind"].items())
-            lines.append(f"| {who} | {p['wall_ms']:.2f} | {p['busy_ms']:.2f} | "
-                         f"{p['wall_ms'] - p['busy_ms']:.2f} | {p['kernels']:.0f} | {kinds} |")
-        lines += ["", "GPU ms per call between CUDA events around each part (no profiler; the "
-                  "rest: the model's own code between them)", ""]
-        for who, parts in (("eager", eager_parts(model, eager, call, args.profile_calls)),
-                           ("engines", engine_parts(swap, used, pieces, call,
-                                                    args.profile_calls))):
-            lines.append(f"- {who}: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()))
-    print("\n".join(lines))
+        try:
+            more = profile_phase(args, model, piece, sizes, dtype, device, eager, pieces,
+                                 swap, used)
+        except Exception as exc:  # the table above stays written
+            more = ["", f"the profile phase failed: {type(exc).__name__}: {exc}"[:400]]
+        print("\n".join(more), flush=True)
+        write(lines + more, args.markdown)
     print(engines.report(), file=sys.stderr)
-    if args.markdown:
-        with open(args.markdown, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
     return 0
+
+
+def write(lines, markdown) -> None:
+    if markdown:
+        with open(markdown, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+
+
+def profile_phase(args, model, piece, sizes, dtype, device, eager, pieces, swap, used) -> list:
+    """``--profile-calls``: at 544x704, the profiler's view of eager and engines, then each
+    part's GPU time between CUDA events."""
+    lines = []
+    sizes = {**sizes, "latent_height": 544 // 8, "latent_width": 704 // 8}
+    raw = piece.make_inputs(model.config, sizes, dtype, device,
+                            torch.Generator().manual_seed(0))
+    call = dict(zip(RAW_INPUTS, raw, strict=True))
+    lines += ["", f"544x704 under torch.profiler, {args.profile_calls} calls each: per call, "
+              "wall ms (with the profiler's own cost), GPU busy ms, kernels, and ms by kind",
+              "", "| run | wall ms | GPU busy ms | idle ms | kernels | by kind (ms) |",
+              "|---|---|---|---|---|---|"]
+    for who, fn in (("eager", eager), ("engines", pieces)):
+        p = gpu_profile(lambda c=call, f=fn: f(**c), args.profile_calls)
+        kinds = ", ".join(f"{k} {v:.2f}" for k, v in p["by_kind"].items())
+        lines.append(f"| {who} | {p['wall_ms']:.2f} | {p['busy_ms']:.2f} | "
+                     f"{p['wall_ms'] - p['busy_ms']:.2f} | {p['kernels']:.0f} | {kinds} |")
+    lines += ["", "GPU ms per call between CUDA events around each part (no profiler; the "
+              "rest: the model's own code between them)", ""]
+    for who, parts in (("eager", eager_parts(model, eager, call, args.profile_calls)),
+                       ("engines", engine_parts(swap, used, pieces, call,
+                                                args.profile_calls))):
+        lines.append(f"- {who}: " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()))
+    return lines
 
 
 class PartTimer:
