@@ -23,6 +23,11 @@
 #           (scripts/fp8_block_profile.py, one process each): can the Triton kernels around the
 #           fp8 GEMMs (norms, RoPE, the activations' quantization: 1.5-1.7 ms of a block's 11)
 #           be made faster? (coordinate descent tuning alone: no, 2026-11-30)
+#   lowvram FramePack's low-VRAM mode (DynamicSwapInstaller, two thirds of the blocks resident
+#           as on a 24 GB card) with the bf16 and the fp8 block engines against eager
+#           (scripts/lowvram_bench.py; builds profiles/realwidth-blocks.yaml too): do the fp8
+#           copies, streamed whole at every call and made again at every section, eat the
+#           fp8 speed-up there? (docs/fp8.md, "On a 24 GB card")
 #   fp8tests  pytest tests/gpu/test_fp8_cuda.py: the tiny fp8 block engines on CUDA, through
 #           FramePack's loop, offload_bf16 (the bf16 weights to the CPU and back, memory) and
 #           low-VRAM mode's placement of the fp8 copies (needs pytest; during the builds;
@@ -34,8 +39,8 @@
 #           CUDA (the guards on latent_frames, from TORCH_LOGS=+dynamic; answered 2026-11-30)
 # Builds run at once (CPU-bound compiles); measurements one after another on a quiet GPU.
 #   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]
-#   (PARTS: "fp8 fp8tests vae" by default; also "fp8cfg", "shared", "fp8nd", "trtops",
-#   "statichw")
+#   (PARTS: "fp8 fp8tests vae" by default; also "lowvram" (with fp8), "fp8cfg", "shared",
+#   "fp8nd", "trtops", "statichw")
 set -u
 LOG=${1:-/tmp/gpu-open-questions}
 PARTS=${2:-"fp8 fp8tests vae"}
@@ -50,7 +55,8 @@ summary() {
   {
     nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
     cat "$LOG/times.txt" 2>/dev/null
-    for f in "$LOG"/vae/build-*.json "$LOG"/build-vae-shared.json "$LOG"/build-fp8*.json; do
+    for f in "$LOG"/vae/build-*.json "$LOG"/build-vae-shared.json "$LOG"/build-fp8*.json \
+        "$LOG"/build-bf16.json; do
       [ -f "$f" ] && echo "-- $(basename "$f")" && python3 -c "import json; [print(r['name'], r['outcome'], r['seconds'],
         (r.get('error') or '')[:300]) for r in json.load(open('$f'))['results']]"
     done
@@ -61,6 +67,7 @@ summary() {
     [ -f "$LOG/fp8-tests.log" ] && grep -E "passed|failed|offload_bf16:|rel L2|Error" "$LOG/fp8-tests.log" | tail -15
     [ -f "$LOG/vae-mask.log" ] && tail -6 "$LOG/vae-mask.log"
     [ -f "$LOG/fp8cfg.txt" ] && cat "$LOG/fp8cfg.txt"
+    [ -f "$LOG/lowvram.md" ] && cat "$LOG/lowvram.md"
     [ -f "$LOG/trt-ops.log" ] && grep '^{' "$LOG/trt-ops.log"
     [ -f "$LOG/statichw.txt" ] && head -20 "$LOG/statichw.txt"
   } >"$LOG/summary.txt" 2>&1
@@ -88,6 +95,12 @@ if has fp8 || has fp8nd; then
   python3 scripts/random_weights.py realwidth-blocks-fp8 /tmp/blk-fp8/weights >"$LOG/fp8-weights.log" 2>&1
   [ -e /tmp/blk-fp8-nd/weights ] || ln -s /tmp/blk-fp8/weights /tmp/blk-fp8-nd/weights
   for c in fp8 fp8nd; do has $c && build_fp8 $c "" & done
+fi
+if has lowvram; then  # the bf16 block engines, on the same random weights
+  mkdir -p /tmp/blk-bf16
+  [ -e /tmp/blk-bf16/weights ] || ln -s /tmp/blk-fp8/weights /tmp/blk-bf16/weights
+  $FP build -p realwidth-blocks --cache-dir /tmp/blk-bf16 --json >"$LOG/build-bf16.json" \
+      2>"$LOG/build-bf16.log" &
 fi
 if has fp8tests; then  # tiny engines: alongside the builds (its memory check is per process)
   (python3 -m pytest -q -p no:cacheprovider tests/gpu/test_fp8_cuda.py -s >"$LOG/fp8-tests.log" 2>&1
@@ -142,6 +155,12 @@ if has fp8; then  # how long the runtime takes to make the quantized copies on t
   python3 scripts/fp8_sizes.py --time --device cuda \
       >"$LOG/fp8-quantize-time.log" 2>&1
   stamp fp8-quantize-time
+  summary
+fi
+if has lowvram; then
+  python3 scripts/lowvram_bench.py --cache-dir /tmp/blk-fp8 --bf16-cache-dir /tmp/blk-bf16 \
+      --markdown "$LOG/lowvram.md" >"$LOG/lowvram.log" 2>&1
+  stamp lowvram
   summary
 fi
 if has fp8cfg; then

@@ -1,0 +1,159 @@
+"""FramePack's low-VRAM mode with the transformer's block engines, on a big card standing in for a
+small one: the model on the CPU with FramePack's ``DynamicSwapInstaller`` (every read of a
+weight not on the GPU copies it there), and before each section the first modules moved to the
+GPU in FramePack's order (``move_model_to_device_with_memory_preservation``: each module that
+has a ``weight``, until memory runs short) up to a byte budget for the blocks instead of the
+card's free memory (``--resident``: the share of the blocks' bf16 bytes that fit; on a 24 GB
+card, about two thirds of FramePack's 23.2 GiB of blocks), and moved off after it, as FramePack
+does before decoding. One transformer call as FramePack makes it (544x704, text 160), eager
+against the bf16 block engines and the fp8 ones: each section's first call (where the fp8
+copies are made) and the median of the rest, the time the GPU spent copying from the host
+(torch.profiler's Memcpy HtoD) in one call, and the rel L2 against eager.
+
+    framepack-trt build -p realwidth-blocks-fp8 --cache-dir F; ... -p realwidth-blocks --cache-dir B
+    python scripts/lowvram_bench.py --cache-dir F --bf16-cache-dir B [--resident 0.67]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from framepack_trt.bench import profile_model
+from framepack_trt.components.base import get_component
+from framepack_trt.components.transformer import RAW_INPUTS
+from framepack_trt.device import current_device, describe
+from framepack_trt.export import torch_dtype
+from framepack_trt.framepack import use_engines
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from framepack_reference import DynamicSwapInstaller  # noqa: E402  (FramePack's, verbatim)
+
+
+def block_bytes(model) -> int:
+    return sum(p.nbytes for b in (*model.transformer_blocks, *model.single_transformer_blocks)
+               for p in b.parameters())
+
+
+def move_prefix(model, device, budget: int) -> int:
+    """FramePack's rule, a byte budget for its free-memory test: modules that have a weight,
+    in order, to ``device`` until ``budget`` bytes have moved. Returns the bytes moved."""
+    moved = 0
+    for m in model.modules():
+        if moved >= budget:
+            break
+        if "weight" in m._parameters:
+            m.to(device)
+            moved += sum(p.nbytes for p in m.parameters(recurse=False))
+    return moved
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def host_copy_ms(fn, device) -> float:
+    """GPU time spent in host-to-device copies during one call of ``fn``."""
+    if torch.device(device).type != "cuda":
+        return float("nan")
+    from torch.autograd import DeviceType
+
+    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=acts) as prof:
+        fn()
+        sync(device)
+    return sum(e.time_range.elapsed_us() for e in prof.events()
+               if e.device_type == DeviceType.CUDA and "HtoD" in e.name) / 1e3
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-p", "--profile", default="realwidth-blocks-fp8")
+    ap.add_argument("--cache-dir", default=None, help="the fp8 block engines' cache")
+    ap.add_argument("--bf16-cache-dir", default=None, help="the bf16 block engines' cache")
+    ap.add_argument("--resident", type=float, default=0.67,
+                    help="share of the blocks' bf16 bytes that fit on the GPU (default: 0.67)")
+    ap.add_argument("--sections", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=5, help="timed calls per section after the first")
+    ap.add_argument("--markdown", default=None)
+    args = ap.parse_args(argv)
+    if not 0 <= args.resident <= 1:
+        ap.error(f"--resident {args.resident}: a share, 0..1")
+    spec, cache, model = profile_model(args.profile, "transformer_input", args.cache_dir)
+    dtype, device = torch_dtype(spec.dtype), spec.device
+    model.to("cpu")  # FramePack's low-VRAM mode loads the transformer on the CPU
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    sizes = {n: r.opt for n, r in spec.dims.items()}
+    sizes.update(latent_height=544 // 8, latent_width=704 // 8)
+    raw = get_component("transformer_input").make_inputs(model.config, sizes, dtype, device,
+                                                        torch.Generator().manual_seed(0))
+    call = dict(zip(RAW_INPUTS, raw, strict=True))
+    DynamicSwapInstaller.install_model(model, device=device)
+    budget = int(args.resident * block_bytes(model))
+
+    def forward():
+        with torch.inference_mode():
+            return model(**call, return_dict=False)[0]
+
+    variants = [("eager bf16", None)]
+    if args.bf16_cache_dir:
+        variants.append(("bf16 block engines", args.bf16_cache_dir))
+    variants.append(("fp8 block engines", cache.root))
+    rows, want = [], None
+    for name, where in variants:
+        engines = use_engines(where, strict=True, transformer=model) if where else None
+        try:
+            firsts, rest, copies, moved = [], [], [], 0
+            for _ in range(args.sections):
+                moved = move_prefix(model, device, budget)  # the section starts
+                sync(device)
+                start = time.perf_counter()
+                out = forward()
+                sync(device)
+                firsts.append((time.perf_counter() - start) * 1e3)
+                for _ in range(args.iters):
+                    start = time.perf_counter()
+                    forward()
+                    sync(device)
+                    rest.append((time.perf_counter() - start) * 1e3)
+                copies.append(host_copy_ms(forward, device))
+                model.to("cpu")  # FramePack moves it off before decoding
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+            if want is None:
+                want = out.float()
+            rel = float((out.float() - want).norm() / want.norm())
+            rows.append((name, statistics.median(firsts), statistics.median(rest),
+                         statistics.median(copies), rel, moved))
+            print(rows[-1], flush=True)
+        finally:
+            if engines is not None:
+                engines.restore()
+    card = describe(current_device(device))
+    lines = [f"FramePack low-VRAM mode, {args.profile} ({spec.dtype}), 544x704, text "
+             f"{sizes['text_len']}, blocks resident up to {args.resident:.0%} of their bf16 bytes "
+             f"({budget / 2**30:.2f} of {block_bytes(model) / 2**30:.2f} GiB), {card}, torch "
+             f"{torch.__version__}, {datetime.date.today()} (scripts/lowvram_bench.py; "
+             f"{args.sections} sections, median of the first calls and of {args.iters} more "
+             "per section)", "",
+             "| run | first call of a section ms | later calls ms | eager/run (later) | "
+             "host-to-device copies ms per call | rel L2 |", "|---|---|---|---|---|---|"]
+    eager_ms = rows[0][2]
+    lines += [f"| {n} | {f:.1f} | {r:.1f} | {eager_ms / r:.2f}x | {c:.1f} | {e:.1e} |"
+              for n, f, r, c, e, _ in rows]
+    print("\n".join(lines))
+    if args.markdown:
+        Path(args.markdown).write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
