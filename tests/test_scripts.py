@@ -100,3 +100,16 @@ def test_conv_in_fp32_casts_every_convolution():
     plain = export_component(comp, model, dims, torch.float16, "cpu").program
     assert all(n.args[0].meta["val"].dtype == torch.float16 for n in plain.graph.nodes
                if n.op == "call_function" and "conv" in str(n.target))
+
+
+def test_lowvram_bench_moves_a_prefix_up_to_the_budget():
+    """FramePack's order (every module that has a weight) until the budget has moved; the
+    "meta" device stands in for the GPU."""
+    move_prefix = script("lowvram_bench").move_prefix
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU())
+                                  for _ in range(5)))
+    one = sum(p.nbytes for p in model[0][0].parameters())
+    moved = move_prefix(model, "meta", int(2.5 * one))
+    assert moved == 3 * one
+    assert [model[i][0].weight.device.type for i in range(5)] == ["meta"] * 3 + ["cpu"] * 2
