@@ -8,7 +8,8 @@ card, about two thirds of FramePack's 23.2 GiB of blocks), and moved off after i
 does before decoding. One transformer call as FramePack makes it (544x704, text 160), eager
 against the bf16 block engines and the fp8 ones: each section's first call (where the fp8
 copies are made) and the median of the rest, the time the GPU spent copying from the host
-(torch.profiler's Memcpy HtoD) in one call, and the rel L2 against eager.
+(torch.profiler's Memcpy HtoD) in one call, the rel L2 against eager, and how many fp8 block
+copies were made over the sections.
 
     framepack-trt build -p realwidth-blocks-fp8 --cache-dir F; ... -p realwidth-blocks --cache-dir B
     python scripts/lowvram_bench.py --cache-dir F --bf16-cache-dir B [--resident 0.67]
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from framepack_trt import fp8
 from framepack_trt.bench import profile_model
 from framepack_trt.components.base import get_component
 from framepack_trt.components.transformer import RAW_INPUTS
@@ -103,6 +105,10 @@ def main(argv=None) -> int:
         with torch.inference_mode():
             return model(**call, return_dict=False)[0]
 
+    made = []  # the fp8 copies made (fp8.quantized_block makes one when a block's weights change)
+    plain_quantize = fp8.quantize_block
+    fp8.quantize_block = lambda block: made.append(1) or plain_quantize(block)
+
     variants = [("eager bf16", None)]
     if args.bf16_cache_dir:
         variants.append(("bf16 block engines", args.bf16_cache_dir))
@@ -110,10 +116,11 @@ def main(argv=None) -> int:
     rows, want = [], None
     for name, where in variants:
         engines = use_engines(where, strict=True, transformer=model) if where else None
+        made.clear()
         try:
-            firsts, rest, copies, moved = [], [], [], 0
+            firsts, rest, copies = [], [], []
             for _ in range(args.sections):
-                moved = move_prefix(model, device, budget)  # the section starts
+                move_prefix(model, device, budget)  # the section starts
                 sync(device)
                 start = time.perf_counter()
                 out = forward()
@@ -132,7 +139,7 @@ def main(argv=None) -> int:
                 want = out.float()
             rel = float((out.float() - want).norm() / want.norm())
             rows.append((name, statistics.median(firsts), statistics.median(rest),
-                         statistics.median(copies), rel, moved))
+                         statistics.median(copies), rel, len(made)))
             print(rows[-1], flush=True)
         finally:
             if engines is not None:
@@ -145,10 +152,11 @@ def main(argv=None) -> int:
              f"{args.sections} sections, median of the first calls and of {args.iters} more "
              "per section)", "",
              "| run | first call of a section ms | later calls ms | eager/run (later) | "
-             "host-to-device copies ms per call | rel L2 |", "|---|---|---|---|---|---|"]
+             "host-to-device copies ms per call | rel L2 | fp8 copies made |",
+             "|---|---|---|---|---|---|---|"]
     eager_ms = rows[0][2]
-    lines += [f"| {n} | {f:.1f} | {r:.1f} | {eager_ms / r:.2f}x | {c:.1f} | {e:.1e} |"
-              for n, f, r, c, e, _ in rows]
+    lines += [f"| {n} | {f:.1f} | {r:.1f} | {eager_ms / r:.2f}x | {c:.1f} | {e:.1e} | {k} |"
+              for n, f, r, c, e, k in rows]
     print("\n".join(lines))
     if args.markdown:
         Path(args.markdown).write_text("\n".join(lines) + "\n")
