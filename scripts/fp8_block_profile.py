@@ -20,6 +20,7 @@ import functools
 import json
 
 import torch
+from fp8_quality import HEADS, WIDTH, blocks  # this folder's: the real-width blocks
 from torch.autograd import DeviceType
 
 from framepack_trt import fp8
@@ -29,7 +30,6 @@ from framepack_trt.device import current_device, describe
 from framepack_trt.fp8 import quantize_block
 from framepack_trt.transformer_pieces import run_block
 
-WIDTH, HEADS = 3072, 24
 # Kernel names: Triton's carry the ops they fuse (the activations' quantization mentions
 # _scaled_mm, whose input it makes), so they are told apart first; cuBLASLt's nvjet kernels
 # say their input types ("qq": two fp8 operands).
@@ -37,20 +37,6 @@ KINDS = (("triton (fused elementwise and reductions, the quantization among them
          ("attention", ("attention", "flash", "fmha", "sdpa")),
          ("fp8 matmul", ("_qq", "f8", "e4m3")),
          ("bf16 matmul", ("gemm", "nvjet", "cutlass", "xmma")))
-
-
-def blocks():
-    from diffusers.models.transformers.transformer_hunyuan_video import (
-        HunyuanVideoSingleTransformerBlock,
-        HunyuanVideoTransformerBlock,
-    )
-
-    torch.manual_seed(0)
-    made = {"dual": HunyuanVideoTransformerBlock(HEADS, WIDTH // HEADS, mlp_ratio=4.0,
-                                                 qk_norm="rms_norm"),
-            "single": HunyuanVideoSingleTransformerBlock(HEADS, WIDTH // HEADS, mlp_ratio=4.0,
-                                                         qk_norm="rms_norm")}
-    return {k: b.to("cuda", torch.bfloat16).eval() for k, b in made.items()}
 
 
 def quantize_rows_reciprocal(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +94,8 @@ def profile(args, options) -> int:
               "date": datetime.date.today().isoformat(), "bucket": args.bucket,
               "image_tokens": n, "text": args.text, "inductor": options,
               "reciprocal": args.reciprocal, "blocks": {}}
-    for kind, block in blocks().items():
+    torch.manual_seed(0)
+    for kind, block in blocks("cuda").items():
         q = quantize_block(block)
         variants = {"eager bf16": functools.partial(run_block, block, *acts),
                     "compiled bf16": functools.partial(torch.compile(run_block), block, *acts),

@@ -21,13 +21,12 @@ import argparse
 import datetime
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from framepack_trt import fp8
-from framepack_trt.bench import profile_model
+from framepack_trt.bench import _run, profile_model
 from framepack_trt.components.base import get_component
 from framepack_trt.components.transformer import RAW_INPUTS
 from framepack_trt.device import current_device, describe
@@ -56,11 +55,6 @@ def move_prefix(model, device, budget: int) -> int:
     return moved
 
 
-def sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
 def host_copy_ms(fn, device) -> float:
     """GPU time spent in host-to-device copies during one call of ``fn``."""
     if torch.device(device).type != "cuda":
@@ -70,7 +64,7 @@ def host_copy_ms(fn, device) -> float:
     acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     with torch.profiler.profile(activities=acts) as prof:
         fn()
-        sync(device)
+        torch.cuda.synchronize()
     return sum(e.time_range.elapsed_us() for e in prof.events()
                if e.device_type == DeviceType.CUDA and "HtoD" in e.name) / 1e3
 
@@ -99,6 +93,7 @@ def main(argv=None) -> int:
                                                         torch.Generator().manual_seed(0))
     call = dict(zip(RAW_INPUTS, raw, strict=True))
     DynamicSwapInstaller.install_model(model, device=device)
+    cuda = device == "cuda"
     budget = int(args.resident * block_bytes(model))
 
     def forward():
@@ -121,20 +116,14 @@ def main(argv=None) -> int:
             firsts, rest, copies = [], [], []
             for _ in range(args.sections):
                 move_prefix(model, device, budget)  # the section starts
-                sync(device)
-                start = time.perf_counter()
-                out = forward()
-                sync(device)
-                firsts.append((time.perf_counter() - start) * 1e3)
-                for _ in range(args.iters):
-                    start = time.perf_counter()
-                    forward()
-                    sync(device)
-                    rest.append((time.perf_counter() - start) * 1e3)
+                outs = []  # the section's first output, compared with eager's
+                firsts.append(_run(lambda o: o.append(forward()), (outs,), cuda))
+                rest += [_run(forward, (), cuda) for _ in range(args.iters)]
                 copies.append(host_copy_ms(forward, device))
                 model.to("cpu")  # FramePack moves it off before decoding
                 if device == "cuda":
                     torch.cuda.empty_cache()
+            out = outs[0]
             if want is None:
                 want = out.float()
             rel = float((out.float() - want).norm() / want.norm())

@@ -13,17 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
 
 VARIANTS = ("diffusers", "frame_causal_mask", "frame_causal_mask compiled")
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def measure(variant: str, frames: int, hw: int, device: str) -> dict:
@@ -34,6 +28,7 @@ def measure(variant: str, frames: int, hw: int, device: str) -> dict:
     )
 
     from framepack_trt.components.vae import frame_causal_mask
+    from framepack_trt.memory import _rss_bytes
 
     fn = {"diffusers": prepare_causal_attention_mask,
           "frame_causal_mask": frame_causal_mask,
@@ -47,7 +42,7 @@ def measure(variant: str, frames: int, hw: int, device: str) -> dict:
             torch.cuda.reset_peak_memory_stats()
             start = torch.cuda.memory_allocated()
         else:
-            start, peak_before = rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            start, peak_before = _rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         mask = fn(frames, hw, torch.float16, device)
         if cuda:
             torch.cuda.synchronize()
