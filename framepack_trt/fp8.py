@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import copy
 import weakref
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -197,7 +199,9 @@ def quantize_block(block: torch.nn.Module) -> torch.nn.Module:
     memo = {id(p): p for n, p in block.named_parameters()
             if n.rsplit(".", 1)[0] not in names or n.endswith(".bias")}
     for name in names:  # the linears' weights are replaced: not copied (the stored tensors,
-        memo[id(block.get_submodule(name)._parameters["weight"])] = None  # past any hook)
+        linear = block.get_submodule(name)  # past any hook), nor an earlier copy they hold
+        for t in (linear._parameters["weight"], *linear._buffers.values()):
+            memo[id(t)] = None
     out = copy.deepcopy(block, memo)
     for name in names:
         parent, _, child = name.rpartition(".")
@@ -231,9 +235,59 @@ def _quantized_weights(block: torch.nn.Module):
 def _stamp(block: torch.nn.Module) -> tuple:
     """What identifies the weights a quantized copy was made from: storage, version, device.
     An inference tensor (a model loaded under torch.inference_mode) has no version counter,
-    and cannot be modified in place outside inference mode anyway."""
+    and cannot be modified in place outside inference mode anyway. In FramePack's low-VRAM
+    mode, where FramePack moves the weights between devices (new storage, same Parameter and
+    version) and the copy moves with them (``attached_names``): the Parameter, its version,
+    shape and dtype, and whether the linear still holds its quantized buffers as made."""
+    if _low_vram(block):
+        return tuple((id(w), None if w.is_inference() else w._version, tuple(w.shape), w.dtype,
+                      _attached_ok(block.get_submodule(n)))
+                     for n, w in zip(replaced_names(block), _quantized_weights(block),
+                                     strict=True))
     return tuple((w.data_ptr(), None if w.is_inference() else w._version, str(w.device))
                  for w in _quantized_weights(block))
+
+
+#: In FramePack's low-VRAM mode, the names under which a linear of the block holds its
+#: quantized weight and scale: non-persistent buffers (not in the state dict), which
+#: FramePack's ``m.to(device)`` moves with the linear and ``DynamicSwapInstaller`` streams.
+ATTACHED = {"weight": "quantized_weight", "weight_scale": "quantized_weight_scale"}
+
+
+def _attached_ok(linear: torch.nn.Module) -> bool:
+    """Whether the linear holds its quantized buffers, in their dtypes (a ``module.to(dtype)``
+    would have cast them: made again)."""
+    w, s = (linear._buffers.get(b) for b in ATTACHED.values())
+    return (w is not None and s is not None and w.dtype in (torch.float8_e4m3fn, torch.int8)
+            and s.dtype == torch.float32)
+
+
+def _attach(block: torch.nn.Module, quantized: torch.nn.Module) -> None:
+    """Low-VRAM mode: the quantized copy's weights and scales become buffers of the block's own
+    linears (where they were made: the GPU for a linear FramePack moved there, else the CPU),
+    and the copy keeps only their shapes (meta tensors: its names and dtypes)."""
+    for name in replaced_names(block):
+        linear, module = block.get_submodule(name), quantized.get_submodule(name)
+        for leaf, buffer in ATTACHED.items():
+            linear.register_buffer(buffer, module._buffers[leaf], persistent=False)
+            module._buffers[leaf] = module._buffers[leaf].to("meta")
+
+
+def _detach(block: torch.nn.Module) -> None:
+    for name in replaced_names(block):
+        for buffer in ATTACHED.values():
+            block.get_submodule(name)._buffers.pop(buffer, None)
+
+
+def read_quantized(block: torch.nn.Module, name: str) -> torch.Tensor:
+    """A quantized tensor of the block's copy by its name in the copy (``attn.to_q.weight``,
+    ``attn.to_q.weight_scale``): in low-VRAM mode the buffer its linear holds, read through
+    the linear as FramePack's swap-on-access hook sees reads (a copy on the GPU when the
+    linear is on the CPU); else the copy's own."""
+    owner, _, leaf = name.rpartition(".")
+    if _low_vram(block):
+        return getattr(block.get_submodule(owner), ATTACHED[leaf])
+    return getattr(_QUANTIZED[block][1].get_submodule(owner), leaf)
 
 
 def _low_vram(block: torch.nn.Module) -> bool:
@@ -248,25 +302,26 @@ def quantized_block(block: torch.nn.Module) -> torch.nn.Module:
     such as ``weight.add_(delta)``, or new weights loaded afterwards, makes it again; a change
     written in place through ``weight.data`` is not seen: torch does not count it). The
     quantized weights live where the block's weights are stored: on the GPU in FramePack's
-    high-VRAM mode; on the CPU in its low-VRAM mode (also for the blocks FramePack moved to
-    the GPU), whose swap-on-access hook is bypassed (the engine call moves them, half the
-    bytes of bf16)."""
-    stamp = _stamp(block)
+    high-VRAM mode. In its low-VRAM mode they are buffers of the block's own linears
+    (``ATTACHED``), made where each linear is and moved with it by FramePack (its moves do
+    not make them again; a new tensor assigned to ``weight.data`` is not seen there either),
+    and placed by ``place_low_vram`` before each engine call."""
     kept = _QUANTIZED.get(block)
-    if kept is None or kept[0] != stamp:
+    if kept is None or kept[0] != _stamp(block):
         quantized = quantize_block(block)
-        # FramePack's low-VRAM mode moves this block between devices itself (a prefix of the
-        # model to the GPU for each section, off it for the VAE): a copy left on the GPU would
-        # stay there after the block leaves, so it stays on the CPU (each engine call moves
-        # it). Weights park_bf16 moved to the CPU (and changed there since): the copy goes
-        # where they were.
-        low_vram, parked = _low_vram(block), _PARKED.get(block, {})
-        for name, module in quantized.named_modules():
-            device = torch.device("cpu") if low_vram else parked.get(name)
-            if isinstance(module, (Fp8Linear, Int8Linear)) and device is not None:
+        if _low_vram(block):
+            # FramePack's low-VRAM mode moves this block between devices itself (a prefix of
+            # the model to the GPU for each section, off it for the VAE): the copy goes into
+            # the block's own linears, so that it moves with them (``place_low_vram``).
+            _attach(block, quantized)
+        else:
+            # Weights park_bf16 moved to the CPU (and changed there since): the copy goes
+            # where they were.
+            for name, device in _PARKED.get(block, {}).items():
+                module = quantized.get_submodule(name)
                 module.weight = module.weight.to(device)
                 module.weight_scale = module.weight_scale.to(device)
-        kept = (stamp, quantized)
+        kept = (_stamp(block), quantized)
         _QUANTIZED[block] = kept
     return kept[1]
 
@@ -305,6 +360,87 @@ def park_bf16(block: torch.nn.Module, keep: tuple[str, ...] = ()) -> bool:
     return moved
 
 
+class Placement(NamedTuple):
+    """A replaced linear in FramePack's low-VRAM mode, as ``place_low_vram`` finds it."""
+
+    bf16_on_gpu: bool  # its bf16 weight is on the GPU: FramePack moved the linear there
+    copy_on_gpu: bool  # its quantized buffers are on the GPU
+    swapped: bool      # place_low_vram moved its bf16 weight off the GPU (``_PARKED``)
+    bf16_bytes: int
+    copy_bytes: int
+
+
+def plan_low_vram(linears: Sequence[Placement]) -> tuple[list[int], list[int]]:
+    """Where the quantized copies go in FramePack's low-VRAM mode, by index into ``linears``
+    (every replaced linear of the blocks that fp8 engines serve, in the model's order):
+
+    - swap: the linears FramePack moved to the GPU. The engines read only their quantized
+      buffers, so those go to (or stay on) the GPU and the bf16 weight goes to the CPU (the
+      eager forward still finds it there, through FramePack's swap-on-access hook).
+    - promote: quantized buffers still on the CPU (which each engine call would stream),
+      moved to the GPU in the model's order while the bytes the swaps freed, less those
+      promoted before, cover them.
+
+    So the GPU never holds more of these linears than FramePack's own placement of their bf16
+    weights, which it sized by its free-memory rule."""
+    credit = 0
+    for p in linears:
+        if p.bf16_on_gpu or (p.swapped and p.copy_on_gpu):
+            credit += p.bf16_bytes - p.copy_bytes
+        elif p.copy_on_gpu:
+            credit -= p.copy_bytes
+    swap = [i for i, p in enumerate(linears) if p.bf16_on_gpu]
+    promote = []
+    for i, p in enumerate(linears):
+        if not (p.bf16_on_gpu or p.copy_on_gpu) and p.copy_bytes <= credit:
+            promote.append(i)
+            credit -= p.copy_bytes
+    return swap, promote
+
+
+def _move_attached(linear: torch.nn.Module, device: torch.device) -> None:
+    for buffer in ATTACHED.values():
+        linear._buffers[buffer] = linear._buffers[buffer].to(device)
+
+
+def _same(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.index or 0) == (b.index or 0)
+
+
+def place_low_vram(blocks: Sequence[torch.nn.Module], device,
+                   keep: tuple[tuple[int, str], ...] = ()) -> tuple[int, int]:
+    """Before an engine call of the blocks in FramePack's low-VRAM mode (the others are left
+    alone): each block's quantized copy made (once; again after its weights changed), then
+    placed by ``plan_low_vram`` on ``device`` (the GPU). The linears in ``keep`` (index into
+    ``blocks``, name: something reads them eagerly) keep their bf16 weight where it is.
+    Returns the numbers of linears swapped and promoted."""
+    device = torch.device(device)
+    found = []
+    for index, block in enumerate(blocks):
+        if not _low_vram(block):
+            continue
+        quantized_block(block)
+        parked = _PARKED.get(block, {})
+        for name in replaced_names(block):
+            linear = block.get_submodule(name)
+            weight = linear._parameters["weight"]
+            copy = [linear._buffers[b] for b in ATTACHED.values()]
+            found.append((block, name, Placement(
+                _same(weight.device, device) and (index, name) not in keep,
+                _same(copy[0].device, device), name in parked,
+                weight.nbytes, sum(t.nbytes for t in copy))))
+    swap, promote = plan_low_vram([p for _, _, p in found])
+    for i in swap:
+        block, name, _ = found[i]
+        _move_weight(block, name, torch.device("cpu"))  # first: its memory serves the copy
+        _PARKED.setdefault(block, {})[name] = device
+        _move_attached(block.get_submodule(name), device)
+    for i in promote:
+        block, name, _ = found[i]
+        _move_attached(block.get_submodule(name), device)
+    return len(swap), len(promote)
+
+
 def is_parked(block: torch.nn.Module) -> bool:
     """Whether ``park_bf16`` moved weights of ``block`` that are not back yet."""
     return bool(_PARKED.get(block))
@@ -322,6 +458,8 @@ def unpark_bf16(block: torch.nn.Module) -> bool:
         bias = linear._parameters.get("bias")
         device = bias.device if bias is not None else away[name]
         if linear._parameters["weight"].device != device:
+            if _low_vram(block) and ATTACHED["weight"] in linear._buffers:
+                _move_attached(linear, torch.device("cpu"))  # first: the GPU holds no more
             _move_weight(block, name, device)
         del away[name]  # one at a time: a failure (out of memory) leaves the rest recorded
     _PARKED.pop(block, None)
@@ -330,8 +468,10 @@ def unpark_bf16(block: torch.nn.Module) -> bool:
 
 def release(block: torch.nn.Module) -> None:
     """Undo what the runtime did to ``block``: its quantized copy dropped (on the GPU in
-    high-VRAM mode: half its linears' bytes), then its parked weights back (``unpark_bf16``)."""
+    high-VRAM mode: half its linears' bytes; in low-VRAM mode the buffers its linears hold),
+    then its parked weights back (``unpark_bf16``)."""
     _QUANTIZED.pop(block, None)
+    _detach(block)
     unpark_bf16(block)
 
 

@@ -270,6 +270,8 @@ class PieceSwap:
                           if e is not None}
             if self.offload_bf16:
                 self.place_bf16(picked, prepared[0].device)
+            if prepared[0].device.type == "cuda":
+                self.place_low_vram(picked, prepared[0].device)
             sample = run_pieces(self.model, engines, components, prepared, self.model.dtype,
                                 self.stack, {p: engine_weight_names(e) for p, e in picked.items()
                                              if e is not None})
@@ -308,6 +310,20 @@ class PieceSwap:
             import torch
 
             torch.cuda.empty_cache()
+
+    def place_low_vram(self, picked: Mapping[str, dict | None], device) -> None:
+        """In FramePack's low-VRAM mode, the quantized copies of the blocks that fp8 engines
+        serve follow FramePack's placement of the blocks, and take the GPU memory that their
+        linears' bf16 weights leave (``fp8.place_low_vram``); the first dual-stream block's
+        modulation linear keeps its bf16 weight (TeaCache reads it eagerly)."""
+        from framepack_trt import fp8
+
+        pieces = [piece for piece, component in QUANTIZED_COMPONENTS.items()
+                  if picked.get(piece) is not None and picked[piece]["component"] == component]
+        blocks = [block for piece in pieces for block in self._blocks(piece)]
+        if blocks and fp8._low_vram(blocks[0]):
+            keep = ((0, name) for name in TEACACHE_READS) if pieces[0] == "dual_block" else ()
+            fp8.place_low_vram(blocks, device, tuple(keep))
 
     def unpark(self, why: str | None = None) -> None:
         """Move the weights ``place_bf16`` moved back to the GPU. With ``why`` (a call that

@@ -7,9 +7,11 @@ card's free memory (``--resident``: the share of the blocks' bf16 bytes that fit
 card, about two thirds of FramePack's 23.2 GiB of blocks), and moved off after it, as FramePack
 does before decoding. One transformer call as FramePack makes it (544x704, text 160), eager
 against the bf16 block engines and the fp8 ones: each section's first call (where the fp8
-copies are made) and the median of the rest, the time the GPU spent copying from the host
-(torch.profiler's Memcpy HtoD) in one call, the rel L2 against eager, and how many fp8 block
-copies were made over the sections.
+copies are made and placed; the first also loads the engines) and the median of the rest, the
+time the GPU spent copying from the host (torch.profiler's Memcpy HtoD) in one call, the rel
+L2 against eager, how many fp8 block copies were made over the sections, and the bytes of
+the blocks on the GPU at the end of a section (their parameters, and their buffers: the fp8
+copies FramePack moved there with their linears, or that ``fp8.place_low_vram`` placed).
 
     framepack-trt build -p realwidth-blocks-fp8 --cache-dir F; ... -p realwidth-blocks --cache-dir B
     python scripts/lowvram_bench.py --cache-dir F --bf16-cache-dir B [--resident 0.67]
@@ -44,15 +46,25 @@ def block_bytes(model) -> int:
 
 def move_prefix(model, device, budget: int) -> int:
     """FramePack's rule, a byte budget for its free-memory test: modules that have a weight,
-    in order, to ``device`` until ``budget`` bytes have moved. Returns the bytes moved."""
+    in order, to ``device`` until ``budget`` bytes have moved (parameters and buffers: the fp8
+    copies a linear holds in low-VRAM mode move with it and take memory too). Returns the
+    bytes moved."""
     moved = 0
     for m in model.modules():
         if moved >= budget:
             break
         if "weight" in m._parameters:
             m.to(device)
-            moved += sum(p.nbytes for p in m.parameters(recurse=False))
+            moved += sum(t.nbytes for t in (*m.parameters(recurse=False),
+                                            *m.buffers(recurse=False)))
     return moved
+
+
+def gpu_block_bytes(model) -> tuple[int, int]:
+    """Bytes of the blocks' parameters and of their buffers (the fp8 copies) on a GPU."""
+    blocks = (*model.transformer_blocks, *model.single_transformer_blocks)
+    return (sum(p.nbytes for b in blocks for p in b.parameters() if p.is_cuda),
+            sum(t.nbytes for b in blocks for t in b.buffers() if t.is_cuda))
 
 
 def host_copy_ms(fn, device) -> float:
@@ -113,13 +125,14 @@ def main(argv=None) -> int:
         engines = use_engines(where, strict=True, transformer=model) if where else None
         made.clear()
         try:
-            firsts, rest, copies = [], [], []
+            firsts, rest, copies, held = [], [], [], None
             for _ in range(args.sections):
                 move_prefix(model, device, budget)  # the section starts
                 outs = []  # the section's first output, compared with eager's
                 firsts.append(_run(lambda o: o.append(forward()), (outs,), cuda))
                 rest += [_run(forward, (), cuda) for _ in range(args.iters)]
                 copies.append(host_copy_ms(forward, device))
+                held = gpu_block_bytes(model)  # after the section's calls
                 model.to("cpu")  # FramePack moves it off before decoding
                 if device == "cuda":
                     torch.cuda.empty_cache()
@@ -127,8 +140,8 @@ def main(argv=None) -> int:
             if want is None:
                 want = out.float()
             rel = float((out.float() - want).norm() / want.norm())
-            rows.append((name, statistics.median(firsts), statistics.median(rest),
-                         statistics.median(copies), rel, len(made)))
+            rows.append((name, firsts, statistics.median(rest),
+                         statistics.median(copies), rel, len(made), held))
             print(rows[-1], flush=True)
         finally:
             if engines is not None:
@@ -140,12 +153,14 @@ def main(argv=None) -> int:
              f"{torch.__version__}, {datetime.date.today()} (scripts/lowvram_bench.py; "
              f"{args.sections} sections, median of the first calls and of {args.iters} more "
              "per section)", "",
-             "| run | first call of a section ms | later calls ms | eager/run (later) | "
-             "host-to-device copies ms per call | rel L2 | fp8 copies made |",
-             "|---|---|---|---|---|---|---|"]
+             "| run | first call of each section ms (the first loads the engines) | later calls "
+             "ms | eager/run (later) | host-to-device copies ms per call | rel L2 | fp8 copies "
+             "made | blocks on the GPU after a section: parameters / buffers GiB |",
+             "|---|---|---|---|---|---|---|---|"]
     eager_ms = rows[0][2]
-    lines += [f"| {n} | {f:.1f} | {r:.1f} | {eager_ms / r:.2f}x | {c:.1f} | {e:.1e} | {k} |"
-              for n, f, r, c, e, k in rows]
+    lines += [f"| {n} | {' / '.join(f'{x:.1f}' for x in f)} | {r:.1f} | {eager_ms / r:.2f}x | "
+              f"{c:.1f} | {e:.1e} | {k} | {h[0] / 2**30:.2f} / {h[1] / 2**30:.2f} |"
+              for n, f, r, c, e, k, h in rows]
     print("\n".join(lines))
     if args.markdown:
         Path(args.markdown).write_text("\n".join(lines) + "\n")

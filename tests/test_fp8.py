@@ -261,7 +261,10 @@ def test_no_fp8_on_the_cpu_or_without_cuda():
 def test_low_vram_streaming_quantizes_once(model):
     """FramePack's low-VRAM mode: with DynamicSwapInstaller installed, every read of a weight
     hands over a new tensor; the quantized copy is still made once, from the stored weights,
-    and the engine's inputs are the same as without the hook."""
+    into buffers of the block's own linears (left out of its state dict; the copy keeps only
+    their shapes), and the engine's inputs are the same as without the hook. ``place_low_vram``
+    (the CPU standing in for the GPU: every linear counts as moved there by FramePack) swaps
+    all but the kept linear, and ``release`` leaves the block as it was."""
     from framepack_reference import DynamicSwapInstaller
 
     from framepack_trt import fp8
@@ -271,6 +274,7 @@ def test_low_vram_streaming_quantizes_once(model):
     plain = comp.weights(model, 0, torch.bfloat16, "cpu")
     fp8._QUANTIZED.pop(block, None)  # quantized again, under the hook
     stored = {n: p for n, p in block.named_parameters()}  # named_parameters: past the hook
+    keys = set(block.state_dict())
     # copy=True: every read makes a new tensor, as reading a CPU weight onto a GPU does.
     DynamicSwapInstaller.install_model(model, device="cpu", copy=True)
     try:
@@ -278,17 +282,65 @@ def test_low_vram_streaming_quantizes_once(model):
         first = quantized_block(block)
         assert quantized_block(block) is first
         streamed = comp.weights(model, 0, torch.bfloat16, "cpu")
+        buffers = dict(block.named_buffers())
+        state_keys = set(block.state_dict())
+        swapped, promoted = fp8.place_low_vram([block], "cpu", keep=((0, "norm.linear"),))
+        parked = set(fp8._PARKED[block])
+        placed = comp.weights(model, 0, torch.bfloat16, "cpu")
+        assert quantized_block(block) is first  # swapping changes no stamp: not made again
+        fp8.release(block)
+        assert not dict(block.named_buffers()) and block not in fp8._PARKED
     finally:
         DynamicSwapInstaller.uninstall_model(model)
     assert len(streamed) == len(plain)
     assert all(torch.equal(a.float(), b.float()) for a, b in zip(streamed, plain, strict=True))
+    assert all(torch.equal(a.float(), b.float()) for a, b in zip(placed, plain, strict=True))
+    names = fp8.replaced_names(block)
+    assert set(buffers) == {f"{n}.{b}" for n in names for b in fp8.ATTACHED.values()}
+    assert state_keys == keys
+    assert all(t.device.type == "meta" for _, t in first.named_buffers())
+    assert (swapped, promoted) == (len(names) - 1, 0) and parked == set(names) - {"norm.linear"}
     # The copy shares the block's stored parameters (no bf16 weight copied), its fp8 and int8
     # linears hold no bf16 weight at all, and each linear's bias is the stored one.
     copied = dict(first.named_parameters())
     assert all(copied[n] is p for n, p in stored.items() if n in copied)
-    assert not any(n.endswith(".weight") and n.rsplit(".", 1)[0] in fp8.replaced_names(block)
-                   for n in copied)
+    assert not any(n.endswith(".weight") and n.rsplit(".", 1)[0] in names for n in copied)
     assert first.proj_mlp.bias is stored["proj_mlp.bias"]
+
+
+def test_plan_low_vram_stays_within_framepacks_bytes():
+    """``plan_low_vram`` on random placements: it swaps exactly the linears FramePack put on
+    the GPU, promotes only copies still on the CPU, and the copies on the GPU afterwards never
+    take more than the bf16 bytes of FramePack's placement (when they did not before); a
+    copy left behind did not fit in what was left."""
+    from framepack_trt.fp8 import Placement, plan_low_vram
+
+    g = torch.Generator().manual_seed(0)
+    promoted_any = False
+    for _ in range(300):
+        n = int(torch.randint(1, 12, (1,), generator=g))
+        draws = torch.randint(0, 2, (n, 3), generator=g).bool().tolist()
+        sizes = torch.randint(10, 1000, (n,), generator=g).tolist()
+        linears = [Placement(on, copy_on, swapped and not on, b, (b * 52) // 100 + 1)
+                   for (on, copy_on, swapped), b in zip(draws, sizes, strict=True)]
+        swap, promote = plan_low_vram(linears)
+        assert swap == [i for i, p in enumerate(linears) if p.bf16_on_gpu]
+        assert all(not (linears[i].bf16_on_gpu or linears[i].copy_on_gpu) for i in promote)
+        framepack = [p for p in linears if p.bf16_on_gpu or (p.swapped and p.copy_on_gpu)]
+        planned = sum(p.bf16_bytes for p in framepack)
+        before = sum(p.copy_bytes for p in linears if p.copy_on_gpu and p not in framepack)
+        after = (sum(p.copy_bytes for p in framepack) + before
+                 + sum(linears[i].copy_bytes for i in promote))
+        credit = planned - sum(p.copy_bytes for p in framepack) - before
+        if credit >= 0:
+            assert after <= planned
+        else:
+            assert not promote
+        left = credit - sum(linears[i].copy_bytes for i in promote)
+        assert all(p.copy_bytes > left for i, p in enumerate(linears) if i not in promote
+                   and not (p.bf16_on_gpu or p.copy_on_gpu))
+        promoted_any |= bool(promote)
+    assert promoted_any
 
 
 def test_offload_bf16_parks_only_fp8_served_blocks_and_stops_when_others_run(model, monkeypatch):

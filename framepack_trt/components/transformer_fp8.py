@@ -36,24 +36,28 @@ class _Fp8Block(_Block):
     def weight_specs(self, model):
         from framepack_trt.components.base import InputSpec
         from framepack_trt.fp8 import tensor_names
-        from framepack_trt.transformer_pieces import read_weights
 
         block = self.quantized(model, 0)
-        names = tensor_names(block)
-        return [InputSpec(f"weight.{n}", tuple(t.shape), str(t.dtype).removeprefix("torch."))
-                for n, t in zip(names, read_weights(block, names), strict=True)]
+        tensors = {**dict(block.named_parameters()), **dict(block.named_buffers())}
+        return [InputSpec(f"weight.{n}", tuple(tensors[n].shape),
+                          str(tensors[n].dtype).removeprefix("torch."))
+                for n in tensor_names(block)]
 
     def weights(self, model, index, dtype, device, names=None):
         """The quantized block's tensors by name: the fp8 linears' weights and scales as they
-        are, every other parameter in ``dtype`` (as the bf16 block engines take them)."""
-        from framepack_trt.fp8 import is_quantized_tensor, tensor_names
-        from framepack_trt.transformer_pieces import read_weights
+        are (``fp8.read_quantized``: in FramePack's low-VRAM mode, the buffers of the block's
+        own linears), every other parameter in ``dtype`` (as the bf16 block engines take
+        them)."""
+        from framepack_trt.fp8 import is_quantized_tensor, read_quantized, tensor_names
+        from framepack_trt.transformer_pieces import piece_module, read_weights
 
+        original = piece_module(model, self.piece, index)
         block = self.quantized(model, index)
         names = names if names is not None else tensor_names(block)
-        return tuple(t.to(device=device, non_blocking=True,
-                          dtype=t.dtype if is_quantized_tensor(block, n) else dtype)
-                     for n, t in zip(names, read_weights(block, names), strict=True))
+        return tuple(read_quantized(original, n).to(device=device, non_blocking=True)
+                     if is_quantized_tensor(block, n) else
+                     read_weights(block, [n])[0].to(device=device, dtype=dtype, non_blocking=True)
+                     for n in names)
 
     def export_module(self, model):
         from framepack_trt.fp8 import export_module
