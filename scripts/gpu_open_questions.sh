@@ -19,15 +19,19 @@
 #           modulation weights in int8: 1.49x, 2026-11-30)
 #   fp8nd   the same engines built with inductor's n-dimensional tiling
 #           (scripts/inductor_config_build.py), timed the same way
+#   fp8tune the same engines built with inductor's pointwise autotuning and coordinate descent
+#           (profiles/realwidth-blocks-fp8-tuned.yaml, build: {tune_pointwise: true}), timed
+#           the same way: in one compiled block it shortened the Triton kernels by 0.13-0.23 ms
 #   fp8cfg  one real-width fp8 block of each kind compiled with a few inductor options
 #           (scripts/fp8_block_profile.py, one process each): can the Triton kernels around the
 #           fp8 GEMMs (norms, RoPE, the activations' quantization: 1.5-1.7 ms of a block's 11)
 #           be made faster? (coordinate descent tuning alone: no, 2026-11-30)
 #   lowvram FramePack's low-VRAM mode (DynamicSwapInstaller, two thirds of the blocks resident
 #           as on a 24 GB card) with the bf16 and the fp8 block engines against eager
-#           (scripts/lowvram_bench.py; builds profiles/realwidth-blocks.yaml too): do the fp8
-#           copies, streamed whole at every call and made again at every section, eat the
-#           fp8 speed-up there? (docs/fp8.md, "On a 24 GB card")
+#           (scripts/lowvram_bench.py; builds profiles/realwidth-blocks.yaml too; docs/fp8.md,
+#           "On a 24 GB card"): with every fp8 copy streamed at every call, fp8 1.33x and bf16
+#           engines 1.12x (2026-11-30); open: the same since the copies follow the blocks and
+#           take the GPU memory their bf16 weights leave (fp8.place_low_vram)
 #   fp8tests  pytest tests/gpu/test_fp8_cuda.py: the tiny fp8 block engines on CUDA, through
 #           FramePack's loop, offload_bf16 (the bf16 weights to the CPU and back, memory) and
 #           low-VRAM mode's placement of the fp8 copies (needs pytest; during the builds;
@@ -39,8 +43,8 @@
 #           CUDA (the guards on latent_frames, from TORCH_LOGS=+dynamic; answered 2026-11-30)
 # Builds run at once (CPU-bound compiles); measurements one after another on a quiet GPU.
 #   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]
-#   (PARTS: "fp8 fp8tests vae" by default; also "lowvram" (with fp8), "fp8cfg", "shared",
-#   "fp8nd", "trtops", "statichw")
+#   (PARTS: "fp8 fp8tests vae" by default; also "lowvram" (with fp8), "fp8tune", "fp8cfg",
+#   "shared", "fp8nd", "trtops", "statichw")
 set -u
 LOG=${1:-/tmp/gpu-open-questions}
 PARTS=${2:-"fp8 fp8tests vae"}
@@ -81,20 +85,26 @@ if has shared; then
   $FP build -p realwidth-vae-shared --cache-dir /tmp/vae-shared --json \
       >"$LOG/build-vae-shared.json" 2>"$LOG/build-vae-shared.log" &
 fi
-build_fp8() {  # fp8 or fp8nd ($1), log files build-fp8[-nd]$2.json and .log
+build_fp8() {  # fp8, fp8nd or fp8tune ($1), log files build-fp8[-nd|-tune]$2.json and .log
   local out="$LOG/build-${1/fp8nd/fp8-nd}$2"
+  out=${out/fp8tune/fp8-tune}
   if [ $1 = fp8 ]; then
     $FP build -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8 --json >"$out.json" 2>"$out.log"
+  elif [ $1 = fp8tune ]; then
+    $FP build -p realwidth-blocks-fp8-tuned --cache-dir /tmp/blk-fp8-tune --json >"$out.json" \
+        2>"$out.log"
   else
     python3 scripts/inductor_config_build.py triton.prefer_nd_tiling=true triton.max_tiles=3 \
         -- build -p realwidth-blocks-fp8 --cache-dir /tmp/blk-fp8-nd --json >"$out.json" 2>"$out.log"
   fi
 }
-if has fp8 || has fp8nd; then
-  mkdir -p /tmp/blk-fp8 /tmp/blk-fp8-nd
+if has fp8 || has fp8nd || has fp8tune; then
+  mkdir -p /tmp/blk-fp8 /tmp/blk-fp8-nd /tmp/blk-fp8-tune
   python3 scripts/random_weights.py realwidth-blocks-fp8 /tmp/blk-fp8/weights >"$LOG/fp8-weights.log" 2>&1
-  [ -e /tmp/blk-fp8-nd/weights ] || ln -s /tmp/blk-fp8/weights /tmp/blk-fp8-nd/weights
-  for c in fp8 fp8nd; do has $c && build_fp8 $c "" & done
+  for d in /tmp/blk-fp8-nd /tmp/blk-fp8-tune; do
+    [ -e $d/weights ] || ln -s /tmp/blk-fp8/weights $d/weights
+  done
+  for c in fp8 fp8nd fp8tune; do has $c && build_fp8 $c "" & done
 fi
 if has lowvram; then  # the bf16 block engines, on the same random weights
   mkdir -p /tmp/blk-bf16
@@ -118,9 +128,10 @@ wait
 if has vae; then
   RETRY_ONLY=1 BUILD_ONLY=1 bash scripts/gpu_vae.sh "$LOG/vae" aoti >>"$LOG/vae-build.out" 2>&1
 fi
-for c in fp8 fp8nd; do
+for c in fp8 fp8nd fp8tune; do
   has $c || continue
   f="$LOG/build-${c/fp8nd/fp8-nd}.json"
+  f=${f/fp8tune/fp8-tune}
   grep -q '"outcome": "failed"' "$f" 2>/dev/null && grep -qi "out of memory" "$f" || continue
   build_fp8 $c .retry
 done
@@ -143,10 +154,12 @@ if has shared; then
   stamp shared-bench
   summary
 fi
-for c in fp8 fp8nd; do
+for c in fp8 fp8nd fp8tune; do
   has $c || continue
-  dir=/tmp/blk-fp8; [ $c = fp8nd ] && dir=/tmp/blk-fp8-nd
-  python3 scripts/transformer_blocks_bench.py -p realwidth-blocks-fp8 --cache-dir $dir \
+  dir=/tmp/blk-fp8; profile=realwidth-blocks-fp8
+  [ $c = fp8nd ] && dir=/tmp/blk-fp8-nd
+  [ $c = fp8tune ] && dir=/tmp/blk-fp8-tune && profile=realwidth-blocks-fp8-tuned
+  python3 scripts/transformer_blocks_bench.py -p $profile --cache-dir $dir \
       --iters 30 --profile-calls 5 --markdown "$LOG/bench-$c.md" >"$LOG/bench-$c.log" 2>&1
   stamp "$c-bench"
   summary

@@ -59,6 +59,22 @@ def test_nd_tiling_sets_inductor_options_that_exist():
     assert AotiSettings(compile_threads=2).inductor_configs()["compile_threads"] == 2
 
 
+def test_tune_pointwise_sets_inductor_options_that_exist():
+    """``tune_pointwise``: an engine field, and inductor's pointwise autotuning with coordinate
+    descent, options this torch has."""
+    import torch._inductor.config as inductor_config
+
+    from framepack_trt.backends.aoti import AotiSettings
+
+    plain, tuned = AotiSettings(), AotiSettings(tune_pointwise=True)
+    assert plain.engine_fields() != tuned.engine_fields()
+    extra = {k: v for k, v in tuned.inductor_configs().items()
+             if k not in plain.inductor_configs()}
+    assert extra == {"max_autotune_pointwise": True, "coordinate_descent_tuning": True}
+    with inductor_config.patch(tuned.inductor_configs()):
+        assert inductor_config.max_autotune_pointwise and inductor_config.coordinate_descent_tuning
+
+
 def test_share_weights_engine_runs_on_the_models_own_tensors(tmp_path, tiny_weights):
     """``build: {share_weights: true}``: the package's compiled code holds no weights. Alone
     (``verify``) it runs on the copy stored in the package; swapped in by ``use_engines`` it
