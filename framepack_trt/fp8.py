@@ -407,38 +407,50 @@ def _same(a: torch.device, b: torch.device) -> bool:
     return a.type == b.type and (a.index or 0) == (b.index or 0)
 
 
+def _placements(block: torch.nn.Module, index: int, device: torch.device,
+                keep: tuple[tuple[int, str], ...]) -> list[tuple[str, Placement]]:
+    parked = _PARKED.get(block, {})
+    out = []
+    for name in replaced_names(block):
+        linear = block.get_submodule(name)
+        weight = linear._parameters["weight"]
+        copy = [linear._buffers[b] for b in ATTACHED.values()]
+        out.append((name, Placement(
+            _same(weight.device, device) and (index, name) not in keep,
+            _same(copy[0].device, device), name in parked,
+            weight.nbytes, sum(t.nbytes for t in copy))))
+    return out
+
+
 def place_low_vram(blocks: Sequence[torch.nn.Module], device,
                    keep: tuple[tuple[int, str], ...] = ()) -> tuple[int, int]:
     """Before an engine call of the blocks in FramePack's low-VRAM mode (the others are left
-    alone): each block's quantized copy made (once; again after its weights changed), then
-    placed by ``plan_low_vram`` on ``device`` (the GPU). The linears in ``keep`` (index into
-    ``blocks``, name: something reads them eagerly) keep their bf16 weight where it is.
-    Returns the numbers of linears swapped and promoted."""
+    alone), on ``device`` (the GPU), by ``plan_low_vram``: block by block, its quantized copy
+    made (once; again after its weights changed) and its linears swapped at once (so the GPU
+    never holds more than one block's new copy beside FramePack's bf16 weights); then the
+    promotions over all the blocks. The linears in ``keep`` (index into ``blocks``, name:
+    something reads them eagerly) keep their bf16 weight where it is. Returns the numbers of
+    linears swapped and promoted."""
     device = torch.device(device)
-    found = []
+    swapped, found = 0, []
     for index, block in enumerate(blocks):
         if not _low_vram(block):
             continue
         quantized_block(block)
-        parked = _PARKED.get(block, {})
-        for name in replaced_names(block):
-            linear = block.get_submodule(name)
-            weight = linear._parameters["weight"]
-            copy = [linear._buffers[b] for b in ATTACHED.values()]
-            found.append((block, name, Placement(
-                _same(weight.device, device) and (index, name) not in keep,
-                _same(copy[0].device, device), name in parked,
-                weight.nbytes, sum(t.nbytes for t in copy))))
-    swap, promote = plan_low_vram([p for _, _, p in found])
-    for i in swap:
-        block, name, _ = found[i]
-        _move_weight(block, name, torch.device("cpu"))  # first: its memory serves the copy
-        _PARKED.setdefault(block, {})[name] = device
-        _move_attached(block.get_submodule(name), device)
+        placements = _placements(block, index, device, keep)
+        swap, _ = plan_low_vram([p for _, p in placements])
+        for i in swap:
+            name = placements[i][0]
+            _move_weight(block, name, torch.device("cpu"))  # first: its memory serves the copy
+            _PARKED.setdefault(block, {})[name] = device
+            _move_attached(block.get_submodule(name), device)
+        swapped += len(swap)
+        found += [(block, name, p) for name, p in _placements(block, index, device, keep)]
+    _, promote = plan_low_vram([p for _, _, p in found])
     for i in promote:
         block, name, _ = found[i]
         _move_attached(block.get_submodule(name), device)
-    return len(swap), len(promote)
+    return swapped, len(promote)
 
 
 def is_parked(block: torch.nn.Module) -> bool:

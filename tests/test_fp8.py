@@ -308,6 +308,40 @@ def test_low_vram_streaming_quantizes_once(model):
     assert first.proj_mlp.bias is stored["proj_mlp.bias"]
 
 
+def test_place_low_vram_swaps_each_block_before_quantizing_the_next(model, monkeypatch):
+    """At a section's first call every block is quantized: a block's copy is made on the GPU
+    when FramePack put the block there, so its bf16 weights must leave before the next block's
+    copy is made (else the GPU would hold all the copies beside all the bf16 weights at once).
+    The CPU stands in for the GPU: every linear counts as moved there by FramePack."""
+    from framepack_reference import DynamicSwapInstaller
+
+    from framepack_trt import fp8
+
+    blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
+    events = []
+    quantize, move = fp8.quantize_block, fp8._move_weight
+    monkeypatch.setattr(fp8, "quantize_block",
+                        lambda b: events.append(("quantize", blocks.index(b))) or quantize(b))
+    monkeypatch.setattr(fp8, "_move_weight", lambda b, n, d: events.append(
+        ("swap", blocks.index(b))) or move(b, n, d))
+    for b in blocks:
+        fp8._QUANTIZED.pop(b, None)
+    DynamicSwapInstaller.install_model(model, device="cpu")
+    try:
+        swapped, _ = fp8.place_low_vram(blocks, "cpu")
+        placed = list(events)  # what place_low_vram did (release moves weights back too)
+    finally:
+        for b in blocks:
+            fp8.release(b)
+        DynamicSwapInstaller.uninstall_model(model)
+    assert swapped == sum(len(fp8.replaced_names(b)) for b in blocks)
+    order = [i for kind, i in placed if kind == "quantize"]
+    assert order == list(range(len(blocks)))
+    for i in range(1, len(blocks)):  # block i-1 swapped entirely before block i is quantized
+        q = placed.index(("quantize", i))
+        assert ("swap", i - 1) in placed[:q] and ("swap", i - 1) not in placed[q:]
+
+
 def test_plan_low_vram_stays_within_framepacks_bytes():
     """``plan_low_vram`` on random placements: it swaps exactly the linears FramePack put on
     the GPU, promotes only copies still on the CPU, and the copies on the GPU afterwards never
