@@ -237,21 +237,45 @@ def _stamp(block: torch.nn.Module) -> tuple:
     An inference tensor (a model loaded under torch.inference_mode) has no version counter,
     and cannot be modified in place outside inference mode anyway. In FramePack's low-VRAM
     mode, where FramePack moves the weights between devices (new storage, same Parameter and
-    version) and the copy moves with them (``attached_names``): the Parameter, its version,
-    shape and dtype, and whether the linear still holds its quantized buffers as made."""
+    version) and the copy moves with them (``ATTACHED``): the Parameter itself (a weak
+    reference: a new Parameter, as ``load_state_dict(assign=True)`` makes, is another weight
+    even where it reuses a freed one's address), its version, shape and dtype, and whether the
+    linear still holds its quantized buffers as made."""
     if _low_vram(block):
-        return tuple((id(w), None if w.is_inference() else w._version, tuple(w.shape), w.dtype,
-                      _attached_ok(block.get_submodule(n)))
+        return tuple((weakref.ref(w), None if w.is_inference() else w._version, tuple(w.shape),
+                      w.dtype, _attached_ok(block.get_submodule(n)))
                      for n, w in zip(replaced_names(block), _quantized_weights(block),
                                      strict=True))
     return tuple((w.data_ptr(), None if w.is_inference() else w._version, str(w.device))
                  for w in _quantized_weights(block))
 
 
+def _current(block: torch.nn.Module) -> bool:
+    """Whether the block's kept copy was made from its linears' weights as they are now."""
+    kept = _QUANTIZED.get(block)
+    if kept is None:
+        return False
+    old, new = kept[0], _stamp(block)
+    if len(old) != len(new):
+        return False
+    for a, b in zip(old, new, strict=True):
+        if isinstance(a[0], weakref.ref) != isinstance(b[0], weakref.ref):
+            return False  # FramePack's low-VRAM hook came or went since
+        if isinstance(a[0], weakref.ref):
+            if a[0]() is not b[0]() or a[1:] != b[1:]:
+                return False
+        elif a != b:
+            return False
+    return True
+
+
 #: In FramePack's low-VRAM mode, the names under which a linear of the block holds its
 #: quantized weight and scale: non-persistent buffers (not in the state dict), which
 #: FramePack's ``m.to(device)`` moves with the linear and ``DynamicSwapInstaller`` streams.
 ATTACHED = {"weight": "quantized_weight", "weight_scale": "quantized_weight_scale"}
+#: An empty buffer that only FramePack's moves move (``place_low_vram`` never does): where
+#: FramePack last put the linear, whatever has become of its weight and copy since.
+HOME = "quantized_home"
 
 
 def _attached_ok(linear: torch.nn.Module) -> bool:
@@ -271,12 +295,22 @@ def _attach(block: torch.nn.Module, quantized: torch.nn.Module) -> None:
         for leaf, buffer in ATTACHED.items():
             linear.register_buffer(buffer, module._buffers[leaf], persistent=False)
             module._buffers[leaf] = module._buffers[leaf].to("meta")
+        if HOME not in linear._buffers:  # where the linear is: its bias, else its weight
+            where = linear._parameters.get("bias")
+            where = linear._parameters["weight"] if where is None else where
+            linear.register_buffer(HOME, torch.empty(0, dtype=torch.uint8, device=where.device),
+                                   persistent=False)
 
 
 def _detach(block: torch.nn.Module) -> None:
+    """Low-VRAM mode undone: every weight back where FramePack put it (``unplace``), then the
+    buffers dropped."""
+    unplace(block)
     for name in replaced_names(block):
-        for buffer in ATTACHED.values():
-            block.get_submodule(name)._buffers.pop(buffer, None)
+        linear = block.get_submodule(name)
+        for buffer in (*ATTACHED.values(), HOME):
+            if buffer in linear._buffers:
+                delattr(linear, buffer)
 
 
 def read_quantized(block: torch.nn.Module, name: str) -> torch.Tensor:
@@ -306,8 +340,9 @@ def quantized_block(block: torch.nn.Module) -> torch.nn.Module:
     (``ATTACHED``), made where each linear is and moved with it by FramePack (its moves do
     not make them again; a new tensor assigned to ``weight.data`` is not seen there either),
     and placed by ``place_low_vram`` before each engine call."""
-    kept = _QUANTIZED.get(block)
-    if kept is None or kept[0] != _stamp(block):
+    if not _current(block):
+        if not _low_vram(block):  # FramePack's hook is gone: so are the copies it moved
+            _detach(block)
         quantized = quantize_block(block)
         if _low_vram(block):
             # FramePack's low-VRAM mode moves this block between devices itself (a prefix of
@@ -321,22 +356,20 @@ def quantized_block(block: torch.nn.Module) -> torch.nn.Module:
                 module = quantized.get_submodule(name)
                 module.weight = module.weight.to(device)
                 module.weight_scale = module.weight_scale.to(device)
-        kept = (_stamp(block), quantized)
-        _QUANTIZED[block] = kept
-    return kept[1]
+        _QUANTIZED[block] = (_stamp(block), quantized)
+    return _QUANTIZED[block][1]
 
 
 def _move_weight(block: torch.nn.Module, name: str, device: torch.device) -> None:
     """Move the named linear's weight to ``device``, keeping its Parameter (the block's state
     dict and parameter list are unchanged), and the quantized copy made from it: it was made
     from the same values."""
-    kept = _QUANTIZED.get(block)
-    current = kept is not None and kept[0] == _stamp(block)
+    current = _current(block)
     with torch.no_grad(), torch.inference_mode(False):
         weight = block.get_submodule(name)._parameters["weight"]
         weight.data = weight.data.to(device)
     if current:
-        _QUANTIZED[block] = (_stamp(block), kept[1])
+        _QUANTIZED[block] = (_stamp(block), _QUANTIZED[block][1])
 
 
 def park_bf16(block: torch.nn.Module, keep: tuple[str, ...] = ()) -> bool:
@@ -363,39 +396,48 @@ def park_bf16(block: torch.nn.Module, keep: tuple[str, ...] = ()) -> bool:
 class Placement(NamedTuple):
     """A replaced linear in FramePack's low-VRAM mode, as ``place_low_vram`` finds it."""
 
-    bf16_on_gpu: bool  # its bf16 weight is on the GPU: FramePack moved the linear there
+    home_on_gpu: bool  # FramePack put the linear on the GPU (``HOME``)
+    bf16_on_gpu: bool  # its bf16 weight is on the GPU
     copy_on_gpu: bool  # its quantized buffers are on the GPU
-    swapped: bool      # place_low_vram moved its bf16 weight off the GPU (``_PARKED``)
+    keep: bool         # its bf16 weight stays where it is (something reads it eagerly)
     bf16_bytes: int
     copy_bytes: int
 
 
-def plan_low_vram(linears: Sequence[Placement]) -> tuple[list[int], list[int]]:
+def plan_low_vram(linears: Sequence[Placement]) -> tuple[list[int], list[int], list[int]]:
     """Where the quantized copies go in FramePack's low-VRAM mode, by index into ``linears``
     (every replaced linear of the blocks that fp8 engines serve, in the model's order):
 
-    - swap: the linears FramePack moved to the GPU. The engines read only their quantized
-      buffers, so those go to (or stay on) the GPU and the bf16 weight goes to the CPU (the
-      eager forward still finds it there, through FramePack's swap-on-access hook).
-    - promote: quantized buffers still on the CPU (which each engine call would stream),
-      moved to the GPU in the model's order while the bytes the swaps freed, less those
-      promoted before, cover them.
+    - swap: the linears FramePack put on the GPU (not kept) whose bf16 weight is there or
+      whose copy is not: the engines read only the copies, so those go to the GPU and the
+      bf16 weights to the CPU (an eager forward finds them there, through FramePack's
+      swap-on-access hook; ``unplace`` moves them back first).
+    - promote: copies of linears FramePack left on the CPU, which each engine call would
+      stream, moved to the GPU: in the model's order, each that still fits in the bytes of
+      FramePack's placement of the bf16 weights less what its linears hold once swapped;
+    - demote: copies on the GPU of linears FramePack left on the CPU that no longer fit so
+      (FramePack moved linears off the GPU since), back to the CPU (before any promotion).
 
-    So the GPU never holds more of these linears than FramePack's own placement of their bf16
-    weights, which it sized by its free-memory rule."""
-    credit = 0
-    for p in linears:
-        if p.bf16_on_gpu or (p.swapped and p.copy_on_gpu):
-            credit += p.bf16_bytes - p.copy_bytes
-        elif p.copy_on_gpu:
-            credit -= p.copy_bytes
-    swap = [i for i, p in enumerate(linears) if p.bf16_on_gpu]
-    promote = []
+    The same placement planned again changes nothing.
+
+    FramePack sized its placement by its free-memory rule, so the copies never take memory
+    it left free."""
+    swap = [i for i, p in enumerate(linears)
+            if p.home_on_gpu and not p.keep and (p.bf16_on_gpu or not p.copy_on_gpu)]
+    planned = sum(p.bf16_bytes for p in linears if p.home_on_gpu)
+    # What FramePack's linears hold once swapped: their copies, and the kept bf16 weights.
+    credit = planned - sum((p.bf16_bytes if p.bf16_on_gpu and i not in swap else 0)
+                           + (p.copy_bytes if p.copy_on_gpu or i in swap else 0)
+                           for i, p in enumerate(linears) if p.home_on_gpu)
+    wanted = set()  # the other copies on the GPU: in order, each that still fits
     for i, p in enumerate(linears):
-        if not (p.bf16_on_gpu or p.copy_on_gpu) and p.copy_bytes <= credit:
-            promote.append(i)
+        if not p.home_on_gpu and p.copy_bytes <= credit:
+            wanted.add(i)
             credit -= p.copy_bytes
-    return swap, promote
+    promote = [i for i in sorted(wanted) if not linears[i].copy_on_gpu]
+    demote = [i for i, p in enumerate(linears)
+              if not p.home_on_gpu and p.copy_on_gpu and i not in wanted]
+    return swap, promote, demote
 
 
 def _move_attached(linear: torch.nn.Module, device: torch.device) -> None:
@@ -409,48 +451,68 @@ def _same(a: torch.device, b: torch.device) -> bool:
 
 def _placements(block: torch.nn.Module, index: int, device: torch.device,
                 keep: tuple[tuple[int, str], ...]) -> list[tuple[str, Placement]]:
-    parked = _PARKED.get(block, {})
     out = []
     for name in replaced_names(block):
         linear = block.get_submodule(name)
         weight = linear._parameters["weight"]
         copy = [linear._buffers[b] for b in ATTACHED.values()]
         out.append((name, Placement(
-            _same(weight.device, device) and (index, name) not in keep,
-            _same(copy[0].device, device), name in parked,
+            _same(linear._buffers[HOME].device, device), _same(weight.device, device),
+            _same(copy[0].device, device), (index, name) in keep,
             weight.nbytes, sum(t.nbytes for t in copy))))
     return out
 
 
 def place_low_vram(blocks: Sequence[torch.nn.Module], device,
-                   keep: tuple[tuple[int, str], ...] = ()) -> tuple[int, int]:
+                   keep: tuple[tuple[int, str], ...] = ()) -> tuple[int, int, int]:
     """Before an engine call of the blocks in FramePack's low-VRAM mode (the others are left
     alone), on ``device`` (the GPU), by ``plan_low_vram``: block by block, its quantized copy
     made (once; again after its weights changed) and its linears swapped at once (so the GPU
     never holds more than one block's new copy beside FramePack's bf16 weights); then the
-    promotions over all the blocks. The linears in ``keep`` (index into ``blocks``, name:
-    something reads them eagerly) keep their bf16 weight where it is. Returns the numbers of
-    linears swapped and promoted."""
-    device = torch.device(device)
+    promotions or demotions over all the blocks. The linears in ``keep`` (index into
+    ``blocks``, name: something reads them eagerly) keep their bf16 weight where it is.
+    Returns the numbers of linears swapped, promoted and demoted."""
+    device, cpu = torch.device(device), torch.device("cpu")
     swapped, found = 0, []
     for index, block in enumerate(blocks):
         if not _low_vram(block):
             continue
         quantized_block(block)
         placements = _placements(block, index, device, keep)
-        swap, _ = plan_low_vram([p for _, p in placements])
+        swap, _, _ = plan_low_vram([p for _, p in placements])
         for i in swap:
-            name = placements[i][0]
-            _move_weight(block, name, torch.device("cpu"))  # first: its memory serves the copy
-            _PARKED.setdefault(block, {})[name] = device
+            name, p = placements[i]
+            if p.bf16_on_gpu:
+                _move_weight(block, name, cpu)  # first: its memory serves the copy
             _move_attached(block.get_submodule(name), device)
         swapped += len(swap)
         found += [(block, name, p) for name, p in _placements(block, index, device, keep)]
-    _, promote = plan_low_vram([p for _, _, p in found])
+    _, promote, demote = plan_low_vram([p for _, _, p in found])
+    for i in demote:  # first: their memory serves the promoted ones (none when some demote)
+        _move_attached(found[i][0].get_submodule(found[i][1]), cpu)
     for i in promote:
-        block, name, _ = found[i]
-        _move_attached(block.get_submodule(name), device)
-    return swapped, len(promote)
+        _move_attached(found[i][0].get_submodule(found[i][1]), device)
+    return swapped, len(promote), len(demote)
+
+
+def unplace(block: torch.nn.Module) -> bool:
+    """Undo ``place_low_vram`` for one block (before it runs otherwise than through an fp8
+    engine: eagerly, or through a bf16 engine): its copies to the CPU, then each bf16 weight
+    back where FramePack put its linear. True when anything moved."""
+    moved = False
+    cpu = torch.device("cpu")
+    for name in replaced_names(block):
+        linear = block.get_submodule(name)
+        if HOME not in linear._buffers:
+            continue
+        if linear._buffers[ATTACHED["weight"]].device != cpu:
+            _move_attached(linear, cpu)  # first: the GPU holds no more than before
+            moved = True
+        home = linear._buffers[HOME].device
+        if linear._parameters["weight"].device != home:
+            _move_weight(block, name, home)
+            moved = True
+    return moved
 
 
 def is_parked(block: torch.nn.Module) -> bool:

@@ -315,15 +315,25 @@ class PieceSwap:
         """In FramePack's low-VRAM mode, the quantized copies of the blocks that fp8 engines
         serve follow FramePack's placement of the blocks, and take the GPU memory that their
         linears' bf16 weights leave (``fp8.place_low_vram``); the first dual-stream block's
-        modulation linear keeps its bf16 weight (TeaCache reads it eagerly)."""
+        modulation linear keeps its bf16 weight (TeaCache reads it eagerly). Blocks that run
+        otherwise get their bf16 weights back where FramePack put them (``fp8.unplace``)."""
         from framepack_trt import fp8
 
         pieces = [piece for piece, component in QUANTIZED_COMPONENTS.items()
                   if picked.get(piece) is not None and picked[piece]["component"] == component]
+        self.unplace([piece for piece in QUANTIZED_COMPONENTS if piece not in pieces])
         blocks = [block for piece in pieces for block in self._blocks(piece)]
         if blocks and fp8._low_vram(blocks[0]):
             keep = ((0, name) for name in TEACACHE_READS) if pieces[0] == "dual_block" else ()
             fp8.place_low_vram(blocks, device, tuple(keep))
+
+    def unplace(self, pieces=tuple(QUANTIZED_COMPONENTS)) -> None:
+        """``fp8.unplace`` for every block of ``pieces`` (all by default)."""
+        from framepack_trt.fp8 import unplace
+
+        for piece in pieces:
+            for block in self._blocks(piece):
+                unplace(block)
 
     def unpark(self, why: str | None = None) -> None:
         """Move the weights ``place_bf16`` moved back to the GPU. With ``why`` (a call that
@@ -354,6 +364,7 @@ class PieceSwap:
             torch.cuda.empty_cache()  # the dropped copies' memory, back to the device
 
     def _eager(self, why: str, args, kwargs):
+        self.unplace()  # low-VRAM mode: the bf16 weights where FramePack put them
         if self.offload_bf16:  # the model's own forward needs its bf16 weights where they were
             self.unpark("a call ran eager")
         return super()._eager(why, args, kwargs)

@@ -284,22 +284,23 @@ def test_low_vram_streaming_quantizes_once(model):
         streamed = comp.weights(model, 0, torch.bfloat16, "cpu")
         buffers = dict(block.named_buffers())
         state_keys = set(block.state_dict())
-        swapped, promoted = fp8.place_low_vram([block], "cpu", keep=((0, "norm.linear"),))
-        parked = set(fp8._PARKED[block])
+        swapped, promoted, demoted = fp8.place_low_vram([block], "cpu",
+                                                         keep=((0, "norm.linear"),))
         placed = comp.weights(model, 0, torch.bfloat16, "cpu")
         assert quantized_block(block) is first  # swapping changes no stamp: not made again
         fp8.release(block)
         assert not dict(block.named_buffers()) and block not in fp8._PARKED
+        assert not any(m._non_persistent_buffers_set for m in block.modules())
     finally:
         DynamicSwapInstaller.uninstall_model(model)
     assert len(streamed) == len(plain)
     assert all(torch.equal(a.float(), b.float()) for a, b in zip(streamed, plain, strict=True))
     assert all(torch.equal(a.float(), b.float()) for a, b in zip(placed, plain, strict=True))
     names = fp8.replaced_names(block)
-    assert set(buffers) == {f"{n}.{b}" for n in names for b in fp8.ATTACHED.values()}
+    assert set(buffers) == {f"{n}.{b}" for n in names for b in (*fp8.ATTACHED.values(), fp8.HOME)}
     assert state_keys == keys
     assert all(t.device.type == "meta" for _, t in first.named_buffers())
-    assert (swapped, promoted) == (len(names) - 1, 0) and parked == set(names) - {"norm.linear"}
+    assert (swapped, promoted, demoted) == (len(names) - 1, 0, 0)
     # The copy shares the block's stored parameters (no bf16 weight copied), its fp8 and int8
     # linears hold no bf16 weight at all, and each linear's bias is the stored one.
     copied = dict(first.named_parameters())
@@ -328,7 +329,7 @@ def test_place_low_vram_swaps_each_block_before_quantizing_the_next(model, monke
         fp8._QUANTIZED.pop(b, None)
     DynamicSwapInstaller.install_model(model, device="cpu")
     try:
-        swapped, _ = fp8.place_low_vram(blocks, "cpu")
+        swapped, _, _ = fp8.place_low_vram(blocks, "cpu")
         placed = list(events)  # what place_low_vram did (release moves weights back too)
     finally:
         for b in blocks:
@@ -342,40 +343,96 @@ def test_place_low_vram_swaps_each_block_before_quantizing_the_next(model, monke
         assert ("swap", i - 1) in placed[:q] and ("swap", i - 1) not in placed[q:]
 
 
-def test_plan_low_vram_stays_within_framepacks_bytes():
-    """``plan_low_vram`` on random placements: it swaps exactly the linears FramePack put on
-    the GPU, promotes only copies still on the CPU, and the copies on the GPU afterwards never
-    take more than the bf16 bytes of FramePack's placement (when they did not before); a
-    copy left behind did not fit in what was left."""
+def test_low_vram_copy_is_made_again_when_the_weights_change(model):
+    """Low-VRAM mode (on a copy of one block): an in-place merge (``weight.add_``), new
+    Parameters (``load_state_dict(assign=True)``) and a cast of the buffers (``.to(dtype)``)
+    make the copy again, into the same buffers; a move does not; when FramePack's hook is
+    gone, the buffers go and the copy is made as in high-VRAM mode."""
+    import copy
+
+    from framepack_reference import DynamicSwapInstaller
+
+    from framepack_trt import fp8
+
+    block = copy.deepcopy(model.single_transformer_blocks[0])
+    lin = block.proj_mlp
+    DynamicSwapInstaller.install_model(block, device="cpu")
+    first = quantized_block(block)
+    made = lin._buffers["quantized_weight"]
+    block.to("cpu")  # a move (to the same device here): not made again
+    assert quantized_block(block) is first
+    block.to(torch.bfloat16)  # casts every floating buffer, the fp8 weights too: made again
+    first = quantized_block(block)
+    assert lin._buffers["quantized_weight"].dtype == torch.float8_e4m3fn
+    assert torch.equal(lin._buffers["quantized_weight"].float(), made.float())
+    with torch.no_grad():
+        lin._parameters["weight"].add_(1.0)
+    merged = quantized_block(block)
+    assert merged is not first and not torch.equal(lin._buffers["quantized_weight"].float(),
+                                                   made.float())
+    state = {k: v.clone() for k, v in block.state_dict().items()}
+    block.load_state_dict(state, assign=True)
+    assert quantized_block(block) is not merged
+    DynamicSwapInstaller.uninstall_model(block)
+    plain = quantized_block(block)
+    assert not any(m._buffers for m in block.modules())
+    assert isinstance(plain.proj_mlp, fp8.Fp8Linear) and plain.proj_mlp.weight.device.type == "cpu"
+    fp8.release(block)
+
+
+def test_plan_low_vram_never_holds_more_than_framepack_placed():
+    """FramePack's low-VRAM sections simulated over 40 linears of random sizes: FramePack moves
+    a prefix of them to the GPU (each with its copy, as ``m.to`` does) or a prefix or all of
+    them off it, in random order; between its moves, engine calls place the copies by
+    ``plan_low_vram``. After every placement: FramePack's GPU linears run from copies there
+    with their bf16 weights off (but the kept one); the GPU holds no more bytes of the linears
+    than FramePack's placement of their bf16 weights (the kept linear's copy aside); a copy
+    left on the CPU would not have fitted; and a second placement changes nothing."""
     from framepack_trt.fp8 import Placement, plan_low_vram
 
     g = torch.Generator().manual_seed(0)
-    promoted_any = False
-    for _ in range(300):
-        n = int(torch.randint(1, 12, (1,), generator=g))
-        draws = torch.randint(0, 2, (n, 3), generator=g).bool().tolist()
-        sizes = torch.randint(10, 1000, (n,), generator=g).tolist()
-        linears = [Placement(on, copy_on, swapped and not on, b, (b * 52) // 100 + 1)
-                   for (on, copy_on, swapped), b in zip(draws, sizes, strict=True)]
-        swap, promote = plan_low_vram(linears)
-        assert swap == [i for i, p in enumerate(linears) if p.bf16_on_gpu]
-        assert all(not (linears[i].bf16_on_gpu or linears[i].copy_on_gpu) for i in promote)
-        framepack = [p for p in linears if p.bf16_on_gpu or (p.swapped and p.copy_on_gpu)]
-        planned = sum(p.bf16_bytes for p in framepack)
-        before = sum(p.copy_bytes for p in linears if p.copy_on_gpu and p not in framepack)
-        after = (sum(p.copy_bytes for p in framepack) + before
-                 + sum(linears[i].copy_bytes for i in promote))
-        credit = planned - sum(p.copy_bytes for p in framepack) - before
-        if credit >= 0:
-            assert after <= planned
-        else:
-            assert not promote
-        left = credit - sum(linears[i].copy_bytes for i in promote)
-        assert all(p.copy_bytes > left for i, p in enumerate(linears) if i not in promote
-                   and not (p.bf16_on_gpu or p.copy_on_gpu))
-        promoted_any |= bool(promote)
-    assert promoted_any
+    n = 40
+    bf16 = torch.randint(100, 5000, (n,), generator=g).tolist()
+    copy = [b * 52 // 100 + 1 for b in bf16]
+    home, w, c = [False] * n, [False] * n, [False] * n  # on the GPU
+    keep = 0  # TeaCache's linear
 
+    def placements():
+        return [Placement(home[i], w[i], c[i], i == keep, bf16[i], copy[i]) for i in range(n)]
+
+    counts = {"swap": 0, "promote": 0, "demote": 0}
+    for _ in range(400):
+        op = int(torch.randint(0, 4, (1,), generator=g))
+        k = int(torch.randint(0, n + 1, (1,), generator=g))
+        if op == 0:  # FramePack's move to the GPU, up to its free-memory limit
+            for i in range(k):
+                home[i] = w[i] = c[i] = True
+        elif op == 1:  # its offload: a prefix, or everything
+            for i in range(k if k % 2 else n):
+                home[i] = w[i] = c[i] = False
+        else:  # an engine call
+            swap, promote, demote = plan_low_vram(placements())
+            for i in swap:
+                w[i], c[i] = False, True
+            for i in promote:
+                c[i] = True
+            for i in demote:
+                c[i] = False
+            counts["swap"] += len(swap)
+            counts["promote"] += len(promote)
+            counts["demote"] += len(demote)
+            planned = sum(bf16[i] for i in range(n) if home[i])
+            held = sum(bf16[i] * w[i] + copy[i] * c[i] for i in range(n))
+            slack = copy[keep] if home[keep] and c[keep] else 0
+            assert held <= planned + slack
+            assert all(c[i] and not w[i] for i in range(n) if home[i] and i != keep)
+            assert not any(w[i] for i in range(n) if not home[i])
+            if promote:
+                assert held <= planned
+            left = planned - held
+            assert all(copy[i] > left for i in range(n) if not (home[i] or c[i]))
+            assert plan_low_vram(placements()) == ([], [], [])
+    assert all(counts.values()), counts  # every kind of move happened
 
 def test_offload_bf16_parks_only_fp8_served_blocks_and_stops_when_others_run(model, monkeypatch):
     """``offload_bf16``'s bookkeeping (``PieceSwap.place_bf16``), with the CPU standing in for

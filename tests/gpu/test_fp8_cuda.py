@@ -15,7 +15,7 @@ from conftest import build_cuda_blocks, cli, load_transformer
 from tests_helpers import framepack_loop, rel_l2
 
 from framepack_trt.fp8 import fp8_unsupported_reason
-from framepack_trt.framepack import use_engines
+from framepack_trt.framepack import EngineFallback, use_engines
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or fp8_unsupported_reason("cuda") is not None,
@@ -132,7 +132,8 @@ def test_low_vram_mode_places_the_fp8_copies_with_the_blocks(fp8_blocks, monkeyp
     run from their copies there with their bf16 weights on the CPU (the modulation linear
     TeaCache reads excepted), copies of other blocks come to the GPU within the bytes that
     freed, nothing is quantized again in the second section, both sections match eager bf16,
-    and restore() leaves no buffers and every weight where FramePack put it."""
+    a call that runs eager first gets every bf16 weight back where FramePack put it, and
+    restore() leaves no buffers and every weight where FramePack put it."""
     from framepack_reference import DynamicSwapInstaller
 
     from framepack_trt import fp8
@@ -157,7 +158,7 @@ def test_low_vram_mode_places_the_fp8_copies_with_the_blocks(fp8_blocks, monkeyp
 
     DynamicSwapInstaller.install_model(model, device="cuda")
     engines = use_engines(cache, strict=True, transformer=model)
-    outs, placed = [], []
+    outs, placed, unplaced = [], [], []
     try:
         for _ in range(2):
             for m in model.modules():  # FramePack's move, up to the second dual-stream block
@@ -175,6 +176,13 @@ def test_low_vram_mode_places_the_fp8_copies_with_the_blocks(fp8_blocks, monkeyp
                                                    *lin._buffers.values()) if on_gpu(t)))
                            for b, n, lin in linears()])
             placed[-1].append(planned)
+            # A call no engine covers runs eager (strict: raises): first, every bf16 weight
+            # back where FramePack put it, and the copies off the GPU.
+            with pytest.raises(EngineFallback), torch.inference_mode():
+                framepack_loop(model, framepack_names=True, **{**kw, "h": 32, "w": 32})
+            unplaced.append([(b, on_gpu(lin._parameters["weight"]),
+                              on_gpu(lin._buffers.get("quantized_weight")))
+                             for b, _, lin in linears()])
             model.to("cpu")  # FramePack moves it off before decoding
             torch.cuda.empty_cache()
     finally:
@@ -190,6 +198,8 @@ def test_low_vram_mode_places_the_fp8_copies_with_the_blocks(fp8_blocks, monkeyp
                 assert not bf16_gpu, n
         assert any(copy_gpu for b, _, _, copy_gpu, _ in rows if b is not first)  # promoted
         assert sum(r[4] for r in rows) <= planned  # never more than FramePack's placement
+    for rows in unplaced:
+        assert all(bf16_gpu == (b is first) and not copy_gpu for b, bf16_gpu, copy_gpu in rows)
     assert len(made) == len(blocks)  # once per block, not again in the second section
     assert not any(lin._buffers for _, _, lin in linears())
     assert all(lin._parameters["weight"].device.type == "cpu" for _, _, lin in linears())
