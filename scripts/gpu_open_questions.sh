@@ -22,6 +22,10 @@
 #   fp8tune the same engines built with inductor's pointwise autotuning and coordinate descent
 #           (profiles/realwidth-blocks-fp8-tuned.yaml, build: {tune_pointwise: true}), timed
 #           the same way: in one compiled block it shortened the Triton kernels by 0.13-0.23 ms
+#   deep    the fp8 engines (and the fp8tune ones, with that part) over FramePack's whole depth,
+#           the model grown to 20 + 40 blocks (transformer_blocks_bench.py --depth 20 40; with
+#           part fp8): the 2 + 4 blocks' fixed costs (input, output, launch) weigh 60/6 less;
+#           with part lowvram, that one runs at this depth too
 #   fp8cfg  one real-width fp8 block of each kind compiled with a few inductor options
 #           (scripts/fp8_block_profile.py, one process each): can the Triton kernels around the
 #           fp8 GEMMs (norms, RoPE, the activations' quantization: 1.5-1.7 ms of a block's 11)
@@ -43,7 +47,8 @@
 #           CUDA (the guards on latent_frames, from TORCH_LOGS=+dynamic; answered 2026-11-30)
 # Builds run at once (CPU-bound compiles); measurements one after another on a quiet GPU.
 #   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]
-#   (PARTS: "fp8 fp8tests vae" by default; also "lowvram" (with fp8), "fp8tune", "fp8cfg",
+#   (PARTS: "fp8 fp8tests vae" by default; also "lowvram" and "deep" (with fp8), "fp8tune",
+#   "fp8cfg",
 #   "shared", "fp8nd", "trtops", "statichw")
 set -u
 LOG=${1:-/tmp/gpu-open-questions}
@@ -164,6 +169,17 @@ for c in fp8 fp8nd fp8tune; do
   stamp "$c-bench"
   summary
 done
+if has deep; then  # the same engines over FramePack's whole depth: 20 + 40 blocks
+  for c in fp8 fp8tune; do
+    has $c || continue
+    dir=/tmp/blk-fp8; profile=realwidth-blocks-fp8
+    [ $c = fp8tune ] && dir=/tmp/blk-fp8-tune && profile=realwidth-blocks-fp8-tuned
+    python3 scripts/transformer_blocks_bench.py -p $profile --cache-dir $dir --depth 20 40 \
+        --iters 10 --markdown "$LOG/bench-$c-deep.md" >"$LOG/bench-$c-deep.log" 2>&1
+    stamp "$c-deep"
+    summary
+  done
+fi
 if has fp8; then  # how long the runtime takes to make the quantized copies on the GPU
   python3 scripts/fp8_sizes.py --time --device cuda \
       >"$LOG/fp8-quantize-time.log" 2>&1
@@ -172,7 +188,7 @@ if has fp8; then  # how long the runtime takes to make the quantized copies on t
 fi
 if has lowvram; then
   python3 scripts/lowvram_bench.py --cache-dir /tmp/blk-fp8 --bf16-cache-dir /tmp/blk-bf16 \
-      --markdown "$LOG/lowvram.md" >"$LOG/lowvram.log" 2>&1
+      $(has deep && echo --depth 20 40) --markdown "$LOG/lowvram.md" >"$LOG/lowvram.log" 2>&1
   stamp lowvram
   summary
 fi

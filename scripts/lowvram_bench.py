@@ -15,6 +15,11 @@ copies FramePack moved there with their linears, or that ``fp8.place_low_vram`` 
 
     framepack-trt build -p realwidth-blocks-fp8 --cache-dir F; ... -p realwidth-blocks --cache-dir B
     python scripts/lowvram_bench.py --cache-dir F --bf16-cache-dir B [--resident 0.67]
+                                    [--depth 20 40]
+
+``--depth DUAL SINGLE``: the model grown to FramePack's depth (``transformer_blocks_bench.grow``:
+copies of its own blocks; the block engines serve any depth of their architecture), so that the
+share of the model FramePack moves, and what streams, is that of the whole transformer.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ from framepack_trt.export import torch_dtype
 from framepack_trt.framepack import use_engines
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from framepack_reference import DynamicSwapInstaller  # noqa: E402  (FramePack's, verbatim)
+from transformer_blocks_bench import grow  # noqa: E402
 
 
 def block_bytes(model) -> int:
@@ -91,7 +98,11 @@ def main(argv=None) -> int:
     ap.add_argument("--sections", type=int, default=2)
     ap.add_argument("--iters", type=int, default=5, help="timed calls per section after the first")
     ap.add_argument("--markdown", default=None)
+    ap.add_argument("--depth", type=int, nargs=2, default=None, metavar=("DUAL", "SINGLE"),
+                    help="grow the model to this many blocks of each kind: FramePack's is 20 40")
     args = ap.parse_args(argv)
+    if args.depth and min(args.depth) < 1:
+        ap.error(f"--depth {args.depth[0]} {args.depth[1]}: at least one block of each kind")
     if not 0 <= args.resident <= 1:
         ap.error(f"--resident {args.resident}: a share, 0..1")
     spec, cache, model = profile_model(args.profile, "transformer_input", args.cache_dir)
@@ -99,6 +110,11 @@ def main(argv=None) -> int:
     model.to("cpu")  # FramePack's low-VRAM mode loads the transformer on the CPU
     if device == "cuda":
         torch.cuda.empty_cache()
+    built = {"num_layers": model.config.num_layers,
+             "num_single_layers": model.config.num_single_layers}
+    if args.depth:
+        grow(model, *args.depth)
+        model.register_to_config(**built)  # as the engines were built: use_engines checks it
     sizes = {n: r.opt for n, r in spec.dims.items()}
     sizes.update(latent_height=544 // 8, latent_width=704 // 8)
     raw = get_component("transformer_input").make_inputs(model.config, sizes, dtype, device,
@@ -123,6 +139,8 @@ def main(argv=None) -> int:
     rows, want = [], None
     for name, where in variants:
         engines = use_engines(where, strict=True, transformer=model) if where else None
+        if args.depth:  # the loop runs every block
+            model.register_to_config(num_layers=args.depth[0], num_single_layers=args.depth[1])
         made.clear()
         try:
             firsts, rest, copies, held = [], [], [], None
@@ -146,8 +164,12 @@ def main(argv=None) -> int:
         finally:
             if engines is not None:
                 engines.restore()
+            if args.depth:
+                model.register_to_config(**built)
     card = describe(current_device(device))
-    lines = [f"FramePack low-VRAM mode, {args.profile} ({spec.dtype}), 544x704, text "
+    depth = (f"grown to {args.depth[0]} + {args.depth[1]} blocks" if args.depth else
+             f"{built['num_layers']} + {built['num_single_layers']} blocks")
+    lines = [f"FramePack low-VRAM mode, {args.profile} ({spec.dtype}, {depth}), 544x704, text "
              f"{sizes['text_len']}, blocks resident up to {args.resident:.0%} of their bf16 bytes "
              f"({budget / 2**30:.2f} of {block_bytes(model) / 2**30:.2f} GiB), {card}, torch "
              f"{torch.__version__}, {datetime.date.today()} (scripts/lowvram_bench.py; "

@@ -8,6 +8,13 @@ their weights hold (fp8 blocks: the quantized copies), and the engines' size on 
     python scripts/transformer_blocks_bench.py -p realwidth-blocks --cache-dir C [--markdown F]
                                                [--profile-calls N]
 
+``--depth DUAL SINGLE``: the model grown to that many blocks of each kind once the engines are
+attached (FramePack's transformer: 20 40), each new block a copy of one the profile built the
+engines for: the block engines take every block's weights as inputs, so one set of them
+serves a model of any depth of the architecture, and a real-width profile of 2 + 4 blocks
+then times the whole model without building or storing 24 GiB of random weights. (A profile
+of 20 + 40 blocks would build the same four engines under another cache key.)
+
 ``--profile-calls N`` (CUDA): then N more calls of each at 544x704 under torch.profiler: the
 wall time per call against the time the GPU is busy (the rest is launch and Python overhead
 between kernels), the kernels per call, and their time by kind (attention, fp8 and bf16
@@ -42,7 +49,12 @@ def main(argv=None) -> int:
     ap.add_argument("--profile-calls", type=int, default=0, metavar="N",
                     help="N more calls of eager and of the engines at 544x704 under "
                          "torch.profiler (CUDA): GPU busy time against wall time, kernels by kind")
+    ap.add_argument("--depth", type=int, nargs=2, default=None, metavar=("DUAL", "SINGLE"),
+                    help="grow the model to DUAL dual-stream and SINGLE single-stream blocks "
+                         "(copies of its own) after the engines attach: FramePack's is 20 40")
     args = ap.parse_args(argv)
+    if args.depth and min(args.depth) < 1:
+        ap.error(f"--depth {args.depth[0]} {args.depth[1]}: at least one block of each kind")
     spec, cache, model = profile_model(args.profile, "transformer_input", args.cache_dir)
     dtype, device = torch_dtype(spec.dtype), spec.device
     piece = get_component("transformer_input")
@@ -51,6 +63,8 @@ def main(argv=None) -> int:
         sys.exit(f"no transformer block engines in {cache.root}: build -p {args.profile} first "
                  "(`framepack-trt list` shows what is there)")
     swap = engines.swaps["transformer"]
+    if args.depth:
+        grow(model, *args.depth)
     used = [es[0] for es in swap.pieces.values() if es]  # the entry each piece prefers
     backends = sorted({e["key_fields"]["backend"] for e in used})
     cuda = device == "cuda"
@@ -100,8 +114,10 @@ def main(argv=None) -> int:
                      peak_gib(eager, call), peak_gib(pieces, call)))
     card = describe(current_device(device))
     components = ", ".join(sorted(e["component"] for e in used))
+    depth = f"{model.config.num_layers} + {model.config.num_single_layers} blocks" + (
+        " (grown by --depth)" if args.depth else "")
     head = (f"transformer as block engines ({', '.join(backends)}, {spec.dtype}: {components}; "
-            f"text {sizes['text_len']}), {card}, torch {torch.__version__}, "
+            f"{depth}; text {sizes['text_len']}), {card}, torch {torch.__version__}, "
             f"{datetime.date.today()}")
     lines = [head, "", "| bucket | eager ms | block engines ms | eager/engines | rel L2 | "
              "peak GiB eager | peak GiB engines |", "|---|---|---|---|---|---|---|"]
@@ -124,6 +140,20 @@ def main(argv=None) -> int:
         write(lines + more, args.markdown)
     print(engines.report(), file=sys.stderr)
     return 0
+
+
+def grow(model, dual: int, single: int) -> None:
+    """Give ``model`` ``dual`` dual-stream and ``single`` single-stream blocks: its own, then
+    copies of them in turn (or the first ones only, to shrink it), and the config to match (the
+    engine loop reads the counts from it; the eager forward walks the module lists)."""
+    import copy
+
+    for blocks, count in ((model.transformer_blocks, dual),
+                          (model.single_transformer_blocks, single)):
+        own = list(blocks)
+        del blocks[count:]
+        blocks.extend(copy.deepcopy(own[i % len(own)]) for i in range(len(blocks), count))
+    model.register_to_config(num_layers=dual, num_single_layers=single)
 
 
 def write(lines, markdown) -> None:

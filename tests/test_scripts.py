@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,38 @@ def test_lowvram_bench_moves_a_prefix_up_to_the_budget():
     moved = move_prefix(model, "meta", int(2.5 * one))
     assert moved == 3 * one
     assert [model[i][0].weight.device.type for i in range(5)] == ["meta"] * 3 + ["cpu"] * 2
+
+
+def test_transformer_blocks_bench_grows_the_model_of_copies_of_its_blocks():
+    """``--depth``: the tiny transformer grown from 2 + 2 to 3 + 5 blocks (copies of its own,
+    each a module of its own), the config to match; the eager forward walks them all (its
+    output changes: the new blocks run), and shrinking back to 2 + 2 gives the first output."""
+    from conftest import save_tiny
+    from diffusers import HunyuanVideoFramepackTransformer3DModel
+
+    from framepack_trt.components.base import get_component
+    from framepack_trt.components.transformer import RAW_INPUTS
+
+    grow = script("transformer_blocks_bench").grow
+    with tempfile.TemporaryDirectory() as tmp:
+        model = HunyuanVideoFramepackTransformer3DModel.from_pretrained(
+            save_tiny("transformer_input", Path(tmp) / "w", seed=3)).eval()
+    comp = get_component("transformer_input")
+    sizes = {"batch": 1, "latent_frames": 2, "latent_height": 16, "latent_width": 16,
+             "text_len": 8}
+    raw = comp.make_inputs(model.config, sizes, torch.float32, "cpu",
+                           torch.Generator().manual_seed(0))
+    call = dict(zip(RAW_INPUTS, raw, strict=True))
+    with torch.inference_mode():
+        first = model(**call, return_dict=False)[0]
+        grow(model, 3, 5)
+        grown = model(**call, return_dict=False)[0]
+        assert (model.config.num_layers, model.config.num_single_layers) == (3, 5)
+        assert (len(model.transformer_blocks), len(model.single_transformer_blocks)) == (3, 5)
+        blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
+        assert len({id(b) for b in blocks}) == 8
+        assert torch.equal(model.transformer_blocks[2].ff.net[2].weight,
+                           model.transformer_blocks[0].ff.net[2].weight)
+        assert not torch.equal(grown, first)
+        grow(model, 2, 2)
+        assert torch.equal(model(**call, return_dict=False)[0], first)
