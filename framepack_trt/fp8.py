@@ -424,10 +424,11 @@ def plan_low_vram(linears: Sequence[Placement]) -> tuple[list[int], list[int], l
     it left free."""
     swap = [i for i, p in enumerate(linears)
             if p.home_on_gpu and not p.keep and (p.bf16_on_gpu or not p.copy_on_gpu)]
+    swapped = set(swap)
     planned = sum(p.bf16_bytes for p in linears if p.home_on_gpu)
     # What FramePack's linears hold once swapped: their copies, and the kept bf16 weights.
-    credit = planned - sum((p.bf16_bytes if p.bf16_on_gpu and i not in swap else 0)
-                           + (p.copy_bytes if p.copy_on_gpu or i in swap else 0)
+    credit = planned - sum((p.bf16_bytes if p.bf16_on_gpu and i not in swapped else 0)
+                           + (p.copy_bytes if p.copy_on_gpu or i in swapped else 0)
                            for i, p in enumerate(linears) if p.home_on_gpu)
     wanted = set()  # the other copies on the GPU: in order, each that still fits
     for i, p in enumerate(linears):
@@ -488,7 +489,7 @@ def place_low_vram(blocks: Sequence[torch.nn.Module], device,
         swapped += len(swap)
         found += [(block, name, p) for name, p in _placements(block, index, device, keep)]
     _, promote, demote = plan_low_vram([p for _, _, p in found])
-    for i in demote:  # first: their memory serves the promoted ones (none when some demote)
+    for i in demote:  # first: their memory serves the promoted ones
         _move_attached(found[i][0].get_submodule(found[i][1]), cpu)
     for i in promote:
         _move_attached(found[i][0].get_submodule(found[i][1]), device)
