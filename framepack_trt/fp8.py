@@ -486,8 +486,9 @@ def place_low_vram(blocks: Sequence[torch.nn.Module], device,
             if p.bf16_on_gpu:
                 _move_weight(block, name, cpu)  # first: its memory serves the copy
             _move_attached(block.get_submodule(name), device)
+            placements[i] = (name, p._replace(bf16_on_gpu=False, copy_on_gpu=True))
         swapped += len(swap)
-        found += [(block, name, p) for name, p in _placements(block, index, device, keep)]
+        found += [(block, name, p) for name, p in placements]
     _, promote, demote = plan_low_vram([p for _, _, p in found])
     for i in demote:  # first: their memory serves the promoted ones
         _move_attached(found[i][0].get_submodule(found[i][1]), cpu)
@@ -533,8 +534,6 @@ def unpark_bf16(block: torch.nn.Module) -> bool:
         bias = linear._parameters.get("bias")
         device = bias.device if bias is not None else away[name]
         if linear._parameters["weight"].device != device:
-            if _low_vram(block) and ATTACHED["weight"] in linear._buffers:
-                _move_attached(linear, torch.device("cpu"))  # first: the GPU holds no more
             _move_weight(block, name, device)
         del away[name]  # one at a time: a failure (out of memory) leaves the rest recorded
     _PARKED.pop(block, None)
