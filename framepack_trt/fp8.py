@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+from torch.utils.weak import WeakTensorKeyDictionary
 
 #: The largest finite e4m3 value.
 E4M3_MAX = 448.0
@@ -224,6 +225,14 @@ _PARKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: The device type whose weights ``park_bf16`` moves to the CPU (tests set "cpu": the moves are
 #: then no-ops, and the bookkeeping runs as on a GPU).
 PARK_FROM = "cuda"
+#: FramePack's low-VRAM mode: for each bf16 weight that ``place_low_vram`` swapped to the CPU,
+#: that host tensor and the weight's version then. FramePack's next move of the linear to the
+#: GPU (each section) would free it, and the next swap copy the weight back into new host
+#: memory: over FramePack's 60 blocks about 10 GiB of device-to-host copies at every section's
+#: first call. Kept, the swap points the weight at it again, unless the weight was modified
+#: since (its version). It takes no host memory that the engine calls do not take anyway
+#: (the swapped weights live on the CPU while they run).
+_HOST = WeakTensorKeyDictionary()
 
 
 def _quantized_weights(block: torch.nn.Module):
@@ -304,10 +313,11 @@ def _attach(block: torch.nn.Module, quantized: torch.nn.Module) -> None:
 
 def _detach(block: torch.nn.Module) -> None:
     """Low-VRAM mode undone: every weight back where FramePack put it (``unplace``), then the
-    buffers dropped."""
+    buffers and the kept host tensors (``_HOST``) dropped."""
     unplace(block)
     for name in replaced_names(block):
         linear = block.get_submodule(name)
+        _HOST.pop(linear._parameters["weight"], None)
         for buffer in (*ATTACHED.values(), HOME):
             if buffer in linear._buffers:
                 delattr(linear, buffer)
@@ -363,11 +373,20 @@ def quantized_block(block: torch.nn.Module) -> torch.nn.Module:
 def _move_weight(block: torch.nn.Module, name: str, device: torch.device) -> None:
     """Move the named linear's weight to ``device``, keeping its Parameter (the block's state
     dict and parameter list are unchanged), and the quantized copy made from it: it was made
-    from the same values."""
+    from the same values. In low-VRAM mode a move to the CPU reuses the host tensor the
+    weight last left there (``_HOST``) when it is unmodified since, and keeps the new one."""
     current = _current(block)
     with torch.no_grad(), torch.inference_mode(False):
         weight = block.get_submodule(name)._parameters["weight"]
-        weight.data = weight.data.to(device)
+        version = None if weight.is_inference() else weight._version
+        host = _HOST.get(weight) if device.type == "cpu" else None
+        if (host is not None and host[0] == version and host[1].shape == weight.shape
+                and host[1].dtype == weight.dtype):
+            weight.data = host[1]  # the same values: the weight is unmodified since
+        else:
+            weight.data = weight.data.to(device)
+        if device.type == "cpu" and version is not None and _low_vram(block):
+            _HOST[weight] = (version, weight.data)
     if current:
         _QUANTIZED[block] = (_stamp(block), _QUANTIZED[block][1])
 

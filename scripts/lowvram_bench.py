@@ -11,7 +11,10 @@ copies are made and placed; the first also loads the engines) and the median of 
 time the GPU spent copying from the host (torch.profiler's Memcpy HtoD) in one call, the rel
 L2 against eager, how many fp8 block copies were made over the sections, and the bytes of
 the blocks on the GPU at the end of a section (their parameters, and their buffers: the fp8
-copies FramePack moved there with their linears, or that ``fp8.place_low_vram`` placed).
+copies FramePack moved there with their linears, or that ``fp8.place_low_vram`` placed). Also:
+how much of each first call placing the fp8 copies took, FramePack's own moves of each section
+(to the GPU before it, off after it), and in the log, the time ``use_engines`` took and a
+cProfile of the first call of each run (where it goes).
 
     framepack-trt build -p realwidth-blocks-fp8 --cache-dir F; ... -p realwidth-blocks --cache-dir B
     python scripts/lowvram_bench.py --cache-dir F --bf16-cache-dir B [--resident 0.67]
@@ -25,9 +28,12 @@ share of the model FramePack moves, and what streams, is that of the whole trans
 from __future__ import annotations
 
 import argparse
+import cProfile
 import datetime
+import pstats
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -131,6 +137,30 @@ def main(argv=None) -> int:
     made = []  # the fp8 copies made (fp8.quantized_block makes one when a block's weights change)
     plain_quantize = fp8.quantize_block
     fp8.quantize_block = lambda block: made.append(1) or plain_quantize(block)
+    placing = []  # ms in each fp8.place_low_vram call (PieceSwap calls it before the engines)
+    plain_place = fp8.place_low_vram
+
+    def timed_place(*a, **k):
+        sync()
+        t = time.perf_counter()
+        try:
+            return plain_place(*a, **k)
+        finally:
+            sync()
+            placing.append((time.perf_counter() - t) * 1e3)
+
+    fp8.place_low_vram = timed_place
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    def timed(fn) -> float:
+        sync()
+        t = time.perf_counter()
+        fn()
+        sync()
+        return (time.perf_counter() - t) * 1e3
 
     variants = [("eager bf16", None)]
     if args.bf16_cache_dir:
@@ -138,28 +168,40 @@ def main(argv=None) -> int:
     variants.append(("fp8 block engines", cache.root))
     rows, want = [], None
     for name, where in variants:
+        loaded = time.perf_counter()
         engines = use_engines(where, strict=True, transformer=model) if where else None
+        print(f"{name}: use_engines {(time.perf_counter() - loaded) * 1e3:.0f} ms", flush=True)
         if args.depth:  # the loop runs every block
             model.register_to_config(num_layers=args.depth[0], num_single_layers=args.depth[1])
         made.clear()
         try:
-            firsts, rest, copies, held = [], [], [], None
+            firsts, rest, copies, held, places, moves = [], [], [], None, [], []
             for _ in range(args.sections):
-                move_prefix(model, device, budget)  # the section starts
+                moved = timed(lambda: move_prefix(model, device, budget))  # the section starts
                 outs = []  # the section's first output, compared with eager's
+                placing.clear()
+                profiler = cProfile.Profile() if not firsts else None  # where the first goes
+                if profiler:
+                    profiler.enable()
                 firsts.append(_run(lambda o: o.append(forward()), (outs,), cuda))
+                if profiler:
+                    profiler.disable()
+                    print(f"{name}: the first call, by cumulative time", flush=True)
+                    pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+                places.append(sum(placing))
                 rest += [_run(forward, (), cuda) for _ in range(args.iters)]
                 copies.append(host_copy_ms(forward, device))
                 held = gpu_block_bytes(model)  # after the section's calls
-                model.to("cpu")  # FramePack moves it off before decoding
+                moved += timed(lambda: model.to("cpu"))  # FramePack moves it off to decode
+                moves.append(moved)
                 if device == "cuda":
                     torch.cuda.empty_cache()
             out = outs[0]
             if want is None:
                 want = out.float()
             rel = float((out.float() - want).norm() / want.norm())
-            rows.append((name, firsts, statistics.median(rest),
-                         statistics.median(copies), rel, len(made), held))
+            rows.append((name, firsts, places, statistics.median(rest),
+                         statistics.median(copies), rel, len(made), held, moves))
             print(rows[-1], flush=True)
         finally:
             if engines is not None:
@@ -175,14 +217,19 @@ def main(argv=None) -> int:
              f"{torch.__version__}, {datetime.date.today()} (scripts/lowvram_bench.py; "
              f"{args.sections} sections, median of the first calls and of {args.iters} more "
              "per section)", "",
-             "| run | first call of each section ms (the first loads the engines) | later calls "
-             "ms | eager/run (later) | host-to-device copies ms per call | rel L2 | fp8 copies "
-             "made | blocks on the GPU after a section: parameters / buffers GiB |",
-             "|---|---|---|---|---|---|---|---|"]
-    eager_ms = rows[0][2]
-    lines += [f"| {n} | {' / '.join(f'{x:.1f}' for x in f)} | {r:.1f} | {eager_ms / r:.2f}x | "
-              f"{c:.1f} | {e:.1e} | {k} | {h[0] / 2**30:.2f} / {h[1] / 2**30:.2f} |"
-              for n, f, r, c, e, k, h in rows]
+             "| run | first call of each section ms (the first loads the engines) | of it, "
+             "placing the fp8 copies ms | later calls ms | eager/run (later) | host-to-device "
+             "copies ms per call | rel L2 | fp8 copies made | blocks on the GPU after a section: "
+             "parameters / buffers GiB | FramePack's moves (on, off) per section ms |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    eager_ms = rows[0][3]
+
+    def each(xs):
+        return " / ".join(f"{x:.1f}" for x in xs)
+
+    lines += [f"| {n} | {each(f)} | {each(p)} | {r:.1f} | {eager_ms / r:.2f}x | "
+              f"{c:.1f} | {e:.1e} | {k} | {h[0] / 2**30:.2f} / {h[1] / 2**30:.2f} | {each(m)} |"
+              for n, f, p, r, c, e, k, h, m in rows]
     print("\n".join(lines))
     if args.markdown:
         Path(args.markdown).write_text("\n".join(lines) + "\n")

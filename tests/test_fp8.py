@@ -380,6 +380,47 @@ def test_low_vram_copy_is_made_again_when_the_weights_change(model):
     fp8.release(block)
 
 
+def test_low_vram_swap_reuses_the_host_tensor_until_the_weight_changes(model):
+    """Low-VRAM mode, on a copy of one block, the CPU standing in for the GPU: a swap keeps the
+    host tensor each bf16 weight goes to. After FramePack moves the block to the GPU again
+    (here every tensor cloned: new storage, the same values, as ``m.to`` makes), the next swap
+    points each weight at its kept tensor instead of copying it. After a weight changes in
+    place (a LoRA merged), the swap keeps the changed values, never the stale tensor. When
+    FramePack's hook is gone, nothing is kept."""
+    import copy
+
+    from framepack_reference import DynamicSwapInstaller
+
+    from framepack_trt import fp8
+
+    block = copy.deepcopy(model.single_transformer_blocks[0])
+    names = fp8.replaced_names(block)
+    weights = [block.get_submodule(n)._parameters["weight"] for n in names]
+    want = [w.detach().clone() for w in weights]
+    DynamicSwapInstaller.install_model(block, device="cpu")
+    try:
+        assert fp8.place_low_vram([block], "cpu")[0] == len(names)
+        hosts = [w.data_ptr() for w in weights]
+        block._apply(torch.clone)  # FramePack's move to the GPU
+        assert not {w.data_ptr() for w in weights} & set(hosts)
+        assert fp8.place_low_vram([block], "cpu")[0] == len(names)
+        assert [w.data_ptr() for w in weights] == hosts
+        assert all(torch.equal(w, v) for w, v in zip(weights, want, strict=True))
+
+        i = names.index("proj_mlp")
+        block._apply(torch.clone)
+        with torch.no_grad():
+            weights[i].add_(1.0)
+        fp8.place_low_vram([block], "cpu")
+        assert torch.equal(weights[i], want[i] + 1.0) and weights[i].data_ptr() != hosts[i]
+        assert fp8._HOST.get(weights[i])[1].data_ptr() == weights[i].data_ptr()  # kept now
+        assert [w.data_ptr() for j, w in enumerate(weights) if j != i] == hosts[:i] + hosts[i + 1:]
+    finally:
+        DynamicSwapInstaller.uninstall_model(block)
+        fp8.release(block)
+    assert all(fp8._HOST.get(w) is None for w in weights)
+
+
 def test_plan_low_vram_never_holds_more_than_framepack_placed():
     """FramePack's low-VRAM sections simulated over 40 linears of random sizes: FramePack moves
     a prefix of them to the GPU (each with its copy, as ``m.to`` does) or a prefix or all of
