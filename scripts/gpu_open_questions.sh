@@ -21,11 +21,12 @@
 #           (scripts/inductor_config_build.py), timed the same way
 #   fp8tune the same engines built with inductor's pointwise autotuning and coordinate descent
 #           (profiles/realwidth-blocks-fp8-tuned.yaml, build: {tune_pointwise: true}), timed
-#           the same way: in one compiled block it shortened the Triton kernels by 0.13-0.23 ms
+#           the same way (1.52x-1.54x against 1.49x-1.52x untuned, 2026-11-30)
 #   deep    the fp8 engines (and the fp8tune ones, with that part) over FramePack's whole depth,
 #           the model grown to 20 + 40 blocks (transformer_blocks_bench.py --depth 20 40; with
 #           part fp8): the 2 + 4 blocks' fixed costs (input, output, launch) weigh 60/6 less;
-#           with part lowvram, that one runs at this depth too
+#           with part lowvram, that one runs at this depth too (fp8 1.49x, tuned 1.51x;
+#           low-VRAM: fp8 2.38x, bf16 engines 1.16x, 2026-11-30)
 #   fp8cfg  one real-width fp8 block of each kind compiled with a few inductor options
 #           (scripts/fp8_block_profile.py, one process each): can the Triton kernels around the
 #           fp8 GEMMs (norms, RoPE, the activations' quantization: 1.5-1.7 ms of a block's 11)
@@ -34,8 +35,10 @@
 #           as on a 24 GB card) with the bf16 and the fp8 block engines against eager
 #           (scripts/lowvram_bench.py; builds profiles/realwidth-blocks.yaml too; docs/fp8.md,
 #           "On a 24 GB card"): with every fp8 copy streamed at every call, fp8 1.33x and bf16
-#           engines 1.12x (2026-11-30); open: the same since the copies follow the blocks and
-#           take the GPU memory their bf16 weights leave (fp8.place_low_vram)
+#           engines 1.12x (2026-11-30); since the copies follow the blocks and take the GPU
+#           memory their bf16 weights leave (fp8.place_low_vram), at 20 + 40 blocks: 2.38x
+#           (2.54x once the swaps kept their host tensors); open: why the first call of the
+#           first engines in a process takes 40-48 s there (its log: a cProfile of it)
 #   fp8tests  pytest tests/gpu/test_fp8_cuda.py: the tiny fp8 block engines on CUDA, through
 #           FramePack's loop, offload_bf16 (the bf16 weights to the CPU and back, memory) and
 #           low-VRAM mode's placement of the fp8 copies (needs pytest; during the builds;

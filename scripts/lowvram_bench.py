@@ -220,7 +220,7 @@ def main(argv=None) -> int:
              "| run | first call of each section ms (the first loads the engines) | of it, "
              "placing the fp8 copies ms | later calls ms | eager/run (later) | host-to-device "
              "copies ms per call | rel L2 | fp8 copies made | blocks on the GPU after a section: "
-             "parameters / buffers GiB | FramePack's moves (on, off) per section ms |",
+             "parameters / buffers GiB | FramePack's moves of each section (on + off) ms |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     eager_ms = rows[0][3]
 

@@ -203,6 +203,30 @@ def test_whole_transformer_selects_its_fp8_blocks(tmp_path):
         "transformer_single_block_fp8"]
 
 
+def test_framepack_profile_fp8_lines_uncommented(tmp_path):
+    """profiles/framepack.yaml suggests fp8 in two commented lines (docs/fp8.md, With
+    FramePack): uncommented as they stand, the transformer's blocks become fp8 block engines
+    with pointwise autotuning, and nothing else changes."""
+    from pathlib import Path
+
+    from framepack_trt.profile import load_profile
+
+    source = Path(__file__).resolve().parents[1] / "profiles" / "framepack.yaml"
+    text = source.read_text()
+    lines = ["    # quantize: fp8 ", "    # build: {tune_pointwise: true} "]
+    assert all(line in text for line in lines)
+    for line in lines:
+        text = text.replace(line, line.replace("# ", "", 1) + "#", 1)
+    (tmp_path / "framepack.yaml").write_text(text)
+    plain, fp8 = load_profile(source), load_profile(tmp_path / "framepack.yaml")
+    changed = {c.name: c.component for c in fp8.components}
+    assert changed == {c.name: c.component.replace("_block", "_block_fp8")
+                       if c.name.startswith("transformer_") and c.name.endswith("_block")
+                       else c.component for c in plain.components}
+    tuned = {c.name for c in fp8.components if (c.build or {}).get("tune_pointwise")}
+    assert tuned == {c.name for c in plain.components if c.name.startswith("transformer_")}
+
+
 def test_runtime_prefers_the_fp8_blocks():
     from framepack_trt.transformer_loop import prefer_quantized
 
