@@ -231,7 +231,10 @@ PARK_FROM = "cuda"
 #: memory: over FramePack's 60 blocks about 10 GiB of device-to-host copies at every section's
 #: first call. Kept, the swap points the weight at it again, unless the weight was modified
 #: since (its version). It takes no host memory that the engine calls do not take anyway
-#: (the swapped weights live on the CPU while they run).
+#: (the swapped weights live on the CPU while they run), except where FramePack moves a block
+#: to the GPU and off again with no engine call between: its new host copy and the kept one
+#: then live side by side until FramePack moves it to the GPU again (freeing its copy) or
+#: ``release``. A weight that ``unplace`` moves back to the GPU drops its kept tensor.
 _HOST = WeakTensorKeyDictionary()
 
 
@@ -374,7 +377,8 @@ def _move_weight(block: torch.nn.Module, name: str, device: torch.device) -> Non
     """Move the named linear's weight to ``device``, keeping its Parameter (the block's state
     dict and parameter list are unchanged), and the quantized copy made from it: it was made
     from the same values. In low-VRAM mode a move to the CPU reuses the host tensor the
-    weight last left there (``_HOST``) when it is unmodified since, and keeps the new one."""
+    weight last left there (``_HOST``) when it is unmodified since, and keeps the new one; a
+    move to the GPU (``unplace``) drops it."""
     current = _current(block)
     with torch.no_grad(), torch.inference_mode(False):
         weight = block.get_submodule(name)._parameters["weight"]
@@ -387,6 +391,8 @@ def _move_weight(block: torch.nn.Module, name: str, device: torch.device) -> Non
             weight.data = weight.data.to(device)
         if device.type == "cpu" and version is not None and _low_vram(block):
             _HOST[weight] = (version, weight.data)
+        else:  # back on the GPU for an eager call: FramePack's next move off would copy it
+            _HOST.pop(weight, None)  # to the host beside the kept tensor
     if current:
         _QUANTIZED[block] = (_stamp(block), _QUANTIZED[block][1])
 

@@ -410,7 +410,8 @@ def test_low_vram_swap_reuses_the_host_tensor_until_the_weight_changes(model):
     (here every tensor cloned: new storage, the same values, as ``m.to`` makes), the next swap
     points each weight at its kept tensor instead of copying it. After a weight changes in
     place (a LoRA merged), the swap keeps the changed values, never the stale tensor. When
-    FramePack's hook is gone, nothing is kept."""
+    FramePack's hook is gone, nothing is kept. (A weight moved back to the GPU drops its kept
+    tensor: tests/gpu/test_fp8_cuda.py.)"""
     import copy
 
     from framepack_reference import DynamicSwapInstaller

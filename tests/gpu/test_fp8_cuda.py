@@ -132,8 +132,9 @@ def test_low_vram_mode_places_the_fp8_copies_with_the_blocks(fp8_blocks, monkeyp
     run from their copies there with their bf16 weights on the CPU (the modulation linear
     TeaCache reads excepted), copies of other blocks come to the GPU within the bytes that
     freed, nothing is quantized again in the second section, both sections match eager bf16,
-    a call that runs eager first gets every bf16 weight back where FramePack put it, and
-    restore() leaves no buffers and every weight where FramePack put it."""
+    a call that runs eager first gets every bf16 weight back where FramePack put it (and drops
+    the host tensors the swaps kept), and restore() leaves no buffers and every weight where
+    FramePack put it."""
     from framepack_reference import DynamicSwapInstaller
 
     from framepack_trt import fp8
@@ -158,7 +159,7 @@ def test_low_vram_mode_places_the_fp8_copies_with_the_blocks(fp8_blocks, monkeyp
 
     DynamicSwapInstaller.install_model(model, device="cuda")
     engines = use_engines(cache, strict=True, transformer=model)
-    outs, placed, unplaced = [], [], []
+    outs, placed, unplaced, kept, dropped = [], [], [], [], []
     try:
         for _ in range(2):
             for m in model.modules():  # FramePack's move, up to the second dual-stream block
@@ -176,6 +177,12 @@ def test_low_vram_mode_places_the_fp8_copies_with_the_blocks(fp8_blocks, monkeyp
                                                    *lin._buffers.values()) if on_gpu(t)))
                            for b, n, lin in linears()])
             placed[-1].append(planned)
+            # The swapped bf16 weights' host tensors are kept (fp8._HOST): the weight's own.
+            kept.append(all(fp8._HOST.get(lin._parameters["weight"]) is not None
+                            and fp8._HOST.get(lin._parameters["weight"])[1].data_ptr()
+                            == lin._parameters["weight"].data_ptr()
+                            for b, n, lin in linears()
+                            if b is model.transformer_blocks[0] and n != "norm1.linear"))
             # A call no engine covers runs eager (strict: raises): first, every bf16 weight
             # back where FramePack put it, and the copies off the GPU.
             with pytest.raises(EngineFallback), torch.inference_mode():
@@ -183,6 +190,10 @@ def test_low_vram_mode_places_the_fp8_copies_with_the_blocks(fp8_blocks, monkeyp
             unplaced.append([(b, on_gpu(lin._parameters["weight"]),
                               on_gpu(lin._buffers.get("quantized_weight")))
                              for b, _, lin in linears()])
+            # Back on the GPU, a weight keeps no host tensor (FramePack's move off would
+            # otherwise leave two host copies of it).
+            dropped.append(not any(fp8._HOST.get(lin._parameters["weight"]) is not None
+                                   for _, _, lin in linears()))
             model.to("cpu")  # FramePack moves it off before decoding
             torch.cuda.empty_cache()
     finally:
@@ -201,6 +212,7 @@ def test_low_vram_mode_places_the_fp8_copies_with_the_blocks(fp8_blocks, monkeyp
     for rows in unplaced:
         assert all(bf16_gpu == (b is first) and not copy_gpu for b, bf16_gpu, copy_gpu in rows)
     assert len(made) == len(blocks)  # once per block, not again in the second section
+    assert kept == [True, True] and dropped == [True, True]
     assert not any(lin._buffers for _, _, lin in linears())
     assert all(lin._parameters["weight"].device.type == "cpu" for _, _, lin in linears())
     assert not any(b in fp8._PARKED for b in blocks)
