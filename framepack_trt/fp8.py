@@ -226,15 +226,17 @@ _PARKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: then no-ops, and the bookkeeping runs as on a GPU).
 PARK_FROM = "cuda"
 #: FramePack's low-VRAM mode: for each bf16 weight that ``place_low_vram`` swapped to the CPU,
-#: that host tensor and the weight's version then. FramePack's next move of the linear to the
-#: GPU (each section) would free it, and the next swap copy the weight back into new host
-#: memory: over FramePack's 60 blocks about 10 GiB of device-to-host copies at every section's
-#: first call. Kept, the swap points the weight at it again, unless the weight was modified
-#: since (its version). It takes no host memory that the engine calls do not take anyway
-#: (the swapped weights live on the CPU while they run), except where FramePack moves a block
-#: to the GPU and off again with no engine call between: its new host copy and the kept one
-#: then live side by side until FramePack moves it to the GPU again (freeing its copy) or
-#: ``release``. A weight that ``unplace`` moves back to the GPU drops its kept tensor.
+#: that host tensor, and the weight's version and checksum then. FramePack's next move of the
+#: linear to the GPU (each section) would free it, and the next swap copy the weight back into
+#: new host memory: over FramePack's 60 blocks about 10 GiB of device-to-host copies at every
+#: section's first call. Kept, the swap points the weight at it again, unless the weight was
+#: modified since: its version (changes through the Parameter) or the checksum of its bits
+#: (changes through ``weight.data``, as LoRA merges often write) differ. It takes no host
+#: memory that the engine calls do not take anyway (the swapped weights live on the CPU while
+#: they run), except where FramePack moves a block to the GPU and off again with no engine
+#: call between: its new host copy and the kept one then live side by side until FramePack
+#: moves it to the GPU again (freeing its copy) or ``release``. A weight that ``unplace``
+#: moves back to the GPU drops its kept tensor.
 _HOST = WeakTensorKeyDictionary()
 
 
@@ -254,12 +256,30 @@ def _stamp(block: torch.nn.Module) -> tuple:
     even where it reuses a freed one's address), its version, shape and dtype, and whether the
     linear still holds its quantized buffers as made."""
     if _low_vram(block):
-        return tuple((weakref.ref(w), None if w.is_inference() else w._version, tuple(w.shape),
+        return tuple((weakref.ref(w), _version(w), tuple(w.shape),
                       w.dtype, _attached_ok(block.get_submodule(n)))
                      for n, w in zip(replaced_names(block), _quantized_weights(block),
                                      strict=True))
-    return tuple((w.data_ptr(), None if w.is_inference() else w._version, str(w.device))
+    return tuple((w.data_ptr(), _version(w), str(w.device))
                  for w in _quantized_weights(block))
+
+
+def _version(w: torch.Tensor) -> int | None:
+    """The tensor's version counter; None for an inference tensor, which has none (also once
+    ``.data`` has been assigned to it: it then says it is not one, and still has none)."""
+    try:
+        return None if w.is_inference() else w._version
+    except RuntimeError:
+        return None
+
+
+def _checksum(w: torch.Tensor) -> int:
+    """The sum of the tensor's bit patterns as integers, computed where it is (on the GPU: a
+    few milliseconds for FramePack's 10 GiB of resident block weights): it changes with any
+    realistic change of the values, such as a LoRA merged through ``weight.data``, which the
+    version counter does not see."""
+    bits = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[w.element_size()]
+    return int(w.detach().reshape(-1).view(bits).sum(dtype=torch.int64))
 
 
 def _current(block: torch.nn.Module) -> bool:
@@ -377,20 +397,22 @@ def _move_weight(block: torch.nn.Module, name: str, device: torch.device) -> Non
     """Move the named linear's weight to ``device``, keeping its Parameter (the block's state
     dict and parameter list are unchanged), and the quantized copy made from it: it was made
     from the same values. In low-VRAM mode a move to the CPU reuses the host tensor the
-    weight last left there (``_HOST``) when it is unmodified since, and keeps the new one; a
-    move to the GPU (``unplace``) drops it."""
+    weight last left there (``_HOST``) when it is unmodified since (its version and checksum),
+    and keeps the new one; a move to the GPU (``unplace``) drops it."""
     current = _current(block)
     with torch.no_grad(), torch.inference_mode(False):
         weight = block.get_submodule(name)._parameters["weight"]
-        version = None if weight.is_inference() else weight._version
-        host = _HOST.get(weight) if device.type == "cpu" else None
+        version = _version(weight)
+        keep = device.type == "cpu" and version is not None and _low_vram(block)
+        mark = _checksum(weight) if keep else None  # where the weight is: on the GPU
+        host = _HOST.get(weight) if keep else None
         if (host is not None and host[0] == version and host[1].shape == weight.shape
-                and host[1].dtype == weight.dtype):
+                and host[1].dtype == weight.dtype and host[2] == mark):
             weight.data = host[1]  # the same values: the weight is unmodified since
         else:
             weight.data = weight.data.to(device)
-        if device.type == "cpu" and version is not None and _low_vram(block):
-            _HOST[weight] = (version, weight.data)
+        if keep:
+            _HOST[weight] = (version, weight.data, mark)
         else:  # back on the GPU for an eager call: FramePack's next move off would copy it
             _HOST.pop(weight, None)  # to the host beside the kept tensor
     if current:

@@ -408,8 +408,9 @@ def test_low_vram_swap_reuses_the_host_tensor_until_the_weight_changes(model):
     """Low-VRAM mode, on a copy of one block, the CPU standing in for the GPU: a swap keeps the
     host tensor each bf16 weight goes to. After FramePack moves the block to the GPU again
     (here every tensor cloned: new storage, the same values, as ``m.to`` makes), the next swap
-    points each weight at its kept tensor instead of copying it. After a weight changes in
-    place (a LoRA merged), the swap keeps the changed values, never the stale tensor. When
+    points each weight at its kept tensor instead of copying it. After a weight changes (a LoRA
+    merged in place, through ``.data`` or as a new tensor assigned to ``.data``), the swap
+    keeps the changed values, never the stale tensor. When
     FramePack's hook is gone, nothing is kept. (A weight moved back to the GPU drops its kept
     tensor: tests/gpu/test_fp8_cuda.py.)"""
     import copy
@@ -440,6 +441,16 @@ def test_low_vram_swap_reuses_the_host_tensor_until_the_weight_changes(model):
         assert torch.equal(weights[i], want[i] + 1.0) and weights[i].data_ptr() != hosts[i]
         assert fp8._HOST.get(weights[i])[1].data_ptr() == weights[i].data_ptr()  # kept now
         assert [w.data_ptr() for j, w in enumerate(weights) if j != i] == hosts[:i] + hosts[i + 1:]
+
+        # Merged through ``.data`` (no version counted), in place or as a new tensor, after
+        # FramePack's move: the swap keeps the merged values.
+        j, k = [n for n in range(len(names)) if n != i][:2]
+        block._apply(torch.clone)
+        with torch.no_grad():
+            weights[j].data += 1.0
+            weights[k].data = weights[k].data * 2.0
+        fp8.place_low_vram([block], "cpu")
+        assert torch.equal(weights[j], want[j] + 1.0) and torch.equal(weights[k], want[k] * 2.0)
     finally:
         DynamicSwapInstaller.uninstall_model(block)
         fp8.release(block)
@@ -525,6 +536,7 @@ def test_offload_bf16_parks_only_fp8_served_blocks_and_stops_when_others_run(mod
             assert all(fp8.is_parked(b) for b in dual) and not any(fp8.is_parked(b) for b in single)
     # Every replaced linear's weight, fp8 and int8, but the one TeaCache reads eagerly.
     assert set(fp8._PARKED[dual[1]]) == set(fp8.replaced_names(dual[1]))
+    assert not any(fp8._HOST.get(p) is not None for b in dual for p in b.parameters())  # low-VRAM's
     assert set(fp8._PARKED[dual[0]]) == set(fp8.replaced_names(dual[0])) - {"norm1.linear"}
     copies = [fp8.quantized_block(b) for b in dual]
     assert [fp8.quantized_block(b) for b in dual] == copies  # parking kept the copies
