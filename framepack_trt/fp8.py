@@ -279,7 +279,10 @@ def _checksum(w: torch.Tensor) -> int:
     realistic change of the values, such as a LoRA merged through ``weight.data``, which the
     version counter does not see."""
     bits = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[w.element_size()]
-    return int(w.detach().reshape(-1).view(bits).sum(dtype=torch.int64))
+    total = torch.zeros((), dtype=torch.int64, device=w.device)
+    for chunk in w.detach().reshape(-1).view(bits).split(1 << 22):  # torch sums integers as
+        total += chunk.sum(dtype=torch.int64)  # a cast copy first: 32 MiB at a time, not 4x
+    return int(total)  # the weight's bytes
 
 
 def _current(block: torch.nn.Module) -> bool:
