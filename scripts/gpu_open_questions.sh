@@ -39,6 +39,9 @@
 #           memory their bf16 weights leave (fp8.place_low_vram), at 20 + 40 blocks: 2.38x
 #           (2.54x once the swaps kept their host tensors); open: why the first call of the
 #           first engines in a process takes 40-48 s there (its log: a cProfile of it)
+#   firstcall  (with fp8) where the first use of the fp8 block engines goes, in a fresh process
+#           (scripts/first_call.py: inductor's CPU probe, each engine's load and first three
+#           calls): the first transformer call in low-VRAM mode took 40-48 s (2026-11-30)
 #   fp8tests  pytest tests/gpu/test_fp8_cuda.py: the tiny fp8 block engines on CUDA, through
 #           FramePack's loop, offload_bf16 (the bf16 weights to the CPU and back, memory) and
 #           low-VRAM mode's placement of the fp8 copies (needs pytest; during the builds;
@@ -50,7 +53,8 @@
 #           CUDA (the guards on latent_frames, from TORCH_LOGS=+dynamic; answered 2026-11-30)
 # Builds run at once (CPU-bound compiles); measurements one after another on a quiet GPU.
 #   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]
-#   (PARTS: "fp8 fp8tests vae" by default; also "lowvram" and "deep" (with fp8), "fp8tune",
+#   (PARTS: "fp8 fp8tests vae" by default; also "lowvram", "deep" and "firstcall" (with fp8),
+#   "fp8tune",
 #   "fp8cfg",
 #   "shared", "fp8nd", "trtops", "statichw")
 set -u
@@ -79,6 +83,8 @@ summary() {
     [ -f "$LOG/fp8-tests.log" ] && grep -E "passed|failed|offload_bf16:|rel L2|Error" "$LOG/fp8-tests.log" | tail -15
     [ -f "$LOG/vae-mask.log" ] && tail -6 "$LOG/vae-mask.log"
     [ -f "$LOG/fp8cfg.txt" ] && cat "$LOG/fp8cfg.txt"
+    [ -f "$LOG/first-call.log" ] && tail -22 "$LOG/first-call.log"
+    [ -f "$LOG/lowvram.log" ] && grep -E "use_engines [0-9]" "$LOG/lowvram.log"
     [ -f "$LOG/lowvram.md" ] && cat "$LOG/lowvram.md"
     [ -f "$LOG/trt-ops.log" ] && grep '^{' "$LOG/trt-ops.log"
     [ -f "$LOG/statichw.txt" ] && head -20 "$LOG/statichw.txt"
@@ -160,6 +166,11 @@ if has shared; then
   python3 scripts/vae_bench.py -p realwidth-vae-shared --cache-dir /tmp/vae-shared --iters 3 \
       --calls decode --markdown "$LOG/bench-vae-shared.md" >"$LOG/bench-vae-shared.log" 2>&1
   stamp shared-bench
+  summary
+fi
+if has firstcall && has fp8; then
+  python3 scripts/first_call.py --cache-dir /tmp/blk-fp8 >"$LOG/first-call.log" 2>&1
+  stamp firstcall
   summary
 fi
 for c in fp8 fp8nd fp8tune; do

@@ -149,3 +149,18 @@ def test_transformer_blocks_bench_grows_the_model_of_copies_of_its_blocks():
         assert not torch.equal(grown, first)
         grow(model, 2, 2)
         assert torch.equal(model(**call, return_dict=False)[0], first)
+
+
+def test_first_call_times_each_engine_of_a_cache(built_cache, capsys):
+    """scripts/first_call.py on a real engine (the tiny build's SigLIP, AOTInductor, CPU): its
+    load and three calls on its golden inputs; a name the cache lacks is refused."""
+    _, cache = built_cache
+    assert script("first_call").main(["--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    for row in ("pick_vec_isa", "siglip_image: load the engine",
+                "siglip_image: first call", "siglip_image: third call"):
+        assert row in out, out
+    times = [float(line.split()[-1]) for line in out.splitlines()[1:]]
+    assert all(t > 0 for t in times)
+    with pytest.raises(SystemExit, match="no engine named vae_decode"):
+        script("first_call").main(["--cache-dir", str(cache), "-c", "vae_decode"])
