@@ -54,9 +54,7 @@
 # Builds run at once (CPU-bound compiles); measurements one after another on a quiet GPU.
 #   bash scripts/gpu_open_questions.sh [LOG_DIR] [PARTS]
 #   (PARTS: "fp8 fp8tests vae" by default; also "lowvram", "deep" and "firstcall" (with fp8),
-#   "fp8tune",
-#   "fp8cfg",
-#   "shared", "fp8nd", "trtops", "statichw")
+#   "fp8tune", "fp8cfg", "shared", "fp8nd", "trtops", "statichw")
 set -u
 LOG=${1:-/tmp/gpu-open-questions}
 PARTS=${2:-"fp8 fp8tests vae"}
