@@ -1,6 +1,7 @@
 """Where the first use of a cache's engines goes, in a fresh process: once per process,
 inductor's CPU feature probe (``pick_vec_isa``, which ``aoti_load_package`` runs for every
-package, CUDA ones too: about 1 s, 8 to 9 s with an empty inductor cache, measured on the CPU);
+package, CUDA ones too: 2.1 s, 9.2 s with an empty inductor cache, on this project's 2-core
+machine);
 then per engine, its load, and its first, second and third call on its golden inputs (saved at
 build time), each synchronised. On the H200 the first transformer call through the block
 engines took 40 to 48 s at FramePack's depth, and later ones 1 to 2 s (docs/fp8.md).
