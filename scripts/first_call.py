@@ -1,10 +1,9 @@
 """Where the first use of a cache's engines goes, in a fresh process: once per process,
 inductor's CPU feature probe (``pick_vec_isa``, which ``aoti_load_package`` runs for every
 package, CUDA ones too: 2.1 s, 9.2 s with an empty inductor cache, on this project's 2-core
-machine);
-then per engine, its load, and its first, second and third call on its golden inputs (saved at
-build time), each synchronised. On the H200 the first transformer call through the block
-engines took 40 to 48 s at FramePack's depth, and later ones 1 to 2 s (docs/fp8.md).
+machine); then per engine, its load, and its first, second and third call on its golden inputs
+(saved at build time), each synchronised. On the H200 the first transformer call through the
+block engines took 40 to 48 s at FramePack's depth, and later ones 1 to 2 s (docs/fp8.md).
 
     python scripts/first_call.py --cache-dir DIR [-c NAME ...]
 """
