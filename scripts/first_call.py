@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     from safetensors.torch import load_file
 
     from framepack_trt.backends import get_backend
+    from framepack_trt.bench import _run
     from framepack_trt.cache import Cache, entry_matches
     from framepack_trt.components.base import get_component
     from framepack_trt.export import torch_dtype
@@ -51,10 +52,6 @@ def main(argv=None) -> int:
         component = get_component(entry["component"])
         dtype = torch_dtype(fields["dtype"])
 
-        def sync(device=device):
-            if device == "cuda":
-                torch.cuda.synchronize()
-
         name = entry["name"]
         model = None
         if component.weights_as_inputs:
@@ -74,12 +71,11 @@ def main(argv=None) -> int:
         meta = entry["golden_cases"][0]
         inputs = component.engine_inputs(model, [golden[f"0.input.{n}"].to(device) for n in raw],
                                          dtype, device, meta.get("index", 0))
-        sync()
+        if device == "cuda":
+            torch.cuda.synchronize()
         for call in ("first", "second", "third"):
-            t = time.perf_counter()
-            engine(*inputs)
-            sync()
-            rows.append((f"{name}: {call} call ({meta['case']})", (time.perf_counter() - t) * 1e3))
+            rows.append((f"{name}: {call} call ({meta['case']})",
+                         _run(engine, inputs, device == "cuda")))
     width = max(len(r[0]) for r in rows)
     print(f"{'':{width}}  ms")
     for what, ms in rows:

@@ -140,27 +140,18 @@ def main(argv=None) -> int:
     placing = []  # ms in each fp8.place_low_vram call (PieceSwap calls it before the engines)
     plain_place = fp8.place_low_vram
 
-    def timed_place(*a, **k):
-        sync()
-        t = time.perf_counter()
-        try:
-            return plain_place(*a, **k)
-        finally:
-            sync()
-            placing.append((time.perf_counter() - t) * 1e3)
-
-    fp8.place_low_vram = timed_place
-
-    def sync():
+    def timed(fn) -> float:
+        """``bench._run``, from a quiet GPU."""
         if cuda:
             torch.cuda.synchronize()
+        return _run(fn, (), cuda)
 
-    def timed(fn) -> float:
-        sync()
-        t = time.perf_counter()
-        fn()
-        sync()
-        return (time.perf_counter() - t) * 1e3
+    def timed_place(*a, **k):
+        out = []
+        placing.append(timed(lambda: out.append(plain_place(*a, **k))))
+        return out[0]
+
+    fp8.place_low_vram = timed_place
 
     variants = [("eager bf16", None)]
     if args.bf16_cache_dir:
