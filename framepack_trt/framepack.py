@@ -379,6 +379,9 @@ class Engines:
 
     def report(self) -> str:
         parts = [f"{s.component}: {s.calls['engine']} engine, {s.calls['eager']} eager calls"
+                 + (f" (block stack ran {s.stack['block_stack']}, TeaCache skipped "
+                    f"{s.stack['teacache_skip']})" if isinstance(s, PieceSwap) and s.has_pieces
+                    else "")
                  + (f" ({len(s.broken)} engine(s) broken)" if s.broken else "")
                  for s in self.swaps.values()]
         return "; ".join(parts + [f"{m}: no engine" for m in self.missing])
@@ -400,8 +403,10 @@ def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
                 **models) -> Engines:
     """Swap in engines for the given FramePack modules (by FramePack's names: transformer,
     text_encoder, text_encoder_2, image_encoder, vae). Modules without an engine of their
-    checkpoint stay eager; that is said once, here. ``Engines.swaps`` is keyed by the module
-    swapped: the name, or ``vae.encoder`` and ``vae.decoder``.
+    checkpoint stay eager; that is said once, here (``strict``: a module of which no part has
+    an engine raises ``EngineFallback`` instead, and later calls that would run eager raise).
+    ``Engines.swaps`` is keyed by the module swapped: the name, or ``vae.encoder`` and
+    ``vae.decoder``.
 
     ``offload_bf16``: where fp8 block engines serve the transformer on the GPU, move the bf16
     weights their linears replace to the CPU after the first call (the GPU then holds the fp8
@@ -410,25 +415,38 @@ def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
 
     _check_modules("use_engines", models)
     cache = Cache(resolve_cache_dir(cache_dir, None, framepack_dir))
-    swaps, missing = {}, []
+    made, missing, unserved = [], [], []
     for name, model in models.items():
         if model is None:
             continue
+        parts = []
         for component in MODULES[name]:
             parse, wrap = CALLS[component]
             swap = SWAPS.get(component, Swap)(name, component, model, cache, strict, parse, wrap)
             where = ".".join(filter(None, (name, swap.part)))
             if not swap.entries and not getattr(swap, "has_pieces", False):
-                missing.append(component)
-                warnings.warn(f"framepack-trt: {where} ({component}) stays eager: no engine of "
-                              f"its checkpoint in {cache.root}; build one with `framepack-trt "
-                              "build`", stacklevel=2)
+                missing.append((where, component))
                 continue
-            if offload_bf16 and isinstance(swap, PieceSwap):
-                swap.offload_bf16 = True
-            swap.target.forward = swap.forward  # the instance's; nn.Module.__call__ runs it
-            swaps[where] = swap
-    return Engines(swaps, missing)
+            parts.append((where, swap))
+        if not parts:
+            unserved.append(f"{name} ({', '.join(MODULES[name])})")
+        made += parts
+    if strict and unserved:  # nothing swapped: the caller would run eager and not know it
+        raise EngineFallback(f"strict: no engine in {cache.root} serves "
+                             f"{', '.join(unserved)} (none of its checkpoint, or for the "
+                             "transformer's architecture, that can run here); build them with "
+                             "`framepack-trt build` (`framepack-trt list` shows the cache)")
+    for where, component in missing:
+        warnings.warn(f"framepack-trt: {where} ({component}) stays eager: no engine of its "
+                      f"checkpoint in {cache.root}; build one with `framepack-trt build`",
+                      stacklevel=2)
+    swaps = {}
+    for where, swap in made:
+        if offload_bf16 and isinstance(swap, PieceSwap):
+            swap.offload_bf16 = True
+        swap.target.forward = swap.forward  # the instance's; nn.Module.__call__ runs it
+        swaps[where] = swap
+    return Engines(swaps, [component for _, component in missing])
 
 
 # -- FramePack's command line --------------------------------------------------------------------

@@ -272,6 +272,7 @@ class PieceSwap:
                 self.place_bf16(picked, prepared[0].device)
             if prepared[0].device.type == "cuda":
                 self.place_low_vram(picked, prepared[0].device)
+            stacks_before = self.stack["block_stack"]
             sample = run_pieces(self.model, engines, components, prepared, self.model.dtype,
                                 self.stack, {p: engine_weight_names(e) for p, e in picked.items()
                                              if e is not None})
@@ -280,6 +281,12 @@ class PieceSwap:
                 self.broken[e["key"]] = f"{type(exc).__name__}: {exc}"
             return self._eager(self._broken_why(used[0]["key"]), args, kwargs)
         self.calls["engine"] += 1
+        # Calls each piece engine served: the block engines only where the stack ran (TeaCache
+        # reuses the last residual otherwise).
+        ran_blocks = self.stack["block_stack"] > stacks_before
+        for piece, e in picked.items():
+            if e is not None and (ran_blocks or piece in ("input", "output")):
+                self.served[e["name"]] += 1
         return self._wrap(self.model, (sample,), kwargs.get("return_dict", True))
 
     def _blocks(self, piece: str) -> list:

@@ -1,9 +1,11 @@
-"""Where the first use of a cache's engines goes, in a fresh process: once per process,
-inductor's CPU feature probe (``pick_vec_isa``, which ``aoti_load_package`` runs for every
-package, CUDA ones too: 2.1 s, 9.2 s with an empty inductor cache, on this project's 2-core
-machine); then per engine, its load, and its first, second and third call on its golden inputs
-(saved at build time), each synchronised. On the H200 the first transformer call through the
-block engines took 40 to 48 s at FramePack's depth, and later ones 1 to 2 s (docs/fp8.md).
+"""Where the first use of a cache's engines goes, in a fresh process: per engine, its load and
+its first, second and third call on its golden inputs (saved at build time), each synchronised;
+last, whether inductor's CPU feature probe (``pick_vec_isa``: it compiles and loads test
+programs, 2.1 s on this project's 2-core machine, 9.2 s with an empty inductor cache, 44-50 s
+on an H100 machine) ran in the process. torch's own ``aoti_load_package`` runs it for every
+package, CUDA ones too, only to warn when the package was built for another host; this
+project's loader (``backends.aoti.load_package``) checks the host from the CPU's feature bits
+instead, so the probe must not run here.
 
     python scripts/first_call.py --cache-dir DIR [-c NAME ...]
 """
@@ -34,11 +36,9 @@ def main(argv=None) -> int:
     from framepack_trt.sources import Source, load_model
 
     rows = [("imports", (time.perf_counter() - t) * 1e3)]
-    t = time.perf_counter()
-    from torch._inductor.cpu_vec_isa import pick_vec_isa
+    from torch._inductor.cpu_vec_isa import valid_vec_isa_list
 
-    pick_vec_isa()
-    rows.append(("pick_vec_isa (once per process)", (time.perf_counter() - t) * 1e3))
+    probes = valid_vec_isa_list.cache_info().misses  # the probe, run before in this process
 
     cache = Cache(Path(args.cache_dir))
     entries = [e for e in cache.entries().values() if entry_matches(e, args.component)]
@@ -80,6 +80,8 @@ def main(argv=None) -> int:
     print(f"{'':{width}}  ms")
     for what, ms in rows:
         print(f"{what:{width}}  {ms:10.1f}")
+    ran = valid_vec_isa_list.cache_info().misses > probes
+    print(f"inductor's CPU feature probe (pick_vec_isa) ran: {'yes' if ran else 'no'}")
     return 0
 
 

@@ -49,17 +49,19 @@ def test_encoders_run_as_framepack_calls_them(framepack_engines):
     mask[:, 29:] = 0  # a prompt of 29 tokens, padded
     clip_ids = torch.randint(3, 1000, (1, 77), generator=gen)
     px = torch.randn(1, 3, 32, 32, generator=gen)
-    with torch.inference_mode():
+    with torch.no_grad():
         want = (llama(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-3],
                 clip(clip_ids).pooler_output, siglip(pixel_values=px).last_hidden_state)
 
     engines = use_engines(framepack_engines, strict=True, text_encoder=llama, text_encoder_2=clip,
                           image_encoder=siglip)
     dtype_before = llama.dtype
-    with torch.inference_mode():
+    with torch.no_grad():
         got = (llama(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-3],
                clip(clip_ids).pooler_output, siglip(pixel_values=px).last_hidden_state)
     assert all(close(g, w) for g, w in zip(got, want, strict=True))
+    # Ordinary tensors, as eager returns under no_grad (FramePack edits some in place).
+    assert not any(t.is_inference() for t in (*got, *want))
     assert engines.counts() == {c: {"engine": 1, "eager": 0} for c in COMPONENTS}
     assert "transformer: no engine" not in engines.report()
     assert "llama_text: 1 engine, 0 eager calls" in engines.report()
@@ -77,12 +79,12 @@ def test_encoders_run_as_framepack_calls_them(framepack_engines):
     for s in engines.swaps.values():
         s.strict = False
     with pytest.warns(UserWarning, match="runs eager: no engine covers the call") as caught:
-        with torch.inference_mode():
+        with torch.no_grad():
             a = llama(input_ids=long_ids, attention_mask=long_mask, output_hidden_states=True)
             b = llama(input_ids=long_ids, attention_mask=long_mask, output_hidden_states=True)
     assert len([w for w in caught if "runs eager" in str(w.message)]) == 1
     engines.restore()
-    with torch.inference_mode():
+    with torch.no_grad():
         c = llama(input_ids=long_ids, attention_mask=long_mask, output_hidden_states=True)
     assert torch.equal(a.hidden_states[-3], c.hidden_states[-3])
     assert torch.equal(b.last_hidden_state, c.last_hidden_state)
@@ -99,6 +101,11 @@ def test_another_checkpoint_is_never_served(framepack_engines, tmp_path):
     assert any("stays eager: no engine of its checkpoint" in str(w.message) for w in caught)
     assert engines.swaps == {} and engines.missing == ["llama_text"]
     assert "forward" not in other.__dict__
+    # strict: a module given that no engine serves is an error at once, not an eager run.
+    with pytest.raises(EngineFallback, match=r"strict: no engine in .* serves text_encoder "
+                       r"\(llama_text\)"):
+        use_engines(framepack_engines, strict=True, text_encoder=other)
+    assert "forward" not in other.__dict__
 
 
 def test_transformer_runs_as_framepack_and_diffusers_call_it(framepack_engines):
@@ -109,10 +116,10 @@ def test_transformer_runs_as_framepack_and_diffusers_call_it(framepack_engines):
     model = load(weights(framepack_engines, "transformer"), HunyuanVideoFramepackTransformer3DModel)
     calls = [framepack_call(model.config, h, w, n, seed=s)
              for h, w, n, s in ((88, 68, 100, 1), (68, 88, 60, 2))]
-    with torch.inference_mode():
+    with torch.no_grad():
         want = [model(**d, return_dict=False)[0] for d, _ in calls]
     engines = use_engines(framepack_engines, strict=True, transformer=model)
-    with torch.inference_mode():
+    with torch.no_grad():
         for (d, fp), w in zip(calls, want, strict=True):
             (got,) = model(**fp, return_dict=False)  # FramePack's names, a tuple
             out = model(**d)                          # diffusers' names, an output object
@@ -168,7 +175,7 @@ def test_framepack_command_line_flags(framepack_engines, monkeypatch, tmp_path):
     engines = engines_from_args(parse(), **models)
     assert sorted(engines.swaps) == ["image_encoder"] and not engines.missing
     px = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
-    with torch.inference_mode():
+    with torch.no_grad():
         models["image_encoder"](pixel_values=px)
     assert engines.counts() == {"siglip_image": {"engine": 1, "eager": 0}}
     engines.restore()
@@ -187,6 +194,9 @@ def test_framepack_command_line_flags(framepack_engines, monkeypatch, tmp_path):
         engines = engines_from_args(parse("--tensorrt-cache-dir", str(tmp_path / "empty")),
                                     **models)
     assert engines.swaps == {} and sorted(engines.missing) == sorted(COMPONENTS)
+    with pytest.raises(EngineFallback, match="strict: no engine in .* serves image_encoder"):
+        engines_from_args(parse("--tensorrt-cache-dir", str(tmp_path / "empty"),
+                                "--tensorrt-strict"), **models)
 
 
 def test_an_engine_that_fails_at_run_time_is_dropped_for_eager(framepack_engines, tmp_path):
@@ -210,12 +220,12 @@ def test_an_engine_that_fails_at_run_time_is_dropped_for_eager(framepack_engines
     assert Cache(cache).status(entry).state == "ok"
     siglip = load(weights(cache, "siglip_image"), SiglipVisionModel)
     px = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
-    with torch.inference_mode():
+    with torch.no_grad():
         want = siglip(pixel_values=px).last_hidden_state
 
     engines = use_engines(cache, image_encoder=siglip)
     with pytest.warns(UserWarning, match="engine siglip_image failed at run time") as caught:
-        with torch.inference_mode():
+        with torch.no_grad():
             got = [siglip(pixel_values=px).last_hidden_state for _ in range(3)]
     assert len([w for w in caught if "runs eager" in str(w.message)]) == 1
     assert all(torch.equal(g, want) for g in got)
@@ -224,6 +234,6 @@ def test_an_engine_that_fails_at_run_time_is_dropped_for_eager(framepack_engines
     engines.restore()
 
     engines = use_engines(cache, strict=True, image_encoder=siglip)
-    with pytest.raises(EngineFallback, match="failed at run time"), torch.inference_mode():
+    with pytest.raises(EngineFallback, match="failed at run time"), torch.no_grad():
         siglip(pixel_values=px)
     engines.restore()

@@ -89,11 +89,11 @@ def test_pipeline_runs_the_transformer_engine(pipeline, sampling, cfg_scale):
 
     pipe, cache = pipeline
     kind = FramepackSamplingType(sampling)
-    with torch.inference_mode():
+    with torch.no_grad():
         want = run(pipe, kind, cfg_scale)
     engines = use_engines(cache, strict=True, transformer=pipe.transformer)
     try:
-        with torch.inference_mode():
+        with torch.no_grad():
             got = run(pipe, kind, cfg_scale)
         counts = engines.counts()
     finally:
@@ -122,17 +122,17 @@ def test_teacache_and_a_bucket_outside_every_engine_run_eager(pipeline):
                                 (r"latent_height=48 \(384 pixels\)", (384, 416), False)):
         pipe.transformer.enable_teacache = teacache  # what FramePack's initialize_teacache sets
         try:
-            with torch.inference_mode():
+            with torch.no_grad():
                 want = run(pipe, inverted, 1.0, *size)
             engines = use_engines(cache, transformer=pipe.transformer)
-            with pytest.warns(UserWarning, match=why) as caught, torch.inference_mode():
+            with pytest.warns(UserWarning, match=why) as caught, torch.no_grad():
                 got = run(pipe, inverted, 1.0, *size)
             assert len([w for w in caught if "runs eager" in str(w.message)]) == 1
             assert engines.counts() == {"transformer": {"engine": 0, "eager": calls}}
             assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
             engines.restore()
             engines = use_engines(cache, strict=True, transformer=pipe.transformer)
-            with pytest.raises(EngineFallback, match=why), torch.inference_mode():
+            with pytest.raises(EngineFallback, match=why), torch.no_grad():
                 run(pipe, inverted, 1.0, *size)
             engines.restore()
         finally:
@@ -146,11 +146,11 @@ def test_framepack_section_loop(pipeline, f1):
     call served by the engine, the history latents as eager's. (TeaCache on: see above.)"""
     pipe, cache = pipeline
     transformer = pipe.transformer
-    with torch.inference_mode():
+    with torch.no_grad():
         want = framepack_loop(transformer, f1, framepack_names=False)
     engines = use_engines(cache, strict=True, transformer=transformer)
     try:
-        with torch.inference_mode():
+        with torch.no_grad():
             got = framepack_loop(transformer, f1, framepack_names=True)
         counts = engines.counts()
     finally:

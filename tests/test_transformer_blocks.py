@@ -97,12 +97,12 @@ def test_one_set_of_engines_serves_two_checkpoints(blocks, tmp_path, f1):
     for path in (weights, other):
         model = load(path)
         where = [(p.data_ptr(), p.device) for p in model.parameters()]
-        with torch.inference_mode():
+        with torch.no_grad():
             want = loop(model, f1, framepack_names=False)
         engines = use_engines(root / "cache", strict=True, transformer=model,
                               offload_bf16=path == other)
         try:
-            with torch.inference_mode():
+            with torch.no_grad():
                 got = loop(model, f1)
             counts = engines.counts()
         finally:
@@ -125,19 +125,27 @@ def test_teacache_as_framepack_decides(blocks, thresh):
     runs: list[bool] = []
     model.forward = functools.partial(framepack_forward, model, runs)
     try:
-        with torch.inference_mode():
+        with torch.no_grad():
             want = loop(model, steps=4, teacache_thresh=thresh)
     finally:
         del model.forward
     engines = use_engines(root / "cache", strict=True, transformer=model)
     try:
-        with torch.inference_mode():
+        with torch.no_grad():
             got = loop(model, steps=4, teacache_thresh=thresh)
         stack = dict(engines.swaps["transformer"].stack)
+        served, report = engines.served(), engines.report()
     finally:
         engines.restore()
     assert len(runs) == 12 and stack.get("block_stack", 0) == sum(runs)
     assert stack.get("teacache_skip", 0) == runs.count(False)
+    # served(): every call through the input and output engines, the block engines at the
+    # calls that ran the stack; the report says both counts.
+    names = {p: f"transformer_{p}" for p in ("input", "dual_block", "single_block", "output")}
+    assert served == {"transformer": {names["input"]: 12, names["output"]: 12,
+                                      **({names["dual_block"]: sum(runs),
+                                          names["single_block"]: sum(runs)} if any(runs) else {})}}
+    assert f"block stack ran {sum(runs)}, TeaCache skipped {runs.count(False)}" in report
     # Per section: steps 0 and 3 always run; steps 1 and 2 as the threshold says.
     assert runs == [True, *{0.15: (True, True), 0.3: (False, True), 1e9: (False, False)}[thresh],
                     True] * 3
@@ -151,7 +159,7 @@ def test_low_vram_weight_streaming(blocks):
 
     root, weights, _ = blocks
     model = load(weights)
-    with torch.inference_mode():
+    with torch.no_grad():
         want = loop(model, True, framepack_names=False)
     DynamicSwapInstaller.install_model(model, device="cpu")
     block = model.transformer_blocks[1]
@@ -159,7 +167,7 @@ def test_low_vram_weight_streaming(blocks):
     assert read_weights(block, [name])[0] is not dict(block.named_parameters())[name]
     engines = use_engines(root / "cache", strict=True, transformer=model)
     try:
-        with torch.inference_mode():
+        with torch.no_grad():
             got = loop(model, True)
         counts = engines.counts()
     finally:
@@ -175,12 +183,12 @@ def test_a_bucket_outside_the_pieces_runs_eager(blocks):
     diffusers' own forward.)"""
     root, weights, _ = blocks
     model = load(weights)
-    with torch.inference_mode():
+    with torch.no_grad():
         want = loop(model, framepack_names=False, sections=1, h=24, w=40)
     engines = use_engines(root / "cache", transformer=model)
     try:
         with pytest.warns(UserWarning, match=r"latent_width=40 \(320 pixels\)") as caught, \
-                torch.inference_mode():
+                torch.no_grad():
             got = loop(model, framepack_names=False, sections=1, h=24, w=40)
         counts = engines.counts()
     finally:
@@ -190,7 +198,7 @@ def test_a_bucket_outside_the_pieces_runs_eager(blocks):
     assert torch.equal(got, want)
     engines = use_engines(root / "cache", strict=True, transformer=model)
     try:
-        with pytest.raises(EngineFallback, match="input"), torch.inference_mode():
+        with pytest.raises(EngineFallback, match="input"), torch.no_grad():
             loop(model, framepack_names=False, sections=1, h=24, w=40)
     finally:
         engines.restore()
@@ -230,11 +238,11 @@ def test_pieces_auto_found_no_faster_run_eager_in_the_loop(blocks, tmp_path):
     assert sorted(e["name"] for e in listed["entries"]) == [
         "transformer_input", "transformer_output", "transformer_single_block"]
     model = load(weights)
-    with torch.inference_mode():
+    with torch.no_grad():
         want = loop(model, framepack_names=False)
     engines = use_engines(cache, strict=True, transformer=model)
     try:
-        with torch.inference_mode():
+        with torch.no_grad():
             got = loop(model)
         counts = engines.counts()
     finally:

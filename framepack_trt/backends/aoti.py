@@ -1,8 +1,8 @@
 """AOTInductor: ``torch._inductor.aoti_compile_and_package`` into a ``.pt2`` package.
 
 Runs on CPU (a C++ compiler is needed) and on CUDA. The package holds the compiled kernels and
-the weights, and loads in a fresh process with ``aoti_load_package``; it is tied to the torch
-version and the device it was built for, which the cache key records.
+the weights, and loads in a fresh process (``load_package``); it is tied to the torch version
+and the device it was built for, which the cache key records.
 """
 
 from __future__ import annotations
@@ -197,9 +197,74 @@ class AotiEngine:
         if self.needs_weights and self._stamp is None:
             own = self._stored(self.weight_names)
             self._use(own, ("own",))
-        with torch.inference_mode():
+        # no_grad, not inference_mode: outputs made in inference mode are inference tensors,
+        # which diffusers' VAE decode (blend_t) then edits in place outside it and fails.
+        # Under no_grad they are what the eager module returns in the caller's mode.
+        with torch.no_grad():
             out = self.runner(*inputs)
         return tuple(out) if isinstance(out, (list, tuple)) else (out,)
+
+
+#: The package metadata that says which host it runs on, and how to read this host's side.
+_ISA_KEY, _CAPABILITY_KEY = "AOTI_CPU_ISA", "AOTI_COMPUTE_CAPABILITY"
+
+
+def host_problem(metadata: dict) -> str | None:
+    """Why a package with this metadata cannot run here, or None. What a loaded package needs
+    of the host: the CPU instructions its C++ was compiled for (``AOTI_CPU_ISA``: the wrapper
+    of a CUDA package is compiled with the build host's vector ISA flags too, and a missing
+    instruction set is a crash, not an error) and, for CUDA, a GPU of the compute capability
+    its kernels were compiled for. Both are read from the CPU's feature bits and the CUDA
+    driver, so no compiler runs (``aoti_load_package`` instead compares the package with
+    ``pick_vec_isa()``, which compiles and loads test programs: once per process, seconds to
+    tens of seconds, and only to warn)."""
+    import platform
+
+    import torch
+
+    isa = (metadata.get(_ISA_KEY) or "").lower()
+    if isa and isa != "invalid_vec_isa" and platform.machine() in ("x86_64", "AMD64"):
+        from torch._inductor.cpu_vec_isa import x86_isa_checker
+
+        # str(VecISA) names its flags: "avx512", "avx2", "amx_tile avx512_vnni" ...
+        have = set(x86_isa_checker())
+        lacking = [flag for flag in isa.split() if flag not in have]
+        if lacking:
+            return (f"it was compiled for CPU instructions {isa.upper()}, which this CPU lacks "
+                    f"({', '.join(lacking)}; it has {', '.join(sorted(have)) or 'none of AVX2/AVX-512'})")
+    want = metadata.get(_CAPABILITY_KEY)
+    if metadata.get("AOTI_DEVICE_KEY") == "cuda" and want and torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability()
+        if want not in (f"{major}{minor}", f"{major}.{minor}"):
+            return (f"its kernels were compiled for compute capability {want}, this GPU is "
+                    f"{major}.{minor}")
+    return None
+
+
+def load_package(path: Path):
+    """The package's runner, loaded as ``torch._inductor.aoti_load_package`` loads it, less
+    that function's host comparison (``host_problem`` instead, which raises)."""
+    import torch
+
+    try:
+        from torch.export.pt2_archive._package import AOTICompiledModel
+    except ImportError:  # older torch
+        from torch._inductor.package.package import AOTICompiledModel
+
+    loader_cls = torch._C._aoti.AOTIModelPackageLoader
+    read = getattr(loader_cls, "load_metadata_from_package", None)
+    if read is not None:  # before the package's code is loaded
+        problem = host_problem(read(str(path), "model"))
+        if problem:
+            raise RuntimeError(f"{path.name} cannot run on this machine: {problem}; rebuild it "
+                               "here (`framepack-trt build`)")
+    runner = AOTICompiledModel(loader_cls(str(path), "model", False, 1, -1))
+    if read is None:
+        problem = host_problem(runner.get_metadata())
+        if problem:
+            raise RuntimeError(f"{path.name} cannot run on this machine: {problem}; rebuild it "
+                               "here (`framepack-trt build`)")
+    return runner
 
 
 #: Added to the link of every package's shared library; see ``extra_link_flags``.
@@ -313,6 +378,4 @@ class AotiBackend(Backend):
         return BuildReport(details=details)
 
     def load(self, path: Path, device: str) -> AotiEngine:
-        import torch
-
-        return AotiEngine(torch._inductor.aoti_load_package(str(path)), path, device)
+        return AotiEngine(load_package(path), path, device)

@@ -253,7 +253,9 @@ class TensorRTBackend(Backend):
         module = torch_tensorrt.load(str(path)).module()
 
         def engine(*inputs):
-            with torch.inference_mode():
+            # no_grad, not inference_mode: the outputs are ordinary tensors, as eager's are
+            # (diffusers edits decoded windows in place outside inference mode).
+            with torch.no_grad():
                 out = module(*inputs)
             return tuple(out) if isinstance(out, (list, tuple)) else (out,)
 

@@ -41,6 +41,57 @@ def test_package_loads_with_torchs_own_loader(built_cache):
     assert siglip_with_torchs_own_loader(cache, "cpu") < 1e-4
 
 
+_OUR_LOAD = r"""
+import sys, torch
+from pathlib import Path
+from safetensors.torch import load_file
+from torch._inductor.cpu_vec_isa import valid_vec_isa_list
+from framepack_trt.backends.aoti import AotiBackend
+engine = AotiBackend().load(Path(sys.argv[1]), "cpu")
+g = load_file(sys.argv[2])
+with torch.no_grad():
+    (out,) = engine(g["0.input.pixel_values"])
+ref = g["0.output.last_hidden_state"]
+print(float((out - ref).norm() / ref.norm()), out.is_inference(), valid_vec_isa_list.cache_info().misses)
+"""
+
+
+def test_engine_loads_in_a_fresh_process_without_inductors_cpu_probe(built_cache):
+    """The backend's loader in a fresh process: the engine matches its golden sample, returns an
+    ordinary tensor (not an inference tensor), and inductor's CPU ISA probe (``pick_vec_isa``,
+    which compiles and loads test programs: seconds per process, tens on a GPU machine) never
+    ran; torch's own ``aoti_load_package`` runs it at every first load."""
+    import sys
+
+    _, cache = built_cache
+    entry = _entry(cache)
+    proc = subprocess.run([sys.executable, "-c", _OUR_LOAD, str(cache / entry["engine"]["file"]),
+                           str(cache / entry["golden"]["file"])],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rel, inference, probes = proc.stdout.split()
+    assert float(rel) < 1e-4 and inference == "False" and probes == "0", proc.stdout
+
+
+def test_a_package_for_other_cpu_instructions_or_gpu_is_refused_by_name():
+    """What a package needs of the host, from its metadata: the vector ISA its C++ was
+    compiled with (from the CPU's feature bits, as torch reads them) and, for CUDA, the compute
+    capability; the package's own ISA passes."""
+    import platform
+
+    from torch._inductor.cpu_vec_isa import x86_isa_checker
+
+    from framepack_trt.backends.aoti import host_problem
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("x86 ISA names")
+    have = x86_isa_checker()
+    assert host_problem({"AOTI_CPU_ISA": " ".join(have).upper(), "AOTI_DEVICE_KEY": "cpu"}) is None
+    assert host_problem({"AOTI_CPU_ISA": "INVALID_VEC_ISA", "AOTI_DEVICE_KEY": "cpu"}) is None
+    problem = host_problem({"AOTI_CPU_ISA": "AVX1024", "AOTI_DEVICE_KEY": "cpu"})
+    assert problem and "compiled for CPU instructions AVX1024, which this CPU lacks" in problem
+
+
 def test_nd_tiling_sets_inductor_options_that_exist():
     """``nd_tiling`` is an engine field (a different key) and names inductor options this torch
     has: a renamed option fails here, not in the middle of a build (inductor's patch refuses
@@ -115,7 +166,7 @@ def test_share_weights_engine_runs_on_the_models_own_tensors(tmp_path, tiny_weig
     z = torch.randn(1, 16, 9, 8, 10, generator=torch.Generator().manual_seed(3))
 
     def decode(model):
-        with torch.inference_mode():
+        with torch.no_grad():
             return model.decode(z).sample
 
     def holders(t):  # references to a tensor's storage
@@ -176,7 +227,7 @@ def test_share_weights_encoder_runs_on_the_vaes_own_tensors(tmp_path, tiny_weigh
     x = torch.rand(1, 3, 1, 96, 80, generator=torch.Generator().manual_seed(5)) * 2 - 1
 
     def encode(model):
-        with torch.inference_mode():
+        with torch.no_grad():
             return model.encode(x).latent_dist.parameters
 
     engines = use_engines(cache, strict=True, vae=vae)

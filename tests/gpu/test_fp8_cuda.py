@@ -44,11 +44,11 @@ def test_framepack_loop_through_fp8_blocks(fp8_blocks, f1, h, w):
     cache, weights = fp8_blocks
     model = load_transformer(weights, "cuda")
     kw = dict(h=h, w=w, steps=2, device="cuda")
-    with torch.inference_mode():
+    with torch.no_grad():
         want = framepack_loop(model, f1, framepack_names=False, **kw)
     engines = use_engines(cache, strict=True, transformer=model)
     try:
-        with torch.inference_mode():
+        with torch.no_grad():
             got = framepack_loop(model, f1, framepack_names=True, **kw)
         counts = engines.counts()
         picked = [p for p, _ in engines.swaps["transformer"]._piece_pick.values()]
@@ -81,12 +81,12 @@ def test_offload_bf16_moves_the_replaced_weights_to_the_cpu_and_back(fp8_blocks)
     replaced = [b.get_submodule(n).weight for b in blocks for n in parked_names(b)]
     replaced_bytes = sum(w.numel() * w.element_size() for w in replaced)
     kw = dict(f1=True, steps=2, device="cuda")
-    with torch.inference_mode():
+    with torch.no_grad():
         want = framepack_loop(model, h=52, w=52, framepack_names=False, **kw)
         want_small = framepack_loop(model, h=32, w=32, framepack_names=False, **kw)
     engines = use_engines(cache, transformer=model)  # the option off: both copies on the GPU
     try:
-        with torch.inference_mode():
+        with torch.no_grad():
             got = framepack_loop(model, h=52, w=52, framepack_names=True, **kw)
         gc.collect()
         kept = torch.cuda.memory_allocated()
@@ -96,7 +96,7 @@ def test_offload_bf16_moves_the_replaced_weights_to_the_cpu_and_back(fp8_blocks)
     del got
     engines = use_engines(cache, offload_bf16=True, transformer=model)
     try:
-        with torch.inference_mode():
+        with torch.no_grad():
             got = framepack_loop(model, h=52, w=52, framepack_names=True, **kw)
         gc.collect()
         parked = torch.cuda.memory_allocated()
@@ -104,11 +104,11 @@ def test_offload_bf16_moves_the_replaced_weights_to_the_cpu_and_back(fp8_blocks)
         now = [blk.get_submodule(n).weight for blk in blocks for n in parked_names(blk)]
         assert all(a is b for a, b in zip(replaced, now, strict=True))  # the same Parameters
         with pytest.warns(UserWarning, match="offload_bf16 is off from now on: a call ran "
-                          "eager"), torch.inference_mode():
+                          "eager"), torch.no_grad():
             # latent 32 < 52; diffusers' names: the eager fallback is diffusers' own forward
             got_small = framepack_loop(model, h=32, w=32, framepack_names=False, **kw)
         assert all(w.device.type == "cuda" for w in replaced)
-        with torch.inference_mode():
+        with torch.no_grad():
             again = framepack_loop(model, h=52, w=52, framepack_names=True, **kw)
         assert all(w.device.type == "cuda" for w in replaced)  # the option is off now
         counts = engines.counts()
@@ -143,7 +143,7 @@ def test_low_vram_mode_places_the_fp8_copies_with_the_blocks(fp8_blocks, monkeyp
     model = load_transformer(weights, "cuda")
     blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
     kw = dict(f1=True, steps=2, sections=1, device="cuda", h=52, w=52)
-    with torch.inference_mode():
+    with torch.no_grad():
         want = framepack_loop(model, framepack_names=False, **kw)
     model.to("cpu")
     torch.cuda.empty_cache()
@@ -169,7 +169,7 @@ def test_low_vram_mode_places_the_fp8_copies_with_the_blocks(fp8_blocks, monkeyp
                     m.to("cuda")
             planned = sum(lin._parameters["weight"].nbytes for _, _, lin in linears()
                           if on_gpu(lin._parameters["weight"]))
-            with torch.inference_mode():
+            with torch.no_grad():
                 outs.append(framepack_loop(model, framepack_names=True, **kw))
             placed.append([(b, n, on_gpu(lin._parameters["weight"]),
                             on_gpu(lin._buffers.get("quantized_weight")),
@@ -185,7 +185,7 @@ def test_low_vram_mode_places_the_fp8_copies_with_the_blocks(fp8_blocks, monkeyp
                             if b is model.transformer_blocks[0] and n != "norm1.linear"))
             # A call no engine covers runs eager (strict: raises): first, every bf16 weight
             # back where FramePack put it, and the copies off the GPU.
-            with pytest.raises(EngineFallback), torch.inference_mode():
+            with pytest.raises(EngineFallback), torch.no_grad():
                 framepack_loop(model, framepack_names=True, **{**kw, "h": 32, "w": 32})
             unplaced.append([(b, on_gpu(lin._parameters["weight"]),
                               on_gpu(lin._buffers.get("quantized_weight")))

@@ -38,13 +38,13 @@ def test_framepack_loop_on_cuda(cuda_blocks, f1, h, w, teacache):
     if teacache:  # eager: FramePack's own forward with TeaCache, on diffusers' modules
         model.forward = functools.partial(framepack_forward, model, runs)
     try:
-        with torch.inference_mode():
+        with torch.no_grad():
             want = framepack_loop(model, f1, framepack_names=bool(teacache), **kw)
     finally:
         model.__dict__.pop("forward", None)
     engines = use_engines(cache, strict=True, transformer=model)
     try:
-        with torch.inference_mode():
+        with torch.no_grad():
             got = framepack_loop(model, f1, framepack_names=True, **kw)
         counts = engines.counts()
         stack = dict(engines.swaps["transformer"].stack)
@@ -63,14 +63,14 @@ def test_low_vram_streaming_to_cuda(cuda_blocks):
     """FramePack's low-VRAM mode: the model stays on the CPU and DynamicSwapInstaller moves each
     weight to the GPU as it is read; the engines run on the GPU with the weights so read."""
     cache, weights = cuda_blocks
-    with torch.inference_mode():
+    with torch.no_grad():
         want = framepack_loop(load_transformer(weights, "cuda"), True, framepack_names=False, h=68, w=88,
                               device="cuda")
     model = load_transformer(weights, "cpu")
     DynamicSwapInstaller.install_model(model, device="cuda")
     engines = use_engines(cache, strict=True, transformer=model)
     try:
-        with torch.inference_mode():
+        with torch.no_grad():
             got = framepack_loop(model, True, framepack_names=True, h=68, w=88, device="cuda")
         counts = engines.counts()
     finally:
