@@ -230,9 +230,34 @@ def build_auto(profile: Profile, cache: Cache, item: PlanItem, listener: Listene
     return result
 
 
+#: The build's checking process (``verify.CheckServer``) while ``build`` runs, else None.
+_CHECKER = None
+
+
 def build(profile: Profile, cache: Cache, items: list[PlanItem],
           listener: Listener | None = None) -> list[BuildResult]:
+    """Build the planned items, one after the other. The engines of backends that may share a
+    process are checked in one process of their own (``verify.CheckServer``), started now so
+    that its imports overlap the first compile."""
+    global _CHECKER
+    from framepack_trt.verify import CheckServer
+
     listener = listener or Listener()
+    shared = any(i.action in ("build", "rebuild") and i.spec.backend != auto.AUTO
+                 and get_backend(i.spec.backend).shares_process
+                 and get_backend(i.spec.backend).check_processes == 1 for i in items)
+    with CheckServer(cache.root) as checker:
+        if shared:
+            checker.start()
+        _CHECKER = checker
+        try:
+            return _build_items(profile, cache, items, listener)
+        finally:
+            _CHECKER = None
+
+
+def _build_items(profile: Profile, cache: Cache, items: list[PlanItem],
+                 listener: Listener) -> list[BuildResult]:
     results = []
     for item in items:
         result = _run_item(profile, cache, item, listener)
@@ -353,7 +378,10 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
             reason = backend.unavailable_reason(spec.device)
             if reason:
                 raise BuildError(f"backend {spec.backend!r} unavailable: {reason}")
-            model = load_model(component, spec.source, dtype, spec.device, cache.weights_dir)
+            # Engines that take the weights as inputs share one model (the transformer's
+            # pieces): loaded once for all of them.
+            model = load_model(component, spec.source, dtype, spec.device, cache.weights_dir,
+                               keep=component.weights_as_inputs)
             config = model.config
             specs = component.engine_specs(model)
             problems = component.check_dims(config, spec.dims)
@@ -428,16 +456,17 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
     result.notes.append(peaks.describe())
 
     with _timed(result, listener, item, "verify"):
-        # In a fresh process (``check_processes`` of them, one after the other, each on inputs of
-        # its own): proves the engine loads from its file alone, and a crash while loading or
-        # running it (a segfault in compiled code) fails this component only.
+        # Outside this process (``check_processes`` of them, one after the other, each on
+        # inputs of its own; the build's CheckServer for backends that share one): proves the
+        # engine loads from its file alone, and a crash while loading or running it (a segfault
+        # in compiled code) fails this component only.
         # A component whose one engine spans shapes a backend may get wrong at some of them
         # (full_check_at_build) is checked against a fresh eager reference at every size of
         # `verify --full`; the others against the golden samples just written.
         full = component.full_check_at_build
         seeds = [check_seed + i for i in range(backend.check_processes)]
         for n, seed_n in enumerate(seeds, 1):
-            check = verify_in_fresh_process(cache, entry, full=full, seed=seed_n)
+            check = check_engine(cache, entry, backend, full=full, seed=seed_n)
             where = f" (check process {n} of {len(seeds)})" if len(seeds) > 1 else ""
             if check["result"] == "skipped":
                 raise BuildError(f"{spec.name}: the engine was not checked, so it is not cached: "
@@ -450,6 +479,15 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
                             "cases": [c["case"] for c in check["cases"]]}
     entry["build_seconds"] = {k: round(v, 3) for k, v in result.times.items()}
     return entry
+
+
+def check_engine(cache: Cache, entry: dict[str, Any], backend, full: bool, seed: int) -> dict:
+    """An engine's check outside this process: in the build's CheckServer where the backend
+    shares a process and is checked once, else in a fresh process of its own (a backend
+    checked in several processes, TensorRT, needs them independent)."""
+    if _CHECKER is not None and backend.shares_process and backend.check_processes == 1:
+        return _CHECKER.check(entry, full=full, seed=seed)
+    return verify_in_fresh_process(cache, entry, full=full, seed=seed)
 
 
 def check_failure(name: str, check: dict, full: bool, seed: int, where: str = "") -> str:

@@ -241,13 +241,35 @@ def materialize_random(source: Source, component: Component, weights_dir: Path) 
     return target
 
 
+#: The last model ``load_model(..., keep=True)`` loaded, by what it was loaded from.
+_KEPT: dict[tuple, torch.nn.Module] = {}
+
+
 def load_model(
-    component: Component, source: Source, dtype: torch.dtype, device: str, weights_dir: Path
+    component: Component, source: Source, dtype: torch.dtype, device: str, weights_dir: Path,
+    keep: bool = False,
 ) -> torch.nn.Module:
-    """The real model class, loaded with ``from_pretrained`` from local files only."""
+    """The real model class, loaded with ``from_pretrained`` from local files only.
+
+    ``keep``: the model is kept (the last one only) and returned again to the next such call
+    for the same class, source, dtype and device, unchanged: for the engines that take their
+    weights as inputs, which several engines of one model share (the transformer's four
+    pieces), so that a build or a checking process loads it once. Callers must not modify it."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     quiet_transformers()
     cls = component.load_model_class()
+    memo = (cls, repr(source.to_dict()), str(dtype), str(device), str(weights_dir))
+    if keep and memo in _KEPT:
+        return _KEPT[memo]
+    _KEPT.clear()  # a model kept before: its memory back before the next one loads
+    model = _load(cls, component, source, dtype, device, weights_dir)
+    if keep:
+        _KEPT[memo] = model
+    return model
+
+
+def _load(cls, component: Component, source: Source, dtype: torch.dtype, device: str,
+          weights_dir: Path) -> torch.nn.Module:
     if source.kind == "random":
         local = materialize_random(source, component, weights_dir)
     else:

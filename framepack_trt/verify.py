@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,9 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
                    if reference == "fp32" and dtype != torch.float32 else None)
 
     # An engine that takes its weights as inputs gets them from the model, in either mode.
-    model = (load_model(component, source, dtype, device, cache.weights_dir)
+    # A checking process of a build (``CheckServer``) keeps that model for the next engine.
+    model = (load_model(component, source, dtype, device, cache.weights_dir,
+                        keep=_SERVING and component.weights_as_inputs)
              if full or component.weights_as_inputs else None)
 
     def check(case: CaseResult, inputs, expected, index: int = 0) -> None:
@@ -237,6 +240,103 @@ def verification_problem(result: dict) -> str:
     return "unknown"
 
 
+#: Set in a ``CheckServer``'s process: models whose weights are engine inputs are kept.
+_SERVING = False
+
+
+class CheckServer:
+    """One checking process for the engines a build makes one after another (of backends that
+    may share a process: ``Backend.shares_process``), started before the first is compiled:
+    it imports torch and the model libraries while the build works, and keeps the model of
+    engines that take their weights as inputs (the transformer's four pieces load it once).
+    Each check is still outside the building process, on the engine's file alone. A process
+    that dies fails the engine it was checking (as ``verify_in_fresh_process`` says), and the
+    next check starts a new one. ``check`` returns what ``verify_in_fresh_process`` returns."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._proc = None
+        self._tmp = None
+        self._jobs = 0
+
+    def start(self) -> None:
+        import subprocess
+
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        self._tmp = tempfile.mkdtemp(prefix="framepack-trt-check-")
+        self._log = open(Path(self._tmp) / "stderr.txt", "w+")  # noqa: SIM115 (closed in stop)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "framepack_trt.verify", "--serve", str(self.root)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log, text=True)
+
+    def check(self, entry: dict[str, Any], full: bool = False, seed: int | None = None,
+              reference: str | None = None, timeout: float = 3600) -> dict:
+        import time
+
+        self.start()
+        self._jobs += 1
+        result_file = Path(self._tmp) / f"result-{self._jobs}.json"
+        job = {"entry": entry, "full": full, "seed": seed, "reference": reference,
+               "result": str(result_file)}
+        mode = "full" if full else "quick"
+        try:
+            self._proc.stdin.write(json.dumps(job) + "\n")
+            self._proc.stdin.flush()
+        except OSError:
+            pass  # it died: said below
+        deadline = time.monotonic() + timeout
+        while not result_file.is_file():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                code = self._proc.poll()
+                how = (f"did not finish within {timeout:.0f} s" if code is None else
+                       f"died (killed by signal {-code})" if code < 0 else
+                       f"died (exit code {code})")
+                self._log.seek(0)
+                tail = " | ".join(self._log.read().strip().splitlines()[-3:])
+                self.stop()
+                return {"name": entry["name"], "key": entry["key"], "mode": mode,
+                        "passed": False, "result": "fail", "status": "ok", "status_reason": "",
+                        "cases": [], "error": f"the process loading and running the engine "
+                                              f"{how}: {tail}"}
+            time.sleep(0.02)
+        return json.loads(result_file.read_text())
+
+    def stop(self) -> None:
+        import shutil
+
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._proc.wait()
+            self._log.close()
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        self._proc = None
+
+    def __enter__(self) -> CheckServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _serve(root: str) -> None:
+    """A ``CheckServer``'s process: imports first, then one JSON job a line on stdin, each
+    result written (atomically) to the file the job names."""
+    global _SERVING
+    _SERVING = True
+    import torch  # noqa: F401  (the imports a check needs, while the build compiles)
+
+    import framepack_trt.components.base  # noqa: F401
+    from framepack_trt.util import atomic_write_text
+
+    for line in sys.stdin:
+        job = json.loads(line)
+        result = verify_entry(Cache(root), job["entry"], full=job["full"], seed=job["seed"],
+                              deep=False, reference=job["reference"]).to_dict()
+        atomic_write_text(Path(job["result"]), json.dumps(result))
+
+
 def _child_main(argv: list[str]) -> None:
     """ENTRY_JSON RESULT_JSON CACHE_DIR [--full SEED] [--reference eager|fp32]: verify one
     entry (or a list of them, one after the other), write the result (or the list)."""
@@ -254,4 +354,7 @@ def _child_main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    _child_main(sys.argv[1:])
+    if sys.argv[1:2] == ["--serve"]:
+        _serve(sys.argv[2])
+    else:
+        _child_main(sys.argv[1:])

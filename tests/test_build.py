@@ -130,12 +130,12 @@ UNCHECKED = textwrap.dedent("""
     import framepack_trt.build as build_module
     from framepack_trt.cli import main
 
-    def unchecked(cache, entry, **kwargs):  # the checking process sees another device
+    def unchecked(cache, entry, backend, **kwargs):  # the checking process sees another device
         return {"name": entry["name"], "key": entry["key"], "mode": "quick", "passed": False,
                 "result": "skipped", "status": "stale", "cases": [], "error": "",
                 "status_reason": "built for another device"}
 
-    build_module.verify_in_fresh_process = unchecked
+    build_module.check_engine = unchecked
     sys.argv = ["framepack-trt", *sys.argv[1:]]
     main()
 """)
@@ -249,3 +249,29 @@ def test_a_check_that_runs_out_of_device_memory_is_not_called_a_mismatch():
     assert text == ("vae_decode_whole: the engine does not match eager at the sizes of verify "
                     "--full (inputs drawn with seed 3) (check process 1 of 2): max "
                     "{'latent_frames': 5} sample: rel L2 3.1e-02 > 1.0e-02")
+
+
+def test_one_checking_process_serves_a_builds_checks(built_cache):
+    """The build's CheckServer: one process checks engine after engine (here the same one twice,
+    quick then full), each result as a fresh process gives it; a process that was killed is
+    replaced at the next check; a broken engine file fails that check only."""
+    import signal as signals
+
+    from framepack_trt.verify import CheckServer
+
+    _, cache = built_cache
+    (entry,) = json.loads((cache / "manifest.json").read_text())["entries"].values()
+    with CheckServer(cache) as server:
+        first = server.check(entry)
+        pid = server._proc.pid
+        second = server.check(entry, full=True, seed=3)
+        assert server._proc.pid == pid
+        os.kill(pid, signals.SIGKILL)
+        server._proc.wait()
+        third = server.check(entry)
+        assert server._proc.pid != pid
+        missing = server.check({**entry, "engine": {**entry["engine"], "file": "engines/none.pt2"}})
+    assert first["passed"] and first["mode"] == "quick" and len(first["cases"]) == 2
+    assert second["passed"] and second["mode"] == "full" and len(second["cases"]) >= 4
+    assert third["passed"]
+    assert not missing["passed"] and missing["status"] == "missing"
