@@ -1,0 +1,415 @@
+"""FramePack's own code as the client: ``demo_gradio.py``'s and ``demo_gradio_f1.py``'s
+``worker`` (the copy in ``tests/framepack_upstream``, run through
+``framepack_trt.framepack_worker``) generates two sections of video end to end, with tiny
+random weights of FramePack's own transformer class and of the classes ``demo_gradio.py``
+loads, once eagerly and once with every module swapped for the engines of one cache
+(``use_engines(strict=True)``: a call no engine serves fails the test). The latents each
+section's sampler returns and the pixels FramePack hands to ``save_bcthw_as_mp4`` match the
+eager run's; engine outputs go through FramePack's and diffusers' code under ``torch.no_grad``
+only, as in FramePack (diffusers' framewise decoding blends decoded windows in place), and an
+exception in the worker fails the test instead of being printed (``ReraiseTraceback``).
+
+Shapes are FramePack's own: the 640 buckets (a 100x130 image -> 544x704, latent 68x88), the
+LLaMA prompt padded to 256 tokens after the template, SigLIP's 729 image tokens (a 54x54 input
+in 2x2 patches). Small are what the user sets in the UI: latent_window_size 3 (decoded as
+framewise windows of 5, 4 or 3 latent frames and the 1-frame tail, as FramePack's default 9
+is), 3 steps, TeaCache on. Encoders and VAE run in float32 (FramePack's float16 is for the
+GPU), the transformer in bfloat16 as FramePack casts it. The two scripts differ only in their
+section loop, so demo_gradio.py runs in high-VRAM mode and demo_gradio_f1.py in low-VRAM mode:
+every path of both, in two runs each."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import cli, once_per_run, write_profile
+from tests_helpers import rel_l2
+
+from framepack_trt.framepack import use_engines
+
+#: The user's inputs: two sections (0.8 s * 30 / (3 * 4) = 2), 3 steps, TeaCache.
+PROMPT = "a girl dances gracefully"
+SEED, TOTAL_SECONDS, WINDOW, STEPS = 31337, 0.8, 3, 3
+SECTIONS = 2
+
+#: The encoders' widths as the transformer takes them (LLaMA 64, CLIP 32, SigLIP 32).
+TRANSFORMER = {"text_embed_dim": 64, "pooled_projection_dim": 32, "image_proj_dim": 32}
+#: SigLIP at 729 tokens (27 x 27 patches), what FramePack's transformer is built for.
+SIGLIP = {"image_size": 54, "patch_size": 2}
+#: Four channels (the decoder's full-resolution convolutions are most of the run's time on
+#: the CPU), no middle-block attention (at 5 latent frames of 68x88 its causal mask alone is
+#: 3.6 GB).
+VAE = {"block_out_channels": [4, 4, 4, 4], "norm_num_groups": 2, "mid_block_add_attention": False}
+
+
+def _side(low: int, high: int) -> dict:
+    return {"min": low, "opt": high, "max": high}
+
+
+#: One engine per module at the shapes the worker calls with. The VAE engines' ranges cover
+#: high-VRAM mode's whole frames (68x88) and low-VRAM mode's tiles (32 and 20 by 32 and 16);
+#: the decoder's windows of 3 to 5 latent frames and the 1-frame tail window.
+ENTRIES = [
+    {"component": "llama_text", "source": {"random": {"seed": 1}}, "dtype": "float32",
+     "dims": {"batch": 1, "text_len": 351}},
+    {"component": "clip_text", "source": {"random": {"seed": 0}}, "dtype": "float32",
+     "dims": {"batch": 1, "text_len": 77}},
+    {"component": "siglip_image", "source": {"random": {"seed": 2, "config": SIGLIP}},
+     "dtype": "float32", "dims": {"batch": 1}},
+    {"component": "vae_encode", "source": {"random": {"seed": 4, "config": VAE}},
+     "dtype": "float32", "dims": {"latent_height": _side(16, 68), "latent_width": _side(16, 88)}},
+    {"component": "vae_decode", "source": {"random": {"seed": 4, "config": VAE}},
+     "dtype": "float32", "dims": {"latent_frames": _side(3, 5), "latent_height": _side(16, 68),
+                                  "latent_width": _side(16, 88)}},
+    {"component": "vae_decode", "name": "vae_decode_tail",
+     "source": {"random": {"seed": 4, "config": VAE}}, "dtype": "float32",
+     "dims": {"latent_frames": 1, "latent_height": _side(16, 68), "latent_width": _side(16, 88)}},
+    {"component": "transformer", "source": {"random": {"seed": 7, "config": TRANSFORMER}},
+     "dtype": "bfloat16",  # engines: blocks (the default), served by architecture
+     "dims": {"latent_frames": WINDOW, "latent_height": 68, "latent_width": 88,
+              "text_len": {"min": 1, "opt": 16, "max": 256}}},
+]
+
+COMPONENTS = ("transformer", "llama_text", "clip_text", "siglip_image", "vae_encode", "vae_decode")
+PIECES = ("transformer_input", "transformer_dual_block", "transformer_single_block",
+          "transformer_output")
+
+#: Engine against eager: the float32 modules' outputs (rel L2).
+TOL = 1e-4
+#: The latents each section's sampler returns, through the bfloat16 transformer: its block
+#: engines' fused kernels round otherwise than FramePack's eager forward (test_transformer_blocks
+#: measured 1.5e-3 to 2.1e-3 against diffusers' forward over a loop).
+TOL_BF16 = 2e-2
+
+
+@pytest.fixture(scope="session")
+def worker_engines(tmp_path_factory) -> Path:
+    """The cache of ENTRIES, built once per test run (shared by the xdist workers)."""
+    def make(root: Path) -> None:
+        profile = write_profile(root / "worker.yaml", ENTRIES)
+        r = cli("build", "--profile", str(profile), "--cache-dir", str(root / "cache"), "--json",
+                check=True)
+        (root / "build.json").write_text(r.stdout)
+
+    root = once_per_run(tmp_path_factory, "framepack_worker", make)
+    results = json.loads((root / "build.json").read_text())["results"]
+    assert all(r["outcome"] == "built" for r in results), results
+    return root / "cache"
+
+
+def _weights(cache: Path, folder: str) -> Path:
+    (path,) = (cache / "weights").glob(f"{folder}-*")
+    return path
+
+
+def _tokenizers(root: Path):
+    """FramePack's tokenizers, loaded with from_pretrained from folders written here: a word
+    level LLaMA tokenizer over the words of HunyuanVideo's prompt template and the prompt (the
+    template is 102 tokens, the prompt 4), and a CLIP BPE tokenizer over letters and a few
+    merges."""
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import CLIPTokenizer, PreTrainedTokenizerFast
+
+    words = pre_tokenizers.Whitespace().pre_tokenize_str(
+        DEFAULT_PROMPT_TEMPLATE["template"].format(PROMPT))
+    vocab = {"<unk>": 0, "<pad>": 1, "<s>": 2, "</s>": 3}
+    for word in sorted({w for w, _ in words}):
+        vocab[word] = len(vocab)
+    llama = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    llama.pre_tokenizer = pre_tokenizers.Whitespace()
+    (root / "tokenizer").mkdir()
+    llama.save(str(root / "tokenizer" / "tokenizer.json"))
+    (root / "tokenizer" / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>", "unk_token": "<unk>",
+         "bos_token": "<s>", "eos_token": "</s>"}))
+
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    merges = ["a n", "c e", "an ce", "g i", "gi r"]
+    clip = {"<|startoftext|>": 0, "!": 1, "<|endoftext|>": 2}  # the tiny CLIP's bos, -, eos
+    for token in [*letters, *(c + "</w>" for c in letters), *(m.replace(" ", "") for m in merges)]:
+        clip[token] = len(clip)
+    (root / "tokenizer_2").mkdir()
+    (root / "tokenizer_2" / "vocab.json").write_text(json.dumps(clip))
+    (root / "tokenizer_2" / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return (PreTrainedTokenizerFast.from_pretrained(root / "tokenizer"),
+            CLIPTokenizer.from_pretrained(root / "tokenizer_2"))
+
+
+def _transformer(cache: Path, root: Path, seed: int):
+    """FramePack's ``HunyuanVideoTransformer3DModelPacked`` of the engines' architecture, random
+    weights (every parameter drawn: none left at zero or one), written with save_pretrained and
+    loaded as demo_gradio.py loads it: from_pretrained in bfloat16, fp32 output on."""
+    import inspect
+
+    from diffusers_helper.models.hunyuan_video_packed import HunyuanVideoTransformer3DModelPacked
+
+    config = json.loads((_weights(cache, "transformer") / "config.json").read_text())
+    params = inspect.signature(HunyuanVideoTransformer3DModelPacked.__init__).parameters
+    model = HunyuanVideoTransformer3DModelPacked(**{k: v for k, v in config.items() if k in params})
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if p.ndim > 1:  # linear and convolution weights: unit variance out
+                p.copy_(noise * (p[0].numel() ** -0.5))
+            else:  # norm scales about 1, biases about 0
+                p.copy_(noise * 0.1 + (1.0 if name.endswith("weight") else 0.0))
+    folder = root / f"transformer-{seed}"
+    model.save_pretrained(folder)
+    model = HunyuanVideoTransformer3DModelPacked.from_pretrained(folder, torch_dtype=torch.bfloat16)
+    model.high_quality_fp32_output_for_inference = True
+    return model
+
+
+def load_models(cache: Path, root: Path, transformer_seed: int = 0) -> dict:
+    """What demo_gradio.py's module level makes, from the cache's random weights (the
+    transformer: FramePack's class, weights of its own)."""
+    from diffusers import AutoencoderKLHunyuanVideo
+    from transformers import CLIPTextModel, LlamaModel, SiglipImageProcessor, SiglipVisionModel
+
+    from framepack_trt.framepack_worker import import_framepack
+
+    import_framepack()  # FramePack's diffusers_helper, importable from its folder
+    root.mkdir(parents=True, exist_ok=True)
+    tokenizer, tokenizer_2 = _tokenizers(root)
+    models = {
+        "text_encoder": LlamaModel.from_pretrained(_weights(cache, "llama_text")),
+        "text_encoder_2": CLIPTextModel.from_pretrained(_weights(cache, "clip_text")),
+        "tokenizer": tokenizer, "tokenizer_2": tokenizer_2,
+        "vae": AutoencoderKLHunyuanVideo.from_pretrained(_weights(cache, "vae")),
+        "feature_extractor": SiglipImageProcessor(size={"height": 54, "width": 54}),
+        "image_encoder": SiglipVisionModel.from_pretrained(_weights(cache, "siglip_image")),
+        "transformer": _transformer(cache, root, transformer_seed),
+    }
+    for name in ("vae", "text_encoder", "text_encoder_2", "image_encoder", "transformer"):
+        models[name].eval().requires_grad_(False)
+    return models
+
+
+def run_worker(script: str, models: dict, root: Path, high_vram: bool = True,
+               decode: list | None = None) -> dict:
+    """FramePack's worker of ``script`` on a random 100x130 image, with the UI's inputs above.
+    Returns what FramePack's functions returned, recorded on the way (each call goes to the
+    real one): ``sample_hunyuan``'s latents per section, ``vae_decode``'s inputs, the
+    encoders' outputs; the pixels given to ``save_bcthw_as_mp4`` (recorded, not written) and
+    the output queue's flags. ``decode``: latents ``vae_decode`` decodes in place of the ones
+    it is given, one per call (another run's ``decoded``, of the same shapes)."""
+    from framepack_trt.framepack_worker import load_worker
+
+    out = {name: [] for name in ("latents", "decoded", "pixels", "encode_prompt_conds",
+                                 "vae_encode", "hf_clip_vision_encode")}
+    namespace = {**models, "high_vram": high_vram, "outputs_folder": str(root / "outputs")}
+    namespace["save_bcthw_as_mp4"] = lambda x, output_filename, fps=10, crf=0: out[
+        "pixels"].append(x.clone())
+    worker = load_worker(namespace, script)
+
+    def recorder(name, record):
+        real = namespace[name]
+
+        def call(*args, **kwargs):
+            result = real(*args, **kwargs)
+            out[name].append(record(result))
+            return result
+        namespace[name] = call
+
+    recorder("encode_prompt_conds", lambda r: [t.clone() for t in r])
+    recorder("vae_encode", lambda r: r.clone())
+    recorder("hf_clip_vision_encode", lambda r: r.last_hidden_state.clone())
+    sample_hunyuan, vae_decode = namespace["sample_hunyuan"], namespace["vae_decode"]
+
+    def sample(**kwargs):
+        latents = sample_hunyuan(**kwargs)
+        out["latents"].append(latents.clone())
+        return latents
+
+    def decode_(latents, vae, image_mode=False):
+        if decode is not None:
+            given = decode[len(out["decoded"])]
+            assert given.shape == latents.shape
+            latents = given
+        out["decoded"].append(latents.clone())
+        return vae_decode(latents, vae, image_mode)
+
+    namespace["sample_hunyuan"], namespace["vae_decode"] = sample, decode_
+    os.makedirs(namespace["outputs_folder"], exist_ok=True)
+    image = np.random.default_rng(5).integers(0, 256, (100, 130, 3), dtype=np.uint8)
+    assert not torch.is_inference_mode_enabled()
+    torch.manual_seed(0)  # vae_encode samples the posterior from torch's global generator
+    worker(image, PROMPT, "", SEED, TOTAL_SECONDS, WINDOW, STEPS, 1.0, 10.0, 0.0, 6, True, 16)
+    out["flags"] = []
+    while (item := namespace["stream"].output_queue.pop()) is not None:
+        out["flags"].append(item[0])
+    return out
+
+
+def modules(models: dict) -> dict:
+    """The models ``use_engines`` takes (FramePack's names), of those ``load_models`` made."""
+    return {k: v for k, v in models.items() if not k.startswith(("tokenizer", "feature"))}
+
+
+def check_same(got: dict, want: dict) -> dict[str, float]:
+    """The engine run against the eager run: the float32 modules' outputs within ``TOL``
+    (the encoders', and the pixels of a run that decoded the eager run's latents), the
+    sampler's latents (through the bfloat16 transformer) within ``TOL_BF16``. Returns the
+    largest rel L2 of each."""
+    assert got["flags"] == want["flags"] and got["flags"][-1] == "end"
+    assert got["flags"].count("file") == SECTIONS and len(got["latents"]) == SECTIONS
+    worst = {}
+    for name, tol in (("encode_prompt_conds", TOL), ("vae_encode", TOL),
+                      ("hf_clip_vision_encode", TOL), ("decoded", 0.0), ("pixels", TOL),
+                      ("latents", TOL_BF16)):
+        pairs = list(zip(got[name], want[name], strict=True))
+        pairs = [p for pair in pairs for p in (zip(*pair, strict=True)
+                                               if isinstance(pair[0], list) else [pair])]
+        assert pairs and all(g.shape == w.shape for g, w in pairs), name
+        worst[name] = max(rel_l2(g, w) for g, w in pairs)
+        assert worst[name] <= tol, (name, worst)
+    return worst
+
+
+def check_served(engines, vae_decode_calls: int) -> None:
+    """Every module ran its engines only (strict would have raised otherwise), the
+    transformer's block engines included."""
+    counts = engines.counts()
+    assert sorted(counts) == sorted(COMPONENTS), counts
+    assert all(c["eager"] == 0 and c["engine"] > 0 for c in counts.values()), counts
+    assert counts["transformer"]["engine"] == SECTIONS * STEPS
+    assert counts["llama_text"]["engine"] == counts["clip_text"]["engine"] == 1  # cfg 1
+    assert counts["vae_decode"]["engine"] == vae_decode_calls, counts
+    served = engines.served()
+    assert sorted(served["transformer"]) == sorted(PIECES), served
+    blocks = served["transformer"]["transformer_dual_block"]
+    # TeaCache runs the block stack at least at each section's first and last step.
+    assert 2 * SECTIONS <= blocks <= SECTIONS * STEPS
+    assert served["transformer"]["transformer_single_block"] == blocks
+    assert all(sum(served[c].values()) == counts[c]["engine"] for c in COMPONENTS
+               if c != "transformer"), served
+    report = engines.report()
+    assert "no engine" not in report and "broken" not in report, report
+
+
+def test_demo_gradio_worker_on_engines(worker_engines, tmp_path):
+    """demo_gradio.py (I2V, inverted sampling), high-VRAM mode: every module on its engines,
+    the latents and pixels of both sections as eager's. The last section decodes 7 latent
+    frames as framewise windows of 5, 4 and 1 frames, blended in place."""
+    models = load_models(worker_engines, tmp_path / "models")
+    want = run_worker("demo_gradio.py", models, tmp_path / "eager")
+    engines = use_engines(worker_engines, strict=True, **modules(models))
+    try:
+        got = run_worker("demo_gradio.py", models, tmp_path / "engines", decode=want["decoded"])
+        check_served(engines, vae_decode_calls=1 + 3)
+        assert engines.served()["vae_decode"] == {"vae_decode": 3, "vae_decode_tail": 1}
+    finally:
+        engines.restore()
+    check_same(got, want)
+    assert [tuple(p.shape) for p in got["pixels"]] == [(1, 3, 9, 544, 704), (1, 3, 25, 544, 704)]
+
+
+def test_demo_gradio_f1_worker_low_vram_mode(worker_engines, tmp_path):
+    """demo_gradio_f1.py in low-VRAM mode as the script sets it up: the VAE sliced and tiled
+    (an engine call per 256-pixel tile: 12 per frame window of 544x704), DynamicSwapInstaller on
+    the transformer and the LLaMA encoder (each weight read a copy moved to ``gpu``), and the
+    worker's own model moves. F1's transformer is another checkpoint of the architecture the
+    block engines were built for. The second section decodes 6 latent frames: windows of 5
+    and 3, each tiled."""
+    from framepack_trt.framepack_worker import keep_output_capture
+
+    models = load_models(worker_engines, tmp_path / "models", transformer_seed=1)
+    from diffusers_helper.memory import DynamicSwapInstaller  # FramePack's, from its folder
+
+    gpu = torch.device("cpu")  # the worker's gpu without CUDA (framepack_worker)
+    models["vae"].enable_slicing()
+    models["vae"].enable_tiling()
+    DynamicSwapInstaller.install_model(models["transformer"], device=gpu)
+    DynamicSwapInstaller.install_model(models["text_encoder"], device=gpu)
+    keep_output_capture(models["text_encoder"])  # transformers 5: its eager hidden_states
+    want = run_worker("demo_gradio_f1.py", models, tmp_path / "eager", high_vram=False)
+    engines = use_engines(worker_engines, strict=True, **modules(models))
+    try:
+        got = run_worker("demo_gradio_f1.py", models, tmp_path / "engines", high_vram=False,
+                         decode=want["decoded"])
+        check_served(engines, vae_decode_calls=(1 + 2) * 12)
+        assert engines.counts()["vae_encode"]["engine"] == 12
+    finally:
+        engines.restore()
+    check_same(got, want)
+    assert [tuple(p.shape) for p in got["pixels"]] == [(1, 3, 13, 544, 704), (1, 3, 25, 544, 704)]
+
+
+# -- the driver alone (no engines, no models) --------------------------------------------------
+
+def _namespace(**extra) -> dict:
+    """Every name demo_gradio.py's module level makes, as placeholders."""
+    names = ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "vae",
+             "feature_extractor", "image_encoder", "transformer")
+    return {**dict.fromkeys(names), "high_vram": True, "outputs_folder": "unused", **extra}
+
+
+def test_find_framepack(tmp_path):
+    from framepack_trt.errors import UsageError
+    from framepack_trt.framepack_worker import VENDORED, find_framepack
+
+    assert find_framepack() == VENDORED.resolve()
+    assert (VENDORED / "demo_gradio.py").is_file() and (VENDORED / "LICENSE").is_file()
+    (tmp_path / "fp" / "diffusers_helper").mkdir(parents=True)
+    with pytest.raises(UsageError, match=r"^FramePack folder .*/fp: not a FramePack checkout, "
+                                         r"it has no demo_gradio.py$"):
+        find_framepack(tmp_path / "fp")
+    (tmp_path / "fp" / "demo_gradio.py").write_text("")
+    assert find_framepack(tmp_path / "fp") == (tmp_path / "fp").resolve()
+    with pytest.raises(UsageError, match="it has no demo_gradio.py and no diffusers_helper/"):
+        find_framepack(tmp_path)
+    with pytest.raises(UsageError, match="/nowhere: no such folder"):
+        find_framepack(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("script", ["demo_gradio.py", "demo_gradio_f1.py"])
+def test_load_worker_takes_the_scripts_own_code(script):
+    """The worker is the script's function (its file and line), its imports only those it
+    needs (no Gradio); a name the script's module level would have made is asked for."""
+    import ast
+
+    from framepack_trt.errors import UsageError
+    from framepack_trt.framepack_worker import VENDORED, ReraiseTraceback, load_worker
+
+    namespace = _namespace()
+    worker = load_worker(namespace, script)
+    code = worker.__wrapped__.__code__  # under FramePack's @torch.no_grad()
+    tree = ast.parse((VENDORED / script).read_text())
+    (node,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "worker"]
+    first = node.decorator_list[0].lineno  # @torch.no_grad(), as the script has it
+    assert (code.co_filename, code.co_firstlineno) == (str(VENDORED / script), first)
+    assert "gr" not in namespace and "parser" not in namespace and "login" not in namespace
+    assert namespace["gpu"] == torch.device("cpu") or torch.cuda.is_available()
+    assert isinstance(namespace["traceback"], ReraiseTraceback)
+    assert callable(namespace["sample_hunyuan"]) and namespace["stream"] is not None
+    with pytest.raises(UsageError, match=f"^{script}'s worker reads high_vram, vae: give them"):
+        load_worker({k: v for k, v in _namespace().items() if k not in ("vae", "high_vram")},
+                    script)
+
+
+def test_worker_exceptions_reach_the_caller():
+    """FramePack's worker catches every exception and prints it; here it re-raises, unless
+    ``raise_errors=False`` (FramePack's behaviour: printed, then 'end')."""
+    from framepack_trt.framepack_worker import load_worker
+
+    def tokenizer(*args, **kwargs):
+        raise RuntimeError("the tokenizer failed")
+
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    worker = load_worker(_namespace(tokenizer=tokenizer))
+    with pytest.raises(RuntimeError, match="the tokenizer failed"):
+        worker(image, PROMPT, "", SEED, TOTAL_SECONDS, WINDOW, STEPS, 1.0, 10.0, 0.0, 6, True, 16)
+    namespace = _namespace(tokenizer=tokenizer)
+    worker = load_worker(namespace, raise_errors=False)
+    worker(image, PROMPT, "", SEED, TOTAL_SECONDS, WINDOW, STEPS, 1.0, 10.0, 0.0, 6, True, 16)
+    flags = []
+    while (item := namespace["stream"].output_queue.pop()) is not None:
+        flags.append(item[0])
+    assert flags[-1] == "end" and "file" not in flags
