@@ -11,9 +11,9 @@ exception in the worker fails the test instead of being printed (``ReraiseTraceb
 
 Shapes are FramePack's own: the 640 buckets (a 100x130 image -> 544x704, latent 68x88), the
 LLaMA prompt padded to 256 tokens after the template, SigLIP's 729 image tokens (a 54x54 input
-in 2x2 patches). Small are what the user sets in the UI: latent_window_size 3 (decoded as
-framewise windows of 5, 4 or 3 latent frames and the 1-frame tail, as FramePack's default 9
-is), 3 steps, TeaCache on. Encoders and VAE run in float32 (FramePack's float16 is for the
+in 2x2 patches). Small are what the user sets in the UI: latent_window_size 2 (I2V's last
+section decodes 5 latent frames as framewise windows of 5 and 2 frames, blended in place),
+3 steps, TeaCache on. Encoders and VAE run in float32 (FramePack's float16 is for the
 GPU), the transformer in bfloat16 as FramePack casts it. The two scripts differ only in their
 section loop, so demo_gradio.py runs in high-VRAM mode and demo_gradio_f1.py in low-VRAM mode:
 every path of both, in two runs each."""
@@ -32,9 +32,9 @@ from tests_helpers import rel_l2
 
 from framepack_trt.framepack import use_engines
 
-#: The user's inputs: two sections (0.8 s * 30 / (3 * 4) = 2), 3 steps, TeaCache.
+#: The user's inputs: two sections (0.5 s * 30 / (2 * 4) = 1.875 -> 2), 3 steps, TeaCache.
 PROMPT = "a girl dances gracefully"
-SEED, TOTAL_SECONDS, WINDOW, STEPS = 31337, 0.8, 3, 3
+SEED, TOTAL_SECONDS, WINDOW, STEPS = 31337, 0.5, 2, 3
 SECTIONS = 2
 
 #: The encoders' widths as the transformer takes them (LLaMA 64, CLIP 32, SigLIP 32).
@@ -47,13 +47,17 @@ SIGLIP = {"image_size": 54, "patch_size": 2}
 VAE = {"block_out_channels": [4, 4, 4, 4], "norm_num_groups": 2, "mid_block_add_attention": False}
 
 
-def _side(low: int, high: int) -> dict:
-    return {"min": low, "opt": high, "max": high}
+def _side(low: int, high: int, opt: int | None = None) -> dict:
+    return {"min": low, "opt": high if opt is None else opt, "max": high}
 
 
-#: One engine per module at the shapes the worker calls with. The VAE engines' ranges cover
-#: high-VRAM mode's whole frames (68x88) and low-VRAM mode's tiles (32 and 20 by 32 and 16);
-#: the decoder's windows of 3 to 5 latent frames and the 1-frame tail window.
+#: The VAE engines' latent sides: high-VRAM mode's whole frames (68x88) and low-VRAM mode's
+#: tiles (32 and 20 by 32 and 16); opt a tile (the build's checks run eager at opt: cheaper).
+VAE_SIDES = {"latent_height": _side(16, 68, 32), "latent_width": _side(16, 88, 32)}
+
+#: One engine per module at the shapes the worker calls with; the decoder's as two, for
+#: windows of 3 to 5 latent frames and of 2 (a graph of its own: the causal upsampler's
+#: frames after the first are one, which export cannot take into a range).
 ENTRIES = [
     {"component": "llama_text", "source": {"random": {"seed": 1}}, "dtype": "float32",
      "dims": {"batch": 1, "text_len": 351}},
@@ -62,13 +66,12 @@ ENTRIES = [
     {"component": "siglip_image", "source": {"random": {"seed": 2, "config": SIGLIP}},
      "dtype": "float32", "dims": {"batch": 1}},
     {"component": "vae_encode", "source": {"random": {"seed": 4, "config": VAE}},
-     "dtype": "float32", "dims": {"latent_height": _side(16, 68), "latent_width": _side(16, 88)}},
+     "dtype": "float32", "dims": VAE_SIDES},
     {"component": "vae_decode", "source": {"random": {"seed": 4, "config": VAE}},
-     "dtype": "float32", "dims": {"latent_frames": _side(3, 5), "latent_height": _side(16, 68),
-                                  "latent_width": _side(16, 88)}},
-    {"component": "vae_decode", "name": "vae_decode_tail",
+     "dtype": "float32", "dims": {"latent_frames": _side(3, 5, 3), **VAE_SIDES}},
+    {"component": "vae_decode", "name": "vae_decode_two",
      "source": {"random": {"seed": 4, "config": VAE}}, "dtype": "float32",
-     "dims": {"latent_frames": 1, "latent_height": _side(16, 68), "latent_width": _side(16, 88)}},
+     "dims": {"latent_frames": 2, **VAE_SIDES}},
     {"component": "transformer", "source": {"random": {"seed": 7, "config": TRANSFORMER}},
      "dtype": "bfloat16",  # engines: blocks (the default), served by architecture
      "dims": {"latent_frames": WINDOW, "latent_height": 68, "latent_width": 88,
@@ -296,19 +299,20 @@ def check_served(engines, vae_decode_calls: int) -> None:
 
 def test_demo_gradio_worker_on_engines(worker_engines, tmp_path):
     """demo_gradio.py (I2V, inverted sampling), high-VRAM mode: every module on its engines,
-    the latents and pixels of both sections as eager's. The last section decodes 7 latent
-    frames as framewise windows of 5, 4 and 1 frames, blended in place."""
+    the latents and pixels of both sections as eager's. The first section decodes 2 latent
+    frames; the last 5, as framewise windows of 5 and 2 frames blended in place (diffusers'
+    ``blend_t`` writes into the second window's decoded frames: an engine output)."""
     models = load_models(worker_engines, tmp_path / "models")
     want = run_worker("demo_gradio.py", models, tmp_path / "eager")
     engines = use_engines(worker_engines, strict=True, **modules(models))
     try:
         got = run_worker("demo_gradio.py", models, tmp_path / "engines", decode=want["decoded"])
-        check_served(engines, vae_decode_calls=1 + 3)
-        assert engines.served()["vae_decode"] == {"vae_decode": 3, "vae_decode_tail": 1}
+        check_served(engines, vae_decode_calls=1 + 2)
+        assert engines.served()["vae_decode"] == {"vae_decode": 1, "vae_decode_two": 2}
     finally:
         engines.restore()
     check_same(got, want)
-    assert [tuple(p.shape) for p in got["pixels"]] == [(1, 3, 9, 544, 704), (1, 3, 25, 544, 704)]
+    assert [tuple(p.shape) for p in got["pixels"]] == [(1, 3, 5, 544, 704), (1, 3, 17, 544, 704)]
 
 
 def test_demo_gradio_f1_worker_low_vram_mode(worker_engines, tmp_path):
@@ -316,8 +320,8 @@ def test_demo_gradio_f1_worker_low_vram_mode(worker_engines, tmp_path):
     (an engine call per 256-pixel tile: 12 per frame window of 544x704), DynamicSwapInstaller on
     the transformer and the LLaMA encoder (each weight read a copy moved to ``gpu``), and the
     worker's own model moves. F1's transformer is another checkpoint of the architecture the
-    block engines were built for. The second section decodes 6 latent frames: windows of 5
-    and 3, each tiled."""
+    block engines were built for. The sections decode 3 and 4 latent frames, tiled (diffusers'
+    ``blend_v`` and ``blend_h`` write into the decoded tiles: engine outputs)."""
     from framepack_trt.framepack_worker import keep_output_capture
 
     models = load_models(worker_engines, tmp_path / "models", transformer_seed=1)
@@ -334,12 +338,12 @@ def test_demo_gradio_f1_worker_low_vram_mode(worker_engines, tmp_path):
     try:
         got = run_worker("demo_gradio_f1.py", models, tmp_path / "engines", high_vram=False,
                          decode=want["decoded"])
-        check_served(engines, vae_decode_calls=(1 + 2) * 12)
+        check_served(engines, vae_decode_calls=2 * 12)
         assert engines.counts()["vae_encode"]["engine"] == 12
     finally:
         engines.restore()
     check_same(got, want)
-    assert [tuple(p.shape) for p in got["pixels"]] == [(1, 3, 13, 544, 704), (1, 3, 25, 544, 704)]
+    assert [tuple(p.shape) for p in got["pixels"]] == [(1, 3, 9, 544, 704), (1, 3, 17, 544, 704)]
 
 
 # -- the driver alone (no engines, no models) --------------------------------------------------
