@@ -267,6 +267,82 @@ def load_package(path: Path):
     return runner
 
 
+def _machine_key() -> str:
+    """What inductor's CPU probe depends on: torch, the platform, the CPU's vector feature bits
+    (as torch reads them) and the C++ compiler (its path, size and time: a new compiler is
+    probed again)."""
+    import hashlib
+    import os
+    import platform
+    import sys
+
+    import torch
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    from torch._inductor.cpu_vec_isa import x86_isa_checker
+
+    compiler = shutil.which(get_cpp_compiler()) or get_cpp_compiler()
+    try:
+        st = os.stat(os.path.realpath(compiler))
+        stamp = [os.path.realpath(compiler), st.st_size, st.st_mtime_ns]
+    except OSError:
+        stamp = [compiler]
+    text = repr([torch.__version__, sys.platform, platform.machine(), x86_isa_checker(), stamp])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@contextmanager
+def known_vec_isa(state_dir: Path) -> Iterator[str]:
+    """Inductor's CPU probe (``pick_vec_isa``: for each vector ISA the CPU reports, and for some
+    of their extensions such as AVX-512 BF16, compile a test program and load it in a child
+    process; 44-50 s in a fresh process on an H100 machine, docs/first-use.md) once per machine
+    instead of once per building process: each test's answer is recorded in ``state_dir``
+    (``vec_isa.json``, under ``_machine_key``), and while the block runs (the compile inside it
+    included) a test already answered on this machine is answered from the record, the others
+    are run and recorded. So a package is compiled for the same ISA and flags as with the probe.
+    Yields the ISA."""
+    import hashlib
+    import json
+
+    from torch._inductor.cpu_vec_isa import VecISA, pick_vec_isa, valid_vec_isa_list
+
+    if valid_vec_isa_list.cache_info().currsize:  # this process knows it already
+        yield str(pick_vec_isa())
+        return
+    record = Path(state_dir) / "vec_isa.json"
+    try:
+        known = json.loads(record.read_text())
+    except (OSError, ValueError):
+        known = {}
+    key = _machine_key()
+    answers: dict[str, bool] = dict(known.get(key, {}))
+    learned = False
+    probe = VecISA.__dict__["check_build"]
+
+    def check_build(self, code: str) -> bool:
+        nonlocal learned
+        test = (f"{type(self).__name__} {self.build_arch_flags()} "
+                f"{hashlib.sha256(code.encode()).hexdigest()[:16]}")
+        if test not in answers:
+            answers[test] = bool(probe(self, code))
+            learned = True
+        return answers[test]
+
+    VecISA.check_build = check_build
+    try:
+        yield str(pick_vec_isa())
+    finally:
+        VecISA.check_build = probe
+        if learned:
+            known[key] = answers
+            try:
+                from framepack_trt.util import atomic_write_text
+
+                record.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(record, json.dumps(known, indent=1, sort_keys=True))
+            except OSError:
+                pass  # a read-only state folder: probed again next time
+
+
 #: Added to the link of every package's shared library; see ``extra_link_flags``.
 LINK_FLAGS = "-static-libstdc++ -static-libgcc -Wl,--exclude-libs,ALL -Wl,-Bsymbolic"
 
@@ -366,7 +442,7 @@ class AotiBackend(Backend):
 
         settings: AotiSettings = request.settings  # type: ignore[assignment]
         configs = settings.inductor_configs()
-        with extra_link_flags(), stride_check_fix() as rescued:
+        with known_vec_isa(request.state_dir), extra_link_flags(), stride_check_fix() as rescued:
             torch._inductor.aoti_compile_and_package(
                 request.exported, package_path=str(out_path), inductor_configs=configs
             )

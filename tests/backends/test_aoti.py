@@ -244,3 +244,50 @@ def test_share_weights_encoder_runs_on_the_vaes_own_tensors(tmp_path, tiny_weigh
     for got, want in outputs:
         assert rel_l2(got, want) < 1e-5, rel_l2(got, want)
     assert rel_l2(outputs[1][1], outputs[0][1]) > 1e-2
+
+
+_PROBE = r"""
+import sys
+import torch._inductor.cpu_vec_isa as isa_module
+from framepack_trt.backends.aoti import known_vec_isa
+calls = []
+probe = isa_module.VecISA.check_build
+def counted(self, code):
+    calls.append(str(self))
+    return probe(self, code)
+isa_module.VecISA.check_build = counted
+with known_vec_isa(sys.argv[1]) as isa:
+    print(isa, len(calls))
+"""
+
+
+def test_inductors_cpu_probe_runs_once_per_machine(tmp_path):
+    """The build's compile needs the CPU's vector ISA: the first building process probes it
+    (compiles test programs) and records the answer in the cache's state folder; the next one
+    takes the same answer from the CPU's feature bits without compiling anything."""
+    import platform
+    import sys
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the probe compiles only for x86 ISAs")
+    state = tmp_path / "state"
+
+    def run():
+        proc = subprocess.run([sys.executable, "-c", _PROBE, str(state)], capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        isa, calls = proc.stdout.split()[-2:]
+        return isa, int(calls)
+
+    first, probes = run()
+    assert probes > 0 and (state / "vec_isa.json").is_file()
+    again, probes_again = run()
+    assert (again, probes_again) == (first, 0)
+    (answers,) = json.loads((state / "vec_isa.json").read_text()).values()
+    assert len(answers) == probes and any(answers.values())
+    # Another machine (another key) in the record: this one's answers are found apart.
+    (state / "vec_isa.json").write_text(json.dumps({"another-machine": {}}))
+    third, probes_third = run()
+    assert (third, probes_third) == (first, probes)
+    record = json.loads((state / "vec_isa.json").read_text())
+    assert len(record) == 2 and record["another-machine"] == {}
