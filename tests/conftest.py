@@ -22,18 +22,20 @@ os.environ["COLUMNS"] = "200"
 REPO = Path(__file__).resolve().parent.parent
 
 
-#: The run-wide builds (once_per_run) that tests wait on, longest first.
-SHARED_BUILDS = ("tiny_build", "blocks")
+#: The run-wide builds (once_per_run) that tests wait on, longest first (about 7, 3 and 2 min
+#: on 2 cores).
+SHARED_BUILDS = ("tiny_build", "worker_engines", "blocks")
 
 
 def pytest_collection_modifyitems(config, items):
     """Order the run for ``make test``'s pytest-xdist workers, which start on consecutive
     chunks of the tests (each worker a quarter of its share, in order: pytest-xdist's load
-    scheduling) and then take the rest in order as they go. The two shared builds start the
-    first two chunks, one on each worker (the tiny profile, about 7 min on 2 cores, and the
-    transformer pieces, 2 min); then come the tests that need neither, then the pieces' tests,
-    then the tiny build's, the longest of each group first. In collection order both workers
-    began with tests of the tiny build, and one of them waited minutes for the other."""
+    scheduling) and then take the rest in order as they go. The first two shared builds start
+    the first two chunks, one on each worker (the tiny profile, about 7 min on 2 cores, and
+    FramePack's worker's engines, 3 min), the third comes next (the transformer pieces, 2 min);
+    then come the tests that need none, then those of each build, the last build's first and
+    the longest of each group first. In collection order both workers began with tests of the
+    tiny build, and one of them waited minutes for the other."""
     def needs(item) -> str | None:
         names = set(getattr(item, "fixturenames", ()))
         return next((b for b in SHARED_BUILDS if b in names), None)
@@ -204,3 +206,65 @@ def siglip_with_torchs_own_loader(cache: Path, device: str) -> float:
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return float(proc.stdout.strip().splitlines()[-1])
+
+
+# -- FramePack's own worker (tests/test_framepack_worker.py) ----------------------------------
+
+#: FramePack's latent_window_size in those tests (the user's input): the transformer engines'
+#: latent_frames.
+WORKER_WINDOW = 2
+#: The encoders' widths as the transformer takes them (LLaMA 64, CLIP 32, SigLIP 32).
+WORKER_TRANSFORMER = {"text_embed_dim": 64, "pooled_projection_dim": 32, "image_proj_dim": 32}
+#: SigLIP at 729 tokens (27 x 27 patches), what FramePack's transformer is built for.
+WORKER_SIGLIP = {"image_size": 54, "patch_size": 2}
+#: Two channels (the decoder's full-resolution convolutions are most of the run's time on the
+#: CPU: 4 took the test twice as long), no middle-block attention (at 5 latent frames of 68x88
+#: its causal mask alone is 3.6 GB).
+WORKER_VAE = {"block_out_channels": [2, 2, 2, 2], "norm_num_groups": 2, "mid_block_add_attention": False}
+
+
+def _side(low: int, high: int, opt: int | None = None) -> dict:
+    return {"min": low, "opt": high if opt is None else opt, "max": high}
+
+
+#: The VAE engines' latent sides: high-VRAM mode's whole frames (68x88) and low-VRAM mode's
+#: tiles (32 and 20 by 32 and 16); opt a tile (the build's checks run eager at opt: cheaper).
+WORKER_VAE_SIDES = {"latent_height": _side(16, 68, 32), "latent_width": _side(16, 88, 32)}
+
+#: One engine per module at the shapes the worker calls with; the decoder's as two, for
+#: windows of 3 to 5 latent frames and of 2 (a graph of its own: the causal upsampler's
+#: frames after the first are one, which export cannot take into a range).
+WORKER_ENTRIES = [
+    {"component": "llama_text", "source": {"random": {"seed": 1}}, "dtype": "float32",
+     "dims": {"batch": 1, "text_len": 351}},
+    {"component": "clip_text", "source": {"random": {"seed": 0}}, "dtype": "float32",
+     "dims": {"batch": 1, "text_len": 77}},
+    {"component": "siglip_image", "source": {"random": {"seed": 2, "config": WORKER_SIGLIP}},
+     "dtype": "float32", "dims": {"batch": 1}},
+    {"component": "vae_encode", "source": {"random": {"seed": 4, "config": WORKER_VAE}},
+     "dtype": "float32", "dims": WORKER_VAE_SIDES},
+    {"component": "vae_decode", "source": {"random": {"seed": 4, "config": WORKER_VAE}},
+     "dtype": "float32", "dims": {"latent_frames": _side(3, 5, 3), **WORKER_VAE_SIDES}},
+    {"component": "vae_decode", "name": "vae_decode_two",
+     "source": {"random": {"seed": 4, "config": WORKER_VAE}}, "dtype": "float32",
+     "dims": {"latent_frames": 2, **WORKER_VAE_SIDES}},
+    {"component": "transformer", "source": {"random": {"seed": 7, "config": WORKER_TRANSFORMER}},
+     "dtype": "bfloat16",  # engines: blocks (the default), served by architecture
+     "dims": {"latent_frames": WORKER_WINDOW, "latent_height": 68, "latent_width": 88,
+              "text_len": {"min": 1, "opt": 16, "max": 256}}},
+]
+
+
+@pytest.fixture(scope="session")
+def worker_engines(tmp_path_factory) -> Path:
+    """The cache of WORKER_ENTRIES, built once per test run (shared by the xdist workers)."""
+    def make(root: Path) -> None:
+        profile = write_profile(root / "worker.yaml", WORKER_ENTRIES)
+        r = cli("build", "--profile", str(profile), "--cache-dir", str(root / "cache"), "--json",
+                check=True)
+        (root / "build.json").write_text(r.stdout)
+
+    root = once_per_run(tmp_path_factory, "framepack_worker", make)
+    results = json.loads((root / "build.json").read_text())["results"]
+    assert all(r["outcome"] == "built" for r in results), results
+    return root / "cache"
