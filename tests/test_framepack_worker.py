@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import WORKER_SIGLIP, WORKER_WINDOW
+from conftest import WORKER_SIGLIP, WORKER_WINDOW, cli
 from tests_helpers import rel_l2
 
 from framepack_trt.framepack import use_engines
@@ -395,3 +395,21 @@ def test_worker_exceptions_reach_the_caller():
     while (item := namespace["stream"].output_queue.pop()) is not None:
         flags.append(item[0])
     assert flags[-1] == "end" and "file" not in flags
+
+
+def test_strict_refuses_a_vae_part_without_engines(worker_engines, tmp_path):
+    """``strict=True``: the VAE's decoder without an engine (its encoder has one) would run
+    eagerly at every decode, which strict promises never to do silently."""
+    import shutil
+
+    from diffusers import AutoencoderKLHunyuanVideo
+
+    from framepack_trt.framepack import EngineFallback
+
+    cache = tmp_path / "cache"
+    shutil.copytree(worker_engines, cache)
+    cli("purge", "--cache-dir", str(cache), "-c", "vae_decode", "-c", "vae_decode_two", "--yes",
+        check=True)
+    vae = AutoencoderKLHunyuanVideo.from_pretrained(_weights(cache, "vae")).eval()
+    with pytest.raises(EngineFallback, match="decod"):
+        use_engines(cache, strict=True, vae=vae)
