@@ -138,9 +138,9 @@ def load_models(cache: Path, root: Path, transformer_seed: int = 0) -> dict:
     from diffusers import AutoencoderKLHunyuanVideo
     from transformers import CLIPTextModel, LlamaModel, SiglipImageProcessor, SiglipVisionModel
 
-    from framepack_trt.framepack_worker import import_framepack
+    from framepack_trt.framepack_worker import VENDORED, import_framepack
 
-    import_framepack()  # FramePack's diffusers_helper, importable from its folder
+    import_framepack(VENDORED)  # this repository's copy of FramePack, importable
     root.mkdir(parents=True, exist_ok=True)
     tokenizer, tokenizer_2 = _tokenizers(root)
     models = {
@@ -166,14 +166,14 @@ def run_worker(script: str, models: dict, root: Path, high_vram: bool = True,
     encoders' outputs; the pixels given to ``save_bcthw_as_mp4`` (recorded, not written) and
     the output queue's flags. ``decode``: latents ``vae_decode`` decodes in place of the ones
     it is given, one per call (another run's ``decoded``, of the same shapes)."""
-    from framepack_trt.framepack_worker import load_worker
+    from framepack_trt.framepack_worker import VENDORED, load_worker
 
     out = {name: [] for name in ("latents", "decoded", "pixels", "encode_prompt_conds",
                                  "vae_encode", "hf_clip_vision_encode")}
     namespace = {**models, "high_vram": high_vram, "outputs_folder": str(root / "outputs")}
     namespace["save_bcthw_as_mp4"] = lambda x, output_filename, fps=10, crf=0: out[
         "pixels"].append(x.clone())
-    worker = load_worker(namespace, script)
+    worker = load_worker(namespace, script, VENDORED)
 
     def recorder(name, record):
         real = namespace[name]
