@@ -403,8 +403,9 @@ def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
                 **models) -> Engines:
     """Swap in engines for the given FramePack modules (by FramePack's names: transformer,
     text_encoder, text_encoder_2, image_encoder, vae). Modules without an engine of their
-    checkpoint stay eager; that is said once, here (``strict``: a module of which no part has
-    an engine raises ``EngineFallback`` instead, and later calls that would run eager raise).
+    checkpoint stay eager; that is said once, here (``strict``: a module, or a part of one such as
+    the VAE's decoder, without an engine raises ``EngineFallback`` instead, and later calls that
+    would run eager raise).
     ``Engines.swaps`` is keyed by the module swapped: the name, or ``vae.encoder`` and
     ``vae.decoder``.
 
@@ -415,11 +416,10 @@ def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
 
     _check_modules("use_engines", models)
     cache = Cache(resolve_cache_dir(cache_dir, None, framepack_dir))
-    made, missing, unserved = [], [], []
+    made, missing = [], []
     for name, model in models.items():
         if model is None:
             continue
-        parts = []
         for component in MODULES[name]:
             parse, wrap = CALLS[component]
             swap = SWAPS.get(component, Swap)(name, component, model, cache, strict, parse, wrap)
@@ -427,15 +427,13 @@ def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
             if not swap.entries and not getattr(swap, "has_pieces", False):
                 missing.append((where, component))
                 continue
-            parts.append((where, swap))
-        if not parts:
-            unserved.append(f"{name} ({', '.join(MODULES[name])})")
-        made += parts
-    if strict and unserved:  # nothing swapped: the caller would run eager and not know it
-        raise EngineFallback(f"strict: no engine in {cache.root} serves "
-                             f"{', '.join(unserved)} (none of its checkpoint, or for the "
-                             "transformer's architecture, that can run here); build them with "
-                             "`framepack-trt build` (`framepack-trt list` shows the cache)")
+            made.append((where, swap))
+    if strict and missing:  # it would run eager at every call, and the caller not know it
+        raise EngineFallback(
+            f"strict: no engine in {cache.root} serves "
+            + ", ".join(f"{where} ({component})" for where, component in missing)
+            + " (none of its checkpoint, or for the transformer's architecture, that can run "
+            "here); build them with `framepack-trt build` (`framepack-trt list` shows the cache)")
     for where, component in missing:
         warnings.warn(f"framepack-trt: {where} ({component}) stays eager: no engine of its "
                       f"checkpoint in {cache.root}; build one with `framepack-trt build`",

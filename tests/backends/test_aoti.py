@@ -174,7 +174,11 @@ def test_share_weights_engine_runs_on_the_models_own_tensors(tmp_path, tiny_weig
 
     conv_in = vae.decoder.conv_in.conv.weight
     held = holders(conv_in)
-    engines = use_engines(cache, strict=True, vae=vae)
+    with pytest.raises(EngineFallback, match=r"vae\.encoder \(vae_encode\)"):
+        use_engines(cache, strict=True, vae=vae)  # strict: the encoder has no engine here
+    with pytest.warns(UserWarning, match="vae.encoder .* stays eager"):
+        engines = use_engines(cache, vae=vae)
+    engines.swaps["vae.decoder"].strict = True
     try:
         outputs = [(decode(vae), decode(reference))]
         # The engine reads the weight's memory but holds no reference to it: moved away, the
@@ -230,7 +234,9 @@ def test_share_weights_encoder_runs_on_the_vaes_own_tensors(tmp_path, tiny_weigh
         with torch.no_grad():
             return model.encode(x).latent_dist.parameters
 
-    engines = use_engines(cache, strict=True, vae=vae)
+    with pytest.warns(UserWarning, match="vae.decoder .* stays eager"):
+        engines = use_engines(cache, vae=vae)  # an encoder engine only
+    engines.swaps["vae.encoder"].strict = True
     try:
         outputs = [(encode(vae), encode(reference))]
         for model in (vae, reference):
