@@ -573,17 +573,47 @@ def bench(
         "--markdown", help="Also write the table as Markdown to this file, with every candidate "
         "that `backend: auto` timed when it chose.", show_default=False)] = None,
     as_json: JsonOpt = False,
+    framepack: Annotated[bool, typer.Option(
+        "--framepack", help="FramePack's section loop instead: demo_gradio.py's own worker "
+        "(from --framepack-dir, an importable diffusers_helper, or this repository's copy) "
+        "makes a video, eager and through the cache's engines, each in a fresh process.")] = False,
+    sections: Annotated[int, typer.Option("--sections", help="--framepack: video sections.")] = 4,
+    steps: Annotated[int, typer.Option("--steps", help="--framepack: sampling steps.")] = 25,
+    window: Annotated[int, typer.Option("--latent-window-size",
+                                        help="--framepack: FramePack's latent window.")] = 9,
+    bucket: Annotated[str, typer.Option("--bucket", help="--framepack: the input image's "
+                                        "height x width (a 640 bucket).")] = "544x704",
+    depth: Annotated[tuple[int, int] | None, typer.Option(
+        "--depth", help="--framepack: grow the transformer to DUAL SINGLE blocks after the "
+        "engines attach (FramePack's: 20 40).", show_default=False)] = None,
+    vram_budget: Annotated[float | None, typer.Option(
+        "--vram-budget", help="--framepack: GiB of the card left free (the rest held), so that "
+        "FramePack runs its low-VRAM mode as on a card that small.", show_default=False)] = None,
+    script: Annotated[str, typer.Option("--script", help="--framepack: demo_gradio.py or "
+                                        "demo_gradio_f1.py.")] = "demo_gradio.py",
+    no_teacache: Annotated[bool, typer.Option("--no-teacache",
+                                              help="--framepack: TeaCache off.")] = False,
+    with_cache: Annotated[list[Path] | None, typer.Option(
+        "--with-cache", help="--framepack: one more engines run with this cache's engines "
+        "(e.g. bf16 and fp8 block engines against one eager run; repeat for several).",
+        show_default=False)] = None,
 ) -> None:
     """Time each engine against its eager model at the engine's opt sizes, in the same run.
 
     Reports medians and the ratio eager/engine (above 1: the engine is faster). Engines that
-    cannot run here (stale, missing, corrupt) are skipped.
+    cannot run here (stale, missing, corrupt) are skipped. With --framepack: FramePack's
+    section loop, eager against the engines (seconds to ready, per section, block-stack steps,
+    peak GPU memory, rel L2 of the latents).
     """
     import datetime
 
     from framepack_trt.bench import bench_entry, markdown
 
     cache = _cache(cache_dir, framepack_dir)
+    if framepack:
+        _bench_sections(cache, framepack_dir, sections, steps, window, bucket, depth,
+                        vram_budget, script, not no_teacache, with_cache, markdown_out, as_json)
+        return
     entries = [e for e in sorted(cache.entries().values(), key=lambda e: (e["name"], e["key"]))
                if entry_matches(e, components)]
     results = []
@@ -608,6 +638,52 @@ def bench(
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         out.print(table, markup=False)
+
+
+def _bench_sections(cache, framepack_dir, sections, steps, window, bucket, depth, vram_budget,
+                    script, teacache, with_cache, markdown_out, as_json) -> None:
+    import datetime
+
+    from framepack_trt.framepack_bench import SectionSettings, run_sections, table_rows
+
+    try:
+        size = tuple(int(v) for v in bucket.lower().split("x"))
+        assert len(size) == 2 and min(size) > 0
+    except (ValueError, AssertionError):
+        raise UsageError(f"--bucket {bucket}: HEIGHTxWIDTH in pixels, e.g. 544x704") from None
+    settings = SectionSettings(str(cache.root), str(framepack_dir) if framepack_dir else None,
+                               script, sections, steps, window, size, depth, vram_budget,
+                               teacache, engine_caches=[str(cache.root)] + [
+                                   str(c) for c in with_cache or []] if with_cache else [])
+
+    def said(run) -> None:
+        if not as_json:
+            out.print(f"{run.mode}: ready in {run.ready_s:.1f} s, sections "
+                      f"{' '.join(f'{s:.1f}' for s in run.sections_s)} s")
+
+    runs = run_sections(settings, on_run=said)
+    head, rows = table_rows(runs)
+    if as_json:
+        print(json.dumps({"settings": settings.__dict__, "runs": [r.to_dict() for r in runs]},
+                         indent=2))
+    else:
+        t = Table(title=f"FramePack {script}: {sections} sections, {steps} steps, {bucket}, "
+                  f"{runs[0].device}", title_justify="left")
+        for h in head:
+            t.add_column(h)
+        for row in rows:
+            t.add_row(*map(escape, row))
+        out.print(t)
+        for r in runs:
+            if r.report:
+                out.print(f"{r.mode}: {escape(r.report)}")
+        out.print("models: " + "; ".join(f"{k}: {v}" for k, v in runs[0].models.items()),
+                  markup=False)
+    if markdown_out:
+        lines = ["| " + " | ".join(head) + " | date |", "|" + "---|" * (len(head) + 1)]
+        lines += ["| " + " | ".join(row) + f" | {datetime.date.today().isoformat()} |"
+                  for row in rows]
+        markdown_out.write_text("\n".join(lines) + "\n")
 
 
 # -- doctor and components -------------------------------------------------------------------

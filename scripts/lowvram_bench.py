@@ -20,7 +20,7 @@ cProfile of the first call of each run (where it goes).
     python scripts/lowvram_bench.py --cache-dir F --bf16-cache-dir B [--resident 0.67]
                                     [--depth 20 40]
 
-``--depth DUAL SINGLE``: the model grown to FramePack's depth (``transformer_blocks_bench.grow``:
+``--depth DUAL SINGLE``: the model grown to FramePack's depth (``framepack_bench.grow``:
 copies of its own blocks; the block engines serve any depth of their architecture), so that the
 share of the model FramePack moves, and what streams, is that of the whole transformer.
 """
@@ -49,7 +49,8 @@ from framepack_trt.framepack import use_engines
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from framepack_reference import DynamicSwapInstaller  # noqa: E402  (FramePack's, verbatim)
-from transformer_blocks_bench import grow  # noqa: E402
+
+from framepack_trt.framepack_bench import grow  # noqa: E402
 
 
 def block_bytes(model) -> int:

@@ -37,6 +37,7 @@ from framepack_trt.components.transformer import RAW_INPUTS, TIMING_BUCKETS
 from framepack_trt.device import current_device, describe
 from framepack_trt.export import torch_dtype
 from framepack_trt.framepack import use_engines
+from framepack_trt.framepack_bench import grow
 
 
 def main(argv=None) -> int:
@@ -140,20 +141,6 @@ def main(argv=None) -> int:
         write(lines + more, args.markdown)
     print(engines.report(), file=sys.stderr)
     return 0
-
-
-def grow(model, dual: int, single: int) -> None:
-    """Give ``model`` ``dual`` dual-stream and ``single`` single-stream blocks: its own, then
-    copies of them in turn (or the first ones only, to shrink it), and the config to match (the
-    engine loop reads the counts from it; the eager forward walks the module lists)."""
-    import copy
-
-    for blocks, count in ((model.transformer_blocks, dual),
-                          (model.single_transformer_blocks, single)):
-        own = list(blocks)
-        del blocks[count:]
-        blocks.extend(copy.deepcopy(own[i % len(own)]) for i in range(len(blocks), count))
-    model.register_to_config(num_layers=dual, num_single_layers=single)
 
 
 def write(lines, markdown) -> None:

@@ -125,8 +125,7 @@ def test_transformer_blocks_bench_grows_the_model_of_copies_of_its_blocks():
 
     from framepack_trt.components.base import get_component
     from framepack_trt.components.transformer import RAW_INPUTS
-
-    grow = script("transformer_blocks_bench").grow
+    from framepack_trt.framepack_bench import grow
     with tempfile.TemporaryDirectory() as tmp:
         model = HunyuanVideoFramepackTransformer3DModel.from_pretrained(
             save_tiny("transformer_input", Path(tmp) / "w", seed=3)).eval()
