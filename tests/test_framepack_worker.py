@@ -31,6 +31,7 @@ from conftest import WORKER_SIGLIP, WORKER_WINDOW, cli
 from tests_helpers import rel_l2
 
 from framepack_trt.framepack import use_engines
+from framepack_trt.framepack_bench import write_tokenizers
 
 #: The user's inputs: two sections (0.5 s * 30 / (2 * 4) = 1.875 -> 2), 3 steps, TeaCache. The
 #: engines (conftest's WORKER_ENTRIES, fixture worker_engines) are built for these shapes.
@@ -72,40 +73,6 @@ def _weights(cache: Path, folder: str) -> Path:
     return path
 
 
-def _tokenizers(root: Path):
-    """FramePack's tokenizers, loaded with from_pretrained from folders written here: a word
-    level LLaMA tokenizer over the words of HunyuanVideo's prompt template and the prompt (the
-    template is 102 tokens, the prompt 4), and a CLIP BPE tokenizer over letters and a few
-    merges."""
-    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import CLIPTokenizer, PreTrainedTokenizerFast
-
-    words = pre_tokenizers.Whitespace().pre_tokenize_str(
-        DEFAULT_PROMPT_TEMPLATE["template"].format(PROMPT))
-    vocab = {"<unk>": 0, "<pad>": 1, "<s>": 2, "</s>": 3}
-    for word in sorted({w for w, _ in words}):
-        vocab[word] = len(vocab)
-    llama = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    llama.pre_tokenizer = pre_tokenizers.Whitespace()
-    (root / "tokenizer").mkdir()
-    llama.save(str(root / "tokenizer" / "tokenizer.json"))
-    (root / "tokenizer" / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>", "unk_token": "<unk>",
-         "bos_token": "<s>", "eos_token": "</s>"}))
-
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    merges = ["a n", "c e", "an ce", "g i", "gi r"]
-    clip = {"<|startoftext|>": 0, "!": 1, "<|endoftext|>": 2}  # the tiny CLIP's bos, -, eos
-    for token in [*letters, *(c + "</w>" for c in letters), *(m.replace(" ", "") for m in merges)]:
-        clip[token] = len(clip)
-    (root / "tokenizer_2").mkdir()
-    (root / "tokenizer_2" / "vocab.json").write_text(json.dumps(clip))
-    (root / "tokenizer_2" / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    return (PreTrainedTokenizerFast.from_pretrained(root / "tokenizer"),
-            CLIPTokenizer.from_pretrained(root / "tokenizer_2"))
-
-
 def _transformer(cache: Path, root: Path, seed: int):
     """FramePack's ``HunyuanVideoTransformer3DModelPacked`` of the engines' architecture, random
     weights (every parameter drawn: none left at zero or one), written with save_pretrained and
@@ -142,7 +109,9 @@ def load_models(cache: Path, root: Path, transformer_seed: int = 0) -> dict:
 
     import_framepack(VENDORED)  # this repository's copy of FramePack, importable
     root.mkdir(parents=True, exist_ok=True)
-    tokenizer, tokenizer_2 = _tokenizers(root)
+    # FramePack's tokenizers, from folders written here: a word-level LLaMA tokenizer over the
+    # template's and the prompt's words, a CLIP BPE tokenizer over letters (the bench's own).
+    tokenizer, tokenizer_2 = write_tokenizers(root, PROMPT)
     models = {
         "text_encoder": LlamaModel.from_pretrained(_weights(cache, "llama_text")),
         "text_encoder_2": CLIPTextModel.from_pretrained(_weights(cache, "clip_text")),
