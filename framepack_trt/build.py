@@ -244,8 +244,7 @@ def build(profile: Profile, cache: Cache, items: list[PlanItem],
 
     listener = listener or Listener()
     shared = any(i.action in ("build", "rebuild") and i.spec.backend != auto.AUTO
-                 and get_backend(i.spec.backend).shares_process
-                 and get_backend(i.spec.backend).check_processes == 1 for i in items)
+                 and _checked_in_server(get_backend(i.spec.backend)) for i in items)
     with CheckServer(cache.root) as checker:
         if shared:
             checker.start()
@@ -485,9 +484,13 @@ def check_engine(cache: Cache, entry: dict[str, Any], backend, full: bool, seed:
     """An engine's check outside this process: in the build's CheckServer where the backend
     shares a process and is checked once, else in a fresh process of its own (a backend
     checked in several processes, TensorRT, needs them independent)."""
-    if _CHECKER is not None and backend.shares_process and backend.check_processes == 1:
+    if _CHECKER is not None and _checked_in_server(backend):
         return _CHECKER.check(entry, full=full, seed=seed)
     return verify_in_fresh_process(cache, entry, full=full, seed=seed)
+
+
+def _checked_in_server(backend) -> bool:
+    return backend.shares_process and backend.check_processes == 1
 
 
 def check_failure(name: str, check: dict, full: bool, seed: int, where: str = "") -> str:

@@ -168,17 +168,18 @@ def verify_in_fresh_process(cache: Cache, entry: dict[str, Any], full: bool = Fa
     be read-only). Returns ``EngineVerification.to_dict()``; a process that dies or overruns
     ``timeout`` seconds comes back as a failure that says so.
     """
-    mode = "full" if full else "quick"
-
-    def failure(error: str) -> dict:
-        return {"name": entry["name"], "key": entry["key"], "mode": mode, "passed": False,
-                "result": "fail", "status": "ok", "status_reason": "", "cases": [], "error": error}
-
     args = [str(cache.root), *_child_options(full, seed, reference)]
     try:
         return run_in_fresh_process("framepack_trt.verify", entry, args, timeout)
     except ChildFailed as exc:
-        return failure(f"the process loading and running the engine {exc}")
+        return _died(entry, full, str(exc))
+
+
+def _died(entry: dict[str, Any], full: bool, how: str) -> dict:
+    """The check's result when the process checking the engine died or overran."""
+    return {"name": entry["name"], "key": entry["key"], "mode": "full" if full else "quick",
+            "passed": False, "result": "fail", "status": "ok", "status_reason": "", "cases": [],
+            "error": f"the process loading and running the engine {how}"}
 
 
 def verify_all_isolated(cache: Cache, entries: list[dict[str, Any]], full: bool = False,
@@ -279,7 +280,6 @@ class CheckServer:
         result_file = Path(self._tmp) / f"result-{self._jobs}.json"
         job = {"entry": entry, "full": full, "seed": seed, "reference": reference,
                "result": str(result_file)}
-        mode = "full" if full else "quick"
         try:
             self._proc.stdin.write(json.dumps(job) + "\n")
             self._proc.stdin.flush()
@@ -295,10 +295,7 @@ class CheckServer:
                 self._log.seek(0)
                 tail = " | ".join(self._log.read().strip().splitlines()[-3:])
                 self.stop()
-                return {"name": entry["name"], "key": entry["key"], "mode": mode,
-                        "passed": False, "result": "fail", "status": "ok", "status_reason": "",
-                        "cases": [], "error": f"the process loading and running the engine "
-                                              f"{how}: {tail}"}
+                return _died(entry, full, f"{how}: {tail}")
             time.sleep(0.02)
         return json.loads(result_file.read_text())
 

@@ -251,19 +251,19 @@ def load_package(path: Path):
     except ImportError:  # older torch
         from torch._inductor.package.package import AOTICompiledModel
 
+    def refuse(metadata: dict) -> None:
+        problem = host_problem(metadata)
+        if problem:
+            raise RuntimeError(f"{path.name} cannot run on this machine: {problem}; rebuild it "
+                               "here (`framepack-trt build`)")
+
     loader_cls = torch._C._aoti.AOTIModelPackageLoader
     read = getattr(loader_cls, "load_metadata_from_package", None)
     if read is not None:  # before the package's code is loaded
-        problem = host_problem(read(str(path), "model"))
-        if problem:
-            raise RuntimeError(f"{path.name} cannot run on this machine: {problem}; rebuild it "
-                               "here (`framepack-trt build`)")
+        refuse(read(str(path), "model"))
     runner = AOTICompiledModel(loader_cls(str(path), "model", False, 1, -1))
     if read is None:
-        problem = host_problem(runner.get_metadata())
-        if problem:
-            raise RuntimeError(f"{path.name} cannot run on this machine: {problem}; rebuild it "
-                               "here (`framepack-trt build`)")
+        refuse(runner.get_metadata())
     return runner
 
 
