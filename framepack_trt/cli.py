@@ -145,6 +145,10 @@ def build(
         show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if cached.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; build nothing.")] = False,
+    jobs: Annotated[int, typer.Option(
+        "--jobs", "-j", min=1, help="Build up to this many engines at once, each in a process "
+        "of its own (compiling is mostly one thread: many cores finish sooner). Each process "
+        "loads its model, and its check loads it again, on the build's device.")] = 1,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Machine-readable results on stdout (the plan and progress go to "
         "stderr).")] = False,
@@ -159,7 +163,7 @@ def build(
         out.file = sys.stderr
         try:
             items, results = _build(profile, cache_dir, framepack_dir, components, backend, force,
-                                    dry_run)
+                                    dry_run, jobs)
         finally:
             out.file = sys.stdout
         print(json.dumps({"plan": [{"name": i.spec.name, "component": i.spec.component,
@@ -170,12 +174,12 @@ def build(
                          indent=2))
     else:
         _, results = _build(profile, cache_dir, framepack_dir, components, backend, force,
-                            dry_run)
+                            dry_run, jobs)
     if any(r.outcome == "failed" for r in results or []):
         raise typer.Exit(1)
 
 
-def _build(profile, cache_dir, framepack_dir, components, backend, force, dry_run):
+def _build(profile, cache_dir, framepack_dir, components, backend, force, dry_run, jobs=1):
     from framepack_trt.build import plan
     from framepack_trt.profile import load_profile
 
@@ -193,7 +197,7 @@ def _build(profile, cache_dir, framepack_dir, components, backend, force, dry_ru
         return items, None
     todo = [i for i in items if i.action in ("build", "rebuild")]
     if todo:
-        results = _run_build(prof, cache, items, todo)
+        results = _run_build(prof, cache, items, todo, jobs)
     else:
         from framepack_trt.build import build as run_build
 
@@ -229,7 +233,7 @@ def _plan_table(items) -> Table:
     return t
 
 
-def _run_build(prof, cache, items, todo):
+def _run_build(prof, cache, items, todo, jobs=1):
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -274,7 +278,7 @@ def _run_build(prof, cache, items, todo):
 
     with progress:
         listener = Bars()
-        return run_build(prof, cache, items, listener)
+        return run_build(prof, cache, items, listener, jobs)
 
 
 def _summary_table(results) -> Table:
@@ -597,6 +601,10 @@ def bench(
         "--with-cache", help="--framepack: one more engines run with this cache's engines "
         "(e.g. bf16 and fp8 block engines against one eager run; repeat for several).",
         show_default=False)] = None,
+    modules: Annotated[str | None, typer.Option(
+        "--modules", help="--framepack: FramePack's modules that get engines, comma-separated "
+        "(transformer, text_encoder, text_encoder_2, image_encoder, vae; default: each whose "
+        "model is an engine's checkpoint in the cache).", show_default=False)] = None,
 ) -> None:
     """Time each engine against its eager model at the engine's opt sizes, in the same run.
 
@@ -612,7 +620,8 @@ def bench(
     cache = _cache(cache_dir, framepack_dir)
     if framepack:
         _bench_sections(cache, framepack_dir, sections, steps, window, bucket, depth,
-                        vram_budget, script, not no_teacache, with_cache, markdown_out, as_json)
+                        vram_budget, script, not no_teacache, with_cache, markdown_out, as_json,
+                        modules)
         return
     entries = [e for e in sorted(cache.entries().values(), key=lambda e: (e["name"], e["key"]))
                if entry_matches(e, components)]
@@ -641,7 +650,7 @@ def bench(
 
 
 def _bench_sections(cache, framepack_dir, sections, steps, window, bucket, depth, vram_budget,
-                    script, teacache, with_cache, markdown_out, as_json) -> None:
+                    script, teacache, with_cache, markdown_out, as_json, modules=None) -> None:
     import datetime
 
     from framepack_trt.framepack_bench import SectionSettings, run_sections, table_rows
@@ -654,7 +663,9 @@ def _bench_sections(cache, framepack_dir, sections, steps, window, bucket, depth
     settings = SectionSettings(str(cache.root), str(framepack_dir) if framepack_dir else None,
                                script, sections, steps, window, size, depth, vram_budget,
                                teacache, engine_caches=[str(cache.root)] + [
-                                   str(c) for c in with_cache or []] if with_cache else [])
+                                   str(c) for c in with_cache or []] if with_cache else [],
+                               modules=[m.strip() for m in modules.split(",") if m.strip()]
+                               if modules is not None else None)
 
     def said(run) -> None:
         if not as_json:
@@ -735,10 +746,9 @@ def components() -> None:
 
 
 def main() -> None:
-    import warnings
+    from framepack_trt.util import quiet_torch_warnings
 
-    # torch's own deprecation chatter from inside torch.export / inductor.
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+    quiet_torch_warnings()
     app()
 
 

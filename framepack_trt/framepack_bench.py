@@ -68,6 +68,9 @@ class SectionSettings:
     #: Caches whose engines get a run each (default: ``cache_dir``'s); the eager run's models
     #: come from ``cache_dir``'s checkpoints, so the caches must share the transformer's.
     engine_caches: list[str] = field(default_factory=list)
+    #: FramePack's modules that get engines in the engines runs (default: every module whose
+    #: model comes from the cache's engines' checkpoints); the others run eagerly there too.
+    modules: list[str] | None = None
 
     def caches(self) -> list[str]:
         return self.engine_caches or [self.cache_dir]
@@ -83,6 +86,10 @@ class SectionRun:
     ready_s: float = 0.0
     attach_s: float = 0.0
     sections_s: list[float] = field(default_factory=list)
+    #: Of each section: the seconds in FramePack's sampler and in its VAE decode (the rest:
+    #: FramePack's work on the CPU, its model moves in low-VRAM mode, the progress previews).
+    sample_s: list[float] = field(default_factory=list)
+    decode_s: list[float] = field(default_factory=list)
     stack_steps: list[int] = field(default_factory=list)
     peak_gib: float = 0.0
     high_vram: bool = True
@@ -125,6 +132,12 @@ def check_settings(settings: SectionSettings) -> None:
             raise UsageError(f"{cache.root}: no transformer engine that can run here, so there "
                              "is nothing to compare with eager; build them first (e.g. "
                              "`framepack-trt build -p realwidth-blocks --cache-dir ...`)")
+    unknown = sorted(set(settings.modules or ()) - {"transformer", *OTHER_MODULES})
+    if unknown:
+        raise UsageError(f"--modules {','.join(unknown)}: FramePack's modules are transformer, "
+                         + ", ".join(OTHER_MODULES))
+    if settings.modules is not None and "transformer" not in settings.modules:
+        raise UsageError("--modules: the transformer is what the runs compare; name it too")
     if settings.sections < 1 or settings.steps < 1 or settings.latent_window_size < 1:
         raise UsageError("--sections, --steps and --latent-window-size: at least 1")
     if settings.depth is not None and min(settings.depth) < 1:
@@ -369,7 +382,8 @@ def child(job: dict) -> None:
         from framepack_trt.framepack import use_engines
 
         given = {n: models[n] for n in ("transformer", *OTHER_MODULES)
-                 if n == "transformer" or not run.models[n].startswith("stand-in")}
+                 if (n == "transformer" or not run.models[n].startswith("stand-in"))
+                 and (settings.modules is None or n in settings.modules)}
         engines = use_engines(cache.root, strict=True, **given)
     run.attach_s = time.perf_counter() - start
     if settings.depth is not None:  # copies of its own blocks, where FramePack put them
@@ -396,14 +410,30 @@ def child(job: dict) -> None:
     worker = load_worker(namespace, settings.script, settings.framepack_dir)
     sample_hunyuan = namespace["sample_hunyuan"]
 
+    vae_decode = namespace["vae_decode"]
+
+    def synced() -> float:
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
     def recorded(**kwargs):
-        before = _stack_count(engines, counter)
+        before, start = _stack_count(engines, counter), synced()
         result = sample_hunyuan(**kwargs)
+        run.sample_s.append(round(synced() - start, 3))
+        run.decode_s.append(0.0)
         latents.append(result.float().cpu())
         stacks.append(_stack_count(engines, counter) - before)
         return result
 
+    def timed_decode(*args, **kwargs):
+        start = synced()
+        result = vae_decode(*args, **kwargs)
+        run.decode_s[-1] = round(run.decode_s[-1] + synced() - start, 3)
+        return result
+
     namespace["sample_hunyuan"] = recorded
+    namespace["vae_decode"] = timed_decode
     stream = namespace["stream"]
     push = stream.output_queue.push
     begun: list[float] = []
@@ -454,8 +484,9 @@ def grow(model, dual: int, single: int) -> None:
 def table_rows(runs: list[SectionRun]) -> tuple[list[str], list[list[str]]]:
     """The runs as a table: a row each, then the speed-up of each engines run over eager."""
     eager = next((r for r in runs if r.mode == "eager"), None)
-    head = ["run", "VRAM mode", "depth", "ready s", "attach s", "sections s", "block-stack steps",
-            "total s", "vs eager", "first / later", "peak GiB", "rel L2 (last section)"]
+    head = ["run", "VRAM mode", "depth", "ready s", "attach s", "sections s", "sampling s",
+            "VAE decode s", "block-stack steps", "total s", "vs eager", "first / later",
+            "peak GiB", "rel L2 (last section)"]
     rows = []
     for r in runs:
         later = r.sections_s[1:]
@@ -463,6 +494,8 @@ def table_rows(runs: list[SectionRun]) -> tuple[list[str], list[list[str]]]:
         rows.append([r.mode, "high" if r.high_vram else f"low ({r.free_gib:g} GiB free)",
                      f"{r.depth[0]} + {r.depth[1]}", f"{r.ready_s:.1f}", f"{r.attach_s:.2f}",
                      " ".join(f"{s:.1f}" for s in r.sections_s),
+                     " ".join(f"{s:.1f}" for s in r.sample_s),
+                     " ".join(f"{s:.1f}" for s in r.decode_s),
                      " ".join(map(str, r.stack_steps)), f"{r.total_s:.1f}",
                      f"{eager.total_s / r.total_s:.2f}x" if eager else "-", ratio,
                      f"{r.peak_gib:.1f}", f"{r.rel_l2[-1]:.2e}" if r.rel_l2 else "-"])

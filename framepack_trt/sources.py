@@ -225,19 +225,25 @@ def materialize_random(source: Source, component: Component, weights_dir: Path) 
     target = weights_dir / f"{component.weights_folder or component.name}-{fp[:16]}"
     if (target / "config.json").is_file():
         return target
-    quiet_transformers()
-    cls = component.load_model_class()
-    torch.manual_seed(source.seed)
-    model = construct(cls, random_config(source, component)).eval()
-    weights_dir.mkdir(parents=True, exist_ok=True)
-    tmp = weights_dir / f".tmp-{target.name}-{os.getpid()}"
-    model.save_pretrained(tmp)
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process materialised it first
-        import shutil
+    from filelock import FileLock
 
-        shutil.rmtree(tmp, ignore_errors=True)
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    # Builds side by side (--jobs) make it once: the others wait for it, then load it.
+    with FileLock(str(weights_dir / f".{target.name}.lock")):
+        if (target / "config.json").is_file():
+            return target
+        quiet_transformers()
+        cls = component.load_model_class()
+        torch.manual_seed(source.seed)
+        model = construct(cls, random_config(source, component)).eval()
+        tmp = weights_dir / f".tmp-{target.name}-{os.getpid()}"
+        model.save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process materialised it first
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -87,3 +87,11 @@ def run_in_fresh_process(module: str, entry: Any, args: list[str], timeout: floa
            else f"exit code {proc.returncode}")
     tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
     raise ChildFailed(f"died ({how}): {tail}")
+
+
+def quiet_torch_warnings() -> None:
+    """torch's own deprecation chatter from inside torch.export / inductor, not the user's
+    business (the CLI's process and the building processes of ``--jobs``)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # A FramePack video on a GPU, as a user makes one (issue: faster from the first section): run
 # the parts in order on one warm machine, each within one device call (under 10 minutes).
-#   build  the real-width block engines, bf16 (profiles/realwidth-blocks.yaml) and fp8
-#          (realwidth-blocks-fp8.yaml), one build after the other, each alone on the machine
-#          (their time is the issue's "under 3 minutes"), then scripts/first_call.py on the bf16
-#          ones (load and first calls; inductor's CPU probe must not run)
+#   build  the real-width block engines, bf16 (profiles/realwidth-blocks.yaml), alone on the
+#          machine with --jobs 4 (their time is the issue's "under 3 minutes"), then the VAE's
+#          high-VRAM engines at 544x704 (realwidth-vae-video.yaml) into the same cache
+#   fp8    a copy of that cache (hard links) plus the fp8 block engines
+#          (realwidth-blocks-fp8.yaml): the same VAE engines, fp8 blocks served first
 #   high   framepack-trt bench --framepack: demo_gradio.py's worker, 4 sections at 544x704,
 #          25 steps, TeaCache, the transformer grown to 20 + 40 blocks: eager, bf16 engines,
-#          fp8 engines, each in a fresh process (high-VRAM mode)
-#   low    the same under --vram-budget 24 (FramePack's low-VRAM mode, as on a 24 GB card)
+#          fp8 engines, each in a fresh process (high-VRAM mode; the transformer and the VAE
+#          on engines)
+#   low    the same under --vram-budget 24 (FramePack's low-VRAM mode, as on a 24 GB card;
+#          the transformer on engines: the VAE's low-VRAM tiles have none in these caches)
+#   first  scripts/first_call.py on the bf16 cache (load and first calls; inductor's CPU probe
+#          must not run)
 #   bash scripts/gpu_framepack_video.sh PART [LOG_DIR] [OUT_DIR]
 set -u
 PART=$1
@@ -28,22 +33,30 @@ for r in d['results']:
     print(r['name'], r['outcome'], {k: round(v, 1) for k, v in r['seconds'].items()},
           (r.get('error') or '')[:300])" "$1"
 }
+timed_build() {  # NAME PROFILE CACHE JOBS [TIME_LIMIT_S]: a build cut short resumes next time
+  local s; s=$(date +%s)
+  timeout "${5:-3600}" $FP build -p "$2" --cache-dir "$3" -j "$4" --json >"$LOG/build-$1.json" \
+    2>"$LOG/build-$1.err"
+  echo "build $1 ($2, -j $4): rc $? in $(( $(date +%s) - s )) s" | tee -a "$OUTDIR/build.txt"
+  summarise_build "$LOG/build-$1.json" | tee -a "$OUTDIR/build.txt"
+  tail -3 "$LOG/build-$1.err"
+}
 case $PART in
-  build)
-    for p in bf16 fp8; do
-      cache=$BF16; profile=realwidth-blocks
-      [ $p = fp8 ] && cache=$FP8 && profile=realwidth-blocks-fp8
-      s=$(date +%s)
-      $FP build -p $profile --cache-dir "$cache" --json >"$LOG/build-$p.json" 2>"$LOG/build-$p.err"
-      echo "build $p: rc $? in $(( $(date +%s) - s )) s" | tee -a "$OUTDIR/build.txt"
-      summarise_build "$LOG/build-$p.json" | tee -a "$OUTDIR/build.txt"
-      tail -3 "$LOG/build-$p.err"
-    done
+  build)  # within one device call (600 s): the VAE's build gets what is left
+    timed_build bf16 realwidth-blocks "$BF16" 4
+    timed_build vae profiles/realwidth-vae-video.yaml "$BF16" 5 $(( 570 - SECONDS ))
+    ;;
+  fp8)
+    timed_build vae-rest profiles/realwidth-vae-video.yaml "$BF16" 5
+    rm -rf "$FP8" && cp -al "$BF16" "$FP8"
+    timed_build fp8 realwidth-blocks-fp8 "$FP8" 4
+    ;;
+  first)
     python3 scripts/first_call.py --cache-dir "$BF16" 2>&1 | tee "$OUTDIR/first-call-bf16.txt"
     ;;
   high|low)
     extra=""
-    [ "$PART" = low ] && extra="--vram-budget 24"
+    [ "$PART" = low ] && extra="--vram-budget 24 --modules transformer"
     $FP bench --framepack --cache-dir "$BF16" --with-cache "$FP8" --depth 20 40 $extra \
       --markdown "$OUTDIR/sections-$PART.md" --json >"$OUTDIR/sections-$PART.json" \
       2>"$OUTDIR/sections-$PART.err"
@@ -51,5 +64,5 @@ case $PART in
     tail -5 "$OUTDIR/sections-$PART.err"
     cat "$OUTDIR/sections-$PART.md"
     ;;
-  *) echo "unknown part $PART (build, high, low)"; exit 2 ;;
+  *) echo "unknown part $PART (build, fp8, first, high, low)"; exit 2 ;;
 esac

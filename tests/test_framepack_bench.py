@@ -41,22 +41,38 @@ def test_a_vram_budget_needs_a_gpu(worker_engines):
                    "machine has none"
 
 
+def test_modules_are_framepacks_names_and_include_the_transformer(worker_engines):
+    line = one_error_line(cli("bench", "--framepack", "--cache-dir", str(worker_engines),
+                              "--modules", "transformer,unet"))
+    assert line == ("error: --modules unet: FramePack's modules are transformer, text_encoder, "
+                    "text_encoder_2, image_encoder, vae")
+    line = one_error_line(cli("bench", "--framepack", "--cache-dir", str(worker_engines),
+                              "--modules", "vae"))
+    assert line == "error: --modules: the transformer is what the runs compare; name it too"
+
+
 def test_a_video_eager_and_through_the_engines(worker_engines):
     """The bench's section mode end to end on the CPU: FramePack's worker (demo_gradio.py, this
     repository's copy) makes a two-section video in a fresh process eagerly and in another
-    through every engine of the cache (strict), on the models the engines were built from;
-    each section is timed, the latents compared, and the engines' counts reported."""
+    through the engines of the modules asked for (strict: the transformer and the VAE; the
+    text and image encoders eager), on the models the engines were built from; each section
+    is timed (and its sampling and VAE decode within it), the latents compared, and the
+    engines' counts reported."""
     import json
 
     from conftest import WORKER_WINDOW
 
     r = cli("bench", "--framepack", "--cache-dir", str(worker_engines), "--sections", "2",
-            "--steps", "3", "--latent-window-size", str(WORKER_WINDOW), "--json", check=True)
+            "--steps", "3", "--latent-window-size", str(WORKER_WINDOW), "--modules",
+            "transformer,vae", "--json", check=True)
     runs = json.loads(r.stdout)["runs"]
     assert [run["mode"] for run in runs] == ["eager", "engines"]
     for run in runs:
         assert len(run["sections_s"]) == 2 and all(s > 0 for s in run["sections_s"])
         assert run["total_s"] >= sum(run["sections_s"]) and run["ready_s"] > 0
+        for section, sample, decode in zip(run["sections_s"], run["sample_s"], run["decode_s"],
+                                           strict=True):
+            assert 0 < sample and 0 < decode and sample + decode < section
         assert run["high_vram"] and run["depth"] == [2, 2]
         assert len(run["stack_steps"]) == 2 and all(1 <= n <= 3 for n in run["stack_steps"])
     eager, engines = runs
@@ -65,7 +81,6 @@ def test_a_video_eager_and_through_the_engines(worker_engines):
     assert engines["stack_steps"] == eager["stack_steps"]  # TeaCache decided alike
     assert all("engines' checkpoint" in where for where in engines["models"].values())
     served = engines["served"]
-    assert set(served) == {"transformer", "llama_text", "clip_text", "siglip_image",
-                           "vae_encode", "vae_decode"}
+    assert set(served) == {"transformer", "vae_encode", "vae_decode"}
     assert served["transformer"]["transformer_input"] == 2 * 3  # every call of 3 steps x 2
     assert "0 eager calls" in engines["report"] and "eager calls" not in eager["report"]

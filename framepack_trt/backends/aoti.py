@@ -417,6 +417,25 @@ def stride_check_fix() -> Iterator[list[str]]:
         analysis.pow_by_natural = original
 
 
+@contextmanager
+def no_vec_isa() -> Iterator[None]:
+    """A CUDA package without inductor's CPU probe: its kernels are Triton's, and its C++ (the
+    wrapper that launches them, and the shape arithmetic of dynamic sizes) has no vector code
+    to specialise, so it is compiled for no vector ISA: ``pick_vec_isa`` finds no valid ISA
+    and compiles no test program (the package's AOTI_CPU_ISA is then INVALID_VEC_ISA, and it
+    runs on any x86 CPU). A CPU kernel inside such a graph would still compile, without AVX.
+    Not ``cpp.vec_isa_ok = False``: the AVX-512 ISAs cache their answer for the process
+    (``functools.cache`` on ``__bool__``), so a CPU build after it would lose AVX-512."""
+    import torch._inductor.cpu_vec_isa as isa_module
+
+    real = isa_module.valid_vec_isa_list
+    isa_module.valid_vec_isa_list = lambda: []
+    try:
+        yield
+    finally:
+        isa_module.valid_vec_isa_list = real
+
+
 class AotiBackend(Backend):
     name = "aoti"
     file_suffix = ".pt2"
@@ -442,7 +461,8 @@ class AotiBackend(Backend):
 
         settings: AotiSettings = request.settings  # type: ignore[assignment]
         configs = settings.inductor_configs()
-        with known_vec_isa(request.state_dir), extra_link_flags(), stride_check_fix() as rescued:
+        isa = (no_vec_isa() if request.device == "cuda" else known_vec_isa(request.state_dir))
+        with isa, extra_link_flags(), stride_check_fix() as rescued:
             torch._inductor.aoti_compile_and_package(
                 request.exported, package_path=str(out_path), inductor_configs=configs
             )

@@ -297,3 +297,44 @@ def test_inductors_cpu_probe_runs_once_per_machine(tmp_path):
     assert (third, probes_third) == (first, probes)
     record = json.loads((state / "vec_isa.json").read_text())
     assert len(record) == 2 and record["another-machine"] == {}
+
+
+_CUDA_THEN_CPU = r"""
+import sys
+import torch._inductor.cpu_vec_isa as isa_module
+from framepack_trt.backends.aoti import known_vec_isa, no_vec_isa
+calls = []
+probe = isa_module.VecISA.check_build
+def counted(self, code):
+    calls.append(str(self))
+    return probe(self, code)
+isa_module.VecISA.check_build = counted
+with no_vec_isa():
+    print(isa_module.pick_vec_isa(), len(calls))
+with known_vec_isa(sys.argv[1]) as isa:
+    print(isa, len(calls))
+"""
+
+
+def test_cuda_packages_skip_the_cpu_probe_and_cpu_builds_still_get_their_isa(tmp_path):
+    """A CUDA build compiles its wrapper for no vector ISA, without compiling a test program;
+    a CPU build later in the same process (a profile of both) still gets the CPU's ISA, the
+    one a process that never built for CUDA gets."""
+    import platform
+    import sys
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the probe compiles only for x86 ISAs")
+    proc = subprocess.run([sys.executable, "-c", _CUDA_THEN_CPU, str(tmp_path / "state")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # Each line: the ISA's name (its flags, space-separated), then the test programs so far.
+    (cuda_isa, cuda_calls), (cpu_isa, cpu_calls) = (
+        line.rsplit(" ", 1) for line in proc.stdout.strip().splitlines()[-2:])
+    assert (cuda_isa, cuda_calls) == ("INVALID_VEC_ISA", "0")
+    alone = subprocess.run([sys.executable, "-c", _PROBE, str(tmp_path / "other-state")],
+                           capture_output=True, text=True, timeout=600)
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    alone_isa, alone_calls = alone.stdout.strip().splitlines()[-1].rsplit(" ", 1)
+    assert cpu_isa == alone_isa and cpu_isa != "INVALID_VEC_ISA"
+    assert int(cpu_calls) == int(alone_calls) > 0

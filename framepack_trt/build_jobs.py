@@ -1,0 +1,100 @@
+"""``framepack-trt build --jobs N``: build up to N engines at once, each in a process of its own.
+
+Compiling an engine is mostly one Python thread (tracing, lowering, code generation) plus the
+C++ and Triton compilers; on a machine with many cores, engines built side by side finish
+sooner than one after the other (the transformer's four pieces on an H100 machine of 16 cores:
+docs/benchmarks.md). Each building process runs ``build.build`` on one planned item at a time,
+exactly as a one-job build does (its own checking process, the per-entry lock, the manifest
+entry committed last), so the cache sees N builds of different entries, which its locks
+already allow. Progress comes back to the caller's listener through a queue; the results come
+back in the plan's order.
+
+What it costs: each process loads the model it builds (the transformer's pieces load the same
+one once per process) and its checking process loads it again, on the build's device.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue as queue_module
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+from framepack_trt.build import BuildResult, Listener, PlanItem, _run_item
+from framepack_trt.cache import Cache
+from framepack_trt.profile import Profile
+
+#: In a building process: where its listener's events go.
+_EVENTS = None
+
+
+class _Forward(Listener):
+    """A building process's listener: every event to the parent, by the item's name."""
+
+    def start(self, item: PlanItem) -> None:
+        _EVENTS.put(("start", item))
+
+    def stage(self, item: PlanItem, stage: str) -> None:
+        _EVENTS.put(("stage", item, stage))
+
+
+def _init(events) -> None:
+    global _EVENTS
+    from framepack_trt.util import quiet_torch_warnings
+
+    quiet_torch_warnings()
+    _EVENTS = events
+
+
+def _build_in_process(profile: Profile, root: str, item: PlanItem) -> BuildResult:
+    from framepack_trt.build import build
+
+    return build(profile, Cache(root), [item], _Forward())[0]
+
+
+def build_in_processes(profile: Profile, cache: Cache, items: list[PlanItem],
+                       listener: Listener, jobs: int) -> list[BuildResult]:
+    """``build.build`` of ``items`` with up to ``jobs`` items building at once."""
+    todo = [i for i in items if i.action in ("build", "rebuild")]
+    results: dict[int, BuildResult] = {}
+    for n, item in enumerate(items):  # cached and unplannable ones: nothing to build
+        if item.action not in ("build", "rebuild"):
+            results[n] = _run_item(profile, cache, item, listener)
+            listener.finish(item, results[n])
+    ctx = multiprocessing.get_context("spawn")  # no CUDA state or locks inherited by fork
+    events = ctx.Queue()
+    index = {id(item): n for n, item in enumerate(items)}
+    with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(todo))), mp_context=ctx,
+                             initializer=_init, initargs=(events,)) as pool:
+        futures = {pool.submit(_build_in_process, profile, str(cache.root), item): item
+                   for item in todo}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _relay(events, listener)
+            for future in done:
+                item = futures[future]
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    result = BuildResult(item.spec.name, "failed", item.key, item.spec.backend,
+                                         error="a building process died (killed, out of "
+                                               "memory, or a crash in compiled code); build "
+                                               "this engine alone (--jobs 1) to see why",
+                                         failed_stage="compile")
+                _relay(events, listener)
+                listener.finish(item, result)
+                results[index[id(item)]] = result
+    _relay(events, listener)
+    return [results[n] for n in range(len(items))]
+
+
+def _relay(events, listener: Listener) -> None:
+    """The building processes' events so far, to the caller's listener."""
+    while True:
+        try:
+            event = events.get_nowait()
+        except (queue_module.Empty, OSError, ValueError):
+            return
+        kind, item, *rest = event
+        getattr(listener, kind)(item, *rest)
