@@ -7,7 +7,10 @@ docs/benchmarks.md). Each building process runs ``build.build`` on one planned i
 exactly as a one-job build does (its own checking process, the per-entry lock, the manifest
 entry committed last), so the cache sees N builds of different entries, which its locks
 already allow. Progress comes back to the caller's listener through a queue; the results come
-back in the plan's order.
+back in the plan's order. An engine that fails among others is built once more alone, after
+them: engines side by side share the GPU's memory (the full-size VAE's decoder windows, five at
+once on an 80 GB H100, ran out of it at their golden samples and checks), so its failure may be
+theirs; its result says so.
 
 What it costs: each process loads the model it builds (the transformer's pieces load the same
 one once per process) and its checking process loads it again, on the build's device.
@@ -83,10 +86,28 @@ def build_in_processes(profile: Profile, cache: Cache, items: list[PlanItem],
                                                "this engine alone (--jobs 1) to see why",
                                          failed_stage="compile")
                 _relay(events, listener)
-                listener.finish(item, result)
+                if result.outcome != "failed":
+                    listener.finish(item, result)
                 results[index[id(item)]] = result
     _relay(events, listener)
+    for n, item in enumerate(items):  # failed beside others: once more, alone
+        first = results[n]
+        if item.action in ("build", "rebuild") and first.outcome == "failed":
+            results[n] = _alone(profile, cache, item, first, listener)
+            listener.finish(item, results[n])
     return [results[n] for n in range(len(items))]
+
+
+def _alone(profile: Profile, cache: Cache, item: PlanItem, first: BuildResult,
+           listener: Listener) -> BuildResult:
+    from framepack_trt.build import build, plan_item
+
+    again = plan_item(item.spec, cache, cache.entries(), force=item.reason == "--force")
+    again.fallback_from = item.fallback_from
+    result = build(profile, cache, [again], listener)[0]
+    result.notes.insert(0, f"built again alone: beside other builds it failed at "
+                           f"{first.failed_stage or 'start'}: {first.error[:300]}")
+    return result
 
 
 def _relay(events, listener: Listener) -> None:

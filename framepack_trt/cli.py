@@ -258,8 +258,8 @@ def _run_build(prof, cache, items, todo, jobs=1):
 
         def start(self, item):
             label = f"{item.spec.name} ({item.spec.backend})"
-            if item.spec.name in self.tasks:  # a retry with the fallback backend
-                progress.reset(self.tasks[item.spec.name], description=label, stage="fallback")
+            if item.spec.name in self.tasks:  # the fallback backend, or --jobs's retry alone
+                progress.reset(self.tasks[item.spec.name], description=label, stage="again")
             else:
                 self.tasks[item.spec.name] = progress.add_task(label, total=len(STAGES),
                                                                stage="starting")

@@ -294,3 +294,23 @@ def test_jobs_build_engines_side_by_side_into_one_cache(worker_engines):
     transformer = [d for d in cache.weights_dir.iterdir()
                    if d.is_dir() and d.name.startswith("transformer")]
     assert len(transformer) == 1 and not list(cache.weights_dir.glob(".tmp-*"))
+
+
+def test_jobs_build_a_failed_engine_again_alone(tmp_path):
+    """Engines side by side share the GPU's memory, so one that fails beside others may fail
+    for them: ``--jobs`` builds it once more alone and says so; a real failure stays one."""
+    bad = {"hidden_size": 30, "num_attention_heads": 7}  # 30 is not a multiple of 7
+    profile = write_profile(tmp_path / "bad.yaml", [
+        {"component": "clip_text", "name": f"clip_{seed}", "dtype": "float32",
+         "source": {"random": {"seed": seed, "config": bad}}, "dims": {"batch": 1, "text_len": 77}}
+        for seed in (1, 2)])
+    r = cli("build", "--profile", str(profile), "--cache-dir", str(tmp_path / "cache"),
+            "--jobs", "2", "--json")
+    assert r.returncode == 1, r.stderr
+    results = json.loads(r.stdout)["results"]
+    assert [x["name"] for x in results] == ["clip_1", "clip_2"]
+    for x in results:
+        assert x["outcome"] == "failed" and x["failed_stage"] == "load", x
+        assert "30" in x["error"] and "7" in x["error"], x["error"]  # the config's own error
+        assert x["notes"][0].startswith("built again alone: beside other builds it failed at "
+                                        "load: "), x["notes"]
