@@ -44,10 +44,10 @@ timed_build() {  # NAME PROFILE CACHE JOBS [TIME_LIMIT_S]: a build cut short res
 case $PART in
   build)  # within one device call (600 s): the VAE's build gets what is left
     timed_build bf16 realwidth-blocks "$BF16" 4
-    timed_build vae profiles/realwidth-vae-video.yaml "$BF16" 5 $(( 570 - SECONDS ))
+    timed_build vae profiles/realwidth-vae-video.yaml "$BF16" 2 $(( 570 - SECONDS ))
     ;;
   fp8)
-    timed_build vae-rest profiles/realwidth-vae-video.yaml "$BF16" 5
+    timed_build vae-rest profiles/realwidth-vae-video.yaml "$BF16" 2
     rm -rf "$FP8" && cp -al "$BF16" "$FP8"
     timed_build fp8 realwidth-blocks-fp8 "$FP8" 4
     ;;
