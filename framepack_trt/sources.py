@@ -209,11 +209,30 @@ def construct(cls: type, config: dict[str, Any]):
     return cls.from_config(config)
 
 
-def from_pretrained(cls: type, local: Path, dtype):
-    """``from_pretrained`` from a local folder, offline, for transformers and diffusers."""
+#: The transformers release that renamed ``from_pretrained(torch_dtype=)`` to ``dtype=`` (the
+#: old name is deprecated from then on; before it, ``dtype=`` reaches the model's ``__init__``
+#: and fails: FramePack pins transformers 4.46.2).
+TRANSFORMERS_DTYPE_KWARG_SINCE = "4.56"
+
+
+def dtype_kwargs(cls: type, dtype) -> dict[str, Any]:
+    """The ``from_pretrained`` keyword that sets the dtype, for ``cls`` and the installed
+    library: ``dtype`` for transformers from 4.56, ``torch_dtype`` for older transformers and
+    for diffusers (every version). The one place that knows the difference."""
     if is_transformers_class(cls):
-        return cls.from_pretrained(str(local), dtype=dtype, local_files_only=True)
-    return cls.from_pretrained(str(local), torch_dtype=dtype, local_files_only=True)
+        from packaging.version import Version
+
+        from framepack_trt.device import package_version
+
+        if Version(package_version("transformers") or "0") >= Version(TRANSFORMERS_DTYPE_KWARG_SINCE):
+            return {"dtype": dtype}
+    return {"torch_dtype": dtype}
+
+
+def from_pretrained(cls: type, local: Path | str, dtype, **kwargs):
+    """``from_pretrained`` from a local folder, offline, for transformers and diffusers."""
+    return cls.from_pretrained(str(local), local_files_only=True, **dtype_kwargs(cls, dtype),
+                               **kwargs)
 
 
 def materialize_random(source: Source, component: Component, weights_dir: Path) -> Path:
