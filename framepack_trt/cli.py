@@ -110,8 +110,12 @@ def _main(
 
 
 def _cache(cache_dir: Path | None, framepack_dir: Path | None, profile=None):
+    """The cache; ``--framepack-dir`` also becomes FramePack's folder for weights lookup
+    (its hf_download) in this process and those it starts."""
     from framepack_trt.cache import Cache, resolve_cache_dir
+    from framepack_trt.sources import use_framepack_dir
 
+    use_framepack_dir(framepack_dir)
     return Cache(resolve_cache_dir(cache_dir, profile.cache_dir if profile else None, framepack_dir))
 
 

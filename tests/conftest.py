@@ -106,11 +106,13 @@ def build_cuda_blocks(root: Path, **entry) -> tuple[Path, Path]:
 
 
 def load_transformer(path: Path, device: str):
-    """diffusers' FramePack transformer from a save_pretrained folder, bf16, on ``device``."""
+    """The FramePack transformer the engines are built from (``transformer_class()``:
+    diffusers', else this project's) from a save_pretrained folder, bf16, on ``device``."""
     import torch
-    from diffusers import HunyuanVideoFramepackTransformer3DModel
 
-    return HunyuanVideoFramepackTransformer3DModel.from_pretrained(
+    from framepack_trt.framepack_transformer import transformer_class
+
+    return transformer_class().from_pretrained(
         path, torch_dtype=torch.bfloat16).eval().to(device)
 
 

@@ -4,6 +4,7 @@ engine followed by list / verify / purge."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -332,3 +333,32 @@ def test_verify_shares_one_process_and_recovers_from_its_crash(tiny_build, monke
     assert calls == [["clip_text", "siglip_image"], "clip_text", "siglip_image"]
     assert [(r["name"], r["result"]) for r in results] == [("clip_text", "pass"),
                                                             ("siglip_image", "pass")]
+
+
+@pytest.mark.skipif(bool(os.environ.get("HF_HOME") or os.environ.get("HF_HUB_CACHE")),
+                    reason="HF_HOME or HF_HUB_CACHE is set: the user's choice, looked in alone")
+def test_framepack_dir_finds_weights_in_its_hf_download(tmp_path, tiny_weights):
+    """`build --framepack-dir` without HF_HOME: the profile's repo sources are looked up in
+    FramePack's hf_download (as demo_gradio.py sets HF_HOME), and one that is not there is a
+    plan error naming where it looked. Through the console entry point (a fresh process)."""
+    from test_sources import _fake_hub_cache, _framepack_folder
+
+    framepack = _framepack_folder(tmp_path / "FramePack")
+    _fake_hub_cache(framepack / "hf_download" / "hub", "lllyasviel/flux_redux_bfl",
+                    "image_encoder", "d" * 40, tiny_weights["siglip_image"])
+    p = write_profile(tmp_path / "p.yaml", [
+        {"component": "siglip_image", "dtype": "float32",
+         "source": {"repo": "lllyasviel/flux_redux_bfl", "subfolder": "image_encoder"}},
+        {"component": "clip_text", "dtype": "float32",
+         "source": {"repo": "hunyuanvideo-community/HunyuanVideo", "subfolder": "text_encoder_2"}}])
+    r = cli("build", "--profile", str(p), "--framepack-dir", str(framepack), "--dry-run", "--json",
+            cwd=tmp_path)
+    plan = {i["name"]: i for i in json.loads(r.stdout)["plan"]}
+    assert plan["siglip_image"]["action"] == "build", plan
+    assert plan["clip_text"]["action"] == "error"
+    assert (f"hf:hunyuanvideo-community/HunyuanVideo/text_encoder_2 is not in the local Hugging Face "
+            f"cache (looked in: {framepack.resolve() / 'hf_download' / 'hub'}") in plan["clip_text"]["reason"]
+    # The same without --framepack-dir, from another folder: FramePack's hf_download is unknown.
+    r = cli("build", "--profile", str(p), "--dry-run", "--json", cwd=tmp_path)
+    plan = {i["name"]: i for i in json.loads(r.stdout)["plan"]}
+    assert plan["siglip_image"]["action"] == "error" and "hf_download" not in plan["siglip_image"]["reason"]
