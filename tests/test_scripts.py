@@ -121,6 +121,7 @@ def test_transformer_blocks_bench_grows_the_model_of_copies_of_its_blocks():
     each a module of its own), the config to match; the eager forward walks them all (its
     output changes: the new blocks run), and shrinking back to 2 + 2 gives the first output."""
     from conftest import save_tiny
+
     from framepack_trt.components.base import get_component
     from framepack_trt.components.transformer import RAW_INPUTS
     from framepack_trt.framepack_bench import grow
