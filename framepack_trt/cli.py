@@ -699,11 +699,13 @@ def doctor(
     framepack_dir: FramepackDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Report torch, CUDA, the GPU, each backend (and why one is unavailable), and the cache."""
+    """Report torch, CUDA, the GPU, each backend (and why one is unavailable), and the cache;
+    this environment against FramePack's: library versions against FramePack's pins, engines
+    built with other versions (stale), and whether FramePack's folder imports here."""
     from framepack_trt.doctor import report
 
     cache = _cache(cache_dir, framepack_dir)
-    info = report(cache)
+    info = report(cache, framepack_dir)
     if as_json:
         print(json.dumps(info, indent=2))
         return
