@@ -110,7 +110,10 @@ def environment(cache: Cache, framepack_dir=None) -> dict[str, str]:
     if folder is not None:
         info["FramePack folder"] = (_framepack_imports(folder) if is_framepack_folder(folder) else
                                     f"{folder}: not a FramePack checkout (it has no "
-                                    "demo_gradio.py or no diffusers_helper/)")
+                                    "demo_gradio.py or no diffusers_helper/)"
+                                    + (f"; FramePack's one-click package keeps it in "
+                                       f"{folder / 'webui'}: pass that"
+                                       if is_framepack_folder(folder / "webui") else ""))
     info["weights looked up in"] = "; ".join(f"{p} ({why})" for p, why in hub_caches())
     return info
 

@@ -65,8 +65,11 @@ def check_framepack(folder: str | Path) -> Path:
         raise UsageError(f"FramePack folder {path}: no such folder")
     missing = _missing_parts(path)
     if missing:
+        # FramePack's Windows one-click package keeps FramePack itself in webui/.
+        hint = (f"; FramePack's one-click package keeps it in {path / 'webui'}: pass that"
+                if not _missing_parts(path / "webui") else "")
         raise UsageError(f"FramePack folder {path}: not a FramePack checkout, it has no "
-                         f"{' and no '.join(missing)}")
+                         f"{' and no '.join(missing)}{hint}")
     return path.resolve()
 
 

@@ -297,6 +297,18 @@ def test_find_framepack(tmp_path):
         find_framepack(tmp_path)
     with pytest.raises(UsageError, match="/nowhere: no such folder"):
         find_framepack(tmp_path / "nowhere")
+    # The Windows one-click package: its folder holds FramePack in webui/.
+    package = tmp_path / "framepack_cu126_torch26"
+    (package / "webui").mkdir(parents=True)
+    (tmp_path / "fp").rename(package / "webui" / "fp")
+    for part in ("demo_gradio.py", "diffusers_helper"):
+        (package / "webui" / "fp" / part).rename(package / "webui" / part)
+    with pytest.raises(UsageError) as err:
+        find_framepack(package)
+    assert str(err.value).endswith(
+        f"it has no demo_gradio.py and no diffusers_helper/; FramePack's one-click package "
+        f"keeps it in {package / 'webui'}: pass that")
+    assert find_framepack(package / "webui") == (package / "webui").resolve()
 
 
 @pytest.mark.parametrize("script", ["demo_gradio.py", "demo_gradio_f1.py"])
