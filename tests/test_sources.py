@@ -147,3 +147,23 @@ def test_framepack_folders_hf_download_is_looked_in_as_framepack_does(tmp_path, 
     with pytest.raises(WeightsNotFoundError) as err:
         resolve_local_dir(src)
     assert f"looked in: {tmp_path / 'elsewhere' / 'hub'} ($HF_HOME))" in str(err.value)
+
+
+def test_from_pretrained_sets_the_dtype_on_the_installed_libraries(tmp_path):
+    """transformers took ``dtype=`` for ``torch_dtype=`` in 4.56 (FramePack pins 4.46.2, where
+    ``dtype=`` reaches the model's ``__init__`` and fails); diffusers takes ``torch_dtype``.
+    ``sources.from_pretrained`` loads both kinds in half precision on whichever is installed."""
+    from packaging.version import Version
+
+    from framepack_trt.device import package_version
+    from framepack_trt.sources import dtype_kwargs, from_pretrained
+
+    for name in ("clip_text", "vae_encode"):
+        cls = get_component(name).load_model_class()
+        folder = save_tiny(name, tmp_path / name, seed=4)
+        model = from_pretrained(cls, folder, torch.float16)
+        assert type(model) is cls and model.dtype == torch.float16
+        assert {p.dtype for p in model.parameters()} == {torch.float16}
+    new = Version(package_version("transformers")) >= Version("4.56")
+    assert list(dtype_kwargs(get_component("llama_text").load_model_class(), torch.float16)) == (
+        ["dtype"] if new else ["torch_dtype"])
