@@ -147,10 +147,11 @@ def _stale_engines(cache: Cache) -> dict[str, str]:
     out = {}
     for n, (reason, names) in enumerate(sorted(groups.items()), 1):
         key = "stale engines" if len(groups) == 1 else f"stale engines ({n})"
+        elsewhere = (" (or use them from the environment that built them)"
+                     if "other model libraries" in reason else "")
         out[key] = (f"{len(names)}: {', '.join(sorted(names))}: {reason}; they cannot be used "
-                    "here: `framepack-trt build` builds them for this environment (or use them "
-                    "from the one that built them), `framepack-trt purge --stale --yes` removes "
-                    "them")
+                    f"here: `framepack-trt build` builds them for this environment{elsewhere}, "
+                    "`framepack-trt purge --stale --yes` removes them")
     return out
 
 
