@@ -14,7 +14,21 @@ PROFILE ?= tiny
 TEST_THREADS ?= 1
 ARGS ?=
 
-.PHONY: install demo test gpu-test lint build list verify purge doctor clean
+# FramePack's own environment: its requirements.txt's pins (diffusers 0.33.1, transformers
+# 4.46.2, ...), then framepack-trt with its dependencies resolved against them.
+PINNED_VENV ?= .venv-framepack
+PBIN := $(PINNED_VENV)/bin
+FRAMEPACK_REQUIREMENTS ?= .ci/framepack-requirements.txt
+# What `test-pinned` runs there: the tests of what differs between the two version sets (the
+# transformer class, the export module, the from_pretrained dtype keyword, the pins kept) and
+# the CLI's components. PINNED_TESTS="tests/test_e2e.py tests/test_framepack_worker.py ..."
+# adds the tiny profile's build/verify and FramePack's own worker (minutes more, README).
+PINNED_TESTS ?= tests/test_versions.py tests/test_framepack_transformer.py \
+	tests/components/test_transformer_export.py tests/test_sources.py \
+	tests/test_cli.py::test_components_lists_registry
+
+.PHONY: install install-pinned demo test test-newest test-pinned gpu-test lint build list verify \
+	purge doctor clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,13 +38,28 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed ## create .venv and install framepack-trt with its test tools
 
+$(PBIN)/.installed: pyproject.toml $(FRAMEPACK_REQUIREMENTS)
+	test -x $(PBIN)/python || $(PYTHON) -m venv $(PINNED_VENV)
+	$(PBIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(PBIN)/python -m pip install -q -r $(FRAMEPACK_REQUIREMENTS)
+	$(PBIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install-pinned: $(PBIN)/.installed ## FramePack's pinned environment (.venv-framepack) + framepack-trt
+
 demo: install ## build the tiny profile (CPU, AOTInductor), list it, verify it against PyTorch
 	$(BIN)/framepack-trt build --profile tiny
 	$(BIN)/framepack-trt list
 	$(BIN)/framepack-trt verify
 
-test: install ## the test suite (CPU only; GPU tests skip themselves), two workers
+test: test-newest test-pinned ## both version sets: the suite on the newest, a subset on FramePack's pins
+
+test-newest: install ## the test suite (CPU only; GPU tests skip themselves), two workers
 	OMP_NUM_THREADS=$(TEST_THREADS) $(BIN)/python -m pytest -q -n 2
+
+test-pinned: install-pinned ## PINNED_TESTS in FramePack's pinned environment, two workers
+	FRAMEPACK_REQUIREMENTS=$(FRAMEPACK_REQUIREMENTS) OMP_NUM_THREADS=$(TEST_THREADS) \
+		$(PBIN)/python -m pytest -q -n 2 $(PINNED_TESTS)
 
 gpu-test: install ## the GPU tests (need CUDA; TensorRT ones need torch_tensorrt)
 	$(BIN)/python -m pytest -q -m gpu tests/gpu
@@ -53,5 +82,5 @@ purge: install ## e.g. make purge ARGS="--all --yes"
 doctor: install
 	$(BIN)/framepack-trt doctor
 
-clean: ## remove the demo cache (Cache/) and the virtual environment
-	rm -rf Cache $(VENV)
+clean: ## remove the demo cache (Cache/) and the virtual environments
+	rm -rf Cache $(VENV) $(PINNED_VENV)

@@ -296,10 +296,14 @@ class Cache:
             entries[entry["key"]] = entry
             self._write(entries, choices)
         if old:
-            self._delete_files(old, keep=entry)
+            self._delete_files(old, keep=entry, in_use_ok=True)
         return old
 
-    def _delete_files(self, entry: dict[str, Any], keep: dict[str, Any] | None = None) -> list[Path]:
+    def _delete_files(self, entry: dict[str, Any], keep: dict[str, Any] | None = None,
+                      in_use_ok: bool = False) -> list[Path]:
+        """Delete an entry's files (not those ``keep`` has). ``in_use_ok``: a file another
+        process has open on Windows stays, as an orphan, with a warning (a rebuild's old files:
+        the new entry is in already)."""
         kept = {keep[p]["file"] for p in ("engine", "golden")} if keep else set()
         deleted = []
         for part in ("engine", "golden"):
@@ -312,8 +316,25 @@ class Cache:
             except FileNotFoundError:
                 pass
             except OSError as exc:
-                raise self._not_writable(exc) from exc
+                problem = self._in_use(path, exc)
+                if problem and in_use_ok:
+                    self.warnings.append(f"{problem}; it stays as an orphan file, which "
+                                         "`framepack-trt purge --stale --yes` removes later")
+                    continue
+                raise (CacheError(problem) if problem else self._not_writable(exc)) from exc
         return deleted
+
+    @staticmethod
+    def _in_use(path: Path, exc: OSError) -> str | None:
+        """On Windows a file another process has open (an engine FramePack loaded) cannot be
+        deleted: the one line that says so, instead of "not writable"; None elsewhere."""
+        from framepack_trt.platforms import is_windows
+
+        if is_windows() and isinstance(exc, PermissionError):
+            return (f"cannot delete {path}: another process has it open (Windows does not delete "
+                    "files in use, such as an engine FramePack has loaded); close that process "
+                    "and run the command again")
+        return None
 
     def remove(self, keys: list[str]) -> tuple[list[Path], list[str]]:
         """Remove entries from the manifest, then their files. An entry whose engine is being
@@ -375,7 +396,8 @@ class Cache:
             except CacheError:
                 raise
             except OSError as exc:
-                raise self._not_writable(exc) from exc
+                problem = self._in_use(path, exc)
+                raise (CacheError(problem) if problem else self._not_writable(exc)) from exc
         return removed
 
     def size(self) -> int:

@@ -110,8 +110,12 @@ def _main(
 
 
 def _cache(cache_dir: Path | None, framepack_dir: Path | None, profile=None):
+    """The cache; ``--framepack-dir`` also becomes FramePack's folder for weights lookup
+    (its hf_download) in this process and those it starts."""
     from framepack_trt.cache import Cache, resolve_cache_dir
+    from framepack_trt.sources import use_framepack_dir
 
+    use_framepack_dir(framepack_dir)
     return Cache(resolve_cache_dir(cache_dir, profile.cache_dir if profile else None, framepack_dir))
 
 
@@ -706,11 +710,13 @@ def doctor(
     framepack_dir: FramepackDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Report torch, CUDA, the GPU, each backend (and why one is unavailable), and the cache."""
+    """Report torch, CUDA, the GPU, each backend (and why one is unavailable), and the cache;
+    this environment against FramePack's: library versions against FramePack's pins, engines
+    built with other versions (stale), and whether FramePack's folder imports here."""
     from framepack_trt.doctor import report
 
     cache = _cache(cache_dir, framepack_dir)
-    info = report(cache)
+    info = report(cache, framepack_dir)
     if as_json:
         print(json.dumps(info, indent=2))
         return

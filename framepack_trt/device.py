@@ -32,6 +32,10 @@ def torch_version() -> str:
 @lru_cache(maxsize=1)
 def cpu_device() -> dict[str, str]:
     arch = platform.machine()
+    if sys.platform == "win32":  # no /proc/cpuinfo: Windows' processor feature flags
+        from framepack_trt.platforms import windows_vector_isa
+
+        return {"type": "cpu", "arch": arch, "isa": windows_vector_isa()}
     isa = "base"
     try:
         with open("/proc/cpuinfo") as f:

@@ -267,6 +267,7 @@ def load_models(cache: Cache, device, root: Path) -> tuple[dict, dict[str, str]]
 
     from framepack_trt.components.base import get_component
     from framepack_trt.export import torch_dtype
+    from framepack_trt.sources import from_pretrained
 
     where: dict[str, str] = {}
     found = _engine_checkpoint(cache, TRANSFORMER_COMPONENTS)
@@ -284,7 +285,7 @@ def load_models(cache: Cache, device, root: Path) -> tuple[dict, dict[str, str]]
         if found is not None:
             local, entry = found
             cls = get_component(entry["component"]).load_model_class()
-            models[name] = cls.from_pretrained(local, torch_dtype=torch_dtype(
+            models[name] = from_pretrained(cls, local, torch_dtype(
                 entry["key_fields"]["dtype"])).cpu()
             where[name] = f"{local.name} (the engines' checkpoint)"
             continue

@@ -65,8 +65,11 @@ def check_framepack(folder: str | Path) -> Path:
         raise UsageError(f"FramePack folder {path}: no such folder")
     missing = _missing_parts(path)
     if missing:
+        # FramePack's Windows one-click package keeps FramePack itself in webui/.
+        hint = (f"; FramePack's one-click package keeps it in {path / 'webui'}: pass that"
+                if not _missing_parts(path / "webui") else "")
         raise UsageError(f"FramePack folder {path}: not a FramePack checkout, it has no "
-                         f"{' and no '.join(missing)}")
+                         f"{' and no '.join(missing)}{hint}")
     return path.resolve()
 
 
@@ -164,6 +167,14 @@ def import_framepack(folder: str | Path | None = None) -> Path:
     and import the modules that need care on this machine (``memory``, ``utils``). One process
     holds one FramePack: a ``diffusers_helper`` already imported from elsewhere is an error."""
     path = find_framepack(folder)
+    import torch
+
+    from framepack_trt.platforms import is_linux, linux_only
+
+    if not torch.cuda.is_available() and not is_linux():  # _host_free_memory_gb: os.sysconf
+        raise UsageError(linux_only(
+            "FramePack's code on a machine without CUDA (free host memory from os.sysconf)",
+            "run it with an NVIDIA GPU and a CUDA build of torch"))
     loaded = sys.modules.get("diffusers_helper")
     if loaded is not None:
         where = [Path(p).resolve() for p in getattr(loaded, "__path__", [])]
@@ -176,8 +187,6 @@ def import_framepack(folder: str | Path | None = None) -> Path:
     # (importlib.util.find_spec) when they are first imported.
     importlib.import_module("diffusers")
     importlib.import_module("transformers")
-    import torch
-
     if "diffusers_helper.memory" not in sys.modules:
         with _cuda_device_for_import():
             memory = importlib.import_module("diffusers_helper.memory")
@@ -264,6 +273,36 @@ class ReraiseTraceback:
         raise  # called while the worker handles the exception: re-raises it
 
 
+def _script_imports(path: Path) -> tuple[ast.FunctionDef, set[str], set[str], dict[str, Any]]:
+    """The script's worker, the names it reads and binds, and the namespace its needed
+    imports (``_needed_imports``) made, executed with the script's file name."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    worker = _worker_def(tree, path)
+    loads, binds = _names_read(worker)
+    imported: dict[str, Any] = {"__name__": f"framepack_{path.stem}", "__file__": str(path),
+                                "__builtins__": builtins}
+    code = ast.Module(body=_needed_imports(tree, loads - binds), type_ignores=[])
+    exec(compile(code, str(path), "exec"), imported)
+    return worker, loads, binds, imported
+
+
+def worker_imports(framepack_dir: str | Path | None = None,
+                   scripts: tuple[str, ...] = SCRIPTS) -> list[str]:
+    """Import what FramePack's ``scripts``' workers import, as ``load_worker`` does (nothing
+    else of the scripts runs); returns the modules of FramePack's own they came from. Raises
+    what an import raises (``doctor`` runs it in a process of its own and reports that)."""
+    folder = import_framepack(framepack_dir)
+    modules: set[str] = set()
+    for script in scripts:
+        path = folder / script
+        if not path.is_file():
+            raise UsageError(f"FramePack folder {folder}: no {script}")
+        _, _, _, imported = _script_imports(path)
+        modules.update(getattr(v, "__module__", None) or getattr(v, "__name__", "")
+                       for v in imported.values())
+    return sorted(m for m in modules if m.startswith("diffusers_helper"))
+
+
 def load_worker(namespace: MutableMapping[str, Any], script: str = "demo_gradio.py",
                 framepack_dir: str | Path | None = None, raise_errors: bool = True) -> Callable:
     """FramePack's ``worker`` from ``script`` (``demo_gradio.py`` or ``demo_gradio_f1.py``
@@ -286,13 +325,7 @@ def load_worker(namespace: MutableMapping[str, Any], script: str = "demo_gradio.
     if not path.is_file():
         raise UsageError(f"FramePack folder {folder}: no {script} (FramePack's apps: "
                          f"{', '.join(SCRIPTS)})")
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    worker = _worker_def(tree, path)
-    loads, binds = _names_read(worker)
-    imported: dict[str, Any] = {"__name__": f"framepack_{path.stem}", "__file__": str(path),
-                                "__builtins__": builtins}
-    code = ast.Module(body=_needed_imports(tree, loads - binds), type_ignores=[])
-    exec(compile(code, str(path), "exec"), imported)
+    worker, loads, binds, imported = _script_imports(path)
 
     defaults = dict(imported)
     if "stream" in loads:

@@ -40,7 +40,10 @@ class MemoryPeaks:
         return out
 
     def describe(self) -> str:
-        parts = [f"host RSS {self.host_gib} GiB"]
+        from framepack_trt.platforms import is_linux
+
+        parts = [f"host RSS {self.host_gib} GiB" if is_linux() else
+                 "host RSS not measured (read from /proc: Linux only)"]
         if self.gpu_used_gib is not None:
             parts.append(f"GPU used {self.gpu_used_gib} GiB (torch allocator {self.gpu_torch_gib} GiB)")
         return "peak memory during the build: " + ", ".join(parts)

@@ -108,6 +108,52 @@ class _FileHashMemo:
             atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True))
 
 
+#: FramePack's folder, for the commands and the processes they start: ``--framepack-dir`` sets
+#: it (``use_framepack_dir``); without it, the current folder when it is a FramePack checkout.
+FRAMEPACK_DIR_ENV = "FRAMEPACK_DIR"
+
+
+def is_framepack_folder(folder: Path) -> bool:
+    """A FramePack checkout: ``demo_gradio.py`` and ``diffusers_helper/``."""
+    return (folder / "demo_gradio.py").is_file() and (folder / "diffusers_helper").is_dir()
+
+
+def use_framepack_dir(folder: str | os.PathLike | None) -> None:
+    """Make ``folder`` FramePack's folder for this process and the processes it starts."""
+    if folder is not None:
+        os.environ[FRAMEPACK_DIR_ENV] = str(Path(folder).expanduser().resolve())
+
+
+def framepack_folder() -> Path | None:
+    """``$FRAMEPACK_DIR`` (``--framepack-dir``), else the current folder if it is FramePack's."""
+    if os.environ.get(FRAMEPACK_DIR_ENV):
+        return Path(os.environ[FRAMEPACK_DIR_ENV])
+    cwd = Path.cwd()
+    return cwd if is_framepack_folder(cwd) else None
+
+
+def hub_caches() -> list[tuple[Path, str]]:
+    """The Hugging Face hub caches a ``repo`` source is looked up in, in order, each with why.
+
+    ``$HF_HUB_CACHE`` or ``$HF_HOME/hub`` when either is set (the user chose). Else, as FramePack
+    does (its demo_gradio.py sets ``HF_HOME`` to its own ``hf_download`` folder before loading
+    anything), FramePack's ``hf_download/hub`` first when FramePack's folder is known
+    (``framepack_folder``), then Hugging Face's default (``~/.cache/huggingface/hub``)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return [(Path(os.environ["HF_HUB_CACHE"]).expanduser(), "$HF_HUB_CACHE")]
+    if os.environ.get("HF_HOME"):
+        return [(Path(os.environ["HF_HOME"]).expanduser() / "hub", "$HF_HOME")]
+    from huggingface_hub import constants
+
+    out = []
+    folder = framepack_folder()
+    if folder is not None:
+        out.append((folder / "hf_download" / "hub",
+                    "FramePack's hf_download, where demo_gradio.py keeps its weights"))
+    out.append((Path(constants.HF_HUB_CACHE), "Hugging Face's default; no HF_HOME set"))
+    return out
+
+
 def resolve_local_dir(source: Source) -> Path:
     """The directory holding config + weights for a path or repo source (offline)."""
     if source.kind == "path":
@@ -121,15 +167,21 @@ def resolve_local_dir(source: Source) -> Path:
         from huggingface_hub import try_to_load_from_cache
 
         sub = f"{source.subfolder}/" if source.subfolder else ""
-        cfg = try_to_load_from_cache(source.repo, f"{sub}config.json", revision=source.revision)
-        if not isinstance(cfg, str):
-            raise WeightsNotFoundError(
-                f"{source.describe()} is not in the local Hugging Face cache "
-                f"({os.environ.get('HF_HUB_CACHE') or os.environ.get('HF_HOME') or '~/.cache/huggingface'}); "
-                f"download it first, e.g. `hf download {source.repo}"
-                + (f" --include '{source.subfolder}/*'" if source.subfolder else "") + "`"
-            )
-        return Path(cfg).parent
+        caches = hub_caches()
+        for cache, _ in caches:
+            cfg = try_to_load_from_cache(source.repo, f"{sub}config.json",
+                                         cache_dir=str(cache), revision=source.revision)
+            if isinstance(cfg, str):
+                return Path(cfg).parent
+        looked = "; ".join(f"{cache} ({why})" for cache, why in caches)
+        raise WeightsNotFoundError(
+            f"{source.describe()} is not in the local Hugging Face cache (looked in: {looked}); "
+            f"download it first, e.g. `hf download {source.repo}"
+            + (f" --include '{source.subfolder}/*'" if source.subfolder else "") + "`"
+            + (", with HF_HOME set to FramePack's hf_download to keep it there (running "
+               "FramePack once downloads its weights there too)"
+               if framepack_folder() is not None else "")
+        )
     raise ValueError(source.kind)
 
 
@@ -209,11 +261,30 @@ def construct(cls: type, config: dict[str, Any]):
     return cls.from_config(config)
 
 
-def from_pretrained(cls: type, local: Path, dtype):
-    """``from_pretrained`` from a local folder, offline, for transformers and diffusers."""
+#: The transformers release that renamed ``from_pretrained(torch_dtype=)`` to ``dtype=`` (the
+#: old name is deprecated from then on; before it, ``dtype=`` reaches the model's ``__init__``
+#: and fails: FramePack pins transformers 4.46.2).
+TRANSFORMERS_DTYPE_KWARG_SINCE = "4.56"
+
+
+def dtype_kwargs(cls: type, dtype) -> dict[str, Any]:
+    """The ``from_pretrained`` keyword that sets the dtype, for ``cls`` and the installed
+    library: ``dtype`` for transformers from 4.56, ``torch_dtype`` for older transformers and
+    for diffusers (every version). The one place that knows the difference."""
     if is_transformers_class(cls):
-        return cls.from_pretrained(str(local), dtype=dtype, local_files_only=True)
-    return cls.from_pretrained(str(local), torch_dtype=dtype, local_files_only=True)
+        from packaging.version import Version
+
+        from framepack_trt.device import package_version
+
+        if Version(package_version("transformers") or "0") >= Version(TRANSFORMERS_DTYPE_KWARG_SINCE):
+            return {"dtype": dtype}
+    return {"torch_dtype": dtype}
+
+
+def from_pretrained(cls: type, local: Path | str, dtype, **kwargs):
+    """``from_pretrained`` from a local folder, offline, for transformers and diffusers."""
+    return cls.from_pretrained(str(local), local_files_only=True, **dtype_kwargs(cls, dtype),
+                               **kwargs)
 
 
 def materialize_random(source: Source, component: Component, weights_dir: Path) -> Path:

@@ -93,9 +93,8 @@ def prepare_call(kwargs: Mapping[str, Any], dtype: torch.dtype,
                  device: str | torch.device | None):
     """The engine's inputs (in ENGINE_INPUTS order) for one transformer call (``device``
     None: where the latents are)."""
-    from diffusers.models.transformers.transformer_hunyuan_video_framepack import _pad_for_3d_conv
-
     from framepack_trt.errors import ShapeError
+    from framepack_trt.framepack_transformer import pad_for_3d_conv
 
     call = diffusers_kwargs(kwargs)
     missing = [n for n in (*ENGINE_INPUTS, "encoder_attention_mask") if n not in call]
@@ -114,7 +113,7 @@ def prepare_call(kwargs: Mapping[str, Any], dtype: torch.dtype,
                          "default); a call without it runs eager")
     for key, kernel in HISTORY_KERNELS.items():
         name = f"latents_history_{key}"
-        call[name] = _pad_for_3d_conv(call[name], kernel)
+        call[name] = pad_for_3d_conv(call[name], kernel)
         call[f"indices_{name}"] = _pad_indices(call[f"indices_{name}"], kernel[0])
     out = []
     for name in ENGINE_INPUTS:

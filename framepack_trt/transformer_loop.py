@@ -178,9 +178,9 @@ class PieceSwap:
         from collections import Counter
 
         self.pieces, self.eager_pieces = find_pieces(cache, self.model, str(self.model.dtype))
-        from diffusers import HunyuanVideoFramepackTransformer3DModel
+        from framepack_trt.framepack_transformer import is_export_layout
 
-        if not isinstance(self.model, HunyuanVideoFramepackTransformer3DModel):
+        if not is_export_layout(self.model):
             # A piece runs eagerly on diffusers' modules only (FramePack's own class has other
             # RoPE and embedding call conventions): elsewhere a piece without an engine means
             # the whole call runs the model's own forward.

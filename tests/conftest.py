@@ -106,11 +106,13 @@ def build_cuda_blocks(root: Path, **entry) -> tuple[Path, Path]:
 
 
 def load_transformer(path: Path, device: str):
-    """diffusers' FramePack transformer from a save_pretrained folder, bf16, on ``device``."""
+    """The FramePack transformer the engines are built from (``transformer_class()``:
+    diffusers', else this project's) from a save_pretrained folder, bf16, on ``device``."""
     import torch
-    from diffusers import HunyuanVideoFramepackTransformer3DModel
 
-    return HunyuanVideoFramepackTransformer3DModel.from_pretrained(
+    from framepack_trt.framepack_transformer import transformer_class
+
+    return transformer_class().from_pretrained(
         path, torch_dtype=torch.bfloat16).eval().to(device)
 
 
@@ -209,6 +211,25 @@ def siglip_with_torchs_own_loader(cache: Path, device: str) -> float:
 
 
 # -- FramePack's own worker (tests/test_framepack_worker.py) ----------------------------------
+
+@pytest.fixture(scope="module")
+def restore_layer_norms():
+    """FramePack's ``dit_common.py`` (imported with its transformer) replaces the ``forward`` of
+    torch's and diffusers' layer norms, for the whole process; the same values for one dtype.
+    Put them back for the other tests of this pytest worker (a module's
+    ``pytestmark = pytest.mark.usefixtures("restore_layer_norms")``)."""
+    import torch
+    from diffusers.models import normalization
+
+    classes = {torch.nn.LayerNorm, normalization.LayerNorm, normalization.FP32LayerNorm}
+    saved = {cls: cls.__dict__.get("forward") for cls in classes}
+    yield
+    for cls, forward in saved.items():
+        if forward is not None:
+            cls.forward = forward
+        elif "forward" in cls.__dict__:
+            delattr(cls, "forward")
+
 
 #: FramePack's latent_window_size in those tests (the user's input): the transformer engines'
 #: latent_frames.

@@ -4,7 +4,9 @@ engine followed by list / verify / purge."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 from conftest import cli, write_profile
@@ -332,3 +334,95 @@ def test_verify_shares_one_process_and_recovers_from_its_crash(tiny_build, monke
     assert calls == [["clip_text", "siglip_image"], "clip_text", "siglip_image"]
     assert [(r["name"], r["result"]) for r in results] == [("clip_text", "pass"),
                                                             ("siglip_image", "pass")]
+
+
+@pytest.mark.skipif(bool(os.environ.get("HF_HOME") or os.environ.get("HF_HUB_CACHE")),
+                    reason="HF_HOME or HF_HUB_CACHE is set: the user's choice, looked in alone")
+def test_framepack_dir_finds_weights_in_its_hf_download(tmp_path, tiny_weights):
+    """`build --framepack-dir` without HF_HOME: the profile's repo sources are looked up in
+    FramePack's hf_download (as demo_gradio.py sets HF_HOME), and one that is not there is a
+    plan error naming where it looked. Through the console entry point (a fresh process)."""
+    from test_sources import _fake_hub_cache, _framepack_folder
+
+    framepack = _framepack_folder(tmp_path / "FramePack")
+    _fake_hub_cache(framepack / "hf_download" / "hub", "lllyasviel/flux_redux_bfl",
+                    "image_encoder", "d" * 40, tiny_weights["siglip_image"])
+    p = write_profile(tmp_path / "p.yaml", [
+        {"component": "siglip_image", "dtype": "float32",
+         "source": {"repo": "lllyasviel/flux_redux_bfl", "subfolder": "image_encoder"}},
+        {"component": "clip_text", "dtype": "float32",
+         "source": {"repo": "hunyuanvideo-community/HunyuanVideo", "subfolder": "text_encoder_2"}}])
+    r = cli("build", "--profile", str(p), "--framepack-dir", str(framepack), "--dry-run", "--json",
+            cwd=tmp_path)
+    plan = {i["name"]: i for i in json.loads(r.stdout)["plan"]}
+    assert plan["siglip_image"]["action"] == "build", plan
+    assert plan["clip_text"]["action"] == "error"
+    assert (f"hf:hunyuanvideo-community/HunyuanVideo/text_encoder_2 is not in the local Hugging Face "
+            f"cache (looked in: {framepack.resolve() / 'hf_download' / 'hub'}") in plan["clip_text"]["reason"]
+    # The same without --framepack-dir, from another folder: FramePack's hf_download is unknown.
+    r = cli("build", "--profile", str(p), "--dry-run", "--json", cwd=tmp_path)
+    plan = {i["name"]: i for i in json.loads(r.stdout)["plan"]}
+    assert plan["siglip_image"]["action"] == "error" and "hf_download" not in plan["siglip_image"]["reason"]
+
+
+def test_doctor_names_version_mismatches_stale_engines_and_framepack_folder(built_cache,
+                                                                            tmp_path):
+    """One line each: a library whose version differs from FramePack's pin (read from the
+    FramePack folder's requirements.txt), the engines built with other library versions
+    (the SigLIP engine's manifest entry as another environment would have written it), and
+    whether the FramePack folder imports here (a copy of FramePack's code; then broken)."""
+    from framepack_trt.device import library_versions, package_version
+    from framepack_trt.framepack_worker import VENDORED
+
+    _, original = built_cache
+    cache = tmp_path / "cache"
+    shutil.copytree(original, cache)
+    doc = json.loads((cache / "manifest.json").read_text())
+    (entry,) = doc["entries"].values()
+    here = library_versions()
+    other = {"diffusers": "0.33.1" if here["diffusers"] != "0.33.1" else "0.42.1",
+             "transformers": here["transformers"]}
+    entry["key_fields"]["libraries"] = other
+    (cache / "manifest.json").write_text(json.dumps(doc))
+    framepack = tmp_path / "FramePack"
+    shutil.copytree(VENDORED, framepack)
+    (framepack / "requirements.txt").write_text(
+        f"accelerate=={package_version('accelerate')}\ndiffusers==0.1.0\ngradio==5.23.0\n"
+        f"transformers=={here['transformers']}\neinops\n")
+
+    info = json.loads(cli("doctor", "--cache-dir", str(cache), "--framepack-dir", str(framepack),
+                          "--json", check=True).stdout)
+    assert info["version mismatch: diffusers"].startswith(
+        f"diffusers {here['diffusers']} here, FramePack pins 0.1.0 ({framepack / 'requirements.txt'})")
+    assert [k for k in info if k.startswith("version mismatch")] == ["version mismatch: diffusers"]
+    assert info["stale engines"].startswith(
+        f"1: siglip_image: built with other model libraries (diffusers {other['diffusers']} -> "
+        f"{here['diffusers']}); they cannot be used here: `framepack-trt build` builds them")
+    assert info["FramePack folder"] == f"{framepack.resolve()}: imports (8 of FramePack's modules)"
+    assert all("\n" not in str(v) for v in info.values())
+
+    helper = framepack / "diffusers_helper" / "bucket_tools.py"
+    helper.write_text("import no_such_module_here\n" + helper.read_text())
+    info = json.loads(cli("doctor", "--cache-dir", str(cache), "--framepack-dir", str(framepack),
+                          "--json", check=True).stdout)
+    assert info["FramePack folder"] == (
+        f"{framepack.resolve()}: does not import here: ModuleNotFoundError: No module named "
+        "'no_such_module_here' (install FramePack's requirements.txt in this environment)")
+
+
+def test_supported_versions_and_framepacks_pins():
+    """pyproject.toml's ranges as doctor checks them, and FramePack's requirements.txt read."""
+    import tomllib
+
+    from framepack_trt.versions import FRAMEPACK_PINS, SUPPORTED, unsupported
+
+    deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    for name, (low, below) in SUPPORTED.items():
+        spec = next(d for d in deps["dependencies"] if d.startswith(name + ">"))
+        assert spec == f"{name}>={low}" + (f",<{below}" if below else ""), spec
+    for name, pinned in FRAMEPACK_PINS.items():  # pip keeps FramePack's pins
+        assert unsupported(name, pinned) is None
+    assert "older than framepack-trt supports (>=4.46.2)" in unsupported("transformers", "4.45.0")
+    assert "newer than framepack-trt supports (<6)" in unsupported("transformers", "6.0.0")
+    assert unsupported("diffusers", None) == (
+        "diffusers is not installed; framepack-trt needs diffusers>=0.33.1")

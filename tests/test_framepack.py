@@ -109,11 +109,12 @@ def test_another_checkpoint_is_never_served(framepack_engines, tmp_path):
 
 
 def test_transformer_runs_as_framepack_and_diffusers_call_it(framepack_engines):
-    from diffusers import HunyuanVideoFramepackTransformer3DModel
     from diffusers.models.modeling_outputs import Transformer2DModelOutput
     from tests_helpers import framepack_call
 
-    model = load(weights(framepack_engines, "transformer"), HunyuanVideoFramepackTransformer3DModel)
+    from framepack_trt.framepack_transformer import transformer_class
+
+    model = load(weights(framepack_engines, "transformer"), transformer_class())
     calls = [framepack_call(model.config, h, w, n, seed=s)
              for h, w, n, s in ((88, 68, 100, 1), (68, 88, 60, 2))]
     with torch.no_grad():

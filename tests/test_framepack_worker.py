@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import WORKER_SIGLIP, WORKER_WINDOW, cli
-from tests_helpers import rel_l2
+from tests_helpers import framepack_random_weights, rel_l2
 
 from framepack_trt.framepack import use_engines
 from framepack_trt.framepack_bench import write_tokenizers
@@ -51,21 +51,7 @@ TOL = 1e-4
 TOL_BF16 = 2e-2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _framepack_leaves_layer_norm_as_it_was():
-    """FramePack's ``dit_common.py`` (imported with its transformer) replaces the ``forward`` of
-    torch's and diffusers' layer norms, for the whole process; the same values for one dtype.
-    Put them back for the other tests of this pytest worker."""
-    from diffusers.models import normalization
-
-    classes = {torch.nn.LayerNorm, normalization.LayerNorm, normalization.FP32LayerNorm}
-    saved = {cls: cls.__dict__.get("forward") for cls in classes}
-    yield
-    for cls, forward in saved.items():
-        if forward is not None:
-            cls.forward = forward
-        elif "forward" in cls.__dict__:
-            delattr(cls, "forward")
+pytestmark = pytest.mark.usefixtures("restore_layer_norms")
 
 
 def _weights(cache: Path, folder: str) -> Path:
@@ -84,14 +70,7 @@ def _transformer(cache: Path, root: Path, seed: int):
     config = json.loads((_weights(cache, "transformer") / "config.json").read_text())
     params = inspect.signature(HunyuanVideoTransformer3DModelPacked.__init__).parameters
     model = HunyuanVideoTransformer3DModelPacked(**{k: v for k, v in config.items() if k in params})
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            if p.ndim > 1:  # linear and convolution weights: unit variance out
-                p.copy_(noise * (p[0].numel() ** -0.5))
-            else:  # norm scales about 1, biases about 0
-                p.copy_(noise * 0.1 + (1.0 if name.endswith("weight") else 0.0))
+    framepack_random_weights(model, seed)
     folder = root / f"transformer-{seed}"
     model.save_pretrained(folder)
     model = HunyuanVideoTransformer3DModelPacked.from_pretrained(folder, torch_dtype=torch.bfloat16)
@@ -318,6 +297,18 @@ def test_find_framepack(tmp_path):
         find_framepack(tmp_path)
     with pytest.raises(UsageError, match="/nowhere: no such folder"):
         find_framepack(tmp_path / "nowhere")
+    # The Windows one-click package: its folder holds FramePack in webui/.
+    package = tmp_path / "framepack_cu126_torch26"
+    (package / "webui").mkdir(parents=True)
+    (tmp_path / "fp").rename(package / "webui" / "fp")
+    for part in ("demo_gradio.py", "diffusers_helper"):
+        (package / "webui" / "fp" / part).rename(package / "webui" / part)
+    with pytest.raises(UsageError) as err:
+        find_framepack(package)
+    assert str(err.value).endswith(
+        f"it has no demo_gradio.py and no diffusers_helper/; FramePack's one-click package "
+        f"keeps it in {package / 'webui'}: pass that")
+    assert find_framepack(package / "webui") == (package / "webui").resolve()
 
 
 @pytest.mark.parametrize("script", ["demo_gradio.py", "demo_gradio_f1.py"])

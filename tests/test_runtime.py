@@ -46,13 +46,14 @@ def test_transformer_engine_takes_framepack_calls(tiny_build):
     clean latents, int64 (1, n) indices, a bool mask over 512 text slots) gives the diffusers
     module's output; a bucket outside the range is refused. The engine is the tiny profile's
     (latent 52..120, every 640 bucket), the module its weights loaded with from_pretrained."""
-    from diffusers import HunyuanVideoFramepackTransformer3DModel
     from tests_helpers import framepack_call
+
+    from framepack_trt.framepack_transformer import transformer_class
 
     built, _ = tiny_build
     cache = Cache(built)  # read only
     (weights,) = (built / "weights").glob("transformer-*")
-    model = HunyuanVideoFramepackTransformer3DModel.from_pretrained(weights).eval()
+    model = transformer_class().from_pretrained(weights).eval()
     diffusers_kwargs, framepack_kwargs = framepack_call(model.config, 88, 68, 100, seed=4)
     entry = find_engine(cache, "transformer", framepack_kwargs)
     assert entry is not None

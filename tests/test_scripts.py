@@ -121,13 +121,13 @@ def test_transformer_blocks_bench_grows_the_model_of_copies_of_its_blocks():
     each a module of its own), the config to match; the eager forward walks them all (its
     output changes: the new blocks run), and shrinking back to 2 + 2 gives the first output."""
     from conftest import save_tiny
-    from diffusers import HunyuanVideoFramepackTransformer3DModel
 
     from framepack_trt.components.base import get_component
     from framepack_trt.components.transformer import RAW_INPUTS
     from framepack_trt.framepack_bench import grow
+    from framepack_trt.framepack_transformer import transformer_class
     with tempfile.TemporaryDirectory() as tmp:
-        model = HunyuanVideoFramepackTransformer3DModel.from_pretrained(
+        model = transformer_class().from_pretrained(
             save_tiny("transformer_input", Path(tmp) / "w", seed=3)).eval()
     comp = get_component("transformer_input")
     sizes = {"batch": 1, "latent_frames": 2, "latent_height": 16, "latent_width": 16,

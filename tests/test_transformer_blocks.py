@@ -66,9 +66,9 @@ def blocks(tmp_path_factory):
 
 def load(path):
     """The transformer as FramePack loads it: bf16 (``torch_dtype=torch.bfloat16``)."""
-    from diffusers import HunyuanVideoFramepackTransformer3DModel
+    from framepack_trt.framepack_transformer import transformer_class
 
-    return HunyuanVideoFramepackTransformer3DModel.from_pretrained(
+    return transformer_class().from_pretrained(
         path, torch_dtype=torch.bfloat16).eval()
 
 

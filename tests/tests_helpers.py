@@ -13,6 +13,20 @@ TO_FRAMEPACK = {"image_embeds": "image_embeddings", "indices_latents": "latent_i
                 "indices_latents_history_4x": "clean_latent_4x_indices"}
 
 
+def framepack_random_weights(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Every parameter drawn (none left at zero or one, as some initialisers leave them):
+    linear and convolution weights of unit output variance, norm scales about 1, biases about 0."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if p.ndim > 1:
+                p.copy_(noise * (p[0].numel() ** -0.5))
+            else:
+                p.copy_(noise * 0.1 + (1.0 if name.endswith("weight") else 0.0))
+    return model
+
+
 def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
     """Relative L2 error of ``a`` against ``b`` (in float64)."""
     return float((a.double() - b.double()).norm() / b.double().norm())

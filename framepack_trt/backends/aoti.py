@@ -364,8 +364,13 @@ def extra_link_flags(flags: str = LINK_FLAGS) -> Iterator[list[str]]:
     """
     from torch._inductor import cpp_builder
 
-    original = cpp_builder.CppBuilder.get_command_line
+    from framepack_trt.platforms import is_linux
+
     changed: list[str] = []
+    if not is_linux():  # Linux's dynamic linker only; MSVC links its own C++ runtime
+        yield changed
+        return
+    original = cpp_builder.CppBuilder.get_command_line
 
     def get_command_line(self) -> str:
         cmd = original(self)
@@ -442,11 +447,20 @@ class AotiBackend(Backend):
     settings_class = AotiSettings
 
     def version(self) -> str:
-        # The link fix is part of the engine: packages built before it crash on CUDA.
-        return "torch-" + metadata.version("torch") + "+own-libstdcxx"
+        # The link fix is part of the engine: packages built before it crash on CUDA. It is
+        # applied on Linux only (``extra_link_flags``).
+        from framepack_trt.platforms import is_linux
+
+        return "torch-" + metadata.version("torch") + ("+own-libstdcxx" if is_linux() else "")
 
     def unavailable_reason(self, device: str) -> str | None:
-        if device == "cpu":
+        from framepack_trt.platforms import aoti_unavailable_on_windows, is_windows
+
+        if is_windows():  # MSVC (torch's compiler there), and Triton for CUDA
+            problem = aoti_unavailable_on_windows(device)
+            if problem or device == "cpu":
+                return problem
+        elif device == "cpu":
             if not any(shutil.which(cc) for cc in ("g++", "c++", "clang++", "cl")):
                 return "AOTInductor on CPU needs a C++ compiler (g++ or clang++) on PATH"
             return None
@@ -459,6 +473,8 @@ class AotiBackend(Backend):
     def build(self, request: BuildRequest, out_path: Path) -> BuildReport:
         import torch
 
+        from framepack_trt.platforms import is_linux
+
         settings: AotiSettings = request.settings  # type: ignore[assignment]
         configs = settings.inductor_configs()
         isa = (no_vec_isa() if request.device == "cuda" else known_vec_isa(request.state_dir))
@@ -466,7 +482,7 @@ class AotiBackend(Backend):
             torch._inductor.aoti_compile_and_package(
                 request.exported, package_path=str(out_path), inductor_configs=configs
             )
-        details = {"inductor_configs": configs, "link": LINK_FLAGS}
+        details = {"inductor_configs": configs, "link": LINK_FLAGS if is_linux() else None}
         if rescued:
             details["stride_check_fix"] = len(rescued)
         if settings.share_weights:

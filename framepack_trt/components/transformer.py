@@ -56,13 +56,22 @@ class Transformer(Component):
     output_names = ("sample",)
     tolerances = {"bfloat16": Tolerance(rel_l2=1e-2, cosine=0.999, max_abs_std=0.2)}
     full_check_at_build = True
-    code_modules = (*Component.code_modules, "framepack_trt.transformer_export")
+    code_modules = (*Component.code_modules, "framepack_trt.transformer_export",
+                    "framepack_trt.framepack_transformer")
     tiny_config = {
         "num_attention_heads": 2, "attention_head_dim": 16, "num_layers": 1,
         "num_single_layers": 1, "num_refiner_layers": 1, "text_embed_dim": 32,
         "pooled_projection_dim": 16, "rope_axes_dim": [4, 6, 6], "has_image_proj": True,
         "image_proj_dim": 24, "has_clean_x_embedder": True,
     }
+
+    @classmethod
+    def load_model_class(cls) -> type:
+        """diffusers' ``HunyuanVideoFramepackTransformer3DModel`` (0.34+), else the same model
+        from ``framepack_trt.framepack_transformer`` (diffusers 0.33.1, FramePack's pin)."""
+        from framepack_trt.framepack_transformer import transformer_class
+
+        return transformer_class()
 
     def check_dims(self, config, dims):
         problems = []

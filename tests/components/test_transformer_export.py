@@ -25,12 +25,13 @@ TINY = dict(num_attention_heads=2, attention_head_dim=16, num_layers=1, num_sing
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    from diffusers import HunyuanVideoFramepackTransformer3DModel
+    from framepack_trt.framepack_transformer import transformer_class
 
+    cls = transformer_class()  # diffusers' (0.34+), else this project's (FramePack's pin)
     path = tmp_path_factory.mktemp("tx")
     torch.manual_seed(0)
-    HunyuanVideoFramepackTransformer3DModel(**TINY).save_pretrained(path)
-    return HunyuanVideoFramepackTransformer3DModel.from_pretrained(path).eval()
+    cls(**TINY).save_pretrained(path)
+    return cls.from_pretrained(path).eval()
 
 
 def sampler_indices(frames: int, vanilla: bool):
