@@ -45,8 +45,9 @@ def test_tiny_profile_text_encoders_build_and_verify_on_framepacks_pins(tmp_path
 
     from conftest import cli
 
-    r = cli("build", "--profile", "tiny", "-c", "clip_text", "-c", "llama_text", cwd=tmp_path,
-            check=True)
+    # Two at a time: the pinned run's other tests take seconds, so the second core is free.
+    r = cli("build", "--profile", "tiny", "-c", "clip_text", "-c", "llama_text", "--jobs", "2",
+            cwd=tmp_path, check=True)
     assert "2 built, 0 cached, 0 failed" in r.stdout
     rows = json.loads(cli("list", "--json", cwd=tmp_path, check=True).stdout)["entries"]
     assert sorted((e["name"], e["status"]) for e in rows) == [("clip_text", "ok"),
