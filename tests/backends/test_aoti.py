@@ -252,16 +252,19 @@ def test_share_weights_encoder_runs_on_the_vaes_own_tensors(tmp_path, tiny_weigh
     assert rel_l2(outputs[1][1], outputs[0][1]) > 1e-2
 
 
-_PROBE = r"""
+#: A child's start: inductor's test programs counted as they compile.
+_COUNTED = r"""
 import sys
 import torch._inductor.cpu_vec_isa as isa_module
-from framepack_trt.backends.aoti import known_vec_isa
+from framepack_trt.backends.aoti import known_vec_isa, no_vec_isa
 calls = []
 probe = isa_module.VecISA.check_build
 def counted(self, code):
     calls.append(str(self))
     return probe(self, code)
 isa_module.VecISA.check_build = counted
+"""
+_PROBE = _COUNTED + r"""
 with known_vec_isa(sys.argv[1]) as isa:
     print(isa, len(calls))
 """
@@ -299,16 +302,7 @@ def test_inductors_cpu_probe_runs_once_per_machine(tmp_path):
     assert len(record) == 2 and record["another-machine"] == {}
 
 
-_CUDA_THEN_CPU = r"""
-import sys
-import torch._inductor.cpu_vec_isa as isa_module
-from framepack_trt.backends.aoti import known_vec_isa, no_vec_isa
-calls = []
-probe = isa_module.VecISA.check_build
-def counted(self, code):
-    calls.append(str(self))
-    return probe(self, code)
-isa_module.VecISA.check_build = counted
+_CUDA_THEN_CPU = _COUNTED + r"""
 with no_vec_isa():
     print(isa_module.pick_vec_isa(), len(calls))
 with known_vec_isa(sys.argv[1]) as isa:
