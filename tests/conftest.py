@@ -281,9 +281,8 @@ def worker_engines(tmp_path_factory) -> Path:
     """The cache of WORKER_ENTRIES, built once per test run (shared by the xdist workers)."""
     def make(root: Path) -> None:
         profile = write_profile(root / "worker.yaml", WORKER_ENTRIES)
-        # Two at a time (build --jobs): the parallel build is what makes these engines.
         r = cli("build", "--profile", str(profile), "--cache-dir", str(root / "cache"), "--json",
-                "--jobs", "2", check=True)
+                check=True)
         (root / "build.json").write_text(r.stdout)
 
     root = once_per_run(tmp_path_factory, "framepack_worker", make)

@@ -277,25 +277,6 @@ def test_one_checking_process_serves_a_builds_checks(built_cache):
     assert not missing["passed"] and missing["status"] == "missing"
 
 
-def test_jobs_build_engines_side_by_side_into_one_cache(worker_engines):
-    """``build --jobs 2`` (conftest's worker_engines: ten engines, among them the transformer's
-    four pieces, which share one random-weight checkpoint that the first process to need it
-    writes and the others wait for): every engine built and checked in its own process, the
-    results in the plan's order, every entry in the manifest once, one checkpoint written."""
-    from framepack_trt.cache import Cache
-
-    report = json.loads((worker_engines.parent / "build.json").read_text())
-    assert [r["name"] for r in report["results"]] == [p["name"] for p in report["plan"]]
-    assert all(r["outcome"] == "built" and "verify" in r["seconds"] for r in report["results"])
-    cache = Cache(worker_engines)
-    entries = cache.entries()
-    assert sorted(entries) == sorted(p["key"] for p in report["plan"])
-    assert all(cache.status(e).state == "ok" and e["build_check"] for e in entries.values())
-    transformer = [d for d in cache.weights_dir.iterdir()
-                   if d.is_dir() and d.name.startswith("transformer")]
-    assert len(transformer) == 1 and not list(cache.weights_dir.glob(".tmp-*"))
-
-
 def test_jobs_build_a_failed_engine_again_alone(tmp_path):
     """Engines side by side share the GPU's memory, so one that fails beside others may fail
     for them: ``--jobs`` builds it once more alone and says so; a real failure stays one."""
