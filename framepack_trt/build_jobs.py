@@ -66,29 +66,28 @@ def build_in_processes(profile: Profile, cache: Cache, items: list[PlanItem],
             listener.finish(item, results[n])
     ctx = multiprocessing.get_context("spawn")  # no CUDA state or locks inherited by fork
     events = ctx.Queue()
-    index = {id(item): n for n, item in enumerate(items)}
     with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(todo))), mp_context=ctx,
                              initializer=_init, initargs=(events,)) as pool:
-        futures = {pool.submit(_build_in_process, profile, str(cache.root), item): item
-                   for item in todo}
+        futures = {pool.submit(_build_in_process, profile, str(cache.root), item): n
+                   for n, item in enumerate(items) if item.action in ("build", "rebuild")}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             _relay(events, listener)
             for future in done:
-                item = futures[future]
+                n = futures[future]
+                item = items[n]
                 try:
                     result = future.result()
                 except BrokenProcessPool:
                     result = BuildResult(item.spec.name, "failed", item.key, item.spec.backend,
                                          error="a building process died (killed, out of "
-                                               "memory, or a crash in compiled code); build "
-                                               "this engine alone (--jobs 1) to see why",
+                                               "memory, or a crash in compiled code)",
                                          failed_stage="compile")
                 _relay(events, listener)
                 if result.outcome != "failed":
                     listener.finish(item, result)
-                results[index[id(item)]] = result
+                results[n] = result
     _relay(events, listener)
     for n, item in enumerate(items):  # failed beside others: once more, alone
         first = results[n]
