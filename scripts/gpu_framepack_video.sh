@@ -34,21 +34,25 @@ for r in d['results']:
           (r.get('error') or '')[:300])" "$1"
 }
 timed_build() {  # NAME PROFILE CACHE JOBS [TIME_LIMIT_S]: a build cut short resumes next time
-  local s; s=$(date +%s)
+  local s rc; s=$(date +%s)
   timeout "${5:-3600}" $FP build -p "$2" --cache-dir "$3" -j "$4" --json >"$LOG/build-$1.json" \
     2>"$LOG/build-$1.err"
-  echo "build $1 ($2, -j $4): rc $? in $(( $(date +%s) - s )) s" | tee -a "$OUTDIR/build.txt"
+  rc=$?
+  echo "build $1 ($2, -j $4): rc $rc in $(( $(date +%s) - s )) s" | tee -a "$OUTDIR/build.txt"
   summarise_build "$LOG/build-$1.json" | tee -a "$OUTDIR/build.txt"
   tail -3 "$LOG/build-$1.err"
+  return $rc
 }
 case $PART in
-  build)  # within one device call (600 s): the VAE's build gets what is left
+  build)  # within one device call (600 s): the VAE's build, then the fp8 one, get what is left
     timed_build bf16 realwidth-blocks "$BF16" 4
-    timed_build vae profiles/realwidth-vae-video.yaml "$BF16" 2 $(( 570 - SECONDS ))
+    timed_build vae profiles/realwidth-vae-video.yaml "$BF16" 2 $(( 570 - SECONDS )) &&
+      [ $(( 570 - SECONDS )) -gt 120 ] && rm -rf "$FP8" && cp -al "$BF16" "$FP8" &&
+      timed_build fp8 realwidth-blocks-fp8 "$FP8" 4 $(( 570 - SECONDS ))
     ;;
-  fp8)
+  fp8)  # what build left undone (a finished build is skipped in seconds)
     timed_build vae-rest profiles/realwidth-vae-video.yaml "$BF16" 2
-    rm -rf "$FP8" && cp -al "$BF16" "$FP8"
+    [ -d "$FP8" ] || cp -al "$BF16" "$FP8"
     timed_build fp8 realwidth-blocks-fp8 "$FP8" 4
     ;;
   first)
