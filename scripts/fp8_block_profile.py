@@ -14,6 +14,7 @@ reduction kernels, among them the activations' quantization).
 from __future__ import annotations
 
 import argparse
+import ast
 import collections
 import datetime
 import functools
@@ -71,13 +72,25 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         ap.error("needs a CUDA device")
     import torch._inductor.config as inductor_config
-    from inductor_config_build import parse  # this folder's
 
-    options = dict(parse(o) for o in args.inductor)
+    options = dict(inductor_option(o) for o in args.inductor)
     if args.reciprocal:
         fp8.quantize_rows = quantize_rows_reciprocal
     with inductor_config.patch(options):
         return profile(args, options)
+
+
+def inductor_option(item: str) -> tuple[str, object]:
+    """``NAME=VALUE`` -> (name, value): the value as a Python literal (true, false and none
+    in any case accepted), else the string itself."""
+    name, _, raw = item.partition("=")
+    if not name or not raw:
+        raise SystemExit(f"--inductor {item!r} is not NAME=VALUE")
+    raw = {"true": "True", "false": "False", "none": "None"}.get(raw.lower(), raw)
+    try:
+        return name, ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return name, raw
 
 
 def profile(args, options) -> int:
