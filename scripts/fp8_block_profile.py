@@ -25,10 +25,10 @@ from fp8_quality import HEADS, WIDTH, blocks  # this folder's: the real-width bl
 from torch.autograd import DeviceType
 
 from framepack_trt import fp8
-from framepack_trt.bench import _time
 from framepack_trt.components.transformer_pieces import image_tokens
 from framepack_trt.device import current_device, describe
 from framepack_trt.fp8 import quantize_block
+from framepack_trt.timing import median_ms
 from framepack_trt.transformer_pieces import run_block
 
 # Kernel names: Triton's carry the ops they fuse (the activations' quantization mentions
@@ -121,7 +121,7 @@ def profile(args, options) -> int:
             for name, fn in variants.items():
                 got = fn()[0].float()  # compiles
                 fn()
-                row[name] = {"ms": _time(fn, (), 1, args.iters, cuda=True),
+                row[name] = {"ms": median_ms(fn, (), 1, args.iters, cuda=True),
                              "rel_l2": float((got - want).norm() / want.norm())}
             fn = variants["compiled fp8"]
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:

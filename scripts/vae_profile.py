@@ -16,7 +16,8 @@ import re
 
 import torch
 
-from framepack_trt.bench import _time, profile_model
+from framepack_trt.bench import profile_model
+from framepack_trt.timing import median_ms
 
 #: Kernel name patterns -> kind, first match wins.
 KINDS = (
@@ -43,7 +44,7 @@ def kind_of(name: str) -> str:
 
 def timed(fn, x, iters: int) -> float:
     """Median ms of ``iters`` calls of ``fn(x)`` on CUDA, after a warm-up."""
-    return _time(fn, (x,), 1, iters, cuda=True)
+    return median_ms(fn, (x,), 1, iters, cuda=True)
 
 
 def kernel_table(run, x) -> dict:
