@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "bench"
 
 
 def script(name: str):
@@ -151,7 +151,7 @@ def test_transformer_blocks_bench_grows_the_model_of_copies_of_its_blocks():
 
 
 def test_first_call_times_each_engine_of_a_cache(built_cache, capsys):
-    """scripts/first_call.py on a real engine (the tiny build's SigLIP, AOTInductor, CPU): its
+    """scripts/bench/first_call.py on a real engine (the tiny build's SigLIP, AOTInductor, CPU): its
     load and three calls on its golden inputs; a name the cache lacks is refused."""
     _, cache = built_cache
     assert script("first_call").main(["--cache-dir", str(cache)]) == 0

@@ -7,7 +7,7 @@ package, CUDA ones too, only to warn when the package was built for another host
 project's loader (``backends.aoti.load_package``) checks the host from the CPU's feature bits
 instead, so the probe must not run here.
 
-    python scripts/first_call.py --cache-dir DIR [-c NAME ...]
+    python scripts/bench/first_call.py --cache-dir DIR [-c NAME ...]
 """
 
 from __future__ import annotations

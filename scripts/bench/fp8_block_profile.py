@@ -5,7 +5,7 @@ timed at one bucket's token count; then the compiled fp8 block under torch.profi
 time by kind of kernel (attention, fp8 matmul, bf16 matmul, Triton's fused elementwise and
 reduction kernels, among them the activations' quantization).
 
-    python scripts/fp8_block_profile.py [--bucket 544x704] [--text 160] [--iters 20]  # CUDA
+    python scripts/bench/fp8_block_profile.py [--bucket 544x704] [--text 160] [--iters 20]  # CUDA
                                         [--inductor NAME=VALUE ...]  # inductor config options
                                         [--no-bf16]  # only eager bf16 and compiled fp8
                                         [--reciprocal]  # activations times 448 / amax

@@ -17,7 +17,7 @@ how much of each first call placing the fp8 copies took, FramePack's own moves o
 cProfile of the first call of each run (where it goes).
 
     framepack-trt build -p realwidth-blocks-fp8 --cache-dir F; ... -p realwidth-blocks --cache-dir B
-    python scripts/lowvram_bench.py --cache-dir F --bf16-cache-dir B [--resident 0.67]
+    python scripts/bench/lowvram_bench.py --cache-dir F --bf16-cache-dir B [--resident 0.67]
                                     [--depth 20 40]
 
 ``--depth DUAL SINGLE``: the model grown to FramePack's depth (``framepack_bench.grow``:
@@ -47,7 +47,7 @@ from framepack_trt.export import torch_dtype
 from framepack_trt.framepack import use_engines
 from framepack_trt.timing import call_ms
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from framepack_reference import DynamicSwapInstaller  # noqa: E402  (FramePack's, verbatim)
 
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     lines = [f"FramePack low-VRAM mode, {args.profile} ({spec.dtype}, {depth}), 544x704, text "
              f"{sizes['text_len']}, blocks resident up to {args.resident:.0%} of their bf16 bytes "
              f"({budget / 2**30:.2f} of {block_bytes(model) / 2**30:.2f} GiB), {card}, torch "
-             f"{torch.__version__}, {datetime.date.today()} (scripts/lowvram_bench.py; "
+             f"{torch.__version__}, {datetime.date.today()} (scripts/bench/lowvram_bench.py; "
              f"{args.sections} sections, median of the first calls and of {args.iters} more "
              "per section)", "",
              "| run | first call of each section ms (the first loads the engines) | of it, "

@@ -5,7 +5,7 @@ call's peak memory above its start (torch's allocator) and, last, the memory the
 their weights hold (fp8 blocks: the quantized copies), and the engines' size on disk.
 
     framepack-trt build -p realwidth-blocks --cache-dir C
-    python scripts/transformer_blocks_bench.py -p realwidth-blocks --cache-dir C [--markdown F]
+    python scripts/bench/transformer_blocks_bench.py -p realwidth-blocks --cache-dir C [--markdown F]
                                                [--profile-calls N]
 
 ``--depth DUAL SINGLE``: the model grown to that many blocks of each kind once the engines are

@@ -12,7 +12,7 @@ convert everything but compute each convolution in float32 (its input and weight
 the exported graph, the output cast back; the second also with TensorRT's TF32 off), to see
 whether the convolutions' fp16 arithmetic is the cause and what float32 costs.
 
-    python scripts/trt_vae_ops.py [--frames 3] [--size 32] [--only none,conv_fp32] [--json F]
+    python scripts/bench/trt_vae_ops.py [--frames 3] [--size 32] [--only none,conv_fp32] [--json F]
 """
 
 from __future__ import annotations

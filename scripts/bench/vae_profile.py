@@ -4,7 +4,7 @@
 input), then a torch.profiler table of the default run's CUDA kernels grouped by kind; and the
 same through the cache's ``vae_decode`` engines where it has some.
 
-    python scripts/vae_profile.py -p realwidth-vae [--frames 5] [--height 68] [--width 88]
+    python scripts/bench/vae_profile.py -p realwidth-vae [--frames 5] [--height 68] [--width 88]
 """
 
 from __future__ import annotations
