@@ -1,20 +1,19 @@
 """Latency of each engine against its eager model, measured in the same run.
 
 For every engine: the eager model is loaded from the engine's recorded source, both run on
-the same random inputs at the engine's opt sizes, after warm-up (at least WARMUP_S seconds
-each), timed alternately, eager then engine, N times; the median of each is reported, with the
+the same random inputs at the engine's opt sizes, after warm-up (at least ``timing.WARMUP_S``
+seconds each), timed alternately, eager then engine, N times; the median of each is reported, with the
 ratio eager / engine (above 1: the engine is faster) and the error between them.
 On CUDA every timed run ends with a synchronize.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from framepack_trt.cache import Cache
+from framepack_trt.timing import paired_median_ms
 
 
 @dataclass
@@ -35,42 +34,6 @@ class BenchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _run(fn, inputs, cuda: bool) -> float:
-    """One call's wall time in ms (on CUDA, until the device is done)."""
-    import torch
-
-    start = time.perf_counter()
-    fn(*inputs)
-    if cuda:
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) * 1e3
-
-
-def _time(fn, inputs, warmup: int, iters: int, cuda: bool) -> float:
-    """Median ms of ``iters`` calls after ``warmup`` untimed ones."""
-    return _time_pair(fn, fn, inputs, warmup, iters, cuda)[0]
-
-
-#: Warm-up runs until at least this long has passed (clocks up, caches and autotuning done).
-WARMUP_S = 0.5
-
-
-def _time_pair(a, b, inputs, warmup: int, iters: int, cuda: bool) -> tuple[float, float]:
-    """Median ms of ``a`` and of ``b``, timed alternately (a, b, a, b, ...) so that a drift in
-    the machine's speed (clocks, other load) falls on both alike. Each is first warmed up for
-    ``warmup`` calls and at least WARMUP_S seconds."""
-    for fn in (a, b):
-        start, n = time.perf_counter(), 0
-        while n < warmup or (warmup and time.perf_counter() - start < WARMUP_S):
-            _run(fn, inputs, cuda)
-            n += 1
-    samples_a, samples_b = [], []
-    for _ in range(iters):
-        samples_a.append(_run(a, inputs, cuda))
-        samples_b.append(_run(b, inputs, cuda))
-    return statistics.median(samples_a), statistics.median(samples_b)
 
 
 def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int = 20,
@@ -107,7 +70,7 @@ def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int
     def engine_call(*xs):  # what the runtime does per call: prepare, then the engine
         return engine(*component.engine_inputs(model, xs, dtype, device))
 
-    eager_ms, engine_ms = _time_pair(eager, engine_call, inputs, warmup, iters, cuda)
+    eager_ms, engine_ms = paired_median_ms(eager, engine_call, inputs, warmup, iters, cuda)
     check = compare(entry["outputs"][0], engine_call(*inputs)[0], eager(*inputs)[0],
                     Tolerance(**entry["tolerance"]))
     return BenchResult(

@@ -69,7 +69,7 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 #: Values of a weight quantized at once (``quantize_weight``: whole rows): a float32 working
 #: copy of 4 MB stays in the CPU's cache (FramePack's low-VRAM mode quantizes on the CPU: 6x-7x
-#: faster than the whole weight at once, measured with scripts/fp8_sizes.py --time).
+#: faster than the whole weight at once, measured with scripts/bench/fp8_sizes.py --time).
 CHUNK_VALUES = 2**20
 
 

@@ -8,21 +8,12 @@ on a GPU nobody else uses) and this process's resident set on a background threa
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 
+from framepack_trt.timing import rss_bytes
+
 GIB = 2**30
-
-
-def _rss_bytes() -> int:
-    """This process's resident set size, from /proc (0 where there is none)."""
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass
@@ -61,7 +52,7 @@ class PeakMemory:
         self._thread: threading.Thread | None = None
 
     def _sample(self) -> None:
-        self._host = max(self._host, _rss_bytes())
+        self._host = max(self._host, rss_bytes())
         if self.cuda:
             import torch
 

@@ -1,10 +1,14 @@
-"""The parts of the GPU measurement scripts (scripts/) that run without a GPU: their argument
-checks, the arithmetic of their reports and the model variants they build. A script that only
-runs on the GPU machine would otherwise break unseen until a paid run."""
+"""The parts of the measurement scripts (scripts/bench/) and GPU runners (scripts/gpu/) that run
+without a GPU: that each script imports and each runner parses, that every script path the
+repository names exists (or is recorded as removed), their argument checks, the arithmetic of
+their reports and the model variants they build. A script that only runs on the GPU machine
+would otherwise break unseen until a paid run."""
 
 from __future__ import annotations
 
 import importlib
+import re
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -12,13 +16,83 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts" / "bench"
+RUNNERS = ROOT / "scripts" / "gpu"
 
 
 def script(name: str):
     if str(SCRIPTS) not in sys.path:
         sys.path.insert(0, str(SCRIPTS))
     return importlib.import_module(name)
+
+
+def test_every_script_is_in_the_readme_and_only_those():
+    """scripts/README.md names each script of bench/ and gpu/ (what it measures, where its
+    numbers are); nothing else lies in scripts/."""
+    readme = (ROOT / "scripts" / "README.md").read_text()
+    named = set(re.findall(r"`((?:bench|gpu)/[\w.]+)`", readme))
+    on_disk = {str(p.relative_to(ROOT / "scripts")) for p in (ROOT / "scripts").rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts}
+    assert on_disk - named == {"README.md"}
+    assert named <= on_disk, named - on_disk
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in SCRIPTS.glob("*.py")))
+def test_each_measurement_script_imports(path):
+    """A script's imports resolve (a helper it takes from framepack_trt still exists under
+    that name); importing runs no measurement."""
+    module = script(path.removesuffix(".py"))
+    assert callable(module.main)
+
+
+def test_the_runners_parse_and_their_helper_imports():
+    for runner in sorted(RUNNERS.glob("*.sh")):
+        done = subprocess.run(["bash", "-n", str(runner)], capture_output=True, text=True)
+        assert done.returncode == 0, (runner.name, done.stderr)
+    sys.path.insert(0, str(RUNNERS))
+    try:
+        assert callable(importlib.import_module("random_weights").main)
+    finally:
+        sys.path.remove(str(RUNNERS))
+
+
+#: The dated benchmark log is kept verbatim: its commands name scripts where they were then.
+LOG = ROOT / "docs" / "benchmarks-log.md"
+
+
+def removed_scripts() -> dict[str, str]:
+    """The log's table of removed scripts: path -> the commit that holds it."""
+    out = {}
+    for row in LOG.read_text().splitlines():
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        if len(cells) == 3 and re.fullmatch(r"[0-9a-f]{7,40}", cells[1]):
+            for path in re.findall(r"`(scripts/[\w./-]+)`", cells[0]):
+                out[path] = cells[1]
+    return out
+
+
+def test_every_script_path_named_in_the_repository_exists_or_is_recorded_as_removed():
+    removed = removed_scripts()
+    assert len(removed) >= 15
+    for path in removed:
+        assert not (ROOT / path).exists(), f"{path} is listed as removed but is there"
+    pages = [ROOT / "README.md", ROOT / "Makefile", ROOT / "pyproject.toml", ROOT / ".ci" / "run",
+             *(p for folder in ("docs", "profiles", "scripts", "framepack_trt", "tests")
+               for p in (ROOT / folder).rglob("*") if p.suffix in (".md", ".py", ".sh", ".yaml")
+               and "framepack_upstream" not in p.parts)]
+    mention = re.compile(r"scripts/[\w./-]*\w\.(?:py|sh|yaml|md)\b")
+    missing, seen = [], 0
+    for page in pages:
+        if page == LOG:
+            continue
+        for n, line in enumerate(page.read_text().splitlines(), 1):
+            for found in mention.findall(line):
+                seen += 1
+                if not (ROOT / found).exists() and found not in removed:
+                    missing.append(f"{page.relative_to(ROOT)}:{n}: {found}")
+    assert seen > 50
+    assert not missing, "\n".join(missing)
 
 
 def test_vae_bench_refuses_a_bad_bucket(capsys):
@@ -57,6 +131,19 @@ def test_busy_time_is_the_union_of_the_spans():
         covered.update(range(start, stop))
     assert busy_time(spans) == len(covered)
     assert busy_time([]) == 0
+
+
+def test_inductor_options_are_parsed_as_python_values():
+    option = script("fp8_block_profile").inductor_option
+    assert option("triton.prefer_nd_tiling=true") == ("triton.prefer_nd_tiling", True)
+    assert option("coordinate_descent_tuning=False") == ("coordinate_descent_tuning", False)
+    assert option("triton.max_tiles=3") == ("triton.max_tiles", 3)
+    assert option("cpp.simdlen=None") == ("cpp.simdlen", None)
+    assert option("max_autotune_gemm_backends=ATEN,TRITON") == ("max_autotune_gemm_backends",
+                                                                "ATEN,TRITON")
+    for bad in ("nothing", "=1", "name="):
+        with pytest.raises(SystemExit, match="is not NAME=VALUE"):
+            option(bad)
 
 
 def test_reciprocal_quantization_matches_the_division():
@@ -151,7 +238,7 @@ def test_transformer_blocks_bench_grows_the_model_of_copies_of_its_blocks():
 
 
 def test_first_call_times_each_engine_of_a_cache(built_cache, capsys):
-    """scripts/first_call.py on a real engine (the tiny build's SigLIP, AOTInductor, CPU): its
+    """scripts/bench/first_call.py on a real engine (the tiny build's SigLIP, AOTInductor, CPU): its
     load and three calls on its golden inputs; a name the cache lacks is refused."""
     _, cache = built_cache
     assert script("first_call").main(["--cache-dir", str(cache)]) == 0

@@ -17,7 +17,7 @@ from framepack_trt.components.transformer_pieces import _Block
 class _Fp8Block(_Block):
     quantize: ClassVar[str] = "fp8"
     #: max_abs_std: up to 0.37 measured on real-width blocks with outlier channels
-    #: (scripts/fp8_quality.py, docs/fp8.md); a wrong region is off by several.
+    #: (scripts/bench/fp8_quality.py, docs/fp8.md); a wrong region is off by several.
     tolerances = {"bfloat16": Tolerance(rel_l2=2e-2, cosine=0.999, max_abs_std=1.0)}
     code_modules = (*_Block.code_modules, "framepack_trt.fp8")
 

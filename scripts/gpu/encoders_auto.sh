@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Real-width encoders and transformer on a GPU, in two phases (one device call each: a call may
 # last 10 minutes). Logs go to LOG_DIR; the cache is CACHE (default /tmp/rw).
-#   bash scripts/gpu_encoders_auto.sh build LOG_DIR   # every candidate, builds in parallel
-#   bash scripts/gpu_encoders_auto.sh time LOG_DIR    # on a quiet GPU: auto's timing, verify, bench
+#   bash scripts/gpu/encoders_auto.sh build LOG_DIR   # every candidate, builds in parallel
+#   bash scripts/gpu/encoders_auto.sh time LOG_DIR    # on a quiet GPU: auto's timing, verify, bench
 # `build` builds the same engines `--backend auto` would (same keys), SigLIP and LLaMA with both
 # backends and the transformer with AOTInductor; `time` then runs the profile's auto build,
 # which finds the candidates cached and only times them, `verify --full` and `bench`.

@@ -12,9 +12,9 @@
 #          on engines)
 #   low    the same under --vram-budget 24 (FramePack's low-VRAM mode, as on a 24 GB card;
 #          the transformer on engines: the VAE's low-VRAM tiles have none in these caches)
-#   first  scripts/first_call.py on the bf16 cache (load and first calls; inductor's CPU probe
+#   first  scripts/bench/first_call.py on the bf16 cache (load and first calls; inductor's CPU probe
 #          must not run)
-#   bash scripts/gpu_framepack_video.sh PART [LOG_DIR] [OUT_DIR]
+#   bash scripts/gpu/framepack_video.sh PART [LOG_DIR] [OUT_DIR]
 set -u
 PART=$1
 LOG=${2:-/tmp/gpu-framepack-video}
@@ -56,7 +56,7 @@ case $PART in
     timed_build fp8 realwidth-blocks-fp8 "$FP8" 4
     ;;
   first)
-    python3 scripts/first_call.py --cache-dir "$BF16" 2>&1 | tee "$OUTDIR/first-call-bf16.txt"
+    python3 scripts/bench/first_call.py --cache-dir "$BF16" 2>&1 | tee "$OUTDIR/first-call-bf16.txt"
     ;;
   high|low)
     extra=""

@@ -12,7 +12,7 @@ convert everything but compute each convolution in float32 (its input and weight
 the exported graph, the output cast back; the second also with TensorRT's TF32 off), to see
 whether the convolutions' fp16 arithmetic is the cause and what float32 costs.
 
-    python scripts/trt_vae_ops.py [--frames 3] [--size 32] [--only none,conv_fp32] [--json F]
+    python scripts/bench/trt_vae_ops.py [--frames 3] [--size 32] [--only none,conv_fp32] [--json F]
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
+from framepack_trt import timing
 from framepack_trt.backends import BuildRequest, get_backend
-from framepack_trt.bench import _time
 from framepack_trt.compare import compare
 from framepack_trt.components.base import Tolerance, get_component
 from framepack_trt.export import export_component
@@ -68,7 +68,7 @@ def conv_in_fp32(model: torch.nn.Module) -> torch.nn.Module:
 
 def median_ms(fn, x, iters: int) -> float:
     with torch.inference_mode():
-        return _time(fn, x, 1, iters, cuda=True)
+        return timing.median_ms(fn, x, 1, iters, cuda=True)
 
 
 def rel(got, want) -> float:

@@ -9,7 +9,7 @@ weights, unless they run on the VAE's own: ``share_weights``), and which engine 
 many calls.
 
     framepack-trt build -p realwidth-vae [--backend tensorrt] --cache-dir C
-    python scripts/vae_bench.py -p realwidth-vae --cache-dir C [--calls decode,encode]
+    python scripts/bench/vae_bench.py -p realwidth-vae --cache-dir C [--calls decode,encode]
                                 [--modes whole,tiled] [--buckets 544x704,416x960]
                                 [--markdown F] [--json F]
 """
@@ -189,8 +189,8 @@ def main(argv=None) -> int:
     dev = describe(current_device(device))
     date = datetime.date.today().isoformat()
     lines = [f"VAE decode and encode, {', '.join(backends)} engines against eager diffusers, "
-             f"{spec.dtype}, {dev}, {date} (scripts/vae_bench.py, median of {args.iters}, cudnn.benchmark "
-             f"{args.cudnn_benchmark}; peak: above the start, "
+             f"{spec.dtype}, {dev}, {date} (scripts/bench/vae_bench.py, median of {args.iters}, "
+             f"cudnn.benchmark {args.cudnn_benchmark}; peak: above the start, "
              "torch allocated / torch reserved / device used)", "",
              "| call | mode | bucket | latent frames | eager ms | engine ms | speed-up | rel L2 | "
              "peak GiB eager | peak GiB engine | engines resident GiB | engines (calls) |",

@@ -5,7 +5,7 @@ timed at one bucket's token count; then the compiled fp8 block under torch.profi
 time by kind of kernel (attention, fp8 matmul, bf16 matmul, Triton's fused elementwise and
 reduction kernels, among them the activations' quantization).
 
-    python scripts/fp8_block_profile.py [--bucket 544x704] [--text 160] [--iters 20]  # CUDA
+    python scripts/bench/fp8_block_profile.py [--bucket 544x704] [--text 160] [--iters 20]  # CUDA
                                         [--inductor NAME=VALUE ...]  # inductor config options
                                         [--no-bf16]  # only eager bf16 and compiled fp8
                                         [--reciprocal]  # activations times 448 / amax
@@ -14,6 +14,7 @@ reduction kernels, among them the activations' quantization).
 from __future__ import annotations
 
 import argparse
+import ast
 import collections
 import datetime
 import functools
@@ -24,10 +25,10 @@ from fp8_quality import HEADS, WIDTH, blocks  # this folder's: the real-width bl
 from torch.autograd import DeviceType
 
 from framepack_trt import fp8
-from framepack_trt.bench import _time
 from framepack_trt.components.transformer_pieces import image_tokens
 from framepack_trt.device import current_device, describe
 from framepack_trt.fp8 import quantize_block
+from framepack_trt.timing import median_ms
 from framepack_trt.transformer_pieces import run_block
 
 # Kernel names: Triton's carry the ops they fuse (the activations' quantization mentions
@@ -71,13 +72,25 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         ap.error("needs a CUDA device")
     import torch._inductor.config as inductor_config
-    from inductor_config_build import parse  # this folder's
 
-    options = dict(parse(o) for o in args.inductor)
+    options = dict(inductor_option(o) for o in args.inductor)
     if args.reciprocal:
         fp8.quantize_rows = quantize_rows_reciprocal
     with inductor_config.patch(options):
         return profile(args, options)
+
+
+def inductor_option(item: str) -> tuple[str, object]:
+    """``NAME=VALUE`` -> (name, value): the value as a Python literal (true, false and none
+    in any case accepted), else the string itself."""
+    name, _, raw = item.partition("=")
+    if not name or not raw:
+        raise SystemExit(f"--inductor {item!r} is not NAME=VALUE")
+    raw = {"true": "True", "false": "False", "none": "None"}.get(raw.lower(), raw)
+    try:
+        return name, ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return name, raw
 
 
 def profile(args, options) -> int:
@@ -108,7 +121,7 @@ def profile(args, options) -> int:
             for name, fn in variants.items():
                 got = fn()[0].float()  # compiles
                 fn()
-                row[name] = {"ms": _time(fn, (), 1, args.iters, cuda=True),
+                row[name] = {"ms": median_ms(fn, (), 1, args.iters, cuda=True),
                              "rel_l2": float((got - want).norm() / want.norm())}
             fn = variants["compiled fp8"]
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:

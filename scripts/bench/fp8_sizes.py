@@ -2,9 +2,9 @@
 with their scales, int8 modulation linears with theirs, every other parameter in bf16) against
 the same blocks in bf16, from the tensors themselves: the model loaded on the CPU (its random
 weights written to DIR first), each block quantized as the runtime does. No engine is built or
-run, so this runs without a GPU; scripts/transformer_blocks_bench.py prints the same sum on one.
+run, so this runs without a GPU; scripts/bench/transformer_blocks_bench.py prints the same sum on one.
 
-    python scripts/fp8_sizes.py [-p realwidth-blocks-fp8] [--weights DIR] [--time [--device cuda]]
+    python scripts/bench/fp8_sizes.py [-p realwidth-blocks-fp8] [--weights DIR] [--time [--device cuda]]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ call's peak memory above its start (torch's allocator) and, last, the memory the
 their weights hold (fp8 blocks: the quantized copies), and the engines' size on disk.
 
     framepack-trt build -p realwidth-blocks --cache-dir C
-    python scripts/transformer_blocks_bench.py -p realwidth-blocks --cache-dir C [--markdown F]
+    python scripts/bench/transformer_blocks_bench.py -p realwidth-blocks --cache-dir C [--markdown F]
                                                [--profile-calls N]
 
 ``--depth DUAL SINGLE``: the model grown to that many blocks of each kind once the engines are
@@ -31,13 +31,14 @@ import time
 
 import torch
 
-from framepack_trt.bench import _time_pair, profile_model
+from framepack_trt.bench import profile_model
 from framepack_trt.components.base import get_component
 from framepack_trt.components.transformer import RAW_INPUTS, TIMING_BUCKETS
 from framepack_trt.device import current_device, describe
 from framepack_trt.export import torch_dtype
 from framepack_trt.framepack import use_engines
 from framepack_trt.framepack_bench import grow
+from framepack_trt.timing import paired_median_ms
 
 
 def main(argv=None) -> int:
@@ -109,8 +110,9 @@ def main(argv=None) -> int:
 
         want, got = eager(**call), pieces(**call)
         err = float((got.float() - want.float()).norm() / want.float().norm())
-        eager_ms, engine_ms = _time_pair(lambda *_, c=call: eager(**c), lambda *_, c=call: pieces(**c), (),
-                                         args.warmup, args.iters, cuda)
+        eager_ms, engine_ms = paired_median_ms(lambda *_, c=call: eager(**c),
+                                               lambda *_, c=call: pieces(**c), (),
+                                               args.warmup, args.iters, cuda)
         rows.append((f"{height}x{width}", eager_ms, engine_ms, eager_ms / engine_ms, err,
                      peak_gib(eager, call), peak_gib(pieces, call)))
     card = describe(current_device(device))

@@ -17,7 +17,7 @@ how much of each first call placing the fp8 copies took, FramePack's own moves o
 cProfile of the first call of each run (where it goes).
 
     framepack-trt build -p realwidth-blocks-fp8 --cache-dir F; ... -p realwidth-blocks --cache-dir B
-    python scripts/lowvram_bench.py --cache-dir F --bf16-cache-dir B [--resident 0.67]
+    python scripts/bench/lowvram_bench.py --cache-dir F --bf16-cache-dir B [--resident 0.67]
                                     [--depth 20 40]
 
 ``--depth DUAL SINGLE``: the model grown to FramePack's depth (``framepack_bench.grow``:
@@ -39,14 +39,15 @@ from pathlib import Path
 import torch
 
 from framepack_trt import fp8
-from framepack_trt.bench import _run, profile_model
+from framepack_trt.bench import profile_model
 from framepack_trt.components.base import get_component
 from framepack_trt.components.transformer import RAW_INPUTS
 from framepack_trt.device import current_device, describe
 from framepack_trt.export import torch_dtype
 from framepack_trt.framepack import use_engines
+from framepack_trt.timing import call_ms
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from framepack_reference import DynamicSwapInstaller  # noqa: E402  (FramePack's, verbatim)
 
@@ -142,10 +143,10 @@ def main(argv=None) -> int:
     plain_place = fp8.place_low_vram
 
     def timed(fn) -> float:
-        """``bench._run``, from a quiet GPU."""
+        """``timing.call_ms``, from a quiet GPU."""
         if cuda:
             torch.cuda.synchronize()
-        return _run(fn, (), cuda)
+        return call_ms(fn, (), cuda)
 
     def timed_place(*a, **k):
         out = []
@@ -175,13 +176,13 @@ def main(argv=None) -> int:
                 profiler = cProfile.Profile() if not firsts else None  # where the first goes
                 if profiler:
                     profiler.enable()
-                firsts.append(_run(lambda o: o.append(forward()), (outs,), cuda))
+                firsts.append(call_ms(lambda o: o.append(forward()), (outs,), cuda))
                 if profiler:
                     profiler.disable()
                     print(f"{name}: the first call, by cumulative time", flush=True)
                     pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
                 places.append(sum(placing))
-                rest += [_run(forward, (), cuda) for _ in range(args.iters)]
+                rest += [call_ms(forward, (), cuda) for _ in range(args.iters)]
                 copies.append(host_copy_ms(forward, device))
                 held = gpu_block_bytes(model)  # after the section's calls
                 moved += timed(lambda: model.to("cpu"))  # FramePack moves it off to decode
@@ -206,7 +207,7 @@ def main(argv=None) -> int:
     lines = [f"FramePack low-VRAM mode, {args.profile} ({spec.dtype}, {depth}), 544x704, text "
              f"{sizes['text_len']}, blocks resident up to {args.resident:.0%} of their bf16 bytes "
              f"({budget / 2**30:.2f} of {block_bytes(model) / 2**30:.2f} GiB), {card}, torch "
-             f"{torch.__version__}, {datetime.date.today()} (scripts/lowvram_bench.py; "
+             f"{torch.__version__}, {datetime.date.today()} (scripts/bench/lowvram_bench.py; "
              f"{args.sections} sections, median of the first calls and of {args.iters} more "
              "per section)", "",
              "| run | first call of each section ms (the first loads the engines) | of it, "

@@ -7,7 +7,7 @@ package, CUDA ones too, only to warn when the package was built for another host
 project's loader (``backends.aoti.load_package``) checks the host from the CPU's feature bits
 instead, so the probe must not run here.
 
-    python scripts/first_call.py --cache-dir DIR [-c NAME ...]
+    python scripts/bench/first_call.py --cache-dir DIR [-c NAME ...]
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ def main(argv=None) -> int:
     from safetensors.torch import load_file
 
     from framepack_trt.backends import get_backend
-    from framepack_trt.bench import _run
     from framepack_trt.cache import Cache, entry_matches
     from framepack_trt.components.base import get_component
     from framepack_trt.export import torch_dtype
     from framepack_trt.sources import Source, load_model
+    from framepack_trt.timing import call_ms
 
     rows = [("imports", (time.perf_counter() - t) * 1e3)]
     from torch._inductor.cpu_vec_isa import valid_vec_isa_list
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
             torch.cuda.synchronize()
         for call in ("first", "second", "third"):
             rows.append((f"{name}: {call} call ({meta['case']})",
-                         _run(engine, inputs, device == "cuda")))
+                         call_ms(engine, inputs, device == "cuda")))
     width = max(len(r[0]) for r in rows)
     print(f"{'':{width}}  ms")
     for what, ms in rows:

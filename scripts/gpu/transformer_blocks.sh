@@ -2,8 +2,8 @@
 # The real-width transformer as block engines on a GPU: build realwidth-blocks with AOTInductor
 # (aoti), with TensorRT (trt) and realwidth-blocks-fp8 with AOTInductor (fp8: fp8 block
 # engines), one cache each, at once, one set of random weights; then time each against eager
-# on a quiet GPU (scripts/transformer_blocks_bench.py).
-#   bash scripts/gpu_transformer_blocks.sh [LOG_DIR] [VARIANTS]   (default "aoti trt fp8";
+# on a quiet GPU (scripts/bench/transformer_blocks_bench.py).
+#   bash scripts/gpu/transformer_blocks.sh [LOG_DIR] [VARIANTS]   (default "aoti trt fp8";
 #   writes LOG_DIR/done when finished)
 set -u
 LOG=${1:-gpu-logs}
@@ -11,7 +11,7 @@ VARIANTS=${2:-"aoti trt fp8"}
 mkdir -p "$LOG" /tmp/blk-weights
 FP="python3 -m framepack_trt"
 python3 -c "import torch_tensorrt" 2>/dev/null || VARIANTS=${VARIANTS//trt/}
-python3 scripts/random_weights.py realwidth-blocks /tmp/blk-weights >"$LOG/weights.log" 2>&1
+python3 scripts/gpu/random_weights.py realwidth-blocks /tmp/blk-weights >"$LOG/weights.log" 2>&1
 profile_of() { [ "$1" = fp8 ] && echo realwidth-blocks-fp8 || echo realwidth-blocks; }
 backend_of() { [ "$1" = trt ] && echo tensorrt || echo aoti; }
 start=$(date +%s)
@@ -23,7 +23,7 @@ done
 wait
 echo "builds: $(( $(date +%s) - start )) s" >"$LOG/times.txt"
 for v in $VARIANTS; do
-  python3 scripts/transformer_blocks_bench.py -p $(profile_of $v) --cache-dir /tmp/blk-$v \
+  python3 scripts/bench/transformer_blocks_bench.py -p $(profile_of $v) --cache-dir /tmp/blk-$v \
       --markdown "$LOG/bench-$v.md" >"$LOG/bench-$v.log" 2>&1
   $FP list --cache-dir /tmp/blk-$v --json >"$LOG/list-$v.json" 2>/dev/null
 done

@@ -2,7 +2,7 @@
 folder, as ``framepack-trt build`` would into its cache's weights folder, and print where:
 several GPU scripts build one profile into several caches that link one set of weights.
 
-    python scripts/random_weights.py PROFILE DIR
+    python scripts/gpu/random_weights.py PROFILE DIR
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ not). ``--modulation-weight-only [--group G]
 G input channels), dequantized to bf16 for a bf16 matmul: does finer scaling, int8's uniform
 steps, or leaving the activation alone, save them?
 
-    python scripts/fp8_quality.py [--tokens 512] [--text 128] [--device cpu] [--modulation]
+    python scripts/bench/fp8_quality.py [--tokens 512] [--text 128] [--device cpu] [--modulation]
                                   [--modulation-weight-only [--group G] [--weight-format int8]]
                                   [--markdown F]
 """

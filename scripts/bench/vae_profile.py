@@ -4,7 +4,7 @@
 input), then a torch.profiler table of the default run's CUDA kernels grouped by kind; and the
 same through the cache's ``vae_decode`` engines where it has some.
 
-    python scripts/vae_profile.py -p realwidth-vae [--frames 5] [--height 68] [--width 88]
+    python scripts/bench/vae_profile.py -p realwidth-vae [--frames 5] [--height 68] [--width 88]
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import re
 
 import torch
 
-from framepack_trt.bench import _time, profile_model
+from framepack_trt.bench import profile_model
+from framepack_trt.timing import median_ms
 
 #: Kernel name patterns -> kind, first match wins.
 KINDS = (
@@ -43,7 +44,7 @@ def kind_of(name: str) -> str:
 
 def timed(fn, x, iters: int) -> float:
     """Median ms of ``iters`` calls of ``fn(x)`` on CUDA, after a warm-up."""
-    return _time(fn, (x,), 1, iters, cuda=True)
+    return median_ms(fn, (x,), 1, iters, cuda=True)
 
 
 def kernel_table(run, x) -> dict:

@@ -2,8 +2,8 @@
 # The real-width VAE decoder on a GPU: build with AOTInductor (profiles/realwidth-vae.yaml)
 # and, where torch_tensorrt is installed, with TensorRT (profiles/realwidth-vae-tensorrt.yaml,
 # one engine per window length), two caches, one set of random weights, every engine in a
-# build process of its own, JOBS at a time; then time each against eager (scripts/vae_bench.py).
-#   bash scripts/gpu_vae.sh [LOG_DIR] [BACKENDS]   (BACKENDS: "aoti tensorrt" by default)
+# build process of its own, JOBS at a time; then time each against eager (scripts/bench/vae_bench.py).
+#   bash scripts/gpu/vae.sh [LOG_DIR] [BACKENDS]   (BACKENDS: "aoti tensorrt" by default)
 #   ENTRIES="name ..." builds only those entries (of either profile); ITERS: timed calls;
 #   NO_RETRY=1 / RETRY_ONLY=1: skip, or only do, the second try of builds that ran out of memory;
 #   BENCH_ARGS: more vae_bench.py options (--cudnn-benchmark); BUILD_ONLY=1: stop after the builds;
@@ -16,7 +16,7 @@ mkdir -p "$LOG"
 FP="python3 -m framepack_trt"
 python3 -c "import torch_tensorrt" 2>/dev/null || BACKENDS=${BACKENDS//tensorrt/}
 profile_of() { [ "$1" = aoti ] && echo realwidth-vae || echo realwidth-vae-$1; }
-[ -n "${RETRY_ONLY:-}" ] || python3 scripts/random_weights.py realwidth-vae /tmp/vae-weights >"$LOG/weights.log" 2>&1
+[ -n "${RETRY_ONLY:-}" ] || python3 scripts/gpu/random_weights.py realwidth-vae /tmp/vae-weights >"$LOG/weights.log" 2>&1
 start=$(date +%s)
 entries() {  # the profile's entries for backend $1, those in ENTRIES if it is set
   python3 -c "from framepack_trt.profile import load_profile
@@ -51,7 +51,7 @@ fi
 echo "builds${RETRY_ONLY:+ (retries)}: $(( $(date +%s) - start )) s" >>"$LOG/times.txt"
 [ -n "${BUILD_ONLY:-}" ] && { touch "$LOG/built"; exit 0; }
 for b in $BACKENDS; do
-  python3 scripts/vae_bench.py -p $(profile_of $b) --cache-dir /tmp/vae-$b --iters ${ITERS:-3} ${BENCH_ARGS:-} \
+  python3 scripts/bench/vae_bench.py -p $(profile_of $b) --cache-dir /tmp/vae-$b --iters ${ITERS:-3} ${BENCH_ARGS:-} \
       --markdown "$LOG/bench-$b.md" --json "$LOG/bench-$b.json" >"$LOG/bench-$b.log" 2>&1
   $FP list --cache-dir /tmp/vae-$b --json >"$LOG/list-$b.json" 2>/dev/null
 done
