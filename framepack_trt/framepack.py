@@ -30,7 +30,7 @@ from typing import Any
 
 from framepack_trt.cache import Cache
 from framepack_trt.errors import FramepackTrtError
-from framepack_trt.transformer_loop import PieceSwap
+from framepack_trt.transformer.loop import PieceSwap
 
 #: FramePack's module names (demo_gradio.py) and the components each one runs through (the
 #: VAE: its encoder and its decoder, each a component of its own).
@@ -326,7 +326,7 @@ def _wrap_siglip(model, out):
 def _parse_transformer(model, args, kwargs):
     """A keyword call in FramePack's or diffusers' names -> the engine's inputs (text cropped
     to the mask, history padded), in the engine's dtype on the latents' device."""
-    from framepack_trt.transformer_export import prepare_call
+    from framepack_trt.transformer.export import prepare_call
 
     if args:
         return None, "the call passes arguments by position (FramePack passes them by keyword)"

@@ -19,7 +19,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.functional import scaled_dot_product_attention as sdpa
 
 from framepack_trt.bench import _time
-from framepack_trt.components.transformer_pieces import image_tokens
+from framepack_trt.components.transformer_blocks import image_tokens
 from framepack_trt.device import current_device, describe
 
 BUCKETS = ((544, 704), (416, 960), (640, 608))

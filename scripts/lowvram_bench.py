@@ -38,13 +38,13 @@ from pathlib import Path
 
 import torch
 
-from framepack_trt import fp8
 from framepack_trt.bench import _run, profile_model
 from framepack_trt.components.base import get_component
 from framepack_trt.components.transformer import RAW_INPUTS
 from framepack_trt.device import current_device, describe
 from framepack_trt.export import torch_dtype
 from framepack_trt.framepack import use_engines
+from framepack_trt.transformer import fp8
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -12,8 +12,8 @@ from tests_helpers import rel_l2
 
 from framepack_trt.components.base import get_component
 from framepack_trt.errors import BuildError, ProfileError
-from framepack_trt.fp8 import fp8_unsupported_reason, quantized_block, quantized_names
 from framepack_trt.sources import Source, load_model
+from framepack_trt.transformer.fp8 import fp8_unsupported_reason, quantized_block, quantized_names
 
 SIZES = {"latent_frames": 2, "latent_height": 8, "latent_width": 10, "text_len": 12}
 FP8 = ("transformer_dual_block_fp8", "transformer_single_block_fp8")
@@ -51,7 +51,7 @@ def test_fp8_block_matches_eager_bf16_within_its_tolerance(model, name):
 
 @pytest.mark.parametrize("name,linears,modulation", [(FP8[0], 12, 2), (FP8[1], 5, 1)])
 def test_which_linears_are_quantized(model, name, linears, modulation):
-    from framepack_trt.fp8 import modulation_names
+    from framepack_trt.transformer.fp8 import modulation_names
 
     comp = get_component(name)
     block = comp.quantized(model, 0)
@@ -85,7 +85,7 @@ def test_weights_quantized_in_chunks_equal_the_whole_weight_quantized():
     """Fp8Linear quantizes its weight a few rows at a time (a bounded float32 working copy):
     bit for bit what quantize_rows gives for the whole weight, across chunk ends, for rows of
     very different scales and an all-zero row."""
-    from framepack_trt.fp8 import CHUNK_VALUES, quantize_rows, quantize_weight_rows
+    from framepack_trt.transformer.fp8 import CHUNK_VALUES, quantize_rows, quantize_weight_rows
 
     gen = torch.Generator().manual_seed(4)
     rows = CHUNK_VALUES // 96  # per chunk
@@ -102,7 +102,7 @@ def test_int8_linear_against_the_linear():
     """A modulation linear's int8 copy: within half a step of each weight, one scale per 32
     input channels (per row where the width is not a multiple of 32), and its output close to
     the bf16 linear's."""
-    from framepack_trt.fp8 import Int8Linear
+    from framepack_trt.transformer.fp8 import Int8Linear
 
     gen = torch.Generator().manual_seed(5)
     for k, groups, outlier in ((96, 3, True), (96, 3, False), (40, 1, False)):
@@ -129,7 +129,7 @@ def test_exported_graph_is_the_quantized_block(model):
     the quantized block computes, for another block's weights than the traced one's."""
     from framepack_trt.export import export_component
     from framepack_trt.shapes import DimRange
-    from framepack_trt.transformer_pieces import run_block
+    from framepack_trt.transformer.pieces import run_block
 
     comp = get_component(FP8[0])
     dims = {"latent_frames": DimRange(2, 2, 2), "latent_height": DimRange(8, 8, 12),
@@ -228,7 +228,7 @@ def test_framepack_profile_fp8_lines_uncommented(tmp_path):
 
 
 def test_runtime_prefers_the_fp8_blocks():
-    from framepack_trt.transformer_loop import prefer_quantized
+    from framepack_trt.transformer.loop import prefer_quantized
 
     entries = [{"component": "transformer_dual_block", "name": "a"},
                {"component": "transformer_dual_block_fp8", "name": "b"},
@@ -291,7 +291,7 @@ def test_low_vram_streaming_quantizes_once(model):
     all but the kept linear, and ``release`` leaves the block as it was."""
     from framepack_reference import DynamicSwapInstaller
 
-    from framepack_trt import fp8
+    from framepack_trt.transformer import fp8
 
     comp = get_component(FP8[1])
     block = model.single_transformer_blocks[0]
@@ -340,7 +340,7 @@ def test_place_low_vram_swaps_each_block_before_quantizing_the_next(model, monke
     The CPU stands in for the GPU: every linear counts as moved there by FramePack."""
     from framepack_reference import DynamicSwapInstaller
 
-    from framepack_trt import fp8
+    from framepack_trt.transformer import fp8
 
     blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
     events = []
@@ -376,7 +376,7 @@ def test_low_vram_copy_is_made_again_when_the_weights_change(model):
 
     from framepack_reference import DynamicSwapInstaller
 
-    from framepack_trt import fp8
+    from framepack_trt.transformer import fp8
 
     block = copy.deepcopy(model.single_transformer_blocks[0])
     lin = block.proj_mlp
@@ -417,7 +417,7 @@ def test_low_vram_swap_reuses_the_host_tensor_until_the_weight_changes(model):
 
     from framepack_reference import DynamicSwapInstaller
 
-    from framepack_trt import fp8
+    from framepack_trt.transformer import fp8
 
     block = copy.deepcopy(model.single_transformer_blocks[0])
     names = fp8.replaced_names(block)
@@ -465,7 +465,7 @@ def test_plan_low_vram_never_holds_more_than_framepack_placed():
     with their bf16 weights off (but the kept one); the GPU holds no more bytes of the linears
     than FramePack's placement of their bf16 weights (the kept linear's copy aside); a copy
     left on the CPU would not have fitted; and a second placement changes nothing."""
-    from framepack_trt.fp8 import Placement, plan_low_vram
+    from framepack_trt.transformer.fp8 import Placement, plan_low_vram
 
     g = torch.Generator().manual_seed(0)
     n = 40
@@ -518,8 +518,8 @@ def test_offload_bf16_parks_only_fp8_served_blocks_and_stops_when_others_run(mod
     weight back and turns the option off with one warning; ``release`` drops the copies."""
     import warnings
 
-    from framepack_trt import fp8
     from framepack_trt.framepack import TransformerSwap
+    from framepack_trt.transformer import fp8
 
     monkeypatch.setattr(fp8, "PARK_FROM", "cpu")
     swap = TransformerSwap.__new__(TransformerSwap)  # the swap's state this needs, no cache

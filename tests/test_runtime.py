@@ -48,7 +48,7 @@ def test_transformer_engine_takes_framepack_calls(tiny_build):
     (latent 52..120, every 640 bucket), the module its weights loaded with from_pretrained."""
     from tests_helpers import framepack_call
 
-    from framepack_trt.framepack_transformer import transformer_class
+    from framepack_trt.transformer.model import transformer_class
 
     built, _ = tiny_build
     cache = Cache(built)  # read only

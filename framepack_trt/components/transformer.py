@@ -1,7 +1,7 @@
 """FramePack's packed HunyuanVideo transformer (diffusers
 ``HunyuanVideoFramepackTransformer3DModel``, weights ``lllyasviel/FramePackI2V_HY``).
 
-The engine runs ``FramepackTransformerForExport`` (see ``framepack_trt.transformer_export``)
+The engine runs ``FramepackTransformerForExport`` (see ``framepack_trt.transformer.export``)
 over the diffusers module's own parameters; ``prepare`` turns a call (diffusers' or FramePack's
 argument names) into the engine's inputs: text cropped to its length, history latents padded
 to the history kernels. One engine range covers every 640 bucket: the latent height and width
@@ -56,8 +56,8 @@ class Transformer(Component):
     output_names = ("sample",)
     tolerances = {"bfloat16": Tolerance(rel_l2=1e-2, cosine=0.999, max_abs_std=0.2)}
     full_check_at_build = True
-    code_modules = (*Component.code_modules, "framepack_trt.transformer_export",
-                    "framepack_trt.framepack_transformer")
+    code_modules = (*Component.code_modules, "framepack_trt.transformer.export",
+                    "framepack_trt.transformer.model")
     tiny_config = {
         "num_attention_heads": 2, "attention_head_dim": 16, "num_layers": 1,
         "num_single_layers": 1, "num_refiner_layers": 1, "text_embed_dim": 32,
@@ -68,8 +68,8 @@ class Transformer(Component):
     @classmethod
     def load_model_class(cls) -> type:
         """diffusers' ``HunyuanVideoFramepackTransformer3DModel`` (0.34+), else the same model
-        from ``framepack_trt.framepack_transformer`` (diffusers 0.33.1, FramePack's pin)."""
-        from framepack_trt.framepack_transformer import transformer_class
+        from ``framepack_trt.transformer.model`` (diffusers 0.33.1, FramePack's pin)."""
+        from framepack_trt.transformer.model import transformer_class
 
         return transformer_class()
 
@@ -148,25 +148,25 @@ class Transformer(Component):
         return list(RAW_INPUTS)
 
     def prepare(self, inputs, dtype, device):
-        from framepack_trt.transformer_export import prepare_call
+        from framepack_trt.transformer.export import prepare_call
 
         return prepare_call(dict(zip(RAW_INPUTS, inputs, strict=True)), dtype, device)
 
     def prepare_kwargs(self, kwargs, names, dtype, device):
         """A call by keyword, with diffusers' or FramePack's argument names."""
-        from framepack_trt.transformer_export import prepare_call
+        from framepack_trt.transformer.export import prepare_call
 
         return prepare_call(kwargs, dtype, device)
 
     def export_module(self, model):
-        from framepack_trt.transformer_export import FramepackTransformerForExport
+        from framepack_trt.transformer.export import FramepackTransformerForExport
 
         return FramepackTransformerForExport(model)
 
     def reference(self, model, inputs, index=0):
         """The diffusers module's own forward, with its output projection in fp32 as FramePack
         sets ``high_quality_fp32_output_for_inference`` (a forward hook; fp32 output)."""
-        from framepack_trt.transformer_export import framepack_fp32_output
+        from framepack_trt.transformer.export import framepack_fp32_output
 
         with framepack_fp32_output(model):
             return (model(**dict(zip(RAW_INPUTS, inputs, strict=True)), return_dict=False)[0],)

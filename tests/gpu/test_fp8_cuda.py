@@ -14,8 +14,8 @@ import torch
 from conftest import build_cuda_blocks, cli, load_transformer
 from tests_helpers import framepack_loop, rel_l2
 
-from framepack_trt.fp8 import fp8_unsupported_reason
 from framepack_trt.framepack import EngineFallback, use_engines
+from framepack_trt.transformer.fp8 import fp8_unsupported_reason
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or fp8_unsupported_reason("cuda") is not None,
@@ -68,8 +68,8 @@ def test_offload_bf16_moves_the_replaced_weights_to_the_cpu_and_back(fp8_blocks)
     and the GPU holds their bytes less than with the option off; a call no engine covers moves
     them back, runs eager (equal to the model's own forward) and turns the option off for good,
     with a warning; ``restore()`` moves them back too."""
-    from framepack_trt import fp8
-    from framepack_trt.fp8 import replaced_names
+    from framepack_trt.transformer import fp8
+    from framepack_trt.transformer.fp8 import replaced_names
 
     cache, weights = fp8_blocks
     model = load_transformer(weights, "cuda")
@@ -137,7 +137,7 @@ def test_low_vram_mode_places_the_fp8_copies_with_the_blocks(fp8_blocks, monkeyp
     FramePack put it."""
     from framepack_reference import DynamicSwapInstaller
 
-    from framepack_trt import fp8
+    from framepack_trt.transformer import fp8
 
     cache, weights = fp8_blocks
     model = load_transformer(weights, "cuda")

@@ -613,7 +613,7 @@ def export_module(block: torch.nn.Module, piece: str) -> torch.nn.Module:
     The three lines of ``transformer_pieces.export_module`` with other names, written here:
     that module's source is part of the bf16 piece engines' cache key, and changing it would
     make every one of them stale."""
-    from framepack_trt.transformer_pieces import (
+    from framepack_trt.transformer.pieces import (
         NUM_ACTIVATIONS,
         RUNS,
         WeightsAsInputs,

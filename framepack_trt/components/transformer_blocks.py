@@ -1,5 +1,5 @@
 """The FramePack transformer in four pieces whose engines take the weights as inputs
-(``framepack_trt.transformer_pieces``): ``transformer_input``, ``transformer_dual_block``,
+(``framepack_trt.transformer.pieces``): ``transformer_input``, ``transformer_dual_block``,
 ``transformer_single_block``, ``transformer_output``.
 
 A profile asks for them with ``engines: blocks`` on its transformer entry (or lists them
@@ -37,11 +37,11 @@ class TransformerPiece(Transformer):
     weights_folder = "transformer"
     #: Two blocks of each kind, so that one block engine serving several blocks is exercised.
     tiny_config = {**Transformer.tiny_config, "num_layers": 2, "num_single_layers": 2}
-    code_modules = (*Transformer.code_modules, "framepack_trt.transformer_pieces",
-                    "framepack_trt.components.transformer_pieces")
+    code_modules = (*Transformer.code_modules, "framepack_trt.transformer.pieces",
+                    "framepack_trt.components.transformer_blocks")
 
     def weight_specs(self, model):
-        from framepack_trt.transformer_pieces import piece_module, read_weights, weight_names
+        from framepack_trt.transformer.pieces import piece_module, read_weights, weight_names
 
         names = weight_names(model, self.piece)
         tensors = read_weights(piece_module(model, self.piece), names)
@@ -49,7 +49,7 @@ class TransformerPiece(Transformer):
                 for n, t in zip(names, tensors, strict=True)]
 
     def pieces(self, config) -> int:
-        from framepack_trt.transformer_pieces import piece_count
+        from framepack_trt.transformer.pieces import piece_count
 
         return piece_count(config, self.piece)
 
@@ -59,7 +59,7 @@ class TransformerPiece(Transformer):
         own, still hands each over to its input) or the model's parameter order."""
         import torch
 
-        from framepack_trt.transformer_pieces import piece_module, read_weights, weight_names
+        from framepack_trt.transformer.pieces import piece_module, read_weights, weight_names
 
         module = piece_module(model, self.piece, index)
         tensors = read_weights(module, names if names is not None else
@@ -70,7 +70,7 @@ class TransformerPiece(Transformer):
                           non_blocking=True) if isinstance(t, torch.Tensor) else t for t in tensors)
 
     def export_module(self, model):
-        from framepack_trt.transformer_pieces import export_module
+        from framepack_trt.transformer.pieces import export_module
 
         return export_module(model, self.piece)
 
@@ -88,8 +88,8 @@ class TransformerInput(TransformerPiece):
 
     def reference(self, model, inputs, index=0):
         from framepack_trt.components.transformer import RAW_INPUTS
-        from framepack_trt.transformer_export import prepare_call
-        from framepack_trt.transformer_pieces import run_input
+        from framepack_trt.transformer.export import prepare_call
+        from framepack_trt.transformer.pieces import run_input
 
         call = prepare_call(dict(zip(RAW_INPUTS, inputs, strict=True)), model.dtype, None)
         return run_input(model, *call)
@@ -148,7 +148,7 @@ class _Block(_ActivationPiece):
                 angles.cos().to(device), angles.sin().to(device))
 
     def reference(self, model, inputs, index=0):
-        from framepack_trt.transformer_pieces import piece_module, run_block
+        from framepack_trt.transformer.pieces import piece_module, run_block
 
         return run_block(piece_module(model, self.piece, index), *inputs)
 
@@ -194,6 +194,6 @@ class TransformerOutput(_ActivationPiece):
                 random_floats((1, width), dtype, generator, device))
 
     def reference(self, model, inputs, index=0):
-        from framepack_trt.transformer_pieces import run_output
+        from framepack_trt.transformer.pieces import run_output
 
         return run_output(model, *inputs)

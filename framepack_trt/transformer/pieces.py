@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import torch
 
-from framepack_trt.transformer_export import (  # noqa: F401  (run_input, unpatchify: re-exported)
+from framepack_trt.transformer.export import (  # noqa: F401  (run_input, unpatchify: re-exported)
     fp32_projection,
     run_input,
     unpatchify,

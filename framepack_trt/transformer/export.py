@@ -94,7 +94,7 @@ def prepare_call(kwargs: Mapping[str, Any], dtype: torch.dtype,
     """The engine's inputs (in ENGINE_INPUTS order) for one transformer call (``device``
     None: where the latents are)."""
     from framepack_trt.errors import ShapeError
-    from framepack_trt.framepack_transformer import pad_for_3d_conv
+    from framepack_trt.transformer.model import pad_for_3d_conv
 
     call = diffusers_kwargs(kwargs)
     missing = [n for n in (*ENGINE_INPUTS, "encoder_attention_mask") if n not in call]

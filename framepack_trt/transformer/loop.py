@@ -81,7 +81,7 @@ def run_pieces(model, engines: Mapping[str, Any], components: Mapping[str, Any],
     """The transformer's output for prepared inputs (``transformer_export.prepare_call``),
     through the piece engines, with TeaCache when the model has it on. A piece whose engine is
     None runs eagerly (``backend: auto`` found no engine faster than eager for it)."""
-    from framepack_trt.transformer_pieces import RUNS, piece_module, unpatchify
+    from framepack_trt.transformer.pieces import RUNS, piece_module, unpatchify
 
     device = prepared[0].device
 
@@ -119,7 +119,7 @@ def run_pieces(model, engines: Mapping[str, Any], components: Mapping[str, Any],
 def piece_sizes(prepared, text_len: int) -> dict[str, dict[str, int]]:
     """The named sizes each piece's engine sees for a prepared call."""
     from framepack_trt.components.transformer import IMAGE_TOKENS
-    from framepack_trt.components.transformer_pieces import image_tokens
+    from framepack_trt.components.transformer_blocks import image_tokens
 
     frames, height, width = prepared[0].shape[2:]
     return {"dual_block": {"image_tokens": image_tokens(frames, height, width),
@@ -178,7 +178,7 @@ class PieceSwap:
         from collections import Counter
 
         self.pieces, self.eager_pieces = find_pieces(cache, self.model, str(self.model.dtype))
-        from framepack_trt.framepack_transformer import is_export_layout
+        from framepack_trt.transformer.model import is_export_layout
 
         if not is_export_layout(self.model):
             # A piece runs eagerly on diffusers' modules only (FramePack's own class has other
@@ -242,7 +242,7 @@ class PieceSwap:
 
     def forward_pieces(self, args, kwargs):
         """The swapped forward: pieces when they cover the call, else eager (or raise)."""
-        from framepack_trt.transformer_export import diffusers_kwargs, prepare_call, text_length
+        from framepack_trt.transformer.export import diffusers_kwargs, prepare_call, text_length
 
         if args:
             return self._eager("the call passes arguments by position (FramePack passes them "
@@ -290,7 +290,7 @@ class PieceSwap:
         return self._wrap(self.model, (sample,), kwargs.get("return_dict", True))
 
     def _blocks(self, piece: str) -> list:
-        from framepack_trt.transformer_pieces import piece_count, piece_module
+        from framepack_trt.transformer.pieces import piece_count, piece_module
 
         return [piece_module(self.model, piece, i) for i in range(piece_count(self.model, piece))]
 
@@ -299,7 +299,7 @@ class PieceSwap:
         go to the CPU (once: later calls find them there; their GPU memory goes back to the
         device). A call that runs parked blocks otherwise (bf16 engines, eagerly) brings every
         parked weight back and turns the option off (``unpark``)."""
-        from framepack_trt import fp8
+        from framepack_trt.transformer import fp8
 
         in_fp8 = [piece for piece, component in QUANTIZED_COMPONENTS.items()
                   if picked.get(piece) is not None and picked[piece]["component"] == component
@@ -324,7 +324,7 @@ class PieceSwap:
         linears' bf16 weights leave (``fp8.place_low_vram``); the first dual-stream block's
         modulation linear keeps its bf16 weight (TeaCache reads it eagerly). Blocks that run
         otherwise get their bf16 weights back where FramePack put them (``fp8.unplace``)."""
-        from framepack_trt import fp8
+        from framepack_trt.transformer import fp8
 
         pieces = [piece for piece, component in QUANTIZED_COMPONENTS.items()
                   if picked.get(piece) is not None and picked[piece]["component"] == component]
@@ -336,7 +336,7 @@ class PieceSwap:
 
     def unplace(self, pieces=tuple(QUANTIZED_COMPONENTS)) -> None:
         """``fp8.unplace`` for every block of ``pieces`` (all by default)."""
-        from framepack_trt.fp8 import unplace
+        from framepack_trt.transformer.fp8 import unplace
 
         for piece in pieces:
             for block in self._blocks(piece):
@@ -346,7 +346,7 @@ class PieceSwap:
         """Move the weights ``place_bf16`` moved back to the GPU. With ``why`` (a call that
         needs them), offloading stops for good, with one warning: moving them back and forth
         at every such call would cost seconds each."""
-        from framepack_trt.fp8 import unpark_bf16
+        from framepack_trt.transformer.fp8 import unpark_bf16
 
         moved = False
         for piece in QUANTIZED_COMPONENTS:
@@ -362,7 +362,7 @@ class PieceSwap:
         copies made for its engines dropped."""
         import torch
 
-        from framepack_trt.fp8 import release
+        from framepack_trt.transformer.fp8 import release
 
         for piece in QUANTIZED_COMPONENTS:
             for block in self._blocks(piece):
