@@ -37,13 +37,12 @@ from typing import Any
 
 from framepack_trt.cache import Cache
 from framepack_trt.errors import FramepackTrtError, UsageError
+from framepack_trt.transformer.names import PIECE_COMPONENTS, WHOLE
 
 #: The prompt of every run (FramePack's example prompt).
 PROMPT = "The girl dances gracefully, with clear movements, full of charm."
 #: What the transformer's engines are called in the cache, whole or in pieces.
-TRANSFORMER_COMPONENTS = ("transformer", "transformer_input", "transformer_dual_block",
-                          "transformer_single_block", "transformer_output",
-                          "transformer_dual_block_fp8", "transformer_single_block_fp8")
+TRANSFORMER_COMPONENTS = (WHOLE, *PIECE_COMPONENTS)
 #: The encoders and the VAE: FramePack's module name, its engines' components.
 OTHER_MODULES = {"text_encoder": ("llama_text",), "text_encoder_2": ("clip_text",),
                  "image_encoder": ("siglip_image",), "vae": ("vae_encode", "vae_decode")}

@@ -48,6 +48,8 @@ from framepack_trt.components.base import REFERENCES, Tolerance, registry
 from framepack_trt.errors import ProfileError, UsageError
 from framepack_trt.shapes import FRAMEPACK_640_BUCKETS, DimRange
 from framepack_trt.sources import Source
+from framepack_trt.transformer.names import BLOCK_PIECES, PIECES, QUANTIZE
+from framepack_trt.transformer.names import component as piece_component
 
 DTYPES = ("float32", "float16", "bfloat16")
 DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16",
@@ -63,11 +65,6 @@ MAX_STATIC = 32
 #: (``<name>_input``, ``<name>_dual_block``, ``<name>_single_block``, ``<name>_output``;
 #: docs/transformer-blocks.md), the default; or one whole-model engine (its weights inside).
 TRANSFORMER_ENGINES = ("blocks", "whole")
-PIECE_COMPONENTS = ("input", "dual_block", "single_block", "output")
-#: ``quantize:`` of a transformer entry with block engines: its block engines' linears in fp8.
-QUANTIZE = ("fp8",)
-#: The block pieces that ``quantize`` changes (the input and output sides stay as they are).
-QUANTIZED_PIECES = ("dual_block", "single_block")
 BUCKET_SETS = {"framepack-640": FRAMEPACK_640_BUCKETS}
 TOLERANCE_KEYS = ("rel_l2", "cosine", "max_abs", "max_abs_std", "reference", "reference_factor")
 
@@ -639,15 +636,14 @@ def parse_profile(raw: Any, path: Path) -> Profile:
                                  backend=e_backend, device=e_device, dims=dims, tolerance=tol,
                                  build=build, buckets=buckets, fallback_backend=e_fallback)
             if engines == "blocks":
-                for piece in PIECE_COMPONENTS:
+                for piece in PIECES:
                     pname = f"{ename}_{piece}"
                     if pname in seen:
                         p.add(f"{where}.name", f"engines: blocks names an engine {pname!r}, which "
                               f"components[{seen[pname]}] already uses")
                     seen[pname] = i
-                    piece_comp, piece_tol = f"transformer_{piece}", tol
-                    if quantize and piece in QUANTIZED_PIECES:  # the entry's tolerance keys
-                        piece_comp += f"_{quantize}"            # over fp8's own defaults
+                    piece_comp, piece_tol = piece_component(piece, quantize), tol
+                    if quantize and piece in BLOCK_PIECES:  # the entry's tolerance keys
                         piece_tol = _tolerance(_Problems(), "", entry.get("tolerance"),
                                                known[piece_comp].tolerance(dtype))
                     comps.append(replace(spec, name=pname, component=piece_comp,

@@ -19,8 +19,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.functional import scaled_dot_product_attention as sdpa
 
 from framepack_trt.bench import _time
-from framepack_trt.components.transformer_blocks import image_tokens
 from framepack_trt.device import current_device, describe
+from framepack_trt.transformer.tokens import image_tokens
 
 BUCKETS = ((544, 704), (416, 960), (640, 608))
 BACKENDS = {"default": None, "flash": SDPBackend.FLASH_ATTENTION,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from framepack_trt.components.base import Component, InputSpec, Tolerance, random_floats, register
 from framepack_trt.shapes import FRAMEPACK_640_BUCKETS, DimRange
+from framepack_trt.transformer.names import WHOLE
+from framepack_trt.transformer.tokens import IMAGE_TOKENS, ceil_div
 
 #: A call's inputs in diffusers' names, as ``make_inputs`` returns them.
 RAW_INPUTS = ("hidden_states", "timestep", "guidance", "encoder_hidden_states",
@@ -20,15 +22,10 @@ RAW_INPUTS = ("hidden_states", "timestep", "guidance", "encoder_hidden_states",
               "indices_latents_history_2x", "latents_history_4x", "indices_latents_history_4x")
 #: The text length FramePack pads the LLaMA states to.
 TEXT_PAD = 512
-IMAGE_TOKENS = 729
 
 
 #: Buckets ``backend: auto`` times the transformer at (pixels): wide, the opt, a square image's.
 TIMING_BUCKETS = ((416, 960), (544, 704), (640, 608))
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _buckets_range(index: int) -> DimRange:
@@ -38,7 +35,7 @@ def _buckets_range(index: int) -> DimRange:
 
 @register
 class Transformer(Component):
-    name = "transformer"
+    name = WHOLE
     description = ("FramePack transformer: latents (1, 16, frames, h, w) + text, image and history "
                    "conditions -> noise prediction (1, 16, frames, h, w), fp32")
     model_class = "diffusers.HunyuanVideoFramepackTransformer3DModel"
@@ -122,8 +119,8 @@ class Transformer(Component):
             r = dims[axis]
             out[short] = DimRange(r.min // 2, r.opt // 2, r.max // 2)
             for k in (4, 8):
-                out[f"hist{k // 2}_{short}"] = DimRange(_ceil_div(r.min, k), _ceil_div(r.opt, k),
-                                                        _ceil_div(r.max, k))
+                out[f"hist{k // 2}_{short}"] = DimRange(ceil_div(r.min, k), ceil_div(r.opt, k),
+                                                        ceil_div(r.max, k))
         return out
 
     def input_specs(self, config):

@@ -15,22 +15,15 @@ import math
 from typing import ClassVar
 
 from framepack_trt.components.base import InputSpec, random_floats, register
-from framepack_trt.components.transformer import IMAGE_TOKENS, Transformer, _ceil_div
+from framepack_trt.components.transformer import Transformer
 from framepack_trt.shapes import DimRange
-
-
-def image_tokens(frames: int, height: int, width: int) -> int:
-    """Tokens a call's blocks see at latent size (frames, height, width): the latents (2x2
-    patches), 2 clean frames, the 2x history (one 4x4 patch per 2 frames) and the 4x history
-    (16 frames, 8x8 patches, 4 frames each), padded as diffusers pads them."""
-    rows, cols = height // 2, width // 2
-    return ((frames + 2) * rows * cols + _ceil_div(height, 4) * _ceil_div(width, 4)
-            + 4 * _ceil_div(height, 8) * _ceil_div(width, 8))
+from framepack_trt.transformer.names import COMPONENTS
+from framepack_trt.transformer.tokens import IMAGE_TOKENS, image_tokens
 
 
 class TransformerPiece(Transformer):
     """What the four pieces share with the whole-model transformer: its dims, buckets, checks
-    and tiny config. ``piece`` names the piece in ``transformer_pieces``."""
+    and tiny config. ``piece`` names the piece in ``transformer.pieces``."""
 
     piece: ClassVar[str]
     weights_as_inputs = True
@@ -80,8 +73,8 @@ class TransformerPiece(Transformer):
 
 @register
 class TransformerInput(TransformerPiece):
-    name = "transformer_input"
     piece = "input"
+    name = COMPONENTS[piece]
     description = ("FramePack transformer, input side (embedders, RoPE), weights as inputs -> "
                    "image tokens, context, temb, RoPE cos/sin")
     output_names = ("tokens", "context", "temb", "rope_cos", "rope_sin")
@@ -155,24 +148,24 @@ class _Block(_ActivationPiece):
 
 @register
 class TransformerDualBlock(_Block):
-    name = "transformer_dual_block"
     piece = "dual_block"
+    name = COMPONENTS[piece]
     description = ("FramePack transformer, one dual-stream block (serves every one), weights as "
                    "inputs: tokens, context -> tokens, context")
 
 
 @register
 class TransformerSingleBlock(_Block):
-    name = "transformer_single_block"
     piece = "single_block"
+    name = COMPONENTS[piece]
     description = ("FramePack transformer, one single-stream block (serves every one), weights "
                    "as inputs: tokens, context -> tokens, context")
 
 
 @register
 class TransformerOutput(_ActivationPiece):
-    name = "transformer_output"
     piece = "output"
+    name = COMPONENTS[piece]
     description = ("FramePack transformer, output side (norm, fp32 projection), weights as "
                    "inputs: latent tokens -> projected patches, fp32")
     output_names = ("projected",)

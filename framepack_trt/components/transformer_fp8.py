@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from framepack_trt.components.base import Tolerance, register
 from framepack_trt.components.transformer_blocks import _Block
+from framepack_trt.transformer.names import FP8_COMPONENTS
 
 
 class _Fp8Block(_Block):
@@ -28,7 +29,7 @@ class _Fp8Block(_Block):
 
     def quantized(self, model, index):
         """The quantized copy of block ``index`` (made once while its weights stay the same)."""
-        from framepack_trt.transformer.fp8 import quantized_block
+        from framepack_trt.transformer.fp8_placement import quantized_block
         from framepack_trt.transformer.pieces import piece_module
 
         return quantized_block(piece_module(model, self.piece, index))
@@ -45,10 +46,11 @@ class _Fp8Block(_Block):
 
     def weights(self, model, index, dtype, device, names=None):
         """The quantized block's tensors by name: the fp8 linears' weights and scales as they
-        are (``fp8.read_quantized``: in FramePack's low-VRAM mode, the buffers of the block's
+        are (``fp8_placement.read_quantized``: in FramePack's low-VRAM mode, the buffers of the block's
         own linears), every other parameter in ``dtype`` (as the bf16 block engines take
         them)."""
-        from framepack_trt.transformer.fp8 import is_quantized_tensor, read_quantized, tensor_names
+        from framepack_trt.transformer.fp8 import is_quantized_tensor, tensor_names
+        from framepack_trt.transformer.fp8_placement import read_quantized
         from framepack_trt.transformer.pieces import piece_module, read_weights
 
         original = piece_module(model, self.piece, index)
@@ -67,15 +69,15 @@ class _Fp8Block(_Block):
 
 @register
 class TransformerDualBlockFp8(_Fp8Block):
-    name = "transformer_dual_block_fp8"
     piece = "dual_block"
+    name = FP8_COMPONENTS[piece]
     description = ("FramePack transformer, one dual-stream block with fp8 linears (quantize: "
                    "fp8), weights as inputs: tokens, context -> tokens, context")
 
 
 @register
 class TransformerSingleBlockFp8(_Fp8Block):
-    name = "transformer_single_block_fp8"
     piece = "single_block"
+    name = FP8_COMPONENTS[piece]
     description = ("FramePack transformer, one single-stream block with fp8 linears (quantize: "
                    "fp8), weights as inputs: tokens, context -> tokens, context")

@@ -1,4 +1,4 @@
-"""FramePack's transformer forward over the piece engines (``transformer_pieces``): the input
+"""FramePack's transformer forward over the piece engines (``pieces``): the input
 engine, then the block loop in Python (each block's engine call takes that block's own weights,
 read from the model FramePack holds, wherever it keeps them), then the output engine; with
 FramePack's TeaCache, exactly as FramePack's ``HunyuanVideoTransformer3DModelPacked.forward``
@@ -17,13 +17,7 @@ from typing import Any
 
 from framepack_trt.cache import Cache
 from framepack_trt.errors import FramepackTrtError
-
-PIECE_COMPONENTS = {"input": "transformer_input", "dual_block": "transformer_dual_block",
-                    "single_block": "transformer_single_block", "output": "transformer_output"}
-#: Block engines with fp8 linears (a profile's ``quantize: fp8``), by piece: where the cache
-#: has them for the model, the loop prefers them to the bf16 ones (they were asked for).
-QUANTIZED_COMPONENTS = {"dual_block": "transformer_dual_block_fp8",
-                        "single_block": "transformer_single_block_fp8"}
+from framepack_trt.transformer.names import FP8_COMPONENTS, PIECES, piece_of
 
 
 def same_architecture(entry: Mapping[str, Any], model, cache: Cache) -> bool:
@@ -78,7 +72,7 @@ def engine_weight_names(entry: Mapping[str, Any]) -> list[str]:
 
 def run_pieces(model, engines: Mapping[str, Any], components: Mapping[str, Any], prepared,
                dtype, counters=None, names: Mapping[str, list[str]] | None = None):
-    """The transformer's output for prepared inputs (``transformer_export.prepare_call``),
+    """The transformer's output for prepared inputs (``export.prepare_call``),
     through the piece engines, with TeaCache when the model has it on. A piece whose engine is
     None runs eagerly (``backend: auto`` found no engine faster than eager for it)."""
     from framepack_trt.transformer.pieces import RUNS, piece_module, unpatchify
@@ -116,23 +110,11 @@ def run_pieces(model, engines: Mapping[str, Any], components: Mapping[str, Any],
     return unpatchify(projected, model.config, frames, rows, cols)
 
 
-def piece_sizes(prepared, text_len: int) -> dict[str, dict[str, int]]:
-    """The named sizes each piece's engine sees for a prepared call."""
-    from framepack_trt.components.transformer import IMAGE_TOKENS
-    from framepack_trt.components.transformer_blocks import image_tokens
-
-    frames, height, width = prepared[0].shape[2:]
-    return {"dual_block": {"image_tokens": image_tokens(frames, height, width),
-                           "context_len": IMAGE_TOKENS + text_len},
-            "single_block": {"image_tokens": image_tokens(frames, height, width),
-                             "context_len": IMAGE_TOKENS + text_len},
-            "output": {"latent_tokens": frames * (height // 2) * (width // 2)}}
-
-
 def prefer_quantized(piece: str, entries: list[dict]) -> None:
-    """Sort a piece's entries fp8 first (``quantize: fp8`` was asked for at build time), the
-    cache's order otherwise."""
-    entries.sort(key=lambda e: e["component"] != QUANTIZED_COMPONENTS.get(piece))
+    """Sort a piece's entries fp8 first (``quantize: fp8`` was asked for at build time: where
+    the cache has them for the model, they are preferred to the bf16 ones), the cache's order
+    otherwise."""
+    entries.sort(key=lambda e: e["component"] != FP8_COMPONENTS.get(piece))
 
 
 def find_pieces(cache: Cache, model, model_dtype: str) -> tuple[dict[str, list[dict]],
@@ -140,22 +122,18 @@ def find_pieces(cache: Cache, model, model_dtype: str) -> tuple[dict[str, list[d
     """Usable entries of each piece built for the model's architecture and dtype; and per
     piece, the devices on which ``backend: auto`` measured eager as the fastest (no engine
     kept: the loop runs that piece eagerly there)."""
-    def piece_of(record):
-        return next((p for table in (PIECE_COMPONENTS, QUANTIZED_COMPONENTS)
-                     for p, c in table.items() if c == record["component"]), None)
-
-    out: dict[str, list[dict]] = {piece: [] for piece in PIECE_COMPONENTS}
+    out: dict[str, list[dict]] = {piece: [] for piece in PIECES}
     for entry in cache.entries().values():
-        piece = piece_of(entry)
+        piece = piece_of(entry["component"])
         if (piece is None or f"torch.{entry['key_fields']['dtype']}" != model_dtype
                 or cache.status(entry).state != "ok" or not same_architecture(entry, model, cache)):
             continue
         out[piece].append(entry)
     for piece, entries in out.items():
         prefer_quantized(piece, entries)
-    eager: dict[str, set[str]] = {piece: set() for piece in PIECE_COMPONENTS}
+    eager: dict[str, set[str]] = {piece: set() for piece in PIECES}
     for choice in cache.choices().values():
-        piece = piece_of(choice)
+        piece = piece_of(choice["component"])
         if (piece is None or choice.get("kept") or "source" not in choice
                 or f"torch.{choice.get('dtype')}" != model_dtype
                 or not any(c.get("outcome") == "not-faster-than-eager"
@@ -170,7 +148,7 @@ class PieceSwap:
     """Mixed into ``framepack.Swap`` by ``use_engines``: the transformer through its pieces."""
 
     #: Move the bf16 weights that the fp8 block engines replace to the CPU after their first
-    #: call on the GPU (``fp8.park_bf16``), back before an eager call and at ``restore()``
+    #: call on the GPU (``fp8_placement.park_bf16``), back before an eager call and at ``restore()``
     #: (``use_engines(..., offload_bf16=True)``).
     offload_bf16 = False
 
@@ -198,6 +176,7 @@ class PieceSwap:
     def pick_pieces(self, prepared, text_len: int) -> tuple[dict[str, dict] | None, str]:
         """One entry per piece that covers the call, or None and why not (memoised)."""
         from framepack_trt.runtime import call_sizes, out_of_range
+        from framepack_trt.transformer.tokens import piece_sizes
 
         key = (text_len, *(tuple(t.shape) for t in prepared), prepared[0].device.type)
         if key not in self._piece_pick:
@@ -299,19 +278,19 @@ class PieceSwap:
         go to the CPU (once: later calls find them there; their GPU memory goes back to the
         device). A call that runs parked blocks otherwise (bf16 engines, eagerly) brings every
         parked weight back and turns the option off (``unpark``)."""
-        from framepack_trt.transformer import fp8
+        from framepack_trt.transformer import fp8_placement
 
-        in_fp8 = [piece for piece, component in QUANTIZED_COMPONENTS.items()
+        in_fp8 = [piece for piece, component in FP8_COMPONENTS.items()
                   if picked.get(piece) is not None and picked[piece]["component"] == component
-                  and device.type == fp8.PARK_FROM]
-        if any(fp8.is_parked(block) for piece in QUANTIZED_COMPONENTS if piece not in in_fp8
+                  and device.type == fp8_placement.PARK_FROM]
+        if any(fp8_placement.is_parked(block) for piece in FP8_COMPONENTS if piece not in in_fp8
                for block in self._blocks(piece)):
             self.unpark("a call ran blocks through bf16 engines or eagerly")
             return
         moved = False
         for piece in in_fp8:
             for index, block in enumerate(self._blocks(piece)):
-                moved |= fp8.park_bf16(block, TEACACHE_READS if (piece, index) == (
+                moved |= fp8_placement.park_bf16(block, TEACACHE_READS if (piece, index) == (
                     "dual_block", 0) else ())
         if moved:
             import torch
@@ -321,22 +300,22 @@ class PieceSwap:
     def place_low_vram(self, picked: Mapping[str, dict | None], device) -> None:
         """In FramePack's low-VRAM mode, the quantized copies of the blocks that fp8 engines
         serve follow FramePack's placement of the blocks, and take the GPU memory that their
-        linears' bf16 weights leave (``fp8.place_low_vram``); the first dual-stream block's
+        linears' bf16 weights leave (``fp8_placement.place_low_vram``); the first dual-stream block's
         modulation linear keeps its bf16 weight (TeaCache reads it eagerly). Blocks that run
-        otherwise get their bf16 weights back where FramePack put them (``fp8.unplace``)."""
-        from framepack_trt.transformer import fp8
+        otherwise get their bf16 weights back where FramePack put them (``fp8_placement.unplace``)."""
+        from framepack_trt.transformer import fp8_placement
 
-        pieces = [piece for piece, component in QUANTIZED_COMPONENTS.items()
+        pieces = [piece for piece, component in FP8_COMPONENTS.items()
                   if picked.get(piece) is not None and picked[piece]["component"] == component]
-        self.unplace([piece for piece in QUANTIZED_COMPONENTS if piece not in pieces])
+        self.unplace([piece for piece in FP8_COMPONENTS if piece not in pieces])
         blocks = [block for piece in pieces for block in self._blocks(piece)]
-        if blocks and fp8._low_vram(blocks[0]):
+        if blocks and fp8_placement._low_vram(blocks[0]):
             keep = ((0, name) for name in TEACACHE_READS) if pieces[0] == "dual_block" else ()
-            fp8.place_low_vram(blocks, device, tuple(keep))
+            fp8_placement.place_low_vram(blocks, device, tuple(keep))
 
-    def unplace(self, pieces=tuple(QUANTIZED_COMPONENTS)) -> None:
-        """``fp8.unplace`` for every block of ``pieces`` (all by default)."""
-        from framepack_trt.transformer.fp8 import unplace
+    def unplace(self, pieces=tuple(FP8_COMPONENTS)) -> None:
+        """``fp8_placement.unplace`` for every block of ``pieces`` (all by default)."""
+        from framepack_trt.transformer.fp8_placement import unplace
 
         for piece in pieces:
             for block in self._blocks(piece):
@@ -346,10 +325,10 @@ class PieceSwap:
         """Move the weights ``place_bf16`` moved back to the GPU. With ``why`` (a call that
         needs them), offloading stops for good, with one warning: moving them back and forth
         at every such call would cost seconds each."""
-        from framepack_trt.transformer.fp8 import unpark_bf16
+        from framepack_trt.transformer.fp8_placement import unpark_bf16
 
         moved = False
-        for piece in QUANTIZED_COMPONENTS:
+        for piece in FP8_COMPONENTS:
             for block in self._blocks(piece):
                 moved |= unpark_bf16(block)
         if moved and why is not None:
@@ -362,9 +341,9 @@ class PieceSwap:
         copies made for its engines dropped."""
         import torch
 
-        from framepack_trt.transformer.fp8 import release
+        from framepack_trt.transformer.fp8_placement import release
 
-        for piece in QUANTIZED_COMPONENTS:
+        for piece in FP8_COMPONENTS:
             for block in self._blocks(piece):
                 release(block)
         if torch.cuda.is_available():
