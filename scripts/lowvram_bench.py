@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     made = []  # the fp8 copies made (fp8_placement.quantized_block: one when a block's weights change)
     plain_quantize = fp8_placement.quantize_block
     fp8_placement.quantize_block = lambda block: made.append(1) or plain_quantize(block)
-    placing = []  # ms in each fp8_placement.place_low_vram call (PieceSwap's, before the engines)
+    placing = []  # ms in each fp8_placement.place_low_vram call (TransformerSwap's, before the engines)
     plain_place = fp8_placement.place_low_vram
 
     def timed(fn) -> float:

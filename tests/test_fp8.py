@@ -229,15 +229,15 @@ def test_framepack_profile_fp8_lines_uncommented(tmp_path):
 
 
 def test_runtime_prefers_the_fp8_blocks():
-    from framepack_trt.transformer.loop import prefer_quantized
+    from framepack_trt.runtime.transformer_swap import fp8_first
 
     entries = [{"component": "transformer_dual_block", "name": "a"},
                {"component": "transformer_dual_block_fp8", "name": "b"},
                {"component": "transformer_dual_block", "name": "c"}]
-    prefer_quantized("dual_block", entries)
+    entries.sort(key=fp8_first("dual_block"))
     assert [e["name"] for e in entries] == ["b", "a", "c"]
     outputs = [{"component": "transformer_output", "name": n} for n in "xy"]
-    prefer_quantized("output", outputs)
+    outputs.sort(key=fp8_first("output"))
     assert [e["name"] for e in outputs] == ["x", "y"]
 
 
@@ -514,13 +514,13 @@ def test_plan_low_vram_never_holds_more_than_framepack_placed():
     assert all(counts.values()), counts  # every kind of move happened
 
 def test_offload_bf16_parks_only_fp8_served_blocks_and_stops_when_others_run(model, monkeypatch):
-    """``offload_bf16``'s bookkeeping (``PieceSwap.place_bf16``), with the CPU standing in for
+    """``offload_bf16``'s bookkeeping (``TransformerSwap.place_bf16``), with the CPU standing in for
     the GPU (``fp8_placement.PARK_FROM``; the moves are then no-ops): the blocks an fp8 engine
     serves are parked, the others not; a later call that runs parked blocks otherwise brings every
     weight back and turns the option off with one warning; ``release`` drops the copies."""
     import warnings
 
-    from framepack_trt.framepack import TransformerSwap
+    from framepack_trt.runtime.transformer_swap import TransformerSwap
     from framepack_trt.transformer import fp8, fp8_placement
 
     monkeypatch.setattr(fp8_placement, "PARK_FROM", "cpu")

@@ -9,7 +9,8 @@ import torch
 
 from framepack_trt.cache import Cache
 from framepack_trt.errors import ShapeError
-from framepack_trt.runtime import call_sizes, find_engine, load_engine
+from framepack_trt.runtime.loading import load_engine
+from framepack_trt.runtime.selection import call_sizes, find_engine
 
 
 def test_find_and_run_checked_engine(built_cache):

@@ -53,6 +53,10 @@ class Tolerance:
 #: What ``reference`` may be: the eager model in the engine's dtype, or the model in float32.
 REFERENCES = ("eager", "fp32")
 
+#: FramePack's modules (demo_gradio.py's names, as ``use_engines`` takes them), which the
+#: components run (``Component.framepack_module``).
+FRAMEPACK_MODULES = ("transformer", "text_encoder", "text_encoder_2", "image_encoder", "vae")
+
 
 #: Sensible defaults per dtype; a component or a profile entry may override them. The
 #: max_abs_std bounds leave room for rounding and still catch a wrong region, whose errors are
@@ -134,6 +138,11 @@ class Component:
     pixels_per_unit: ClassVar[int] = 8
     #: A bucket's height and width must be multiples of this many pixels.
     bucket_multiple: ClassVar[int] = 8
+    #: The FramePack module whose calls the engine serves (``FRAMEPACK_MODULES``); None for a
+    #: component FramePack does not hold as a module (a piece of another).
+    framepack_module: ClassVar[str | None] = None
+    #: The submodule of that module whose ``forward`` the engine replaces ("": its own).
+    framepack_part: ClassVar[str] = ""
 
     @classmethod
     def dims_for_buckets(cls, buckets: Sequence[tuple[int, int]]) -> dict[str, DimRange]:
@@ -212,6 +221,18 @@ class Component:
         """Engine inputs from a call's inputs (identity by default). Runs eagerly, per call."""
         return tuple(inputs)
 
+    # -- inside FramePack (``framepack_module``) ------------------------------------------------
+    def parse_call(self, model: Any, args: Sequence[Any],
+                   kwargs: Mapping[str, Any]) -> tuple[tuple | None, str]:
+        """A call of the module's ``forward`` as the engine's inputs; or None, and why an engine
+        cannot serve the call (it then runs eager). ``components.calls`` has the helpers."""
+        raise NotImplementedError
+
+    def wrap_output(self, model: Any, outputs: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        """The engine's outputs for a call (``kwargs``: its keyword arguments) as the module's
+        ``forward`` returns them."""
+        raise NotImplementedError
+
     # -- torch side -------------------------------------------------------------------------
     def export_module(self, model: torch.nn.Module) -> torch.nn.Module:
         """A module over the model's own parameters whose ``forward(*inputs)`` returns a tuple
@@ -284,14 +305,24 @@ def register(cls: type[Component]) -> type[Component]:
     unknown = set(cls.dim_limits) - set(cls.default_dims)
     if unknown:
         raise TypeError(f"component {cls.name!r}: dim_limits names unknown dims {sorted(unknown)}")
+    if cls.framepack_module not in (None, *FRAMEPACK_MODULES):
+        raise TypeError(f"component {cls.name!r}: framepack_module {cls.framepack_module!r} is "
+                        f"not one of FramePack's modules ({', '.join(FRAMEPACK_MODULES)})")
     _REGISTRY[cls.name] = cls
     return cls
 
 
 def registry() -> Mapping[str, type[Component]]:
-    from framepack_trt import components  # noqa: F401  (imports every adapter module)
-
+    """Every registered component. All of them: importing this module runs the package's
+    ``__init__`` first, which imports every adapter module."""
     return dict(_REGISTRY)
+
+
+def framepack_modules() -> dict[str, tuple[str, ...]]:
+    """FramePack's modules (``FRAMEPACK_MODULES``) and the components that serve each."""
+    served = registry()
+    return {module: tuple(name for name, cls in served.items()
+                          if cls.framepack_module == module) for module in FRAMEPACK_MODULES}
 
 
 def get_component(name: str) -> Component:

@@ -11,6 +11,7 @@ are dynamic (even sizes), and the padded history sizes are dims of their own, de
 from __future__ import annotations
 
 from framepack_trt.components.base import Component, InputSpec, Tolerance, random_floats, register
+from framepack_trt.errors import FramepackTrtError
 from framepack_trt.shapes import FRAMEPACK_640_BUCKETS, DimRange
 from framepack_trt.transformer.names import WHOLE
 from framepack_trt.transformer.tokens import IMAGE_TOKENS, ceil_div
@@ -39,6 +40,7 @@ class Transformer(Component):
     description = ("FramePack transformer: latents (1, 16, frames, h, w) + text, image and history "
                    "conditions -> noise prediction (1, 16, frames, h, w), fp32")
     model_class = "diffusers.HunyuanVideoFramepackTransformer3DModel"
+    framepack_module = "transformer"
     default_dtype = "bfloat16"
     default_dims = {
         "batch": DimRange(1, 1, 1),
@@ -154,6 +156,30 @@ class Transformer(Component):
         from framepack_trt.transformer.export import prepare_call
 
         return prepare_call(kwargs, dtype, device)
+
+    def parse_call(self, model, args, kwargs):
+        """A keyword call in FramePack's or diffusers' names -> the engine's inputs (text
+        cropped to the mask, history padded), in the engine's dtype on the latents' device."""
+        from framepack_trt.transformer.export import prepare_call
+
+        if args:
+            return None, "the call passes arguments by position (FramePack passes them by keyword)"
+        if getattr(model, "enable_teacache", False):
+            return None, ("TeaCache is on: a whole-model engine cannot skip the block stack as "
+                          "TeaCache does; call initialize_teacache(enable_teacache=False) to use it")
+        if kwargs.get("attention_kwargs"):  # None or {} change nothing; a LoRA scale would
+            return None, "the call passes attention_kwargs"
+        try:
+            return prepare_call(kwargs, model.dtype, None), ""
+        except (FramepackTrtError, ValueError, KeyError) as exc:
+            return None, str(exc)
+
+    def wrap_output(self, model, outputs, kwargs):
+        from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+        (sample,) = outputs
+        return (Transformer2DModelOutput(sample=sample) if kwargs.get("return_dict", True)
+                else (sample,))
 
     def export_module(self, model):
         from framepack_trt.transformer.export import FramepackTransformerForExport

@@ -26,6 +26,7 @@ class TransformerPiece(Transformer):
     and tiny config. ``piece`` names the piece in ``transformer.pieces``."""
 
     piece: ClassVar[str]
+    framepack_module = None  # the transformer's module runs them (``runtime.transformer_swap``)
     weights_as_inputs = True
     weights_folder = "transformer"
     #: Two blocks of each kind, so that one block engine serving several blocks is exercised.
