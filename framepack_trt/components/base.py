@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from framepack_trt.components.expand import static_specs
 from framepack_trt.errors import UsageError
 from framepack_trt.shapes import DimRange, random_sizes, sizes_at
 
@@ -138,6 +139,9 @@ class Component:
     pixels_per_unit: ClassVar[int] = 8
     #: A bucket's height and width must be multiples of this many pixels.
     bucket_multiple: ClassVar[int] = 8
+    #: Low-VRAM mode's spatial tiles in latent units, (tile, stride), where FramePack cuts the
+    #: component's input into tiles (``static: tiles``); None where it does not.
+    tile_latents: ClassVar[tuple[int, int] | None] = None
     #: The FramePack module whose calls the engine serves (``FRAMEPACK_MODULES``); None for a
     #: component FramePack does not hold as a module (a piece of another).
     framepack_module: ClassVar[str | None] = None
@@ -152,6 +156,22 @@ class Component:
         ws = [w // cls.pixels_per_unit for _, w in buckets]
         h_dim, w_dim = cls.bucket_dims
         return {h_dim: DimRange(min(hs), hs[0], max(hs)), w_dim: DimRange(min(ws), ws[0], max(ws))}
+
+    @classmethod
+    def tiles(cls, height: int, width: int) -> list[tuple[int, int]]:
+        """The (height, width) of every distinct tile of an input of that size, in ``dims``
+        units (``tile_latents``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def expand(cls, entry: Any, problems: Any) -> list:
+        """The engines a checked profile entry (``profile.ProfileEntry``) becomes, as specs:
+        the entry's own, or with ``static`` one static-size spec per bucket and size
+        (``expand.static_specs``). What cannot be expanded goes to ``problems``
+        (``.add(field, message)``)."""
+        if entry.static:
+            return static_specs(cls, entry, problems)
+        return [entry.spec]
 
     # -- declared ---------------------------------------------------------------------------
     @classmethod

@@ -10,10 +10,19 @@ are dynamic (even sizes), and the padded history sizes are dims of their own, de
 
 from __future__ import annotations
 
-from framepack_trt.components.base import Component, InputSpec, Tolerance, random_floats, register
+from dataclasses import replace
+
+from framepack_trt.components.base import (
+    Component,
+    InputSpec,
+    Tolerance,
+    get_component,
+    random_floats,
+    register,
+)
 from framepack_trt.errors import FramepackTrtError
 from framepack_trt.shapes import FRAMEPACK_640_BUCKETS, DimRange
-from framepack_trt.transformer.names import WHOLE
+from framepack_trt.transformer.names import COMPONENTS, PIECES, WHOLE, piece_component
 from framepack_trt.transformer.tokens import IMAGE_TOKENS, ceil_div
 
 #: A call's inputs in diffusers' names, as ``make_inputs`` returns them.
@@ -71,6 +80,24 @@ class Transformer(Component):
         from framepack_trt.transformer.model import transformer_class
 
         return transformer_class()
+
+    @classmethod
+    def expand(cls, entry, problems):
+        """``engines: blocks`` (the default): one engine per piece (``transformer.names``),
+        named ``<name>_<piece>``; with ``quantize: fp8`` the block pieces' fp8 components, with
+        the entry's tolerance fields over fp8's own defaults. ``engines: whole``: one engine."""
+        if entry.engines != "blocks":
+            return super().expand(entry, problems)
+        spec = entry.spec
+        out = []
+        for piece in PIECES:
+            component, tolerance = piece_component(piece, entry.quantize), spec.tolerance
+            if component != COMPONENTS[piece]:
+                tolerance = replace(get_component(component).tolerance(spec.dtype),
+                                    **entry.tolerance_fields)
+            out.append(replace(spec, name=f"{spec.name}_{piece}", component=component,
+                               tolerance=tolerance))
+        return out
 
     def check_dims(self, config, dims):
         problems = []

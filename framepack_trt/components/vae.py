@@ -92,6 +92,10 @@ class _VaeCore(Component):
     tiny_config = {"block_out_channels": (8, 8, 8, 8), "layers_per_block": 1,
                    "norm_num_groups": 4}
 
+    @classmethod
+    def tiles(cls, height, width):
+        return tile_shapes(height, width, *cls.tile_latents)
+
     def export_module(self, model):
         import torch
 

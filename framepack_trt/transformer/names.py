@@ -29,7 +29,7 @@ PIECE_COMPONENTS = (*COMPONENTS.values(), *FP8_COMPONENTS.values())
 PIECES_OF = {WHOLE: PIECE_COMPONENTS}
 
 
-def component(piece: str, quantize: str | None = None) -> str:
+def piece_component(piece: str, quantize: str | None = None) -> str:
     """The component of ``piece``, with ``quantize`` (``fp8``) where it changes the piece."""
     if quantize == "fp8" and piece in FP8_COMPONENTS:
         return FP8_COMPONENTS[piece]
