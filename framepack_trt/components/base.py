@@ -1,9 +1,11 @@
 """What every component adapter declares, and the registry that holds them.
 
 A component adapter is one small class: which real model class it loads, which inputs it
-takes (shapes written with named dims), what it returns, default ranges and tolerances, and
-how to make random inputs. Adding a component is one new file in this package plus a profile
-entry. Importing this module does not import torch.
+takes (shapes written with named dims), what it returns, default ranges and tolerances, how
+to make random inputs, how a profile entry of it becomes engines (``expand``), and which of
+FramePack's modules it serves and how FramePack calls it (``framepack_module``,
+``parse_call``, ``wrap_output``). Adding a component is one new file in this package plus a
+profile entry. Importing this module does not import torch.
 """
 
 from __future__ import annotations
