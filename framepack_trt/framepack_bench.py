@@ -37,6 +37,7 @@ from typing import Any
 from framepack_trt.cache import Cache
 from framepack_trt.components.base import FRAMEPACK_MODULES
 from framepack_trt.errors import FramepackTrtError, UsageError
+from framepack_trt.framepack_worker import SCRIPTS, find_framepack
 from framepack_trt.transformer.names import PIECE_COMPONENTS, WHOLE
 
 #: What the transformer's engines are called in the cache, whole or in pieces.
@@ -114,8 +115,6 @@ def transformer_entries(cache: Cache) -> list[dict]:
 def check_settings(settings: SectionSettings) -> None:
     """One clear line for what cannot run: a FramePack folder that is not one, a cache without
     transformer engines, a budget larger than the card or without one."""
-    from framepack_trt.framepack_worker import SCRIPTS, find_framepack
-
     folder = find_framepack(settings.framepack_dir)
     if settings.script not in SCRIPTS or not (folder / settings.script).is_file():
         raise UsageError(f"--script {settings.script}: FramePack's apps are "

@@ -14,8 +14,12 @@ import time
 from pathlib import Path
 
 from framepack_trt.cache import Cache
-from framepack_trt.components.base import FRAMEPACK_MODULES, framepack_modules
+from framepack_trt.components.base import FRAMEPACK_MODULES, framepack_modules, get_component
+from framepack_trt.device import current_device, describe
 from framepack_trt.framepack_bench import TRANSFORMER_COMPONENTS, SectionRun, SectionSettings, grow
+from framepack_trt.framepack_worker import import_framepack, keep_output_capture, load_worker
+from framepack_trt.runtime.checkpoints import checkpoint_dir
+from framepack_trt.sources import from_pretrained
 
 #: The prompt of every run (FramePack's example prompt).
 PROMPT = "The girl dances gracefully, with clear movements, full of charm."
@@ -55,8 +59,6 @@ def write_tokenizers(root: Path, prompt: str = PROMPT):
 
 def _engine_checkpoint(cache: Cache, components) -> tuple[Path, dict] | None:
     """The local checkpoint folder of the cache's first usable engine of ``components``."""
-    from framepack_trt.runtime.checkpoints import checkpoint_dir
-
     for e in cache.entries().values():
         if e["component"] in components and cache.status(e).state == "ok":
             local, _ = checkpoint_dir(e, cache)
@@ -81,9 +83,7 @@ def load_models(cache: Cache, device, root: Path) -> tuple[dict, dict[str, str]]
         SiglipVisionModel,
     )
 
-    from framepack_trt.components.base import get_component
     from framepack_trt.export import torch_dtype
-    from framepack_trt.sources import from_pretrained
 
     where: dict[str, str] = {}
     found = _engine_checkpoint(cache, TRANSFORMER_COMPONENTS)
@@ -141,8 +141,6 @@ def setup_like_demo_gradio(models: dict, high_vram: bool, gpu) -> None:
     import torch
     from diffusers_helper.memory import DynamicSwapInstaller
 
-    from framepack_trt.framepack_worker import keep_output_capture
-
     vae, transformer = models["vae"], models["transformer"]
     for name in ("vae", "text_encoder", "text_encoder_2", "image_encoder", "transformer"):
         models[name].eval()
@@ -168,8 +166,6 @@ def child(job: dict) -> None:
     import numpy as np
     import torch
 
-    from framepack_trt.device import current_device, describe
-    from framepack_trt.framepack_worker import import_framepack, load_worker
 
     settings = SectionSettings(**{k: tuple(v) if k in ("bucket", "depth") and v else v
                                   for k, v in job["settings"].items()})

@@ -15,7 +15,7 @@ import math
 from typing import ClassVar
 
 from framepack_trt.components.base import InputSpec, random_floats, register
-from framepack_trt.components.transformer import Transformer
+from framepack_trt.components.transformer import RAW_INPUTS, Transformer
 from framepack_trt.shapes import DimRange
 from framepack_trt.transformer.names import COMPONENTS
 from framepack_trt.transformer.tokens import IMAGE_TOKENS, image_tokens
@@ -81,7 +81,6 @@ class TransformerInput(TransformerPiece):
     output_names = ("tokens", "context", "temb", "rope_cos", "rope_sin")
 
     def reference(self, model, inputs, index=0):
-        from framepack_trt.components.transformer import RAW_INPUTS
         from framepack_trt.transformer.export import prepare_call
         from framepack_trt.transformer.pieces import run_input
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from framepack_trt.components.base import Tolerance, register
+from framepack_trt.components.base import InputSpec, Tolerance, register
 from framepack_trt.components.transformer_blocks import _Block
 from framepack_trt.transformer.names import FP8_COMPONENTS
 
@@ -35,7 +35,6 @@ class _Fp8Block(_Block):
         return quantized_block(piece_module(model, self.piece, index))
 
     def weight_specs(self, model):
-        from framepack_trt.components.base import InputSpec
         from framepack_trt.transformer.fp8 import tensor_names
 
         block = self.quantized(model, 0)
