@@ -1,4 +1,4 @@
-"""Engines inside FramePack: what FramePack's code calls (README, "Inside FramePack").
+"""Engines inside FramePack: what FramePack's code calls (README, "In FramePack").
 
     from framepack_trt.framepack import use_engines
     engines = use_engines(cache_dir, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
