@@ -46,7 +46,7 @@ def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int
     from framepack_trt.compare import compare
     from framepack_trt.components.base import Tolerance, get_component
     from framepack_trt.export import torch_dtype
-    from framepack_trt.runtime import load_engine
+    from framepack_trt.runtime.loading import load_engine
     from framepack_trt.shapes import dims_from_dict, sizes_at
     from framepack_trt.sources import Source, load_model
 
@@ -118,7 +118,7 @@ def time_entry(cache: Cache, entry: dict[str, Any], warmup: int, iters: int) -> 
     engine loaded once (a real-width engine takes seconds to load and gigabytes to hold)."""
     from framepack_trt.components.base import get_component
     from framepack_trt.export import torch_dtype
-    from framepack_trt.runtime import load_engine
+    from framepack_trt.runtime.loading import load_engine
     from framepack_trt.shapes import dims_from_dict
     from framepack_trt.sources import Source, load_model
 

@@ -44,7 +44,7 @@ def report(cache: Cache, framepack_dir=None) -> dict[str, Any]:
 
         info["torch"] = f"{torch.__version__} (CUDA build: {torch.version.cuda or 'no'})"
         if torch.cuda.is_available():
-            from framepack_trt.fp8 import fp8_unsupported_reason
+            from framepack_trt.transformer.fp8 import fp8_unsupported_reason
 
             for i in range(torch.cuda.device_count()):
                 p = torch.cuda.get_device_properties(i)
@@ -120,7 +120,7 @@ def environment(cache: Cache, framepack_dir=None) -> dict[str, str]:
 
 def _transformer_class() -> str:
     try:
-        from framepack_trt.framepack_transformer import transformer_source
+        from framepack_trt.transformer.model import transformer_source
     except Exception as exc:  # diffusers missing or broken: say so, do not crash
         return f"cannot import diffusers: {type(exc).__name__}: {exc}"
     from framepack_trt.device import package_version

@@ -87,17 +87,17 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
     import torch
     from safetensors.torch import load_file
 
-    from framepack_trt.backends import get_backend
     from framepack_trt.compare import compare, compare_to_fp32
     from framepack_trt.components.base import Tolerance, get_component
     from framepack_trt.export import torch_dtype
+    from framepack_trt.runtime.loading import load_engine
     from framepack_trt.sources import Source, load_model
 
     fields = entry["key_fields"]
     device = fields["device"]["type"]
     component = get_component(entry["component"])
     tol = Tolerance(**entry["tolerance"])
-    engine = get_backend(fields["backend"]).load(cache.root / entry["engine"]["file"], device)
+    engine = load_engine(cache, entry)
     raw_names = entry.get("raw_inputs") or [i["name"] for i in entry["inputs"]]
     dtype = torch_dtype(fields["dtype"])
     source = Source.from_dict(entry["source"])

@@ -110,7 +110,7 @@ def load_transformer(path: Path, device: str):
     diffusers', else this project's) from a save_pretrained folder, bf16, on ``device``."""
     import torch
 
-    from framepack_trt.framepack_transformer import transformer_class
+    from framepack_trt.transformer.model import transformer_class
 
     return transformer_class().from_pretrained(
         path, torch_dtype=torch.bfloat16).eval().to(device)

@@ -8,7 +8,7 @@ FramePack's model class is not a package anyone can install; diffusers'
 ``HunyuanVideoFramepackTransformer3DModel`` has the same modules and weights but no TeaCache.
 ``framepack_forward`` is FramePack's forward around diffusers' modules: the input side (patch and
 history embedders, RoPE, time/text/image embeddings) as diffusers computes it
-(``framepack_trt.transformer_pieces.run_input``, equal to diffusers' forward to 1e-6 in
+(``framepack_trt.transformer.pieces.run_input``, equal to diffusers' forward to 1e-6 in
 tests/components), then FramePack's block stack with TeaCache verbatim, on diffusers' blocks,
 then the output side.
 """
@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from framepack_trt.transformer_export import prepare_call
-from framepack_trt.transformer_pieces import run_input, run_output, unpatchify
+from framepack_trt.transformer.export import prepare_call
+from framepack_trt.transformer.pieces import run_input, run_output, unpatchify
 
 
 def initialize_teacache(self, enable_teacache=True, num_steps=25, rel_l1_thresh=0.15):

@@ -350,7 +350,7 @@ def test_code_fingerprint_follows_the_source():
 
     assert code_fingerprint("clip_text", "aoti") != code_fingerprint("llama_text", "aoti")
     assert code_fingerprint("clip_text", "aoti") != code_fingerprint("clip_text", "tensorrt")
-    assert "framepack_trt.transformer_export" in get_component("transformer").code_modules
+    assert "framepack_trt.transformer.export" in get_component("transformer").code_modules
     assert "framepack_trt.export" in get_component("clip_text").code_modules
 
 

@@ -12,8 +12,9 @@ from tests_helpers import rel_l2
 
 from framepack_trt.components.base import get_component
 from framepack_trt.errors import BuildError, ProfileError
-from framepack_trt.fp8 import fp8_unsupported_reason, quantized_block, quantized_names
 from framepack_trt.sources import Source, load_model
+from framepack_trt.transformer.fp8 import fp8_unsupported_reason, quantized_names
+from framepack_trt.transformer.fp8_placement import quantized_block
 
 SIZES = {"latent_frames": 2, "latent_height": 8, "latent_width": 10, "text_len": 12}
 FP8 = ("transformer_dual_block_fp8", "transformer_single_block_fp8")
@@ -51,7 +52,7 @@ def test_fp8_block_matches_eager_bf16_within_its_tolerance(model, name):
 
 @pytest.mark.parametrize("name,linears,modulation", [(FP8[0], 12, 2), (FP8[1], 5, 1)])
 def test_which_linears_are_quantized(model, name, linears, modulation):
-    from framepack_trt.fp8 import modulation_names
+    from framepack_trt.transformer.fp8 import modulation_names
 
     comp = get_component(name)
     block = comp.quantized(model, 0)
@@ -85,7 +86,7 @@ def test_weights_quantized_in_chunks_equal_the_whole_weight_quantized():
     """Fp8Linear quantizes its weight a few rows at a time (a bounded float32 working copy):
     bit for bit what quantize_rows gives for the whole weight, across chunk ends, for rows of
     very different scales and an all-zero row."""
-    from framepack_trt.fp8 import CHUNK_VALUES, quantize_rows, quantize_weight_rows
+    from framepack_trt.transformer.fp8 import CHUNK_VALUES, quantize_rows, quantize_weight_rows
 
     gen = torch.Generator().manual_seed(4)
     rows = CHUNK_VALUES // 96  # per chunk
@@ -102,7 +103,7 @@ def test_int8_linear_against_the_linear():
     """A modulation linear's int8 copy: within half a step of each weight, one scale per 32
     input channels (per row where the width is not a multiple of 32), and its output close to
     the bf16 linear's."""
-    from framepack_trt.fp8 import Int8Linear
+    from framepack_trt.transformer.fp8 import Int8Linear
 
     gen = torch.Generator().manual_seed(5)
     for k, groups, outlier in ((96, 3, True), (96, 3, False), (40, 1, False)):
@@ -129,7 +130,7 @@ def test_exported_graph_is_the_quantized_block(model):
     the quantized block computes, for another block's weights than the traced one's."""
     from framepack_trt.export import export_component
     from framepack_trt.shapes import DimRange
-    from framepack_trt.transformer_pieces import run_block
+    from framepack_trt.transformer.pieces import run_block
 
     comp = get_component(FP8[0])
     dims = {"latent_frames": DimRange(2, 2, 2), "latent_height": DimRange(8, 8, 12),
@@ -228,15 +229,15 @@ def test_framepack_profile_fp8_lines_uncommented(tmp_path):
 
 
 def test_runtime_prefers_the_fp8_blocks():
-    from framepack_trt.transformer_loop import prefer_quantized
+    from framepack_trt.runtime.transformer_swap import fp8_first
 
     entries = [{"component": "transformer_dual_block", "name": "a"},
                {"component": "transformer_dual_block_fp8", "name": "b"},
                {"component": "transformer_dual_block", "name": "c"}]
-    prefer_quantized("dual_block", entries)
+    entries.sort(key=fp8_first("dual_block"))
     assert [e["name"] for e in entries] == ["b", "a", "c"]
     outputs = [{"component": "transformer_output", "name": n} for n in "xy"]
-    prefer_quantized("output", outputs)
+    outputs.sort(key=fp8_first("output"))
     assert [e["name"] for e in outputs] == ["x", "y"]
 
 
@@ -291,12 +292,12 @@ def test_low_vram_streaming_quantizes_once(model):
     all but the kept linear, and ``release`` leaves the block as it was."""
     from framepack_reference import DynamicSwapInstaller
 
-    from framepack_trt import fp8
+    from framepack_trt.transformer import fp8, fp8_placement
 
     comp = get_component(FP8[1])
     block = model.single_transformer_blocks[0]
     plain = comp.weights(model, 0, torch.bfloat16, "cpu")
-    fp8._QUANTIZED.pop(block, None)  # quantized again, under the hook
+    fp8_placement._QUANTIZED.pop(block, None)  # quantized again, under the hook
     stored = {n: p for n, p in block.named_parameters()}  # named_parameters: past the hook
     keys = set(block.state_dict())
     # copy=True: every read makes a new tensor, as reading a CPU weight onto a GPU does.
@@ -308,12 +309,12 @@ def test_low_vram_streaming_quantizes_once(model):
         streamed = comp.weights(model, 0, torch.bfloat16, "cpu")
         buffers = dict(block.named_buffers())
         state_keys = set(block.state_dict())
-        swapped, promoted, demoted = fp8.place_low_vram([block], "cpu",
+        swapped, promoted, demoted = fp8_placement.place_low_vram([block], "cpu",
                                                          keep=((0, "norm.linear"),))
         placed = comp.weights(model, 0, torch.bfloat16, "cpu")
         assert quantized_block(block) is first  # swapping changes no stamp: not made again
-        fp8.release(block)
-        assert not dict(block.named_buffers()) and block not in fp8._PARKED
+        fp8_placement.release(block)
+        assert not dict(block.named_buffers()) and block not in fp8_placement._PARKED
         assert not any(m._non_persistent_buffers_set for m in block.modules())
     finally:
         DynamicSwapInstaller.uninstall_model(model)
@@ -321,7 +322,8 @@ def test_low_vram_streaming_quantizes_once(model):
     assert all(torch.equal(a.float(), b.float()) for a, b in zip(streamed, plain, strict=True))
     assert all(torch.equal(a.float(), b.float()) for a, b in zip(placed, plain, strict=True))
     names = fp8.replaced_names(block)
-    assert set(buffers) == {f"{n}.{b}" for n in names for b in (*fp8.ATTACHED.values(), fp8.HOME)}
+    assert set(buffers) == {f"{n}.{b}" for n in names
+                            for b in (*fp8_placement.ATTACHED.values(), fp8_placement.HOME)}
     assert state_keys == keys
     assert all(t.device.type == "meta" for _, t in first.named_buffers())
     assert (swapped, promoted, demoted) == (len(names) - 1, 0, 0)
@@ -340,24 +342,24 @@ def test_place_low_vram_swaps_each_block_before_quantizing_the_next(model, monke
     The CPU stands in for the GPU: every linear counts as moved there by FramePack."""
     from framepack_reference import DynamicSwapInstaller
 
-    from framepack_trt import fp8
+    from framepack_trt.transformer import fp8, fp8_placement
 
     blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
     events = []
-    quantize, move = fp8.quantize_block, fp8._move_weight
-    monkeypatch.setattr(fp8, "quantize_block",
+    quantize, move = fp8_placement.quantize_block, fp8_placement._move_weight
+    monkeypatch.setattr(fp8_placement, "quantize_block",
                         lambda b: events.append(("quantize", blocks.index(b))) or quantize(b))
-    monkeypatch.setattr(fp8, "_move_weight", lambda b, n, d: events.append(
+    monkeypatch.setattr(fp8_placement, "_move_weight", lambda b, n, d: events.append(
         ("swap", blocks.index(b))) or move(b, n, d))
     for b in blocks:
-        fp8._QUANTIZED.pop(b, None)
+        fp8_placement._QUANTIZED.pop(b, None)
     DynamicSwapInstaller.install_model(model, device="cpu")
     try:
-        swapped, _, _ = fp8.place_low_vram(blocks, "cpu")
+        swapped, _, _ = fp8_placement.place_low_vram(blocks, "cpu")
         placed = list(events)  # what place_low_vram did (release moves weights back too)
     finally:
         for b in blocks:
-            fp8.release(b)
+            fp8_placement.release(b)
         DynamicSwapInstaller.uninstall_model(model)
     assert swapped == sum(len(fp8.replaced_names(b)) for b in blocks)
     order = [i for kind, i in placed if kind == "quantize"]
@@ -376,7 +378,7 @@ def test_low_vram_copy_is_made_again_when_the_weights_change(model):
 
     from framepack_reference import DynamicSwapInstaller
 
-    from framepack_trt import fp8
+    from framepack_trt.transformer import fp8, fp8_placement
 
     block = copy.deepcopy(model.single_transformer_blocks[0])
     lin = block.proj_mlp
@@ -401,7 +403,7 @@ def test_low_vram_copy_is_made_again_when_the_weights_change(model):
     plain = quantized_block(block)
     assert not any(m._buffers for m in block.modules())
     assert isinstance(plain.proj_mlp, fp8.Fp8Linear) and plain.proj_mlp.weight.device.type == "cpu"
-    fp8.release(block)
+    fp8_placement.release(block)
 
 
 def test_low_vram_swap_reuses_the_host_tensor_until_the_weight_changes(model):
@@ -417,7 +419,7 @@ def test_low_vram_swap_reuses_the_host_tensor_until_the_weight_changes(model):
 
     from framepack_reference import DynamicSwapInstaller
 
-    from framepack_trt import fp8
+    from framepack_trt.transformer import fp8, fp8_placement
 
     block = copy.deepcopy(model.single_transformer_blocks[0])
     names = fp8.replaced_names(block)
@@ -425,11 +427,11 @@ def test_low_vram_swap_reuses_the_host_tensor_until_the_weight_changes(model):
     want = [w.detach().clone() for w in weights]
     DynamicSwapInstaller.install_model(block, device="cpu")
     try:
-        assert fp8.place_low_vram([block], "cpu")[0] == len(names)
+        assert fp8_placement.place_low_vram([block], "cpu")[0] == len(names)
         hosts = [w.data_ptr() for w in weights]
         block._apply(torch.clone)  # FramePack's move to the GPU
         assert not {w.data_ptr() for w in weights} & set(hosts)
-        assert fp8.place_low_vram([block], "cpu")[0] == len(names)
+        assert fp8_placement.place_low_vram([block], "cpu")[0] == len(names)
         assert [w.data_ptr() for w in weights] == hosts
         assert all(torch.equal(w, v) for w, v in zip(weights, want, strict=True))
 
@@ -437,9 +439,9 @@ def test_low_vram_swap_reuses_the_host_tensor_until_the_weight_changes(model):
         block._apply(torch.clone)
         with torch.no_grad():
             weights[i].add_(1.0)
-        fp8.place_low_vram([block], "cpu")
+        fp8_placement.place_low_vram([block], "cpu")
         assert torch.equal(weights[i], want[i] + 1.0) and weights[i].data_ptr() != hosts[i]
-        assert fp8._HOST.get(weights[i])[1].data_ptr() == weights[i].data_ptr()  # kept now
+        assert fp8_placement._HOST.get(weights[i])[1].data_ptr() == weights[i].data_ptr()  # kept now
         assert [w.data_ptr() for j, w in enumerate(weights) if j != i] == hosts[:i] + hosts[i + 1:]
 
         # Merged through ``.data`` (no version counted), in place or as a new tensor, after
@@ -449,12 +451,12 @@ def test_low_vram_swap_reuses_the_host_tensor_until_the_weight_changes(model):
         with torch.no_grad():
             weights[j].data += 1.0
             weights[k].data = weights[k].data * 2.0
-        fp8.place_low_vram([block], "cpu")
+        fp8_placement.place_low_vram([block], "cpu")
         assert torch.equal(weights[j], want[j] + 1.0) and torch.equal(weights[k], want[k] * 2.0)
     finally:
         DynamicSwapInstaller.uninstall_model(block)
-        fp8.release(block)
-    assert all(fp8._HOST.get(w) is None for w in weights)
+        fp8_placement.release(block)
+    assert all(fp8_placement._HOST.get(w) is None for w in weights)
 
 
 def test_plan_low_vram_never_holds_more_than_framepack_placed():
@@ -465,7 +467,7 @@ def test_plan_low_vram_never_holds_more_than_framepack_placed():
     with their bf16 weights off (but the kept one); the GPU holds no more bytes of the linears
     than FramePack's placement of their bf16 weights (the kept linear's copy aside); a copy
     left on the CPU would not have fitted; and a second placement changes nothing."""
-    from framepack_trt.fp8 import Placement, plan_low_vram
+    from framepack_trt.transformer.fp8_placement import Placement, plan_low_vram
 
     g = torch.Generator().manual_seed(0)
     n = 40
@@ -512,16 +514,16 @@ def test_plan_low_vram_never_holds_more_than_framepack_placed():
     assert all(counts.values()), counts  # every kind of move happened
 
 def test_offload_bf16_parks_only_fp8_served_blocks_and_stops_when_others_run(model, monkeypatch):
-    """``offload_bf16``'s bookkeeping (``PieceSwap.place_bf16``), with the CPU standing in for
-    the GPU (``fp8.PARK_FROM``; the moves are then no-ops): the blocks an fp8 engine serves are
-    parked, the others not; a later call that runs parked blocks otherwise brings every
+    """``offload_bf16``'s bookkeeping (``TransformerSwap.place_bf16``), with the CPU standing in for
+    the GPU (``fp8_placement.PARK_FROM``; the moves are then no-ops): the blocks an fp8 engine
+    serves are parked, the others not; a later call that runs parked blocks otherwise brings every
     weight back and turns the option off with one warning; ``release`` drops the copies."""
     import warnings
 
-    from framepack_trt import fp8
-    from framepack_trt.framepack import TransformerSwap
+    from framepack_trt.runtime.transformer_swap import TransformerSwap
+    from framepack_trt.transformer import fp8, fp8_placement
 
-    monkeypatch.setattr(fp8, "PARK_FROM", "cpu")
+    monkeypatch.setattr(fp8_placement, "PARK_FROM", "cpu")
     swap = TransformerSwap.__new__(TransformerSwap)  # the swap's state this needs, no cache
     swap.model, swap.name, swap.component, swap.warned = model, "transformer", "transformer", set()
     swap.offload_bf16 = True
@@ -533,17 +535,18 @@ def test_offload_bf16_parks_only_fp8_served_blocks_and_stops_when_others_run(mod
         warnings.simplefilter("error")  # no warning while the same pieces run in fp8
         for _ in range(2):
             swap.place_bf16(fp8_dual, cpu)
-            assert all(fp8.is_parked(b) for b in dual) and not any(fp8.is_parked(b) for b in single)
+            assert all(fp8_placement.is_parked(b) for b in dual)
+            assert not any(fp8_placement.is_parked(b) for b in single)
     # Every replaced linear's weight, fp8 and int8, but the one TeaCache reads eagerly.
-    assert set(fp8._PARKED[dual[1]]) == set(fp8.replaced_names(dual[1]))
-    assert not any(fp8._HOST.get(p) is not None for b in dual for p in b.parameters())  # low-VRAM's
-    assert set(fp8._PARKED[dual[0]]) == set(fp8.replaced_names(dual[0])) - {"norm1.linear"}
-    copies = [fp8.quantized_block(b) for b in dual]
-    assert [fp8.quantized_block(b) for b in dual] == copies  # parking kept the copies
+    assert set(fp8_placement._PARKED[dual[1]]) == set(fp8.replaced_names(dual[1]))
+    assert not any(fp8_placement._HOST.get(p) is not None for b in dual for p in b.parameters())  # low-VRAM's
+    assert set(fp8_placement._PARKED[dual[0]]) == set(fp8.replaced_names(dual[0])) - {"norm1.linear"}
+    copies = [fp8_placement.quantized_block(b) for b in dual]
+    assert [fp8_placement.quantized_block(b) for b in dual] == copies  # parking kept the copies
     # The dual blocks now through bf16 engines (or eagerly): everything back, the option off.
     with pytest.warns(UserWarning, match="offload_bf16 is off from now on: a call ran blocks "
                       "through bf16 engines or eagerly"):
         swap.place_bf16({"dual_block": None, "single_block": None}, cpu)
-    assert not any(fp8.is_parked(b) for b in dual + single) and not swap.offload_bf16
+    assert not any(fp8_placement.is_parked(b) for b in dual + single) and not swap.offload_bf16
     swap.release()
-    assert not any(b in fp8._QUANTIZED for b in dual + single)
+    assert not any(b in fp8_placement._QUANTIZED for b in dual + single)

@@ -112,7 +112,7 @@ def test_transformer_runs_as_framepack_and_diffusers_call_it(framepack_engines):
     from diffusers.models.modeling_outputs import Transformer2DModelOutput
     from tests_helpers import framepack_call
 
-    from framepack_trt.framepack_transformer import transformer_class
+    from framepack_trt.transformer.model import transformer_class
 
     model = load(weights(framepack_engines, "transformer"), transformer_class())
     calls = [framepack_call(model.config, h, w, n, seed=s)

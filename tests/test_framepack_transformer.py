@@ -1,4 +1,4 @@
-"""``framepack_trt.framepack_transformer``: the transformer class the engines are built from on
+"""``framepack_trt.transformer.model``: the transformer class the engines are built from on
 every supported diffusers. Where diffusers has no ``HunyuanVideoFramepackTransformer3DModel``
 (0.33.1, FramePack's pin) this project's own class is used: here it loads the weights of
 FramePack's own ``HunyuanVideoTransformer3DModelPacked`` (tests/framepack_upstream) with no
@@ -15,14 +15,14 @@ import pytest
 import torch
 from tests_helpers import framepack_call, framepack_random_weights, rel_l2
 
-from framepack_trt.framepack_transformer import (
+from framepack_trt.transformer.export import FramepackTransformerForExport, prepare_call
+from framepack_trt.transformer.model import (
     HunyuanVideoFramepackTransformer3DModel,
     diffusers_class,
     is_export_layout,
     transformer_class,
     transformer_source,
 )
-from framepack_trt.transformer_export import FramepackTransformerForExport, prepare_call
 
 pytestmark = pytest.mark.usefixtures("restore_layer_norms")
 

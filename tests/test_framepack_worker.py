@@ -31,7 +31,7 @@ from conftest import WORKER_SIGLIP, WORKER_WINDOW, cli
 from tests_helpers import framepack_random_weights, rel_l2
 
 from framepack_trt.framepack import use_engines
-from framepack_trt.framepack_bench import write_tokenizers
+from framepack_trt.framepack_run import write_tokenizers
 
 #: The user's inputs: two sections (0.5 s * 30 / (2 * 4) = 1.875 -> 2), 3 steps, TeaCache. The
 #: engines (conftest's WORKER_ENTRIES, fixture worker_engines) are built for these shapes.

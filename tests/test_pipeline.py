@@ -14,7 +14,7 @@ from PIL import Image
 from tests_helpers import framepack_loop
 
 from framepack_trt.framepack import EngineFallback, use_engines
-from framepack_trt.framepack_transformer import diffusers_class
+from framepack_trt.transformer.model import diffusers_class
 
 # diffusers' FramePack pipeline came with its transformer, in 0.34: FramePack's pin (0.33.1) has
 # neither. (FramePack's own section loop, which does not need it, is test_framepack_worker's.)

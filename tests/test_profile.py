@@ -225,6 +225,10 @@ def test_engines_blocks_expands_the_transformer_into_four_pieces(tmp_path):
     assert pieces[0].dtype == "bfloat16" and pieces[0].dims["latent_height"] == DimRange(52, 52, 68)
     assert [c.name for c in prof.select(["transformer"])] == [c.name for c in pieces]
     assert [c.name for c in prof.select(["tx_output", "clip_text"])] == ["clip_text", "tx_output"]
+    # One checked entry per entry of the file; its component expanded it into the engines.
+    assert [(e.index, e.spec.name, e.engines) for e in prof.entries] == [
+        (0, "clip_text", "whole"), (1, "tx", "blocks")]
+    assert all(c.entry == "tx" for c in pieces) and prof.components[0].entry == ""
 
 
 def test_build_settings_under_auto_and_backend_override(tmp_path):

@@ -9,7 +9,8 @@ import torch
 
 from framepack_trt.cache import Cache
 from framepack_trt.errors import ShapeError
-from framepack_trt.runtime import call_sizes, find_engine, load_engine
+from framepack_trt.runtime.loading import load_engine
+from framepack_trt.runtime.selection import call_sizes, find_engine
 
 
 def test_find_and_run_checked_engine(built_cache):
@@ -48,7 +49,7 @@ def test_transformer_engine_takes_framepack_calls(tiny_build):
     (latent 52..120, every 640 bucket), the module its weights loaded with from_pretrained."""
     from tests_helpers import framepack_call
 
-    from framepack_trt.framepack_transformer import transformer_class
+    from framepack_trt.transformer.model import transformer_class
 
     built, _ = tiny_build
     cache = Cache(built)  # read only
@@ -87,3 +88,32 @@ def test_transformer_engine_takes_framepack_calls(tiny_build):
         with pytest.raises(ShapeError, match=why):
             engine(**call)
 
+
+
+def test_selection_ranks_the_covering_engines_and_says_why_not_the_others():
+    """The one selection: of the engines given, those that cover the call, preferred first,
+    then nearest to their opt sizes, then the narrowest; the others each with their reason."""
+    from framepack_trt.runtime.selection import select
+
+    def entry(name, lo, opt, hi, dtype="float16", device="cpu"):
+        dims = {"batch": {"min": 1, "opt": 1, "max": 1},
+                "text_len": {"min": lo, "opt": opt, "max": hi}}
+        return {"name": name, "component": "clip_text", "key": name * 8,
+                "inputs": [{"name": "input_ids", "shape": ["batch", "text_len"]}],
+                "key_fields": {"dims": dims, "dtype": dtype, "device": {"type": device}}}
+
+    entries = [entry("wide", 1, 77, 77), entry("near", 10, 30, 40), entry("exact", 32, 32, 32),
+               entry("short", 1, 8, 16), entry("half", 1, 77, 77, dtype="bfloat16"),
+               entry("gpu", 1, 77, 77, device="cuda")]
+    chosen = select(entries, lambda e: call_sizes(e, [(1, 32)]), dtype="torch.float16",
+                    device="cpu")
+    assert [e["name"] for e in chosen.choices] == ["exact", "near", "wide"]
+    assert chosen.reasons == ["short: text_len=32 is outside the engine's range 1..16",
+                              "engine half is bfloat16, the model float16",
+                              "engine gpu runs on cuda, the call is on cpu"]
+    # ``prefer`` first (the transformer's pieces: fp8 blocks), then the fit.
+    preferred = select(entries[:3], lambda e: call_sizes(e, [(1, 32)]),
+                       prefer=lambda e: e["name"] == "exact")
+    assert [e["name"] for e in preferred.choices] == ["near", "wide", "exact"]
+    refused = select(entries[:1], lambda e: call_sizes(e, [(1, 32), (1, 32)]))
+    assert not refused.choices and "takes 1 input(s)" in refused.reasons[0]

@@ -147,7 +147,7 @@ def test_inductor_options_are_parsed_as_python_values():
 
 
 def test_reciprocal_quantization_matches_the_division():
-    from framepack_trt import fp8
+    from framepack_trt.transformer import fp8
 
     reciprocal = script("fp8_block_profile").quantize_rows_reciprocal
     x = torch.randn(32, 3072, generator=torch.Generator().manual_seed(1)) * 5
@@ -212,7 +212,7 @@ def test_transformer_blocks_bench_grows_the_model_of_copies_of_its_blocks():
     from framepack_trt.components.base import get_component
     from framepack_trt.components.transformer import RAW_INPUTS
     from framepack_trt.framepack_bench import grow
-    from framepack_trt.framepack_transformer import transformer_class
+    from framepack_trt.transformer.model import transformer_class
     with tempfile.TemporaryDirectory() as tmp:
         model = transformer_class().from_pretrained(
             save_tiny("transformer_input", Path(tmp) / "w", seed=3)).eval()

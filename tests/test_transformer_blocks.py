@@ -66,7 +66,7 @@ def blocks(tmp_path_factory):
 
 def load(path):
     """The transformer as FramePack loads it: bf16 (``torch_dtype=torch.bfloat16``)."""
-    from framepack_trt.framepack_transformer import transformer_class
+    from framepack_trt.transformer.model import transformer_class
 
     return transformer_class().from_pretrained(
         path, torch_dtype=torch.bfloat16).eval()
@@ -155,7 +155,7 @@ def test_teacache_as_framepack_decides(blocks, thresh):
 def test_low_vram_weight_streaming(blocks):
     """FramePack's DynamicSwapInstaller (every parameter read returns a fresh copy moved to the
     target device) installed on the model: the engines take the weights through it."""
-    from framepack_trt.transformer_pieces import read_weights, weight_names
+    from framepack_trt.transformer.pieces import read_weights, weight_names
 
     root, weights, _ = blocks
     model = load(weights)

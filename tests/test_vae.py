@@ -199,7 +199,7 @@ def test_a_static_engine_is_picked_over_a_range_for_its_sizes(vae_cache, tmp_pat
     import shutil
 
     from framepack_trt.cache import Cache
-    from framepack_trt.runtime import find_engine
+    from framepack_trt.runtime.selection import find_engine
 
     cache_dir, weights = vae_cache
     root = tmp_path / "cache"

@@ -5,8 +5,8 @@ from framepack_trt.components import (  # noqa: F401
     llama_text,
     siglip_image,
     transformer,
+    transformer_blocks,
     transformer_fp8,
-    transformer_pieces,
     vae,
 )
 from framepack_trt.components.base import (  # noqa: F401

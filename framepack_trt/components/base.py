@@ -1,9 +1,11 @@
 """What every component adapter declares, and the registry that holds them.
 
 A component adapter is one small class: which real model class it loads, which inputs it
-takes (shapes written with named dims), what it returns, default ranges and tolerances, and
-how to make random inputs. Adding a component is one new file in this package plus a profile
-entry. Importing this module does not import torch.
+takes (shapes written with named dims), what it returns, default ranges and tolerances, how
+to make random inputs, how a profile entry of it becomes engines (``expand``), and which of
+FramePack's modules it serves and how FramePack calls it (``framepack_module``,
+``parse_call``, ``wrap_output``). Adding a component is one new file in this package plus a
+profile entry. Importing this module does not import torch.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from framepack_trt.components.expand import static_specs
 from framepack_trt.errors import UsageError
 from framepack_trt.shapes import DimRange, random_sizes, sizes_at
 
@@ -52,6 +55,10 @@ class Tolerance:
 
 #: What ``reference`` may be: the eager model in the engine's dtype, or the model in float32.
 REFERENCES = ("eager", "fp32")
+
+#: FramePack's modules (demo_gradio.py's names, as ``use_engines`` takes them), which the
+#: components run (``Component.framepack_module``).
+FRAMEPACK_MODULES = ("transformer", "text_encoder", "text_encoder_2", "image_encoder", "vae")
 
 
 #: Sensible defaults per dtype; a component or a profile entry may override them. The
@@ -134,6 +141,14 @@ class Component:
     pixels_per_unit: ClassVar[int] = 8
     #: A bucket's height and width must be multiples of this many pixels.
     bucket_multiple: ClassVar[int] = 8
+    #: Low-VRAM mode's spatial tiles in latent units, (tile, stride), where FramePack cuts the
+    #: component's input into tiles (``static: tiles``); None where it does not.
+    tile_latents: ClassVar[tuple[int, int] | None] = None
+    #: The FramePack module whose calls the engine serves (``FRAMEPACK_MODULES``); None for a
+    #: component FramePack does not hold as a module (a piece of another).
+    framepack_module: ClassVar[str | None] = None
+    #: The submodule of that module whose ``forward`` the engine replaces ("": its own).
+    framepack_part: ClassVar[str] = ""
 
     @classmethod
     def dims_for_buckets(cls, buckets: Sequence[tuple[int, int]]) -> dict[str, DimRange]:
@@ -143,6 +158,22 @@ class Component:
         ws = [w // cls.pixels_per_unit for _, w in buckets]
         h_dim, w_dim = cls.bucket_dims
         return {h_dim: DimRange(min(hs), hs[0], max(hs)), w_dim: DimRange(min(ws), ws[0], max(ws))}
+
+    @classmethod
+    def tiles(cls, height: int, width: int) -> list[tuple[int, int]]:
+        """The (height, width) of every distinct tile of an input of that size, in ``dims``
+        units (``tile_latents``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def expand(cls, entry: Any, problems: Any) -> list:
+        """The engines a checked profile entry (``profile.ProfileEntry``) becomes, as specs:
+        the entry's own, or with ``static`` one static-size spec per bucket and size
+        (``expand.static_specs``). What cannot be expanded goes to ``problems``
+        (``.add(field, message)``)."""
+        if entry.static:
+            return static_specs(cls, entry, problems)
+        return [entry.spec]
 
     # -- declared ---------------------------------------------------------------------------
     @classmethod
@@ -211,6 +242,18 @@ class Component:
                 device: str) -> tuple[torch.Tensor, ...]:
         """Engine inputs from a call's inputs (identity by default). Runs eagerly, per call."""
         return tuple(inputs)
+
+    # -- inside FramePack (``framepack_module``) ------------------------------------------------
+    def parse_call(self, model: Any, args: Sequence[Any],
+                   kwargs: Mapping[str, Any]) -> tuple[tuple | None, str]:
+        """A call of the module's ``forward`` as the engine's inputs; or None, and why an engine
+        cannot serve the call (it then runs eager). ``components.calls`` has the helpers."""
+        raise NotImplementedError
+
+    def wrap_output(self, model: Any, outputs: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        """The engine's outputs for a call (``kwargs``: its keyword arguments) as the module's
+        ``forward`` returns them."""
+        raise NotImplementedError
 
     # -- torch side -------------------------------------------------------------------------
     def export_module(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -284,14 +327,24 @@ def register(cls: type[Component]) -> type[Component]:
     unknown = set(cls.dim_limits) - set(cls.default_dims)
     if unknown:
         raise TypeError(f"component {cls.name!r}: dim_limits names unknown dims {sorted(unknown)}")
+    if cls.framepack_module not in (None, *FRAMEPACK_MODULES):
+        raise TypeError(f"component {cls.name!r}: framepack_module {cls.framepack_module!r} is "
+                        f"not one of FramePack's modules ({', '.join(FRAMEPACK_MODULES)})")
     _REGISTRY[cls.name] = cls
     return cls
 
 
 def registry() -> Mapping[str, type[Component]]:
-    from framepack_trt import components  # noqa: F401  (imports every adapter module)
-
+    """Every registered component. All of them: importing this module runs the package's
+    ``__init__`` first, which imports every adapter module."""
     return dict(_REGISTRY)
+
+
+def framepack_modules() -> dict[str, tuple[str, ...]]:
+    """FramePack's modules (``FRAMEPACK_MODULES``) and the components that serve each."""
+    served = registry()
+    return {module: tuple(name for name, cls in served.items()
+                          if cls.framepack_module == module) for module in FRAMEPACK_MODULES}
 
 
 def get_component(name: str) -> Component:

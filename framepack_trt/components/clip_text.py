@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from framepack_trt.components.base import Component, InputSpec, random_ids, register
+from framepack_trt.components.calls import one_tensor
 from framepack_trt.shapes import DimRange
 
 
@@ -11,6 +12,7 @@ class ClipText(Component):
     name = "clip_text"
     description = "CLIP text encoder: input_ids (batch, 77) -> pooler_output (batch, 768)"
     model_class = "transformers.CLIPTextModel"
+    framepack_module = "text_encoder_2"
     default_dtype = "float16"
     default_dims = {"batch": DimRange(1, 1, 1), "text_len": DimRange(77, 77, 77)}
     dim_limits = {"text_len": (1, 77)}
@@ -58,3 +60,11 @@ class ClipText(Component):
         eos = torch.randint(0, length, (batch,), generator=generator)
         ids[torch.arange(batch), eos] = config.vocab_size - 1
         return (ids.to(device),)
+
+    def parse_call(self, model, args, kwargs):
+        return one_tensor("input_ids", args, kwargs)
+
+    def wrap_output(self, model, outputs, kwargs):
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        return BaseModelOutputWithPooling(pooler_output=outputs[0])

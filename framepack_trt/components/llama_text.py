@@ -10,10 +10,27 @@ from __future__ import annotations
 import copy
 
 from framepack_trt.components.base import Component, InputSpec, random_ids, register
+from framepack_trt.components.calls import by_name, not_taken
 from framepack_trt.shapes import DimRange
 
 #: FramePack reads hidden_states[-3].
 HIDDEN_STATE_INDEX = -3
+
+
+class HiddenStates(tuple):
+    """``hidden_states`` of a LLaMA call served by the engine: only the entry FramePack reads
+    (``[-3]``) exists; any other index says so instead of returning something wrong."""
+
+    def __new__(cls, count: int, index: int, tensor):
+        self = super().__new__(cls, [None] * count)
+        self._index, self._tensor = index % count, tensor
+        return self
+
+    def __getitem__(self, i):
+        if isinstance(i, int) and i % len(self) == self._index:
+            return self._tensor
+        raise LookupError(f"the engine computes hidden_states[{self._index - len(self)}] only; "
+                          f"index {i} needs the eager model (Engines.restore)")
 
 
 @register
@@ -22,6 +39,7 @@ class LlamaText(Component):
     description = ("LLaMA text encoder: input_ids, attention_mask (batch, text_len) -> "
                    "hidden_states[-3] (batch, text_len, 4096)")
     model_class = "transformers.LlamaModel"
+    framepack_module = "text_encoder"
     default_dtype = "float16"
     default_dims = {"batch": DimRange(1, 1, 1), "text_len": DimRange(1, 351, 351)}
     output_names = ("hidden_states",)
@@ -91,3 +109,26 @@ class LlamaText(Component):
         kept = torch.randint(1, length + 1, (batch,), generator=generator)
         mask = (torch.arange(length)[None, :] < kept[:, None]).to(torch.int64)
         return (ids.to(device), mask.to(device))
+
+    def parse_call(self, model, args, kwargs):
+        call = by_name(args, kwargs, ["input_ids", "attention_mask"])
+        why = not_taken(call, {"input_ids", "attention_mask", "output_hidden_states",
+                               "return_dict", "use_cache"})
+        if why:
+            return None, why
+        if not call.get("output_hidden_states"):
+            return None, "the call does not ask for hidden_states (the engine computes only [-3])"
+        if call.get("return_dict") is False:
+            return None, "return_dict=False"
+        ids, mask = call.get("input_ids"), call.get("attention_mask")
+        if ids is None or mask is None:
+            return None, "the engine needs input_ids and attention_mask"
+        return (ids, mask.to(ids.dtype)), ""
+
+    def wrap_output(self, model, outputs, kwargs):
+        from transformers.modeling_outputs import BaseModelOutputWithPast
+
+        (hidden,) = outputs
+        count = model.config.num_hidden_layers + 1
+        return BaseModelOutputWithPast(hidden_states=HiddenStates(count, HIDDEN_STATE_INDEX,
+                                                                  hidden))

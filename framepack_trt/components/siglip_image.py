@@ -4,6 +4,7 @@ pixel_values -> last_hidden_state."""
 from __future__ import annotations
 
 from framepack_trt.components.base import Component, InputSpec, random_floats, register
+from framepack_trt.components.calls import one_tensor
 from framepack_trt.shapes import DimRange
 
 
@@ -13,6 +14,7 @@ class SiglipImage(Component):
     description = ("SigLIP image encoder: pixel_values (batch, 3, 384, 384) -> "
                    "last_hidden_state (batch, 729, 1152)")
     model_class = "transformers.SiglipVisionModel"
+    framepack_module = "image_encoder"
     default_dtype = "float16"
     default_dims = {"batch": DimRange(1, 1, 1)}
     output_names = ("last_hidden_state",)
@@ -48,3 +50,11 @@ class SiglipImage(Component):
         pixels = random_floats((sizes["batch"], config.num_channels, size, size), dtype,
                                generator, device, scale=0.5).clamp(-1, 1)
         return (pixels,)
+
+    def parse_call(self, model, args, kwargs):
+        return one_tensor("pixel_values", args, kwargs)
+
+    def wrap_output(self, model, outputs, kwargs):
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        return BaseModelOutputWithPooling(last_hidden_state=outputs[0])

@@ -1,7 +1,7 @@
 """FramePack's packed HunyuanVideo transformer (diffusers
 ``HunyuanVideoFramepackTransformer3DModel``, weights ``lllyasviel/FramePackI2V_HY``).
 
-The engine runs ``FramepackTransformerForExport`` (see ``framepack_trt.transformer_export``)
+The engine runs ``FramepackTransformerForExport`` (see ``framepack_trt.transformer.export``)
 over the diffusers module's own parameters; ``prepare`` turns a call (diffusers' or FramePack's
 argument names) into the engine's inputs: text cropped to its length, history latents padded
 to the history kernels. One engine range covers every 640 bucket: the latent height and width
@@ -10,8 +10,20 @@ are dynamic (even sizes), and the padded history sizes are dims of their own, de
 
 from __future__ import annotations
 
-from framepack_trt.components.base import Component, InputSpec, Tolerance, random_floats, register
+from dataclasses import replace
+
+from framepack_trt.components.base import (
+    Component,
+    InputSpec,
+    Tolerance,
+    get_component,
+    random_floats,
+    register,
+)
+from framepack_trt.errors import FramepackTrtError
 from framepack_trt.shapes import FRAMEPACK_640_BUCKETS, DimRange
+from framepack_trt.transformer.names import COMPONENTS, PIECES, WHOLE, piece_component
+from framepack_trt.transformer.tokens import IMAGE_TOKENS, ceil_div
 
 #: A call's inputs in diffusers' names, as ``make_inputs`` returns them.
 RAW_INPUTS = ("hidden_states", "timestep", "guidance", "encoder_hidden_states",
@@ -20,15 +32,10 @@ RAW_INPUTS = ("hidden_states", "timestep", "guidance", "encoder_hidden_states",
               "indices_latents_history_2x", "latents_history_4x", "indices_latents_history_4x")
 #: The text length FramePack pads the LLaMA states to.
 TEXT_PAD = 512
-IMAGE_TOKENS = 729
 
 
 #: Buckets ``backend: auto`` times the transformer at (pixels): wide, the opt, a square image's.
 TIMING_BUCKETS = ((416, 960), (544, 704), (640, 608))
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _buckets_range(index: int) -> DimRange:
@@ -38,10 +45,11 @@ def _buckets_range(index: int) -> DimRange:
 
 @register
 class Transformer(Component):
-    name = "transformer"
+    name = WHOLE
     description = ("FramePack transformer: latents (1, 16, frames, h, w) + text, image and history "
                    "conditions -> noise prediction (1, 16, frames, h, w), fp32")
     model_class = "diffusers.HunyuanVideoFramepackTransformer3DModel"
+    framepack_module = "transformer"
     default_dtype = "bfloat16"
     default_dims = {
         "batch": DimRange(1, 1, 1),
@@ -56,8 +64,8 @@ class Transformer(Component):
     output_names = ("sample",)
     tolerances = {"bfloat16": Tolerance(rel_l2=1e-2, cosine=0.999, max_abs_std=0.2)}
     full_check_at_build = True
-    code_modules = (*Component.code_modules, "framepack_trt.transformer_export",
-                    "framepack_trt.framepack_transformer")
+    code_modules = (*Component.code_modules, "framepack_trt.transformer.export",
+                    "framepack_trt.transformer.model")
     tiny_config = {
         "num_attention_heads": 2, "attention_head_dim": 16, "num_layers": 1,
         "num_single_layers": 1, "num_refiner_layers": 1, "text_embed_dim": 32,
@@ -68,10 +76,28 @@ class Transformer(Component):
     @classmethod
     def load_model_class(cls) -> type:
         """diffusers' ``HunyuanVideoFramepackTransformer3DModel`` (0.34+), else the same model
-        from ``framepack_trt.framepack_transformer`` (diffusers 0.33.1, FramePack's pin)."""
-        from framepack_trt.framepack_transformer import transformer_class
+        from ``framepack_trt.transformer.model`` (diffusers 0.33.1, FramePack's pin)."""
+        from framepack_trt.transformer.model import transformer_class
 
         return transformer_class()
+
+    @classmethod
+    def expand(cls, entry, problems):
+        """``engines: blocks`` (the default): one engine per piece (``transformer.names``),
+        named ``<name>_<piece>``; with ``quantize: fp8`` the block pieces' fp8 components, with
+        the entry's tolerance fields over fp8's own defaults. ``engines: whole``: one engine."""
+        if entry.engines != "blocks":
+            return super().expand(entry, problems)
+        spec = entry.spec
+        out = []
+        for piece in PIECES:
+            component, tolerance = piece_component(piece, entry.quantize), spec.tolerance
+            if component != COMPONENTS[piece]:
+                tolerance = replace(get_component(component).tolerance(spec.dtype),
+                                    **entry.tolerance_fields)
+            out.append(replace(spec, name=f"{spec.name}_{piece}", component=component,
+                               tolerance=tolerance))
+        return out
 
     def check_dims(self, config, dims):
         problems = []
@@ -122,8 +148,8 @@ class Transformer(Component):
             r = dims[axis]
             out[short] = DimRange(r.min // 2, r.opt // 2, r.max // 2)
             for k in (4, 8):
-                out[f"hist{k // 2}_{short}"] = DimRange(_ceil_div(r.min, k), _ceil_div(r.opt, k),
-                                                        _ceil_div(r.max, k))
+                out[f"hist{k // 2}_{short}"] = DimRange(ceil_div(r.min, k), ceil_div(r.opt, k),
+                                                        ceil_div(r.max, k))
         return out
 
     def input_specs(self, config):
@@ -148,25 +174,49 @@ class Transformer(Component):
         return list(RAW_INPUTS)
 
     def prepare(self, inputs, dtype, device):
-        from framepack_trt.transformer_export import prepare_call
+        from framepack_trt.transformer.export import prepare_call
 
         return prepare_call(dict(zip(RAW_INPUTS, inputs, strict=True)), dtype, device)
 
     def prepare_kwargs(self, kwargs, names, dtype, device):
         """A call by keyword, with diffusers' or FramePack's argument names."""
-        from framepack_trt.transformer_export import prepare_call
+        from framepack_trt.transformer.export import prepare_call
 
         return prepare_call(kwargs, dtype, device)
 
+    def parse_call(self, model, args, kwargs):
+        """A keyword call in FramePack's or diffusers' names -> the engine's inputs (text
+        cropped to the mask, history padded), in the engine's dtype on the latents' device."""
+        from framepack_trt.transformer.export import prepare_call
+
+        if args:
+            return None, "the call passes arguments by position (FramePack passes them by keyword)"
+        if getattr(model, "enable_teacache", False):
+            return None, ("TeaCache is on: a whole-model engine cannot skip the block stack as "
+                          "TeaCache does; call initialize_teacache(enable_teacache=False) to use it")
+        if kwargs.get("attention_kwargs"):  # None or {} change nothing; a LoRA scale would
+            return None, "the call passes attention_kwargs"
+        try:
+            return prepare_call(kwargs, model.dtype, None), ""
+        except (FramepackTrtError, ValueError, KeyError) as exc:
+            return None, str(exc)
+
+    def wrap_output(self, model, outputs, kwargs):
+        from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+        (sample,) = outputs
+        return (Transformer2DModelOutput(sample=sample) if kwargs.get("return_dict", True)
+                else (sample,))
+
     def export_module(self, model):
-        from framepack_trt.transformer_export import FramepackTransformerForExport
+        from framepack_trt.transformer.export import FramepackTransformerForExport
 
         return FramepackTransformerForExport(model)
 
     def reference(self, model, inputs, index=0):
         """The diffusers module's own forward, with its output projection in fp32 as FramePack
         sets ``high_quality_fp32_output_for_inference`` (a forward hook; fp32 output)."""
-        from framepack_trt.transformer_export import framepack_fp32_output
+        from framepack_trt.transformer.export import framepack_fp32_output
 
         with framepack_fp32_output(model):
             return (model(**dict(zip(RAW_INPUTS, inputs, strict=True)), return_dict=False)[0],)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from framepack_trt.components.base import Component, InputSpec, random_floats, register
+from framepack_trt.components.calls import one_tensor
 from framepack_trt.shapes import DimRange
 
 #: 640 px buckets, in latent units (8 pixels): every one of FramePack's 14 is inside.
@@ -72,10 +73,14 @@ def frame_causal_masks() -> Iterator[None]:
 
 class _VaeCore(Component):
     """A VAE submodule (``core``: ``encoder`` or ``decoder``) as the engine, one tensor in, one
-    out; diffusers' own code around it stays eager."""
+    out; diffusers' own code around it stays eager. Inside FramePack the engine replaces the
+    submodule's ``forward`` (``framepack_part``): diffusers' ``encode`` and ``decode`` around
+    it (their framewise windows, spatial tiles and blending, ``quant_conv``, the posterior) run
+    as they are and call it once per window or tile; one that no engine covers runs eager."""
 
     core: str
     model_class = "diffusers.AutoencoderKLHunyuanVideo"
+    framepack_module = "vae"
     default_dtype = "float16"
     bucket_dims = ("latent_height", "latent_width")
     #: Low-VRAM mode's spatial tiles in latent units (diffusers' defaults: 256 pixels at stride
@@ -86,6 +91,10 @@ class _VaeCore(Component):
     #: The real class with narrow channels: four levels (3 downsamplings), one layer each.
     tiny_config = {"block_out_channels": (8, 8, 8, 8), "layers_per_block": 1,
                    "norm_num_groups": 4}
+
+    @classmethod
+    def tiles(cls, height, width):
+        return tile_shapes(height, width, *cls.tile_latents)
 
     def export_module(self, model):
         import torch
@@ -105,11 +114,17 @@ class _VaeCore(Component):
         (x,) = inputs
         return (getattr(model, self.core)(x),)
 
+    def parse_call(self, model, args, kwargs):
+        return one_tensor("hidden_states", args, kwargs)
+
+    def wrap_output(self, model, outputs, kwargs):
+        return outputs[0]
+
 
 @register
 class VaeEncode(_VaeCore):
     name = "vae_encode"
-    core = "encoder"
+    core = framepack_part = "encoder"
     description = ("HunyuanVideo VAE encoder, one frame: pixels (1, 3, 1, H, W) -> "
                    "(1, 32, 1, H/8, W/8), before quant_conv")
     default_dims = {"latent_height": _BUCKET_RANGE, "latent_width": DimRange(52, 88, 120)}
@@ -136,7 +151,7 @@ class VaeDecode(_VaeCore):
     ``backends.aoti.stride_check_fix``."""
 
     name = "vae_decode"
-    core = "decoder"
+    core = framepack_part = "decoder"
     description = ("HunyuanVideo VAE decoder, one framewise window: latents (1, 16, T, h, w) -> "
                    "frames (1, 3, 4T-3, 8h, 8w), after post_quant_conv")
     #: Framewise decoding's windows of 3 to 5 latent frames; the tail window of 1 is an entry

@@ -24,12 +24,12 @@ import torch
 from fp8_quality import HEADS, WIDTH, blocks  # this folder's: the real-width blocks
 from torch.autograd import DeviceType
 
-from framepack_trt import fp8
-from framepack_trt.components.transformer_pieces import image_tokens
 from framepack_trt.device import current_device, describe
-from framepack_trt.fp8 import quantize_block
 from framepack_trt.timing import median_ms
-from framepack_trt.transformer_pieces import run_block
+from framepack_trt.transformer import fp8
+from framepack_trt.transformer.fp8 import quantize_block
+from framepack_trt.transformer.pieces import run_block
+from framepack_trt.transformer.tokens import image_tokens
 
 # Kernel names: Triton's carry the ops they fuse (the activations' quantization mentions
 # _scaled_mm, whose input it makes), so they are told apart first; cuBLASLt's nvjet kernels

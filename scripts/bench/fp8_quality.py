@@ -1,4 +1,4 @@
-"""How far fp8 block linears (``framepack_trt.fp8``, docs/fp8.md) move a real-width FramePack
+"""How far fp8 block linears (``framepack_trt.transformer.fp8``, docs/fp8.md) move a real-width FramePack
 block from its bf16 output, on random weights and on weights and activations with the outliers
 trained diffusion transformers have: one dual-stream and one single-stream block of the real
 width (3072, 24 heads of 128; diffusers' classes), eager, bf16 against the quantized copy, on
@@ -28,9 +28,9 @@ import datetime
 
 import torch
 
-from framepack_trt import fp8
-from framepack_trt.fp8 import quantize_block, quantized_names
-from framepack_trt.transformer_pieces import run_block
+from framepack_trt.transformer import fp8
+from framepack_trt.transformer.fp8 import quantize_block, quantized_names
+from framepack_trt.transformer.pieces import run_block
 
 WIDTH, HEADS = 3072, 24
 

@@ -64,8 +64,8 @@ def main(argv=None) -> int:
         import statistics
         import time
 
-        from framepack_trt.fp8 import quantize_block
-        from framepack_trt.transformer_pieces import piece_module
+        from framepack_trt.transformer.fp8 import quantize_block
+        from framepack_trt.transformer.pieces import piece_module
 
         cuda = args.device.startswith("cuda")
         where = (torch.cuda.get_device_name(args.device) if cuda

@@ -11,8 +11,8 @@ copies are made and placed; the first also loads the engines) and the median of 
 time the GPU spent copying from the host (torch.profiler's Memcpy HtoD) in one call, the rel
 L2 against eager, how many fp8 block copies were made over the sections, and the bytes of
 the blocks on the GPU at the end of a section (their parameters, and their buffers: the fp8
-copies FramePack moved there with their linears, or that ``fp8.place_low_vram`` placed). Also:
-how much of each first call placing the fp8 copies took, FramePack's own moves of each section
+copies FramePack moved there with their linears, or that ``fp8_placement.place_low_vram``
+placed). Also: how much of each first call placing the fp8 copies took, FramePack's own moves of each section
 (to the GPU before it, off after it), and in the log, the time ``use_engines`` took and a
 cProfile of the first call of each run (where it goes).
 
@@ -38,7 +38,6 @@ from pathlib import Path
 
 import torch
 
-from framepack_trt import fp8
 from framepack_trt.bench import profile_model
 from framepack_trt.components.base import get_component
 from framepack_trt.components.transformer import RAW_INPUTS
@@ -46,6 +45,7 @@ from framepack_trt.device import current_device, describe
 from framepack_trt.export import torch_dtype
 from framepack_trt.framepack import use_engines
 from framepack_trt.timing import call_ms
+from framepack_trt.transformer import fp8_placement
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -136,11 +136,11 @@ def main(argv=None) -> int:
         with torch.inference_mode():
             return model(**call, return_dict=False)[0]
 
-    made = []  # the fp8 copies made (fp8.quantized_block makes one when a block's weights change)
-    plain_quantize = fp8.quantize_block
-    fp8.quantize_block = lambda block: made.append(1) or plain_quantize(block)
-    placing = []  # ms in each fp8.place_low_vram call (PieceSwap calls it before the engines)
-    plain_place = fp8.place_low_vram
+    made = []  # the fp8 copies made (fp8_placement.quantized_block: one when a block's weights change)
+    plain_quantize = fp8_placement.quantize_block
+    fp8_placement.quantize_block = lambda block: made.append(1) or plain_quantize(block)
+    placing = []  # ms in each fp8_placement.place_low_vram call (TransformerSwap's, before the engines)
+    plain_place = fp8_placement.place_low_vram
 
     def timed(fn) -> float:
         """``timing.call_ms``, from a quiet GPU."""
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
         placing.append(timed(lambda: out.append(plain_place(*a, **k))))
         return out[0]
 
-    fp8.place_low_vram = timed_place
+    fp8_placement.place_low_vram = timed_place
 
     variants = [("eager bf16", None)]
     if args.bf16_cache_dir:

@@ -65,6 +65,23 @@ def test_all_components_tested():
     assert set(CASES) | ELSEWHERE == set(registry()), "add the new component to CASES"
 
 
+def test_framepack_modules_are_each_served_by_a_declared_call_convention():
+    """Each of FramePack's modules is served by components that declare how FramePack calls
+    it (``parse_call``, ``wrap_output``); the transformer's pieces serve none themselves (its
+    swap runs them)."""
+    from framepack_trt.components.base import FRAMEPACK_MODULES, Component, framepack_modules
+
+    served = framepack_modules()
+    assert list(served) == list(FRAMEPACK_MODULES) and all(served.values())
+    assert served["vae"] == ("vae_encode", "vae_decode")
+    for names in served.values():
+        for name in names:
+            cls = type(get_component(name))
+            assert cls.parse_call is not Component.parse_call, name
+            assert cls.wrap_output is not Component.wrap_output, name
+    assert not any(registry()[n].framepack_module for n in registry() if n.startswith("transformer_"))
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_exported_module_matches_eager(name, tiny_weights, tmp_path):
     component = get_component(name)

@@ -10,7 +10,7 @@ import torch
 from tests_helpers import rel_l2
 from torch.export import Dim
 
-from framepack_trt.transformer_export import (
+from framepack_trt.transformer.export import (
     ENGINE_INPUTS,
     FramepackTransformerForExport,
     framepack_fp32_output,
@@ -25,7 +25,7 @@ TINY = dict(num_attention_heads=2, attention_head_dim=16, num_layers=1, num_sing
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    from framepack_trt.framepack_transformer import transformer_class
+    from framepack_trt.transformer.model import transformer_class
 
     cls = transformer_class()  # diffusers' (0.34+), else this project's (FramePack's pin)
     path = tmp_path_factory.mktemp("tx")

@@ -14,8 +14,8 @@ import torch
 from conftest import build_cuda_blocks, cli, load_transformer
 from tests_helpers import framepack_loop, rel_l2
 
-from framepack_trt.fp8 import fp8_unsupported_reason
 from framepack_trt.framepack import EngineFallback, use_engines
+from framepack_trt.transformer.fp8 import fp8_unsupported_reason
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available() or fp8_unsupported_reason("cuda") is not None,
@@ -68,8 +68,8 @@ def test_offload_bf16_moves_the_replaced_weights_to_the_cpu_and_back(fp8_blocks)
     and the GPU holds their bytes less than with the option off; a call no engine covers moves
     them back, runs eager (equal to the model's own forward) and turns the option off for good,
     with a warning; ``restore()`` moves them back too."""
-    from framepack_trt import fp8
-    from framepack_trt.fp8 import replaced_names
+    from framepack_trt.transformer import fp8_placement
+    from framepack_trt.transformer.fp8 import replaced_names
 
     cache, weights = fp8_blocks
     model = load_transformer(weights, "cuda")
@@ -115,7 +115,7 @@ def test_offload_bf16_moves_the_replaced_weights_to_the_cpu_and_back(fp8_blocks)
     finally:
         engines.restore()
     assert all(w.device.type == "cuda" for w in replaced)
-    assert not any(b in fp8._QUANTIZED for b in blocks)  # restore() dropped the fp8 copies
+    assert not any(b in fp8_placement._QUANTIZED for b in blocks)  # restore() dropped the fp8 copies
     assert counts == {"transformer": {"engine": 12, "eager": 6}}
     print(f"\noffload_bf16: GPU allocated {kept / 2**20:.2f} -> {parked / 2**20:.2f} MiB "
           f"(bf16 weights moved: {replaced_bytes / 2**20:.2f} MiB)")
@@ -137,7 +137,7 @@ def test_low_vram_mode_places_the_fp8_copies_with_the_blocks(fp8_blocks, monkeyp
     FramePack put it."""
     from framepack_reference import DynamicSwapInstaller
 
-    from framepack_trt import fp8
+    from framepack_trt.transformer import fp8, fp8_placement
 
     cache, weights = fp8_blocks
     model = load_transformer(weights, "cuda")
@@ -148,8 +148,9 @@ def test_low_vram_mode_places_the_fp8_copies_with_the_blocks(fp8_blocks, monkeyp
     model.to("cpu")
     torch.cuda.empty_cache()
     made = []
-    plain = fp8.quantize_block
-    monkeypatch.setattr(fp8, "quantize_block", lambda block: made.append(block) or plain(block))
+    plain = fp8_placement.quantize_block
+    monkeypatch.setattr(fp8_placement, "quantize_block",
+                        lambda block: made.append(block) or plain(block))
 
     def linears():
         return [(b, n, b.get_submodule(n)) for b in blocks for n in fp8.replaced_names(b)]
@@ -177,9 +178,9 @@ def test_low_vram_mode_places_the_fp8_copies_with_the_blocks(fp8_blocks, monkeyp
                                                    *lin._buffers.values()) if on_gpu(t)))
                            for b, n, lin in linears()])
             placed[-1].append(planned)
-            # The swapped bf16 weights' host tensors are kept (fp8._HOST): the weight's own.
-            kept.append(all(fp8._HOST.get(lin._parameters["weight"]) is not None
-                            and fp8._HOST.get(lin._parameters["weight"])[1].data_ptr()
+            # The swapped bf16 weights' host tensors are kept (fp8_placement._HOST): the weight's own.
+            kept.append(all(fp8_placement._HOST.get(lin._parameters["weight"]) is not None
+                            and fp8_placement._HOST.get(lin._parameters["weight"])[1].data_ptr()
                             == lin._parameters["weight"].data_ptr()
                             for b, n, lin in linears()
                             if b is model.transformer_blocks[0] and n != "norm1.linear"))
@@ -192,7 +193,7 @@ def test_low_vram_mode_places_the_fp8_copies_with_the_blocks(fp8_blocks, monkeyp
                              for b, _, lin in linears()])
             # Back on the GPU, a weight keeps no host tensor (FramePack's move off would
             # otherwise leave two host copies of it).
-            dropped.append(not any(fp8._HOST.get(lin._parameters["weight"]) is not None
+            dropped.append(not any(fp8_placement._HOST.get(lin._parameters["weight"]) is not None
                                    for _, _, lin in linears()))
             model.to("cpu")  # FramePack moves it off before decoding
             torch.cuda.empty_cache()
@@ -215,5 +216,5 @@ def test_low_vram_mode_places_the_fp8_copies_with_the_blocks(fp8_blocks, monkeyp
     assert kept == [True, True] and dropped == [True, True]
     assert not any(lin._buffers for _, _, lin in linears())
     assert all(lin._parameters["weight"].device.type == "cpu" for _, _, lin in linears())
-    assert not any(b in fp8._PARKED for b in blocks)
+    assert not any(b in fp8_placement._PARKED for b in blocks)
     assert all(0 < rel_l2(o, want) < TOL for o in outs)

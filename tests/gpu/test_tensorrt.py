@@ -63,7 +63,8 @@ def test_dynamic_range_and_out_of_range_in_fresh_process(trt_cache):
         import sys, torch
         from framepack_trt.cache import Cache
         from framepack_trt.errors import ShapeError
-        from framepack_trt.runtime import find_engine, load_engine
+        from framepack_trt.runtime.loading import load_engine
+        from framepack_trt.runtime.selection import find_engine
         cache = Cache({str(cache)!r})
         x = lambda b: torch.randn(b, 3, 32, 32, device="cuda", dtype=torch.float16)
         entry = find_engine(cache, "siglip_image", [x(1)])

@@ -27,6 +27,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.embeddings import get_1d_rotary_pos_embed
+
+from framepack_trt.errors import ShapeError, UsageError
+from framepack_trt.transformer.model import pad_for_3d_conv
 
 #: FramePack's argument names -> diffusers' argument names.
 FRAMEPACK_NAMES = {
@@ -54,8 +58,6 @@ HISTORY_KERNELS = {"2x": (2, 4, 4), "4x": (4, 8, 8)}
 
 def diffusers_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Both call conventions -> diffusers' names (unknown names are refused)."""
-    from framepack_trt.errors import UsageError
-
     out: dict[str, Any] = {}
     valid = set(ENGINE_INPUTS) | set(FRAMEPACK_NAMES) | {"encoder_attention_mask",
                                                          "attention_kwargs", "return_dict"}
@@ -71,8 +73,6 @@ def diffusers_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 def text_length(mask: torch.Tensor) -> int:
     """The number of leading ones of a batch-1 text mask; refuses masks that are not a prefix."""
-    from framepack_trt.errors import ShapeError
-
     flat = mask.reshape(mask.shape[0], -1).bool()
     if flat.shape[0] != 1:
         raise ShapeError("transformer: the text crop needs batch 1 (FramePack's batch)")
@@ -93,9 +93,6 @@ def prepare_call(kwargs: Mapping[str, Any], dtype: torch.dtype,
                  device: str | torch.device | None):
     """The engine's inputs (in ENGINE_INPUTS order) for one transformer call (``device``
     None: where the latents are)."""
-    from framepack_trt.errors import ShapeError
-    from framepack_trt.framepack_transformer import pad_for_3d_conv
-
     call = diffusers_kwargs(kwargs)
     missing = [n for n in (*ENGINE_INPUTS, "encoder_attention_mask") if n not in call]
     if missing:
@@ -130,8 +127,6 @@ def prepare_call(kwargs: Mapping[str, Any], dtype: torch.dtype,
 
 def _rope_at(rope, frame_indices, rows, cols):
     """diffusers' FramePack RoPE table at explicit (frame, row, column) grid positions."""
-    from diffusers.models.embeddings import get_1d_rotary_pos_embed
-
     grid = torch.meshgrid(frame_indices.to(torch.float32), rows.to(torch.float32),
                           cols.to(torch.float32), indexing="ij")
     freqs = [get_1d_rotary_pos_embed(rope.rope_dim[i], grid[i].reshape(-1), rope.theta,

@@ -1,5 +1,5 @@
 """The FramePack transformer in four pieces whose engines take the weights as inputs
-(``framepack_trt.transformer_pieces``): ``transformer_input``, ``transformer_dual_block``,
+(``framepack_trt.transformer.pieces``): ``transformer_input``, ``transformer_dual_block``,
 ``transformer_single_block``, ``transformer_output``.
 
 A profile asks for them with ``engines: blocks`` on its transformer entry (or lists them
@@ -15,33 +15,27 @@ import math
 from typing import ClassVar
 
 from framepack_trt.components.base import InputSpec, random_floats, register
-from framepack_trt.components.transformer import IMAGE_TOKENS, Transformer, _ceil_div
+from framepack_trt.components.transformer import RAW_INPUTS, Transformer
 from framepack_trt.shapes import DimRange
-
-
-def image_tokens(frames: int, height: int, width: int) -> int:
-    """Tokens a call's blocks see at latent size (frames, height, width): the latents (2x2
-    patches), 2 clean frames, the 2x history (one 4x4 patch per 2 frames) and the 4x history
-    (16 frames, 8x8 patches, 4 frames each), padded as diffusers pads them."""
-    rows, cols = height // 2, width // 2
-    return ((frames + 2) * rows * cols + _ceil_div(height, 4) * _ceil_div(width, 4)
-            + 4 * _ceil_div(height, 8) * _ceil_div(width, 8))
+from framepack_trt.transformer.names import COMPONENTS
+from framepack_trt.transformer.tokens import IMAGE_TOKENS, image_tokens
 
 
 class TransformerPiece(Transformer):
     """What the four pieces share with the whole-model transformer: its dims, buckets, checks
-    and tiny config. ``piece`` names the piece in ``transformer_pieces``."""
+    and tiny config. ``piece`` names the piece in ``transformer.pieces``."""
 
     piece: ClassVar[str]
+    framepack_module = None  # the transformer's module runs them (``runtime.transformer_swap``)
     weights_as_inputs = True
     weights_folder = "transformer"
     #: Two blocks of each kind, so that one block engine serving several blocks is exercised.
     tiny_config = {**Transformer.tiny_config, "num_layers": 2, "num_single_layers": 2}
-    code_modules = (*Transformer.code_modules, "framepack_trt.transformer_pieces",
-                    "framepack_trt.components.transformer_pieces")
+    code_modules = (*Transformer.code_modules, "framepack_trt.transformer.pieces",
+                    "framepack_trt.components.transformer_blocks")
 
     def weight_specs(self, model):
-        from framepack_trt.transformer_pieces import piece_module, read_weights, weight_names
+        from framepack_trt.transformer.pieces import piece_module, read_weights, weight_names
 
         names = weight_names(model, self.piece)
         tensors = read_weights(piece_module(model, self.piece), names)
@@ -49,7 +43,7 @@ class TransformerPiece(Transformer):
                 for n, t in zip(names, tensors, strict=True)]
 
     def pieces(self, config) -> int:
-        from framepack_trt.transformer_pieces import piece_count
+        from framepack_trt.transformer.pieces import piece_count
 
         return piece_count(config, self.piece)
 
@@ -59,7 +53,7 @@ class TransformerPiece(Transformer):
         own, still hands each over to its input) or the model's parameter order."""
         import torch
 
-        from framepack_trt.transformer_pieces import piece_module, read_weights, weight_names
+        from framepack_trt.transformer.pieces import piece_module, read_weights, weight_names
 
         module = piece_module(model, self.piece, index)
         tensors = read_weights(module, names if names is not None else
@@ -70,7 +64,7 @@ class TransformerPiece(Transformer):
                           non_blocking=True) if isinstance(t, torch.Tensor) else t for t in tensors)
 
     def export_module(self, model):
-        from framepack_trt.transformer_pieces import export_module
+        from framepack_trt.transformer.pieces import export_module
 
         return export_module(model, self.piece)
 
@@ -80,16 +74,15 @@ class TransformerPiece(Transformer):
 
 @register
 class TransformerInput(TransformerPiece):
-    name = "transformer_input"
     piece = "input"
+    name = COMPONENTS[piece]
     description = ("FramePack transformer, input side (embedders, RoPE), weights as inputs -> "
                    "image tokens, context, temb, RoPE cos/sin")
     output_names = ("tokens", "context", "temb", "rope_cos", "rope_sin")
 
     def reference(self, model, inputs, index=0):
-        from framepack_trt.components.transformer import RAW_INPUTS
-        from framepack_trt.transformer_export import prepare_call
-        from framepack_trt.transformer_pieces import run_input
+        from framepack_trt.transformer.export import prepare_call
+        from framepack_trt.transformer.pieces import run_input
 
         call = prepare_call(dict(zip(RAW_INPUTS, inputs, strict=True)), model.dtype, None)
         return run_input(model, *call)
@@ -148,31 +141,31 @@ class _Block(_ActivationPiece):
                 angles.cos().to(device), angles.sin().to(device))
 
     def reference(self, model, inputs, index=0):
-        from framepack_trt.transformer_pieces import piece_module, run_block
+        from framepack_trt.transformer.pieces import piece_module, run_block
 
         return run_block(piece_module(model, self.piece, index), *inputs)
 
 
 @register
 class TransformerDualBlock(_Block):
-    name = "transformer_dual_block"
     piece = "dual_block"
+    name = COMPONENTS[piece]
     description = ("FramePack transformer, one dual-stream block (serves every one), weights as "
                    "inputs: tokens, context -> tokens, context")
 
 
 @register
 class TransformerSingleBlock(_Block):
-    name = "transformer_single_block"
     piece = "single_block"
+    name = COMPONENTS[piece]
     description = ("FramePack transformer, one single-stream block (serves every one), weights "
                    "as inputs: tokens, context -> tokens, context")
 
 
 @register
 class TransformerOutput(_ActivationPiece):
-    name = "transformer_output"
     piece = "output"
+    name = COMPONENTS[piece]
     description = ("FramePack transformer, output side (norm, fp32 projection), weights as "
                    "inputs: latent tokens -> projected patches, fp32")
     output_names = ("projected",)
@@ -194,6 +187,6 @@ class TransformerOutput(_ActivationPiece):
                 random_floats((1, width), dtype, generator, device))
 
     def reference(self, model, inputs, index=0):
-        from framepack_trt.transformer_pieces import run_output
+        from framepack_trt.transformer.pieces import run_output
 
         return run_output(model, *inputs)

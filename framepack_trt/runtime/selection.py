@@ -1,7 +1,9 @@
-"""Loading engines from the cache at run time: pick the engine whose ranges cover a call's
-shapes, check every call's shapes, and say clearly when a shape is outside the range.
+"""Engine selection: which of the cache's engines cover a call, ranked, and why the others do
+not. Every engine the runtime runs is chosen here: a swapped module's (``swap.Swap``), each
+transformer piece's (``transformer_swap``) and ``find_engine``'s.
 
-    from framepack_trt.runtime import find_engine, load_engine
+    from framepack_trt.runtime.selection import find_engine
+    from framepack_trt.runtime.loading import load_engine
     entry = find_engine(cache, "clip_text", {"input_ids": ids})
     engine = load_engine(cache, entry)
     (pooled,) = engine(ids)
@@ -9,10 +11,12 @@ shapes, check every call's shapes, and say clearly when a shape is outside the r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from framepack_trt.cache import Cache, entry_matches
+from framepack_trt.components.base import get_component
 from framepack_trt.errors import FramepackTrtError, ShapeError
 from framepack_trt.shapes import Dims, dims_from_dict
 
@@ -55,8 +59,6 @@ def out_of_range(entry: Mapping[str, Any], sizes: Mapping[str, int]) -> str | No
     """Why the engine's ranges do not cover ``sizes``, or None when they do; said in the
     profile's dims where the engine's inputs use other units (latent height and width, with
     pixels, for the transformer; not its patch rows or padded history sizes)."""
-    from framepack_trt.components.base import get_component
-
     component = get_component(entry["component"])
     dims = engine_dims(entry)
     user = component.user_sizes(sizes)
@@ -80,90 +82,72 @@ def fit(entry: Mapping[str, Any], sizes: Mapping[str, int]) -> tuple[int, int]:
             sum(r.max - r.min for r in ranges.values()))
 
 
-def _engine_inputs(entry: Mapping[str, Any], inputs: Mapping[str, Any] | Sequence[Any]):
+def prepared_inputs(entry: Mapping[str, Any], inputs: Mapping[str, Any] | Sequence[Any]) -> list:
     """Engine inputs from engine inputs (a sequence) or from a call by keyword, always prepared
     by the component (the transformer's text crop and history padding): a keyword call in
     diffusers' names uses the same names as the engine's inputs but is not prepared yet."""
     if not isinstance(inputs, Mapping):
         return list(inputs)
-    names = [s["name"] for s in entry["inputs"]]
-    from framepack_trt.components.base import get_component
     from framepack_trt.export import torch_dtype
 
+    names = [s["name"] for s in entry["inputs"]]
     component = get_component(entry["component"])
     raw = entry.get("raw_inputs") or names
     return list(component.prepare_kwargs(inputs, raw, torch_dtype(entry["key_fields"]["dtype"]),
                                          None))
 
 
+@dataclass
+class Selection:
+    """The engines that cover a call, best first, and why each of the others does not."""
+
+    choices: list[Mapping[str, Any]] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+
+def select(entries: Sequence[Mapping[str, Any]],
+           sizes_of: Callable[[Mapping[str, Any]], Mapping[str, int]], *,
+           dtype: str | None = None, device: str | None = None,
+           prefer: Callable[[Mapping[str, Any]], Any] | None = None) -> Selection:
+    """Of ``entries``, those that cover a call, ranked: ``prefer``'s order first (where
+    given), then the best ``fit``, then the order given. ``sizes_of(entry)``: the call's
+    named sizes for that engine (usually ``call_sizes`` of its shapes), raising
+    FramepackTrtError (or KeyError) for a call the engine cannot take. ``dtype`` (a torch
+    dtype name, ``torch.bfloat16``) and ``device`` (a device type): the model's and the
+    call's, which the engine must have been built for, where given."""
+    covering, reasons = [], []
+    for e in entries:
+        fields = e["key_fields"]
+        if dtype is not None and f"torch.{fields['dtype']}" != dtype:
+            reasons.append(f"engine {e['name']} is {fields['dtype']}, the model "
+                           f"{dtype.removeprefix('torch.')}")
+            continue
+        if device is not None and fields["device"]["type"] != device:
+            reasons.append(f"engine {e['name']} runs on {fields['device']['type']}, the call is "
+                           f"on {device}")
+            continue
+        try:
+            sizes = sizes_of(e)
+        except (FramepackTrtError, KeyError) as exc:
+            reasons.append(str(exc))
+            continue
+        problem = out_of_range(e, sizes)
+        if problem:
+            reasons.append(f"{e['name']}: {problem}")
+            continue
+        covering.append(((prefer(e) if prefer else 0, fit(e, sizes)), e))
+    return Selection([e for _, e in sorted(covering, key=lambda c: c[0])], reasons)
+
+
 def find_engine(cache: Cache, component: str, inputs: Mapping[str, Any] | Sequence[Any]):
     """The usable engine (status ok) of ``component`` (entry name or component) whose ranges
     cover the call's shapes, the best ``fit``; None if there is none. ``inputs``: the engine's
     inputs in order, or a call by keyword (any convention the component accepts)."""
-    best, best_score = None, None
-    for entry in cache.entries().values():
-        if not entry_matches(entry, [component]):
-            continue
-        if cache.status(entry).state != "ok":
-            continue
-        try:
-            shapes = [tuple(t.shape) for t in _engine_inputs(entry, inputs)]
-            sizes = call_sizes(entry, shapes)
-        except (FramepackTrtError, KeyError):  # a call this engine cannot take
-            continue
-        if out_of_range(entry, sizes):
-            continue
-        score = fit(entry, sizes)
-        if best_score is None or score < best_score:
-            best, best_score = entry, score
-    return best
+    entries = [e for e in cache.entries().values()
+               if entry_matches(e, [component]) and cache.status(e).state == "ok"]
 
+    def sizes_of(entry):
+        return call_sizes(entry, [tuple(t.shape) for t in prepared_inputs(entry, inputs)])
 
-class CheckedEngine:
-    """An engine that checks each call's shapes against its ranges before running it."""
-
-    def __init__(self, entry: Mapping[str, Any], engine):
-        self.entry = entry
-        self._engine = engine
-
-    @property
-    def needs_weights(self) -> bool:
-        """Whether the engine can run on the model's own weights (``share_weights``)."""
-        return bool(getattr(self._engine, "needs_weights", False))
-
-    def share_model(self, model) -> str | None:
-        """Run on ``model``'s own tensors from now on (a ``share_weights`` engine; see
-        ``backends.aoti.AotiEngine.share``): named as in the component's export module, which
-        the engine was traced from. None when done, else why not."""
-        from framepack_trt.components.base import get_component
-
-        # Looked up at every call: moving a module gives its buffers new tensor objects.
-        module = get_component(self.entry["component"]).export_module(model)
-        tensors = {**dict(module.named_parameters(remove_duplicate=False)),
-                   **dict(module.named_buffers(remove_duplicate=False))}
-        return self._engine.share(tensors)
-
-    def __call__(self, *inputs, **kwargs):
-        """Positional: the engine's inputs. By keyword: a call as the model takes it (for the
-        transformer: diffusers' or FramePack's names), prepared first."""
-        if kwargs:
-            if inputs:
-                raise TypeError("pass the inputs by position or by keyword, not both")
-            inputs = tuple(_engine_inputs(self.entry, kwargs))
-        sizes = call_sizes(self.entry, [tuple(t.shape) for t in inputs])
-        problem = out_of_range(self.entry, sizes)
-        if problem:
-            raise ShapeError(f"{self.entry['name']}: {problem}; build an engine that covers it "
-                             "(widen the profile's dims) or run the eager model")
-        # Contiguous: an AOTInductor package reads its inputs with the strides it was traced
-        # with, so a view (diffusers' VAE tiles are slices of the frame) gave wrong numbers.
-        return self._engine(*(t.contiguous() for t in inputs))
-
-
-def load_engine(cache: Cache, entry: Mapping[str, Any]) -> CheckedEngine:
-    from framepack_trt.backends import get_backend
-
-    fields = entry["key_fields"]
-    engine = get_backend(fields["backend"]).load(cache.root / entry["engine"]["file"],
-                                                  fields["device"]["type"])
-    return CheckedEngine(entry, engine)
+    choices = select(entries, sizes_of).choices
+    return choices[0] if choices else None

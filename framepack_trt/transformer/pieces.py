@@ -1,10 +1,10 @@
 """FramePack's transformer as pieces whose engines take the weights as inputs.
 
-The whole-model engine (``transformer_export.FramepackTransformerForExport``) holds its own copy
+The whole-model engine (``export.FramepackTransformerForExport``) holds its own copy
 of the weights: gigabytes per checkpoint, no part in FramePack's low-VRAM block streaming, and
 no TeaCache (it cannot skip the block stack). Here the same forward is cut in four pieces:
 
-``input``         the prepared call (``transformer_export.prepare_call``) -> image tokens, context
+``input``         the prepared call (``export.prepare_call``) -> image tokens, context
                   (image projection then text), temb and the RoPE table (cos, sin);
 ``dual_block``    one dual-stream block (diffusers ``HunyuanVideoTransformerBlock``): tokens,
                   context -> tokens, context; used for every dual block;
@@ -17,7 +17,8 @@ order ``weight_names`` gives, read with ``getattr`` from the model the caller ha
 whose weights FramePack's ``DynamicSwapInstaller`` streams in on attribute access hands them
 over as it does to its own forward). One dual-block engine therefore serves every dual block,
 and one set of four engines every checkpoint of the same architecture (FramePack I2V, F1, a
-LoRA-merged model). The block loop stays in Python (``transformer_loop``).
+LoRA-merged model). The block loop stays in Python (``loop``); the pieces' names and
+components are ``names``'.
 """
 
 from __future__ import annotations
@@ -27,13 +28,11 @@ from collections.abc import Sequence
 
 import torch
 
-from framepack_trt.transformer_export import (  # noqa: F401  (run_input, unpatchify: re-exported)
+from framepack_trt.transformer.export import (  # noqa: F401  (run_input, unpatchify: re-exported)
     fp32_projection,
     run_input,
     unpatchify,
 )
-
-PIECES = ("input", "dual_block", "single_block", "output")
 
 #: Top-level modules of the model that the input piece runs (its weights are theirs).
 INPUT_MODULES = ("x_embedder", "clean_x_embedder", "time_text_embed", "context_embedder",
@@ -138,8 +137,13 @@ RUNS = {"input": run_input, "dual_block": run_block, "single_block": run_block,
 NUM_ACTIVATIONS = {"input": 13, "dual_block": 5, "single_block": 5, "output": 2}
 
 
+def weights_as_inputs(module: torch.nn.Module, names: Sequence[str], piece: str) -> WeightsAsInputs:
+    """``module`` running ``piece``, as a module that takes the piece's activations, then the
+    tensors ``names`` of ``module`` (its weights)."""
+    wrapped = WeightsAsInputs(module, names, NUM_ACTIVATIONS[piece], RUNS[piece])
+    return _with_arity(wrapped, [f"a{i}" for i in range(NUM_ACTIVATIONS[piece])] + list(names))
+
+
 def export_module(model: torch.nn.Module, piece: str) -> WeightsAsInputs:
     """The piece as a module that takes its activations, then its weights (``weight_names``)."""
-    names = weight_names(model, piece)
-    module = WeightsAsInputs(piece_module(model, piece), names, NUM_ACTIVATIONS[piece], RUNS[piece])
-    return _with_arity(module, [f"a{i}" for i in range(NUM_ACTIVATIONS[piece])] + names)
+    return weights_as_inputs(piece_module(model, piece), weight_names(model, piece), piece)

@@ -1,0 +1,137 @@
+"""The package's layering (docs/architecture.md), read from every module's imports with ``ast``
+(imports inside functions count too): no import cycle, and no module imports one from a floor
+above its own."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "framepack_trt"
+
+#: Floors, low to high; a module may import from its own floor and the floors below. A module
+#: is on the floor of the longest prefix listed (a package's name covers its modules).
+FLOORS: list[tuple[str, tuple[str, ...]]] = [
+    ("foundations", (
+        "framepack_trt", "framepack_trt.errors", "framepack_trt.util", "framepack_trt.platforms",
+        "framepack_trt.device", "framepack_trt.shapes", "framepack_trt.memory",
+        "framepack_trt.versions", "framepack_trt.graph_passes",
+        # The transformer's leaf tables (no imports): the cache selects pieces by their names.
+        "framepack_trt.transformer.names", "framepack_trt.transformer.tokens")),
+    ("storage", ("framepack_trt.cache.storage", "framepack_trt.cache.entry")),
+    ("keys and staleness", ("framepack_trt.cache.keys", "framepack_trt.cache.staleness")),
+    # The transformer itself: its class, export-ready forward, pieces, block loop and fp8. It
+    # reads neither the cache nor the component registry: the components point into it.
+    ("transformer", ("framepack_trt.transformer",)),
+    ("backends and components", (
+        "framepack_trt.backends", "framepack_trt.components", "framepack_trt.export",
+        "framepack_trt.compare", "framepack_trt.sources",
+        # Provisional: cache.py is one module on this branch (it imports the backends, and the
+        # components for its code fingerprint); the cache's own floors above replace it once
+        # it is split into storage, keys and staleness.
+        "framepack_trt.cache")),
+    ("build, verify, runtime", (
+        "framepack_trt.runtime", "framepack_trt.build", "framepack_trt.build_jobs",
+        "framepack_trt.verify", "framepack_trt.bench", "framepack_trt.auto",
+        "framepack_trt.profile", "framepack_trt.profile_checks", "framepack_trt.doctor",
+        "framepack_trt.framepack", "framepack_trt.framepack_bench",
+        "framepack_trt.framepack_run", "framepack_trt.framepack_worker")),
+    ("cli", ("framepack_trt.cli", "framepack_trt.__main__")),
+]
+
+#: Cycles known and left to break (each a sorted tuple of its modules): ``build.build`` with
+#: ``jobs`` > 1 hands over to ``build_jobs``, whose building processes call ``build.build``
+#: (the caller, the CLI, could choose between them instead).
+KNOWN_CYCLES = {("framepack_trt.build", "framepack_trt.build_jobs")}
+
+
+def module_names() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The package's modules that ``path`` imports, wherever in it (``from x import y``: the
+    module ``x.y`` where ``y`` is one, else ``x``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules
+                      else node.module for a in node.names}
+    return {m for m in found if m in modules}
+
+
+def floor_of(module: str) -> int:
+    best, floor = -1, None
+    for number, (_, prefixes) in enumerate(FLOORS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, floor = len(prefix), number
+    assert floor is not None, f"{module} is on no floor: add it to FLOORS"
+    return floor
+
+
+def graph() -> dict[str, set[str]]:
+    modules = module_names()
+    return {name: imports(path, modules) - {name} for name, path in modules.items()}
+
+
+def test_every_module_is_on_a_floor():
+    for module in module_names():
+        floor_of(module)
+
+
+def test_no_module_imports_from_a_floor_above():
+    upward = [f"{m} ({FLOORS[floor_of(m)][0]}) imports {i} ({FLOORS[floor_of(i)][0]})"
+              for m, targets in graph().items() for i in sorted(targets)
+              if floor_of(i) > floor_of(m)]
+    assert not upward, "\n".join(upward)
+
+
+def cycles(edges: dict[str, set[str]]) -> set[tuple[str, ...]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out = set()
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.add(tuple(sorted(component)))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycle():
+    assert cycles(graph()) == KNOWN_CYCLES
+
+
+def test_the_checks_catch_what_they_look_for():
+    """A cycle and an upward import, made up, are found."""
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == {("a", "b", "c")}
+    assert floor_of("framepack_trt.transformer.names") < floor_of("framepack_trt.transformer.loop")
+    assert floor_of("framepack_trt.runtime.swap") > floor_of("framepack_trt.components.base")
+    assert floor_of("framepack_trt.cli") == len(FLOORS) - 1
