@@ -19,9 +19,11 @@ from typing import Any
 
 from framepack_trt import auto
 from framepack_trt.backends import get_backend
-from framepack_trt.cache import Cache, code_fingerprint, engine_key, now_iso
+from framepack_trt.cache import Cache, now_iso
+from framepack_trt.cache.keys import engine_key
 from framepack_trt.components.base import get_component
 from framepack_trt.device import current_device, describe, library_versions, torch_version
+from framepack_trt.engine_status import code_fingerprint
 from framepack_trt.errors import BuildError, FramepackTrtError
 from framepack_trt.memory import PeakMemory
 from framepack_trt.profile import ComponentSpec, Profile

@@ -23,8 +23,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from framepack_trt import __version__
-from framepack_trt.cache import entry_matches
 from framepack_trt.errors import FramepackTrtError, UsageError
+from framepack_trt.names import entry_matches
 
 app = typer.Typer(
     help="Build, list, verify and purge ahead-of-time engines (TensorRT, AOTInductor) for "
@@ -320,6 +320,7 @@ def list_(
     gone); corrupt (a file fails its size or sha256 check). Files no entry references are
     listed as orphans (`purge` removes them).
     """
+    from framepack_trt.engine_status import entry_status
     from framepack_trt.shapes import dims_from_dict, format_dims
     from framepack_trt.util import human_size
 
@@ -327,7 +328,7 @@ def list_(
     entries = cache.entries()
     rows = []
     for key, e in sorted(entries.items(), key=lambda kv: (kv[1]["name"], kv[0])):
-        st = cache.status(e)
+        st = entry_status(cache, e)
         f = e["key_fields"]
         rows.append({
             "key": key, "name": e["name"], "component": e["component"], "backend": f["backend"],
@@ -403,6 +404,7 @@ def purge(
     """
     if not (components or stale or all_):
         raise UsageError("purge needs --component NAME, --stale or --all")
+    from framepack_trt.engine_status import entry_status
     from framepack_trt.util import human_size
 
     cache = _cache(cache_dir, framepack_dir, _profile_for_cache(profile))
@@ -410,14 +412,14 @@ def purge(
     _print_warnings(cache)
     chosen = {}
     for key, e in entries.items():
-        st = cache.status(e)
+        st = entry_status(cache, e)
         if (all_ or st.state == "missing" or (stale and st.state != "ok")
                 or (components and entry_matches(e, components))):
             chosen[key] = (e, st)
-    choices = [c for c in cache.choices().values()
-               if all_ or (components and entry_matches(c, components))]
+    choices = {k: c for k, c in cache.choices().items()
+               if all_ or (components and entry_matches(c, components))}
     if components:
-        known = {e[f] for e in [*entries.values(), *choices] for f in ("name", "component")}
+        known = {e[f] for e in [*entries.values(), *choices.values()] for f in ("name", "component")}
         for c in components:
             if c not in known:
                 err.print(f"[yellow]warning:[/] no engine named {escape(repr(c))} in {cache.root}")
@@ -430,7 +432,7 @@ def purge(
         t.add_column(col)
     for e, st in chosen.values():
         t.add_row(f"{e['name']} ({e['engine']['file']})", st.state, human_size(e["engine"]["size"]))
-    for c in choices:
+    for c in choices.values():
         t.add_row(f"backend: auto choice of {c['name']}", "-", "-")
     for p in orphans:
         t.add_row(f"orphan {p.relative_to(cache.root).as_posix()}", "-",
@@ -445,7 +447,7 @@ def purge(
             raise typer.Exit(1)
     deleted, busy = cache.remove(list(chosen))
     # A purged component's backend: auto choice goes too, so the next build chooses again.
-    forgotten = cache.remove_choices(None if all_ else components) if choices else 0
+    forgotten = cache.remove_choices(None if all_ else list(choices)) if choices else 0
     removed = cache.remove_orphans()
     out.print(f"removed {len(chosen) - len(busy)} engine(s) ({len(deleted)} file(s)) and "
               f"{len(removed)} orphan(s)")
@@ -620,6 +622,7 @@ def bench(
     import datetime
 
     from framepack_trt.bench import bench_entry, markdown
+    from framepack_trt.engine_status import entry_status
 
     cache = _cache(cache_dir, framepack_dir)
     if framepack:
@@ -631,7 +634,7 @@ def bench(
                if entry_matches(e, components)]
     results = []
     for e in entries:
-        st = cache.status(e)
+        st = entry_status(cache, e)
         if st.state != "ok":
             err.print(f"[yellow]skipped:[/] {escape(e['name'])}: {st.state} ({escape(st.reason)})")
             continue

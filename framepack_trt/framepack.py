@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from framepack_trt.cache import Cache
+from framepack_trt.engine_status import entry_status
 from framepack_trt.errors import FramepackTrtError
 from framepack_trt.transformer_loop import PieceSwap
 
@@ -116,7 +117,7 @@ class Swap:
         self._why: dict[tuple, str] = {}
         self.broken: dict[str, str] = {}
         self.entries = [e for e in cache.entries().values()
-                        if e["component"] == component and cache.status(e).state == "ok"
+                        if e["component"] == component and entry_status(cache, e).state == "ok"
                         and same_checkpoint(e, model, cache)]
         self._name_of = {e["key"]: e["name"] for e in self.entries}
 

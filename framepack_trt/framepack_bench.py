@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from framepack_trt.cache import Cache
+from framepack_trt.engine_status import entry_status
 from framepack_trt.errors import FramepackTrtError, UsageError
 
 #: The prompt of every run (FramePack's example prompt).
@@ -114,7 +115,7 @@ class SectionRun:
 
 def transformer_entries(cache: Cache) -> list[dict]:
     return [e for e in cache.entries().values() if e["component"] in TRANSFORMER_COMPONENTS
-            and cache.status(e).state == "ok"]
+            and entry_status(cache, e).state == "ok"]
 
 
 def check_settings(settings: SectionSettings) -> None:
@@ -242,7 +243,7 @@ def _engine_checkpoint(cache: Cache, components) -> tuple[Path, dict] | None:
     from framepack_trt.framepack import _checkpoint_dir
 
     for e in cache.entries().values():
-        if e["component"] in components and cache.status(e).state == "ok":
+        if e["component"] in components and entry_status(cache, e).state == "ok":
             local, _ = _checkpoint_dir(e, cache)
             if local is not None:
                 return local, e

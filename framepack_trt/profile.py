@@ -122,7 +122,7 @@ class Profile:
         """The entries named (by entry name or component name); all when ``names`` is empty."""
         if not names:
             return self.components
-        from framepack_trt.cache import entry_matches
+        from framepack_trt.names import entry_matches
 
         rows = [{"name": c.name, "component": c.component, "profile_entry": c.entry or c.name}
                 for c in self.components]

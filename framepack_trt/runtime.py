@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from framepack_trt.cache import Cache, entry_matches
+from framepack_trt.cache import Cache
+from framepack_trt.engine_status import entry_status
 from framepack_trt.errors import FramepackTrtError, ShapeError
+from framepack_trt.names import entry_matches
 from framepack_trt.shapes import Dims, dims_from_dict
 
 
@@ -104,7 +106,7 @@ def find_engine(cache: Cache, component: str, inputs: Mapping[str, Any] | Sequen
     for entry in cache.entries().values():
         if not entry_matches(entry, [component]):
             continue
-        if cache.status(entry).state != "ok":
+        if entry_status(cache, entry).state != "ok":
             continue
         try:
             shapes = [tuple(t.shape) for t in _engine_inputs(entry, inputs)]

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from framepack_trt.cache import Cache
+from framepack_trt.engine_status import entry_status
 from framepack_trt.errors import FramepackTrtError
 
 PIECE_COMPONENTS = {"input": "transformer_input", "dual_block": "transformer_dual_block",
@@ -148,7 +149,7 @@ def find_pieces(cache: Cache, model, model_dtype: str) -> tuple[dict[str, list[d
     for entry in cache.entries().values():
         piece = piece_of(entry)
         if (piece is None or f"torch.{entry['key_fields']['dtype']}" != model_dtype
-                or cache.status(entry).state != "ok" or not same_architecture(entry, model, cache)):
+                or entry_status(cache, entry).state != "ok" or not same_architecture(entry, model, cache)):
             continue
         out[piece].append(entry)
     for piece, entries in out.items():

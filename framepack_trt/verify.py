@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from framepack_trt.cache import Cache, EntryStatus
+from framepack_trt.cache import Cache
+from framepack_trt.cache.storage import EntryStatus
 from framepack_trt.compare import OutputCheck
+from framepack_trt.engine_status import entry_status
 from framepack_trt.shapes import dims_from_dict
 from framepack_trt.util import ChildFailed, run_in_fresh_process
 
@@ -72,7 +74,7 @@ def verify_entry(cache: Cache, entry: dict[str, Any], full: bool = False,
     """``deep``: re-hash the files (False where the caller has just checked or written them).
     ``reference``: "eager" or "fp32" (default: the entry's tolerance says)."""
     result = EngineVerification(entry["name"], entry["key"], "full" if full else "quick",
-                                cache.status(entry, deep=deep))
+                                entry_status(cache, entry, deep=deep))
     if result.status.state != "ok":
         return result
     try:
@@ -195,7 +197,7 @@ def verify_all_isolated(cache: Cache, entries: list[dict[str, Any]], full: bool 
     results: list[dict | None] = [None] * len(entries)
     shared: list[int] = []
     for i, entry in enumerate(entries):
-        status = cache.status(entry, deep=True)
+        status = entry_status(cache, entry, deep=True)
         if status.state != "ok":
             results[i] = EngineVerification(entry["name"], entry["key"], mode, status).to_dict()
         elif get_backend(entry["key_fields"]["backend"]).shares_process:

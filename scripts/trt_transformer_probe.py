@@ -22,6 +22,7 @@ from framepack_trt.backends import get_backend
 from framepack_trt.cache import Cache
 from framepack_trt.components.base import get_component
 from framepack_trt.components.transformer import RAW_INPUTS
+from framepack_trt.engine_status import entry_status
 from framepack_trt.export import torch_dtype
 from framepack_trt.shapes import dims_from_dict
 from framepack_trt.sources import Source, load_model
@@ -70,7 +71,7 @@ class Loaded:
 def load_transformer(cache_dir: str) -> Loaded:
     cache = Cache(cache_dir)
     (entry,) = [e for e in cache.entries().values()
-                if e["component"] == "transformer" and cache.status(e).state == "ok"]
+                if e["component"] == "transformer" and entry_status(cache, e).state == "ok"]
     fields = entry["key_fields"]
     device, dtype = fields["device"]["type"], torch_dtype(fields["dtype"])
     component = get_component("transformer")

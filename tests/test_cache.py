@@ -10,16 +10,11 @@ from pathlib import Path
 import pytest
 
 from framepack_trt.backends.aoti import AotiBackend
-from framepack_trt.cache import (
-    ENV_VAR,
-    KEY_FIELDS,
-    MANIFEST_FORMAT,
-    Cache,
-    code_fingerprint,
-    engine_key,
-    resolve_cache_dir,
-)
+from framepack_trt.cache import Cache, resolve_cache_dir
+from framepack_trt.cache.keys import KEY_FIELDS, engine_key
+from framepack_trt.cache.storage import ENV_VAR, MANIFEST_FORMAT
 from framepack_trt.device import current_device, library_versions, torch_version
+from framepack_trt.engine_status import code_fingerprint, entry_status
 from framepack_trt.errors import CacheError
 
 BASE = {
@@ -97,7 +92,7 @@ def test_commit_and_status_ok(cache):
     cache.commit(entry)
     doc = json.loads(cache.manifest_path.read_text())
     assert doc["format"] == MANIFEST_FORMAT and list(doc["entries"]) == [entry["key"]]
-    assert cache.status(cache.entries()[entry["key"]]).state == "ok"
+    assert entry_status(cache, cache.entries()[entry["key"]]).state == "ok"
     assert cache.orphans() == []
 
 
@@ -123,7 +118,7 @@ def test_missing_corrupt_and_stale(cache):
     path.write_bytes(bytes(data))
     old = make_entry(cache, "d", {**copy.deepcopy(BASE), "torch": "1.0.0"})
     cache.commit(old)
-    states = {e["name"]: cache.status(e) for e in cache.entries().values()}
+    states = {e["name"]: entry_status(cache, e) for e in cache.entries().values()}
     assert states["a"].state == "ok"
     assert states["b"].state == "missing" and "missing" in states["b"].reason
     assert states["c"].state == "corrupt" and "sha256" in states["c"].reason
@@ -139,14 +134,14 @@ def test_corruption_with_same_mtime_needs_deep_check(cache):
     data[0] ^= 0xFF
     path.write_bytes(bytes(data))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert cache.status(entry).state == "ok"  # quick check trusts size + mtime
-    assert cache.status(entry, deep=True).state == "corrupt"
+    assert entry_status(cache, entry).state == "ok"  # quick check trusts size + mtime
+    assert entry_status(cache, entry, deep=True).state == "corrupt"
 
 
 def test_stale_device(cache):
     fields = {**copy.deepcopy(BASE), "device": {"type": "cpu", "arch": "riscv64", "isa": "base"}}
     entry = make_entry(cache, fields=fields)
-    st = cache.status(entry)
+    st = entry_status(cache, entry)
     assert st.state == "stale" and "riscv64" in st.reason
 
 
@@ -241,7 +236,7 @@ def test_commit_replaces_and_then_deletes_the_old_files(cache):
     assert cache.entries()[new["key"]]["engine"] == new["engine"]
     assert not (cache.root / old["engine"]["file"]).exists()
     assert not (cache.root / old["golden"]["file"]).exists()
-    assert cache.orphans() == [] and cache.status(new).state == "ok"
+    assert cache.orphans() == [] and entry_status(cache, new).state == "ok"
 
 
 def test_remove_leaves_an_engine_being_built(cache):
@@ -251,7 +246,7 @@ def test_remove_leaves_an_engine_being_built(cache):
         deleted, busy = cache.remove([entry["key"]])
     assert (deleted, busy) == ([], [entry["key"]])
     assert list(cache.entries()) == [entry["key"]]
-    assert cache.status(entry).state == "ok"
+    assert entry_status(cache, entry).state == "ok"
 
 
 def test_unwritable_locks_are_one_clear_error(cache):
@@ -330,7 +325,7 @@ def test_remove_orphans_spares_engines_being_built(cache):
 ])
 def test_changed_libraries_or_code_make_an_engine_stale(cache, field, value, reason):
     entry = make_entry(cache, fields={**copy.deepcopy(BASE), field: value})
-    st = cache.status(entry)
+    st = entry_status(cache, entry)
     assert st.state == "stale" and reason in st.reason
 
 
@@ -339,7 +334,7 @@ def test_entry_of_an_older_version_is_stale_not_malformed(cache):
     entry = {**make_entry(cache), "key_fields": fields}
     cache.commit(entry)
     assert list(cache.entries()) == [entry["key"]]
-    st = cache.status(entry)
+    st = entry_status(cache, entry)
     assert st.state == "stale" and "older framepack-trt" in st.reason and "code" in st.reason
 
 
@@ -357,7 +352,7 @@ def test_code_fingerprint_follows_the_source():
 def test_entry_matches_the_profile_entry_it_came_from():
     """``-c NAME`` in list / verify / purge: an engine of a ``static: true`` entry (or a block
     engine) is selected by the profile entry that asked for it, as by its own name."""
-    from framepack_trt.cache import entry_matches
+    from framepack_trt.names import entry_matches
 
     built = {"name": "vd_544x704_latent_frames5", "component": "vae_decode", "profile_entry": "vd"}
     assert entry_matches(built, ["vd"]) and entry_matches(built, ["vd_544x704_latent_frames5"])

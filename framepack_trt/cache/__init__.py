@@ -1,20 +1,15 @@
-"""The engine cache (being split into storage, keys and staleness: see storage.py)."""
+"""The engine cache: a folder of engine files, golden samples and one JSON manifest.
 
-from framepack_trt.cache.storage import (  # noqa: F401
-    CORE_KEY_FIELDS,
-    DEFAULT_SUBDIR,
-    ENV_VAR,
-    KEY_FIELDS,
-    MANIFEST_FORMAT,
-    PIECES_OF,
-    Cache,
-    EntryStatus,
-    code_fingerprint,
-    engine_key,
-    entry_matches,
-    entry_problem,
-    file_key16,
-    now_iso,
-    resolve_cache_dir,
-    staleness,
-)
+    storage.py    the folder, its files and locks, the manifest read and written (``Cache``)
+    keys.py       the fields of a cache key and its hash, code fingerprints from module files
+    staleness.py  why an engine is stale (device, torch, libraries; backend version and code,
+                  passed in by the caller)
+
+Layered: storage < keys, staleness; none of them imports the backends or the components
+(``engine_status`` above them joins the files' state and staleness with what they know).
+No torch import here: ``framepack-trt list`` must start fast.
+"""
+
+from framepack_trt.cache.storage import Cache, now_iso, resolve_cache_dir
+
+__all__ = ["Cache", "now_iso", "resolve_cache_dir"]

@@ -24,9 +24,6 @@ No torch import here: ``framepack-trt list`` must start fast.
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -40,18 +37,13 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from framepack_trt.backends import BACKENDS
-from framepack_trt.device import current_device, describe, library_versions, torch_version
 from framepack_trt.errors import CacheError
-from framepack_trt.util import atomic_write_text, canonical_json, dir_size, sha256_file, sha256_text
+from framepack_trt.util import atomic_write_text, dir_size, sha256_file
 
 MANIFEST_FORMAT = 1
 ENV_VAR = "FRAMEPACK_TENSORRT_CACHE_DIR"
 DEFAULT_SUBDIR = Path("Cache") / "tensorrt_engines"
 
-#: The fields of a cache key. Change any one, get a new key.
-KEY_FIELDS = ("component", "code", "weights", "dims", "dtype", "backend", "backend_version",
-              "torch", "libraries", "device", "build")
 #: The key fields every manifest entry must have to be listed at all (older entries may lack
 #: the others; they are then stale).
 CORE_KEY_FIELDS = ("component", "dims", "dtype", "backend", "backend_version", "torch", "device")
@@ -70,15 +62,6 @@ def resolve_cache_dir(
     if profile_dir is not None:
         return profile_dir
     return Path(framepack_dir or Path.cwd()) / DEFAULT_SUBDIR
-
-
-def engine_key(fields: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of exactly the KEY_FIELDS."""
-    missing = set(KEY_FIELDS) - set(fields)
-    extra = set(fields) - set(KEY_FIELDS)
-    if missing or extra:
-        raise ValueError(f"key fields: missing {sorted(missing)}, unexpected {sorted(extra)}")
-    return sha256_text(canonical_json(fields))
 
 
 #: ``-KEY16-BUILD`` (or the older ``-KEY16``) before a file's suffix: the key of the engine
@@ -263,12 +246,11 @@ class Cache:
             choices[key] = choice
             self._write(entries, choices)
 
-    def remove_choices(self, names: list[str] | None = None) -> int:
-        """Forget the auto choices of these entry or component names (all when None)."""
+    def remove_choices(self, keys: list[str] | None = None) -> int:
+        """Forget the auto choices with these keys (all when None)."""
         with self.manifest_lock():
             entries, choices = self._load()
-            keep = {k: c for k, c in choices.items()
-                    if names is not None and not entry_matches(c, names)}
+            keep = {k: c for k, c in choices.items() if keys is not None and k not in keys}
             if len(keep) != len(choices):
                 self._write(entries, keep)
         return len(choices) - len(keep)
@@ -403,7 +385,7 @@ class Cache:
     def size(self) -> int:
         return dir_size(self.root) if self.root.is_dir() else 0
 
-    # -- status ----------------------------------------------------------------------------
+    # -- the files' state ------------------------------------------------------------------
     def file_state(self, entry: dict[str, Any], deep: bool = False) -> EntryStatus:
         """missing / corrupt / ok for the entry's files. Quick mode re-hashes a file only when
         its size or modification time changed; ``deep`` always re-hashes."""
@@ -420,80 +402,6 @@ class Cache:
                 if sha256_file(path) != meta["sha256"]:
                     return EntryStatus("corrupt", f"{meta['file']} fails its sha256 checksum")
         return EntryStatus("ok")
-
-    def status(self, entry: dict[str, Any], deep: bool = False) -> EntryStatus:
-        files = self.file_state(entry, deep)
-        if files.state != "ok":
-            return files
-        reason = staleness(entry["key_fields"])
-        return EntryStatus("stale", reason) if reason else EntryStatus("ok")
-
-
-#: Components that are pieces of another (``engines: blocks``): naming the whole
-#: (``-c transformer``) selects them too.
-PIECES_OF = {"transformer": ("transformer_input", "transformer_dual_block",
-                             "transformer_single_block", "transformer_output",
-                             "transformer_dual_block_fp8", "transformer_single_block_fp8")}
-
-
-def entry_matches(entry: dict[str, Any], names: list[str] | None) -> bool:
-    """Whether an entry is selected by ``names`` (entry names or component names, a whole for
-    its pieces, a profile entry for the engines it became; all when ``names`` is empty)."""
-    return (not names or entry["name"] in names or entry["component"] in names
-            or entry.get("profile_entry") in names
-            or any(entry["component"] in PIECES_OF.get(n, ()) for n in names))
-
-
-@functools.cache
-def code_fingerprint(component: str, backend: str) -> str:
-    """sha256 of the source of the code that turns ``component`` into an engine with
-    ``backend``: the adapter's module, the modules it exports through (``code_modules``) and
-    the backend's module. Read from the files; nothing is imported."""
-    from framepack_trt.components.base import get_component
-
-    adapter = get_component(component)
-    modules = {type(adapter).__module__, *adapter.code_modules}
-    if backend in BACKENDS:
-        modules.add(BACKENDS[backend].__module__)
-    h = hashlib.sha256()
-    for name in sorted(modules):
-        spec = importlib.util.find_spec(name)
-        h.update(name.encode() + b"\0")
-        h.update(Path(spec.origin).read_bytes() if spec and spec.origin else b"missing")
-    return h.hexdigest()
-
-
-def staleness(fields: dict[str, Any]) -> str | None:
-    """Why an engine cannot run on this machine's device and software, or was built by code or
-    libraries that have changed since; None if neither."""
-    from framepack_trt.errors import UsageError
-
-    reasons = []
-    here = current_device(fields["device"]["type"])
-    if here != fields["device"]:
-        reasons.append(f"built for {describe(fields['device'])}, this machine has {describe(here)}")
-    if fields["torch"] != torch_version():
-        reasons.append(f"built with torch {fields['torch']}, installed {torch_version()}")
-    backend = BACKENDS.get(fields["backend"])
-    now = backend().version() if backend else "unknown backend"
-    if now != fields["backend_version"]:
-        reasons.append(f"built with {fields['backend_version']}, installed {now}")
-    libraries = library_versions()
-    if fields.get("libraries") is None:
-        reasons.append("built by an older framepack-trt that did not record the diffusers and "
-                       "transformers versions")
-    elif fields["libraries"] != libraries:
-        changed = [f"{k} {fields['libraries'].get(k)} -> {v}" for k, v in libraries.items()
-                   if fields["libraries"].get(k) != v]
-        reasons.append(f"built with other model libraries ({', '.join(changed)})")
-    try:
-        code = code_fingerprint(fields["component"], fields["backend"])
-    except UsageError:
-        reasons.append(f"unknown component {fields['component']!r}")
-    else:
-        if fields.get("code") != code:
-            reasons.append("the code that exports or compiles it has changed since it was built")
-    return "; ".join(reasons) or None
 
 
 def now_iso() -> str:
