@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from framepack_trt.cache import Cache
+from framepack_trt.cache import Cache, Entry
 
 
 @dataclass
@@ -73,7 +73,7 @@ def _time_pair(a, b, inputs, warmup: int, iters: int, cuda: bool) -> tuple[float
     return statistics.median(samples_a), statistics.median(samples_b)
 
 
-def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int = 20,
+def bench_entry(cache: Cache, entry: Entry, warmup: int = 3, iters: int = 20,
                 seed: int = 0, sizes: dict[str, int] | None = None, model=None,
                 engine=None) -> BenchResult:
     """Eager vs engine at ``sizes`` (default: the engine's opt sizes). ``model`` and
@@ -84,18 +84,17 @@ def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int
     from framepack_trt.components.base import Tolerance, get_component
     from framepack_trt.export import torch_dtype
     from framepack_trt.runtime import load_engine
-    from framepack_trt.shapes import dims_from_dict, sizes_at
+    from framepack_trt.shapes import sizes_at
     from framepack_trt.sources import Source, load_model
 
-    fields = entry["key_fields"]
-    device = fields["device"]["type"]
-    component = get_component(entry["component"])
-    dtype = torch_dtype(fields["dtype"])
+    device = entry.device_type
+    component = get_component(entry.component)
+    dtype = torch_dtype(entry.dtype)
     if model is None:
-        model = load_model(component, Source.from_dict(entry["source"]), dtype, device,
+        model = load_model(component, Source.from_dict(entry.source), dtype, device,
                            cache.weights_dir)
     engine = engine if engine is not None else load_engine(cache, entry)
-    sizes = sizes or sizes_at(dims_from_dict(fields["dims"]), "opt")
+    sizes = sizes or sizes_at(entry.dims, "opt")
     inputs = component.make_inputs(model.config, sizes, dtype, device,
                                    torch.Generator().manual_seed(seed))
 
@@ -108,15 +107,14 @@ def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int
         return engine(*component.engine_inputs(model, xs, dtype, device))
 
     eager_ms, engine_ms = _time_pair(eager, engine_call, inputs, warmup, iters, cuda)
-    check = compare(entry["outputs"][0], engine_call(*inputs)[0], eager(*inputs)[0],
-                    Tolerance(**entry["tolerance"]))
+    check = compare(entry.outputs[0], engine_call(*inputs)[0], eager(*inputs)[0],
+                    Tolerance(**entry.tolerance))
     return BenchResult(
-        name=entry["name"], backend=fields["backend"], backend_version=fields["backend_version"],
-        dtype=fields["dtype"], device=entry.get("device_name", device), sizes=sizes,
+        name=entry.name, backend=entry.backend, backend_version=entry.backend_version,
+        dtype=entry.dtype, device=entry.device_name or device, sizes=sizes,
         eager_ms=round(eager_ms, 3), engine_ms=round(engine_ms, 3),
         speedup=round(eager_ms / engine_ms, 3), rel_l2=check.rel_l2, cosine=check.cosine,
-        build_s=round(sum(entry.get("build_seconds", {}).values()), 1),
-        engine_mb=round(entry["engine"]["size"] / 2**20, 1),
+        build_s=round(entry.build_time, 1), engine_mb=round(entry.engine.size / 2**20, 1),
     )
 
 
@@ -150,22 +148,20 @@ def markdown(results: list[BenchResult], date: str) -> str:
     return "\n".join(lines)
 
 
-def time_entry(cache: Cache, entry: dict[str, Any], warmup: int, iters: int) -> list[dict[str, Any]]:
+def time_entry(cache: Cache, entry: Entry, warmup: int, iters: int) -> list[dict[str, Any]]:
     """``bench_entry`` at each of the component's timing sizes, the eager model and the
     engine loaded once (a real-width engine takes seconds to load and gigabytes to hold)."""
     from framepack_trt.components.base import get_component
     from framepack_trt.export import torch_dtype
     from framepack_trt.runtime import load_engine
-    from framepack_trt.shapes import dims_from_dict
     from framepack_trt.sources import Source, load_model
 
-    fields = entry["key_fields"]
-    component = get_component(entry["component"])
-    model = load_model(component, Source.from_dict(entry["source"]), torch_dtype(fields["dtype"]),
-                       fields["device"]["type"], cache.weights_dir)
+    component = get_component(entry.component)
+    model = load_model(component, Source.from_dict(entry.source), torch_dtype(entry.dtype),
+                       entry.device_type, cache.weights_dir)
     engine = load_engine(cache, entry)
     out = []
-    for label, sizes in component.timing_sizes(dims_from_dict(fields["dims"])):
+    for label, sizes in component.timing_sizes(entry.dims):
         r = bench_entry(cache, entry, warmup=warmup, iters=iters, sizes=sizes, model=model,
                         engine=engine)
         out.append({"case": label, "sizes": sizes, "eager_ms": r.eager_ms,
@@ -179,7 +175,7 @@ def _child_main(argv: list[str]) -> None:
     from pathlib import Path
 
     entry_file, result_file, root, warmup, iters = argv[:5]
-    entry = json.loads(Path(entry_file).read_text())
+    entry = Entry.from_dict(json.loads(Path(entry_file).read_text()))
     cases = time_entry(Cache(root), entry, int(warmup), int(iters))
     Path(result_file).write_text(json.dumps(cases))
 

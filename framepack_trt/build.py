@@ -20,6 +20,7 @@ from typing import Any
 from framepack_trt import auto
 from framepack_trt.backends import get_backend
 from framepack_trt.cache import Cache, now_iso
+from framepack_trt.cache.entry import EngineInput, Entry, GoldenCase
 from framepack_trt.cache.keys import engine_key
 from framepack_trt.components.base import get_component
 from framepack_trt.device import current_device, describe, library_versions, torch_version
@@ -125,7 +126,8 @@ def check_device(spec: ComponentSpec) -> None:
         raise BuildError(f"{spec.name}: {reason}")
 
 
-def plan_item(spec: ComponentSpec, cache: Cache, entries: dict, force: bool = False) -> PlanItem:
+def plan_item(spec: ComponentSpec, cache: Cache, entries: dict[str, Entry],
+              force: bool = False) -> PlanItem:
     if spec.backend == auto.AUTO:
         return plan_auto(spec, cache, entries, force)
     item = PlanItem(spec)
@@ -150,11 +152,12 @@ def plan_item(spec: ComponentSpec, cache: Cache, entries: dict, force: bool = Fa
     elif (state := cache.file_state(entry)).state != "ok":
         item.action, item.reason = "rebuild", state.reason
     else:
-        item.action, item.reason = "cached", entry["engine"]["file"]
+        item.action, item.reason = "cached", entry.engine.file
     return item
 
 
-def plan_auto(spec: ComponentSpec, cache: Cache, entries: dict, force: bool = False) -> PlanItem:
+def plan_auto(spec: ComponentSpec, cache: Cache, entries: dict[str, Entry],
+              force: bool = False) -> PlanItem:
     """An auto item is cached when its choice is recorded and the engine it kept (if any) is
     intact; a backend that failed stays failed until ``--force``."""
     item = PlanItem(spec)
@@ -227,7 +230,7 @@ def build_auto(profile: Profile, cache: Cache, item: PlanItem, listener: Listene
         result.error = "; ".join(f"{r['backend']} {r['outcome']}: {r['error']}" for r in records) \
             or f"no backend builds for {spec.device}"
     kept_entry = cache.entries().get(kept["key"]) if kept else None
-    result.engine_size = kept_entry["engine"]["size"] if kept_entry else 0
+    result.engine_size = kept_entry.engine.size if kept_entry else 0
     result.notes.append(auto.describe(choice))
     return result
 
@@ -359,7 +362,7 @@ def _timed(result: BuildResult, listener: Listener, item: PlanItem, stage: str):
 
 
 def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_golden: Path,
-                engine_path: Path, golden_path: Path) -> dict[str, Any]:
+                engine_path: Path, golden_path: Path) -> Entry:
     import os
 
     import torch
@@ -424,41 +427,30 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
                     tensors[f"{idx}.input.{name}"] = t.detach().cpu().contiguous()
                 for name, t in zip(component.output_names, outputs, strict=True):
                     tensors[f"{idx}.output.{name}"] = t.detach().cpu().contiguous()
-                cases.append({"case": case, "sizes": sizes, "index": index})
+                cases.append(GoldenCase(case, sizes, index))
             save_file(tensors, str(tmp_golden))
             os.replace(tmp_engine, engine_path)
             os.replace(tmp_golden, golden_path)
             del model, exported, program, request
 
-    engine_meta = cache.describe_file(engine_path)
-    result.engine_size = engine_meta["size"]
-    entry = {
-        "key": item.key,
-        "name": spec.name,
-        "component": spec.component,
-        "key_fields": item.key_fields,
-        "source": spec.source.to_dict(),
-        "tolerance": spec.tolerance.to_dict(),
-        "inputs": [{"name": s.name, "shape": [list(e) if isinstance(e, tuple) else e
-                                               for e in s.shape], "dtype": s.dtype}
-                   for s in specs],
-        "raw_inputs": raw_names,
-        "engine_dims": {n: r.to_dict() for n, r in engine_dims.items()},
-        "buckets": [list(b) for b in spec.buckets],
-        "outputs": list(component.output_names),
-        "golden_cases": cases,
-        "engine": engine_meta,
-        "golden": cache.describe_file(golden_path),
-        "build_settings": backend.settings(spec.build).to_dict(),
-        "build_seconds": {k: round(v, 3) for k, v in result.times.items()},
-        "build_notes": result.notes[:20],
-        "profile": str(profile.path),
-        "profile_entry": spec.entry or spec.name,  # the entry that asked for it (static: true)
-        "created": now_iso(),
-        "device_name": describe(item.key_fields["device"]),
-    }
+    engine_file = cache.describe_file(engine_path)
+    result.engine_size = engine_file.size
     peaks = memory.peaks()
-    entry.update(peaks.to_dict())
+    entry = Entry(
+        key=item.key, name=spec.name, component=spec.component, key_fields=item.key_fields,
+        engine=engine_file, golden=cache.describe_file(golden_path),
+        source=spec.source.to_dict(), tolerance=spec.tolerance.to_dict(),
+        inputs=tuple(EngineInput(s.name, tuple(s.shape), s.dtype) for s in specs),
+        raw_inputs=tuple(raw_names),
+        engine_dims={n: r.to_dict() for n, r in engine_dims.items()},
+        buckets=tuple(tuple(b) for b in spec.buckets), outputs=tuple(component.output_names),
+        golden_cases=tuple(cases), build_settings=backend.settings(spec.build).to_dict(),
+        build_seconds={k: round(v, 3) for k, v in result.times.items()},
+        build_notes=tuple(result.notes[:20]), profile=str(profile.path),
+        profile_entry=spec.entry or spec.name,  # the entry that asked for it (static: true)
+        created=now_iso(), device_name=describe(item.key_fields["device"]),
+        peak_host_gib=peaks.host_gib, peak_gpu_used_gib=peaks.gpu_used_gib,
+        peak_gpu_gib=peaks.gpu_torch_gib)
     result.notes.append(peaks.describe())
 
     with _timed(result, listener, item, "verify"):
@@ -480,14 +472,13 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
                                  f"{verification_problem(check)}")
             if not check["passed"]:
                 raise BuildError(check_failure(spec.name, check, full, seed_n, where))
-    entry["build_check"] = {"mode": check["mode"], "seed": check_seed if full else None,
-                            "processes": len(seeds), "reference": spec.tolerance.reference,
-                            "cases": [c["case"] for c in check["cases"]]}
-    entry["build_seconds"] = {k: round(v, 3) for k, v in result.times.items()}
-    return entry
+    return replace(entry, build_check={
+        "mode": check["mode"], "seed": check_seed if full else None, "processes": len(seeds),
+        "reference": spec.tolerance.reference, "cases": [c["case"] for c in check["cases"]]},
+        build_seconds={k: round(v, 3) for k, v in result.times.items()})
 
 
-def check_engine(cache: Cache, entry: dict[str, Any], backend, full: bool, seed: int) -> dict:
+def check_engine(cache: Cache, entry: Entry, backend, full: bool, seed: int) -> dict:
     """An engine's check outside this process: in the build's CheckServer where the backend
     shares a process and is checked once, else in a fresh process of its own (a backend
     checked in several processes, TensorRT, needs them independent)."""

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from framepack_trt import __version__
 from framepack_trt.errors import FramepackTrtError, UsageError
-from framepack_trt.names import entry_matches
+from framepack_trt.names import entry_matches, selects
 
 app = typer.Typer(
     help="Build, list, verify and purge ahead-of-time engines (TensorRT, AOTInductor) for "
@@ -327,16 +327,15 @@ def list_(
     cache = _cache(cache_dir, framepack_dir, _profile_for_cache(profile))
     entries = cache.entries()
     rows = []
-    for key, e in sorted(entries.items(), key=lambda kv: (kv[1]["name"], kv[0])):
+    for key, e in sorted(entries.items(), key=lambda kv: (kv[1].name, kv[0])):
         st = entry_status(cache, e)
-        f = e["key_fields"]
         rows.append({
-            "key": key, "name": e["name"], "component": e["component"], "backend": f["backend"],
-            "backend_version": f["backend_version"], "dtype": f["dtype"],
-            "dims": f["dims"], "build": f.get("build") or {},
-            "size": e["engine"]["size"], "device": e.get("device_name", ""),
-            "created": e.get("created", ""), "status": st.state, "reason": st.reason,
-            "engine": e["engine"]["file"],
+            "key": key, "name": e.name, "component": e.component, "backend": e.backend,
+            "backend_version": e.backend_version, "dtype": e.dtype,
+            "dims": {n: r.to_dict() for n, r in e.dims.items()}, "build": e.engine_settings,
+            "size": e.engine.size, "device": e.device_name or "",
+            "created": e.created or "", "status": st.state, "reason": st.reason,
+            "engine": e.engine.file,
         })
     orphans = [p.relative_to(cache.root).as_posix() for p in cache.orphans(entries)]
     choices = sorted(cache.choices().values(), key=lambda c: c["name"])
@@ -417,9 +416,10 @@ def purge(
                 or (components and entry_matches(e, components))):
             chosen[key] = (e, st)
     choices = {k: c for k, c in cache.choices().items()
-               if all_ or (components and entry_matches(c, components))}
+               if all_ or (components and selects(components, c["name"], c["component"]))}
     if components:
-        known = {e[f] for e in [*entries.values(), *choices.values()] for f in ("name", "component")}
+        known = ({n for e in entries.values() for n in (e.name, e.component)}
+                 | {c[f] for c in choices.values() for f in ("name", "component")})
         for c in components:
             if c not in known:
                 err.print(f"[yellow]warning:[/] no engine named {escape(repr(c))} in {cache.root}")
@@ -431,7 +431,7 @@ def purge(
     for col in ("what", "status", "size"):
         t.add_column(col)
     for e, st in chosen.values():
-        t.add_row(f"{e['name']} ({e['engine']['file']})", st.state, human_size(e["engine"]["size"]))
+        t.add_row(f"{e.name} ({e.engine.file})", st.state, human_size(e.engine.size))
     for c in choices.values():
         t.add_row(f"backend: auto choice of {c['name']}", "-", "-")
     for p in orphans:
@@ -454,7 +454,7 @@ def purge(
     if forgotten:
         out.print(f"forgot {forgotten} backend: auto choice(s)")
     for key in busy:
-        out.print(f"[yellow]kept[/] {escape(chosen[key][0]['name'])}: it is being built right now; "
+        out.print(f"[yellow]kept[/] {escape(chosen[key][0].name)}: it is being built right now; "
                   f"purge it again when that build ends")
     if len(removed) < len(orphans):
         out.print(f"kept {len(orphans) - len(removed)} file(s) of engines being built now")
@@ -501,15 +501,15 @@ def verify(
     selected = [e for e in entries.values() if entry_matches(e, components)]
     if components and not selected:
         raise UsageError(f"no engine named {', '.join(components)} in {cache.root}; it has: "
-                         f"{', '.join(sorted(e['name'] for e in entries.values())) or 'none'}")
+                         f"{', '.join(sorted(e.name for e in entries.values())) or 'none'}")
     if full and seed is None:
         seed = random.randrange(2**31)
     if reference is not None and reference not in REFERENCES:
         raise UsageError(f"--reference {reference!r} is not valid; expected one of: "
                          f"{', '.join(REFERENCES)}")
-    selected.sort(key=lambda e: e["name"])
+    selected.sort(key=lambda e: e.name)
     if not as_json and selected:
-        out.print(f"verifying {', '.join(e['name'] for e in selected)} "
+        out.print(f"verifying {', '.join(e.name for e in selected)} "
                   f"({'full' if full else 'quick'})...")
     results = verify_all_isolated(cache, selected, full=full, seed=seed, reference=reference)
     skipped = [r for r in results if r["result"] == "skipped"]
@@ -630,23 +630,24 @@ def bench(
                         vram_budget, script, not no_teacache, with_cache, markdown_out, as_json,
                         modules)
         return
-    entries = [e for e in sorted(cache.entries().values(), key=lambda e: (e["name"], e["key"]))
+    entries = [e for e in sorted(cache.entries().values(), key=lambda e: (e.name, e.key))
                if entry_matches(e, components)]
     results = []
     for e in entries:
         st = entry_status(cache, e)
         if st.state != "ok":
-            err.print(f"[yellow]skipped:[/] {escape(e['name'])}: {st.state} ({escape(st.reason)})")
+            err.print(f"[yellow]skipped:[/] {escape(e.name)}: {st.state} ({escape(st.reason)})")
             continue
         if not as_json:
-            out.print(f"timing {e['name']} ({e['key_fields']['backend']})...")
+            out.print(f"timing {e.name} ({e.backend})...")
         results.append(bench_entry(cache, e, warmup=warmup, iters=iters))
     date = datetime.date.today().isoformat()
     table = markdown(results, date)
     if markdown_out:
         from framepack_trt.auto import markdown as auto_markdown
 
-        choices = [c for c in cache.choices().values() if entry_matches(c, components)]
+        choices = [c for c in cache.choices().values()
+                   if selects(components, c["name"], c["component"])]
         extra = ("\n\nWhat `backend: auto` measured when it chose (every candidate):\n\n"
                  + auto_markdown(choices)) if choices else ""
         markdown_out.write_text(table + extra + "\n")

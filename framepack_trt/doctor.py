@@ -144,7 +144,7 @@ def _stale_engines(cache: Cache) -> dict[str, str]:
     for e in entries.values():
         st = entry_status(cache, e)
         if st.state == "stale":
-            groups.setdefault(st.reason, []).append(e["name"])
+            groups.setdefault(st.reason, []).append(e.name)
     out = {}
     for n, (reason, names) in enumerate(sorted(groups.items()), 1):
         key = "stale engines" if len(groups) == 1 else f"stale engines ({n})"

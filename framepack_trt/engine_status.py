@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 
 from framepack_trt.backends import BACKENDS
+from framepack_trt.cache.entry import Entry
 from framepack_trt.cache.keys import modules_fingerprint
 from framepack_trt.cache.staleness import staleness
 from framepack_trt.cache.storage import Cache, EntryStatus
@@ -36,16 +37,15 @@ def backend_version(name: str) -> str | None:
     return backend().version() if backend else None
 
 
-def entry_status(cache: Cache, entry, deep: bool = False) -> EntryStatus:
+def entry_status(cache: Cache, entry: Entry, deep: bool = False) -> EntryStatus:
     """ok / missing / corrupt (``Cache.file_state``; ``deep`` re-hashes every file) / stale
     (``staleness``, with the reason)."""
     files = cache.file_state(entry, deep)
     if files.state != "ok":
         return files
-    fields = entry["key_fields"]
     try:
-        code = code_fingerprint(fields["component"], fields["backend"])
+        code = code_fingerprint(entry.component, entry.backend)
     except UsageError:
         code = None
-    reason = staleness(fields, backend_version(fields["backend"]), code)
+    reason = staleness(entry.key_fields, backend_version(entry.backend), code)
     return EntryStatus("stale", reason) if reason else EntryStatus("ok")

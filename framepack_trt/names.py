@@ -2,12 +2,13 @@
 
 A name selects an engine by its own name, its component's name, the profile entry that asked
 for it (``static: true`` and ``engines: blocks`` make several engines of one entry), or a
-whole component for its pieces (``-c transformer``: the transformer's block engines).
+whole component for its pieces (``-c transformer``: the transformer's block engines). The
+same rule selects a profile's entries and the recorded ``backend: auto`` choices.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from framepack_trt.cache.entry import Entry
 
 #: Components that are pieces of another (``engines: blocks``): naming the whole
 #: (``-c transformer``) selects them too.
@@ -16,9 +17,14 @@ PIECES_OF = {"transformer": ("transformer_input", "transformer_dual_block",
                              "transformer_dual_block_fp8", "transformer_single_block_fp8")}
 
 
-def entry_matches(entry: dict[str, Any], names: list[str] | None) -> bool:
-    """Whether an entry is selected by ``names`` (entry names or component names, a whole for
-    its pieces, a profile entry for the engines it became; all when ``names`` is empty)."""
-    return (not names or entry["name"] in names or entry["component"] in names
-            or entry.get("profile_entry") in names
-            or any(entry["component"] in PIECES_OF.get(n, ()) for n in names))
+def selects(names: list[str] | None, name: str, component: str,
+            profile_entry: str | None = None) -> bool:
+    """Whether ``names`` select what is called ``name``, of ``component``, made for the
+    profile entry ``profile_entry`` (all are selected when ``names`` is empty)."""
+    return (not names or name in names or component in names or profile_entry in names
+            or any(component in PIECES_OF.get(n, ()) for n in names))
+
+
+def entry_matches(entry: Entry, names: list[str] | None) -> bool:
+    """Whether an engine in the cache is selected by ``names``."""
+    return selects(names, entry.name, entry.component, entry.profile_entry)

@@ -122,18 +122,17 @@ class Profile:
         """The entries named (by entry name or component name); all when ``names`` is empty."""
         if not names:
             return self.components
-        from framepack_trt.names import entry_matches
+        from framepack_trt.names import selects
 
-        rows = [{"name": c.name, "component": c.component, "profile_entry": c.entry or c.name}
-                for c in self.components]
-        unknown = [n for n in names if not any(entry_matches(r, [n]) for r in rows)]
+        unknown = [n for n in names if not any(selects([n], c.name, c.component, c.entry or c.name)
+                                               for c in self.components)]
         if unknown:
             raise UsageError(
                 f"{self.path}: no component {', '.join(map(repr, unknown))} in this profile; "
                 f"it has: {', '.join(c.name for c in self.components)}"
             )
-        return tuple(c for c, r in zip(self.components, rows, strict=True)
-                     if entry_matches(r, names))
+        return tuple(c for c in self.components
+                     if selects(names, c.name, c.component, c.entry or c.name))
 
     def with_backend(self, backend: str) -> Profile:
         """The same profile with every component on ``backend`` (the ``--backend`` option)."""

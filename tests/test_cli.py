@@ -207,7 +207,7 @@ def test_verify_reports_wrong_engine(built_cache, tmp_path):
     # Record the new file as the entry's own, so only the numbers (not the checksum) fail.
     from framepack_trt.cache import Cache
 
-    entry["golden"] = Cache(cache).describe_file(golden)
+    entry["golden"] = Cache(cache).describe_file(golden).to_dict()
     (cache / "manifest.json").write_text(json.dumps(manifest))
     r = run("verify", "--cache-dir", str(cache))
     assert r.exit_code == 1
@@ -314,7 +314,7 @@ def test_verify_shares_one_process_and_recovers_from_its_crash(tiny_build, monke
 
     cache = Cache(tiny_build[0])
     entries = sorted((e for e in cache.entries().values()
-                      if e["name"] in ("clip_text", "siglip_image")), key=lambda e: e["name"])
+                      if e.name in ("clip_text", "siglip_image")), key=lambda e: e.name)
     real, calls, crash = verify_module.run_in_fresh_process, [], [False]
 
     def spy(module, entry, args, timeout):
