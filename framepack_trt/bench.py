@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from framepack_trt.cache import Cache, Entry
+from framepack_trt.cache.storage import EntryStatus
 
 
 @dataclass
@@ -146,6 +147,38 @@ def markdown(results: list[BenchResult], date: str) -> str:
                      f"{r.eager_ms:.3f} | {r.engine_ms:.3f} | {r.speedup:.2f}x | {r.rel_l2:.2e} | "
                      f"{r.build_s} | {r.engine_mb} | {date} |")
     return "\n".join(lines)
+
+
+def selected(cache: Cache, names: list[str] | None = None) -> list[tuple[Entry, EntryStatus]]:
+    """The engines ``names`` select (all when none), by name then key, each with its state
+    here: only those whose state is ok can be timed."""
+    from framepack_trt.engine_status import entry_status
+    from framepack_trt.names import entry_matches
+
+    return [(e, entry_status(cache, e))
+            for e in sorted(cache.entries().values(), key=lambda e: (e.name, e.key))
+            if entry_matches(e, names)]
+
+
+def markdown_file(cache: Cache, results: list[BenchResult], names: list[str] | None,
+                  date: str) -> str:
+    """``bench --markdown``'s file: the table, and every candidate ``backend: auto`` timed
+    when it chose for the engines ``names`` select."""
+    from framepack_trt.auto import markdown as auto_markdown
+    from framepack_trt.names import selects
+
+    choices = [c for c in cache.choices().values()
+               if selects(names, c["name"], c["component"])]
+    extra = ("\n\nWhat `backend: auto` measured when it chose (every candidate):\n\n"
+             + auto_markdown(choices)) if choices else ""
+    return markdown(results, date) + extra + "\n"
+
+
+def rows_markdown(head: list[str], rows: list[list[str]], date: str) -> str:
+    """A Markdown table of ``head`` and ``rows`` with a date column (``bench --framepack``)."""
+    lines = ["| " + " | ".join(head) + " | date |", "|" + "---|" * (len(head) + 1)]
+    lines += ["| " + " | ".join(row) + f" | {date} |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def time_entry(cache: Cache, entry: Entry, warmup: int, iters: int) -> list[dict[str, Any]]:

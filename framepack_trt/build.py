@@ -1,9 +1,8 @@
-"""Plan and build the engines of a profile into the cache.
+"""Build the engines of a profile into the cache, as its plan (``build_plan.plan``) says.
 
-``plan`` computes each entry's cache key (no torch import) and whether it is cached;
-``build`` runs the stages load -> export -> compile -> save -> verify for each entry that is
-not, under a per-entry lock, and commits the manifest entry last. One failing component is
-reported and the others still build.
+``build`` runs the stages load -> export -> compile -> save -> verify for each planned entry
+that is not cached, under a per-entry lock, and commits the manifest entry last. One failing
+component is reported and the others still build. ``BuildReport`` is what it did.
 """
 
 from __future__ import annotations
@@ -19,32 +18,19 @@ from typing import Any
 
 from framepack_trt import auto
 from framepack_trt.backends import get_backend
+from framepack_trt.build_plan import PlanItem, fallback_spec, plan_item
 from framepack_trt.cache import Cache, now_iso
 from framepack_trt.cache.entry import EngineInput, Entry, GoldenCase
-from framepack_trt.cache.keys import engine_key
 from framepack_trt.components.base import get_component
-from framepack_trt.device import current_device, describe, library_versions, torch_version
-from framepack_trt.engine_status import code_fingerprint
+from framepack_trt.device import describe
 from framepack_trt.errors import BuildError, FramepackTrtError
 from framepack_trt.memory import PeakMemory
-from framepack_trt.profile import ComponentSpec, Profile
-from framepack_trt.sources import architecture, fingerprint
+from framepack_trt.profile import Profile
 from framepack_trt.verify import verification_problem, verify_in_fresh_process
 
 STAGES = ("load", "export", "compile", "save", "verify", "time")
 #: Golden samples stored per engine: at opt and at a random in-range shape.
 GOLDEN_CASES = ("opt", "random")
-
-
-@dataclass
-class PlanItem:
-    spec: ComponentSpec
-    key: str = ""
-    key_fields: dict[str, Any] = field(default_factory=dict)
-    action: str = "build"  # build | rebuild | cached | error
-    reason: str = ""
-    #: Set when this item builds with the fallback backend: why the profile's backend is not used.
-    fallback_from: str = ""
 
 
 @dataclass
@@ -68,117 +54,40 @@ class BuildResult:
                 "failed_stage": self.failed_stage, "notes": self.notes}
 
 
+@dataclass
+class BuildReport:
+    """What ``build`` did: the plan, each item's result (None: a dry run), the counts and the
+    pass rule (no item failed)."""
+
+    items: list[PlanItem]
+    results: list[BuildResult] | None = None
+
+    @property
+    def failed(self) -> list[BuildResult]:
+        return [r for r in self.results or () if r.outcome == "failed"]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        results = self.results or ()
+        return {"built": sum(r.outcome == "built" for r in results),
+                "cached": sum(r.outcome.startswith("cached") for r in results),
+                "failed": len(self.failed)}
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan": [i.to_dict() for i in self.items],
+                "results": [r.to_dict() for r in self.results or []], "passed": self.passed}
+
+
 class Listener:
     """Progress callbacks; the CLI draws Rich bars with them. All are optional no-ops."""
 
     def start(self, item: PlanItem) -> None: ...
     def stage(self, item: PlanItem, stage: str) -> None: ...
     def finish(self, item: PlanItem, result: BuildResult) -> None: ...
-
-
-def key_fields(spec: ComponentSpec, cache: Cache) -> dict[str, Any]:
-    component = get_component(spec.component)
-    backend = get_backend(spec.backend)
-    settings = backend.settings(spec.build)
-    return {
-        "component": spec.component,
-        "code": code_fingerprint(spec.component, spec.backend),
-        # The memo of weight-file hashes lives in the cache; a dry run on a cache that does not
-        # exist yet creates nothing. An engine that takes its weights as inputs depends on the
-        # architecture only.
-        "weights": (f"architecture:{architecture(spec.source, component)}"
-                    if component.weights_as_inputs else
-                    fingerprint(spec.source, component,
-                                cache.root / "fingerprints.json" if cache.root.is_dir() else None)),
-        "dims": {n: r.to_dict() for n, r in spec.dims.items()},
-        "dtype": spec.dtype,
-        "backend": spec.backend,
-        "backend_version": backend.version(),
-        "torch": torch_version(),
-        "libraries": library_versions(),
-        "device": current_device(spec.device),
-        "build": settings.engine_fields(),
-    }
-
-
-def plan(profile: Profile, cache: Cache, names: list[str] | None = None,
-         force: bool = False) -> list[PlanItem]:
-    """What ``build`` would do for each selected entry. A profile backend that cannot run here
-    is replaced by the entry's fallback backend, when it has one."""
-    entries = cache.entries()
-    return [plan_item(spec, cache, entries, force) for spec in profile.select(names)]
-
-
-def fallback_spec(spec: ComponentSpec) -> ComponentSpec:
-    assert spec.fallback_backend
-    return replace(spec, backend=spec.fallback_backend, build={}, fallback_backend=None)
-
-
-def check_device(spec: ComponentSpec) -> None:
-    """Raise BuildError when this machine has no such device, or its device cannot run the
-    component's engines (fp8 on a card without fp8)."""
-    if current_device(spec.device) is None:
-        raise BuildError(f"no {spec.device} device on this machine")
-    # A component that cannot run on some devices says why (fp8 blocks: below 8.9).
-    check = getattr(get_component(spec.component), "unsupported_reason", None)
-    reason = check(spec.device) if check else None
-    if reason:
-        raise BuildError(f"{spec.name}: {reason}")
-
-
-def plan_item(spec: ComponentSpec, cache: Cache, entries: dict[str, Entry],
-              force: bool = False) -> PlanItem:
-    if spec.backend == auto.AUTO:
-        return plan_auto(spec, cache, entries, force)
-    item = PlanItem(spec)
-    try:
-        check_device(spec)
-        if spec.fallback_backend:
-            reason = get_backend(spec.backend).unavailable_reason(spec.device)
-            if reason:
-                fallback = plan_item(fallback_spec(spec), cache, entries, force)
-                fallback.fallback_from = f"{spec.backend} unavailable: {reason}"
-                return fallback
-        item.key_fields = key_fields(spec, cache)
-        item.key = engine_key(item.key_fields)
-    except FramepackTrtError as exc:
-        item.action, item.reason = "error", str(exc)
-        return item
-    entry = entries.get(item.key)
-    if entry is None:
-        item.action, item.reason = "build", "not in cache"
-    elif force:
-        item.action, item.reason = "rebuild", "--force"
-    elif (state := cache.file_state(entry)).state != "ok":
-        item.action, item.reason = "rebuild", state.reason
-    else:
-        item.action, item.reason = "cached", entry.engine.file
-    return item
-
-
-def plan_auto(spec: ComponentSpec, cache: Cache, entries: dict[str, Entry],
-              force: bool = False) -> PlanItem:
-    """An auto item is cached when its choice is recorded and the engine it kept (if any) is
-    intact; a backend that failed stays failed until ``--force``."""
-    item = PlanItem(spec)
-    try:
-        check_device(spec)
-        fields = [key_fields(c, cache) for c in auto.candidates(spec)]
-        item.key_fields, item.key = {"auto": fields}, auto.choice_key(fields)
-    except FramepackTrtError as exc:
-        item.action, item.reason = "error", str(exc)
-        return item
-    chosen = cache.choices().get(item.key)
-    if chosen is None:
-        item.action, item.reason = "build", "no choice recorded"
-    elif force:
-        item.action, item.reason = "rebuild", "--force"
-    elif chosen["kept"] and (chosen["kept"] not in entries
-                             or cache.file_state(entries[chosen["kept"]]).state != "ok"):
-        item.action, item.reason = "rebuild", "the engine auto kept is missing or corrupt"
-    else:
-        item.action, item.reason = "cached", auto.describe(chosen)
-    return item
 
 
 def build_auto(profile: Profile, cache: Cache, item: PlanItem, listener: Listener) -> BuildResult:
@@ -448,9 +357,7 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
         build_seconds={k: round(v, 3) for k, v in result.times.items()},
         build_notes=tuple(result.notes[:20]), profile=str(profile.path),
         profile_entry=spec.entry or spec.name,  # the entry that asked for it (static: true)
-        created=now_iso(), device_name=describe(item.key_fields["device"]),
-        peak_host_gib=peaks.host_gib, peak_gpu_used_gib=peaks.gpu_used_gib,
-        peak_gpu_gib=peaks.gpu_torch_gib)
+        created=now_iso(), device_name=describe(item.key_fields["device"]), **peaks.to_dict())
     result.notes.append(peaks.describe())
 
     with _timed(result, listener, item, "verify"):

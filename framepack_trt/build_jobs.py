@@ -23,7 +23,8 @@ import queue as queue_module
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from framepack_trt.build import BuildResult, Listener, PlanItem, _run_item
+from framepack_trt.build import BuildResult, Listener, _run_item
+from framepack_trt.build_plan import PlanItem
 from framepack_trt.cache import Cache
 from framepack_trt.profile import Profile
 
@@ -99,7 +100,8 @@ def build_in_processes(profile: Profile, cache: Cache, items: list[PlanItem],
 
 def _alone(profile: Profile, cache: Cache, item: PlanItem, first: BuildResult,
            listener: Listener) -> BuildResult:
-    from framepack_trt.build import build, plan_item
+    from framepack_trt.build import build
+    from framepack_trt.build_plan import plan_item
 
     again = plan_item(item.spec, cache, cache.entries(), force=item.reason == "--force")
     again.fallback_from = item.fallback_from

@@ -248,6 +248,80 @@ def verification_problem(result: dict) -> str:
     return "unknown"
 
 
+@dataclass
+class VerifyReport:
+    """``verify``'s answer: each engine's result (``EngineVerification.to_dict()``, in the
+    plan's order), the counts, and the pass rule: no engine failed and at least one was
+    checked (a stale engine is reported as skipped, never counted as passed)."""
+
+    cache_dir: Path
+    seed: int | None
+    engines: list[dict[str, Any]]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        failed = sum(r["result"] == "fail" for r in self.engines)
+        skipped = sum(r["result"] == "skipped" for r in self.engines)
+        return {"passed": len(self.engines) - failed - skipped, "failed": failed,
+                "skipped": skipped}
+
+    @property
+    def nothing_checked(self) -> bool:
+        """Engines were selected, but every one was skipped."""
+        return bool(self.engines) and self.counts["skipped"] == len(self.engines)
+
+    @property
+    def passed(self) -> bool:
+        return not self.counts["failed"] and not self.nothing_checked
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cache_dir": str(self.cache_dir), "seed": self.seed, "passed": self.passed,
+                "counts": self.counts, "engines": self.engines}
+
+
+@dataclass
+class VerifyPlan:
+    """The engines ``verify`` checks, by name, and how (``run`` checks them)."""
+
+    cache: Cache
+    entries: list[Entry]
+    full: bool
+    seed: int | None
+    reference: str | None
+
+    @property
+    def mode(self) -> str:
+        return "full" if self.full else "quick"
+
+    def run(self) -> VerifyReport:
+        results = verify_all_isolated(self.cache, self.entries, full=self.full, seed=self.seed,
+                                      reference=self.reference)
+        return VerifyReport(self.cache.root, self.seed, results)
+
+
+def plan_verify(cache: Cache, names: list[str] | None = None, full: bool = False,
+                seed: int | None = None, reference: str | None = None) -> VerifyPlan:
+    """The engines ``names`` select (all when none; UsageError naming the cache's engines when
+    names select none); full mode draws a seed when none is given; ``reference`` must be one
+    of ``REFERENCES`` (None: each engine's tolerance says)."""
+    from framepack_trt.components.base import REFERENCES
+    from framepack_trt.errors import UsageError
+    from framepack_trt.names import entry_matches
+
+    entries = cache.entries()
+    selected = sorted((e for e in entries.values() if entry_matches(e, names)),
+                      key=lambda e: e.name)
+    if names and not selected:
+        raise UsageError(f"no engine named {', '.join(names)} in {cache.root}; it has: "
+                         f"{', '.join(sorted(e.name for e in entries.values())) or 'none'}")
+    if full and seed is None:
+        seed = random.randrange(2**31)
+    if reference is not None and reference not in REFERENCES:
+        raise UsageError(f"--reference {reference!r} is not valid; expected one of: "
+                         f"{', '.join(REFERENCES)}")
+    return VerifyPlan(cache, selected, full, seed, reference)
+
+
 #: Set in a ``CheckServer``'s process: models whose weights are engine inputs are kept.
 _SERVING = False
 

@@ -35,7 +35,8 @@ def listing(cache):
 
 CRASH = textwrap.dedent("""
     import os, subprocess, sys
-    from framepack_trt.build import build, plan
+    from framepack_trt.build import build
+    from framepack_trt.build_plan import plan
     from framepack_trt.cache import Cache
     from framepack_trt.profile import load_profile
 
@@ -187,7 +188,8 @@ SEVERAL_CHECKS = textwrap.dedent("""
     import json, sys
     import framepack_trt.build as build_module
     from framepack_trt.backends.aoti import AotiBackend
-    from framepack_trt.build import build, plan
+    from framepack_trt.build import build
+    from framepack_trt.build_plan import plan
     from framepack_trt.cache import Cache
     from framepack_trt.profile import load_profile
 

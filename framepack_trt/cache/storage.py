@@ -1,4 +1,5 @@
-"""The engine cache: a folder of engine files, golden samples and one JSON manifest.
+"""The cache's storage: a folder of engine files, golden samples and one JSON manifest, its
+locks, and the manifest read (into ``entry.Entry`` objects) and written.
 
 Layout (``<cache>`` is ``--cache-dir``, else $FRAMEPACK_TENSORRT_CACHE_DIR, else the profile's
 ``cache_dir``, else ``Cache/tensorrt_engines`` under the FramePack directory):
@@ -45,6 +46,7 @@ MANIFEST_FORMAT = 1
 ENV_VAR = "FRAMEPACK_TENSORRT_CACHE_DIR"
 DEFAULT_SUBDIR = Path("Cache") / "tensorrt_engines"
 
+
 def resolve_cache_dir(
     cli: str | os.PathLike | None = None,
     profile_dir: Path | None = None,
@@ -63,6 +65,7 @@ def resolve_cache_dir(
 #: ``-KEY16-BUILD`` (or the older ``-KEY16``) before a file's suffix: the key of the engine
 #: a cache file belongs to. Names may contain dots and dashes; the last match counts.
 _FILE_KEY = re.compile(r"-([0-9a-f]{16})(?:-[0-9a-f]{8})?(?=\.|$)")
+
 
 def file_key16(path: Path) -> str | None:
     """The 16-digit key prefix in a cache file's name, or None for a foreign file."""
