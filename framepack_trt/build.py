@@ -149,19 +149,15 @@ _CHECKER = None
 
 
 def build(profile: Profile, cache: Cache, items: list[PlanItem],
-          listener: Listener | None = None, jobs: int = 1) -> list[BuildResult]:
-    """Build the planned items, one after the other (``jobs`` > 1: up to that many at once,
-    each in a process of its own, ``build_jobs``). The engines of backends that may share a
+          listener: Listener | None = None) -> list[BuildResult]:
+    """Build the planned items, one after the other (several at once, each in a process of
+    its own: ``build_jobs.build_with_jobs``). The engines of backends that may share a
     process are checked in one process of their own (``verify.CheckServer``), started now so
     that its imports overlap the first compile."""
     global _CHECKER
     from framepack_trt.verify import CheckServer
 
     listener = listener or Listener()
-    if jobs > 1 and sum(i.action in ("build", "rebuild") for i in items) > 1:
-        from framepack_trt.build_jobs import build_in_processes
-
-        return build_in_processes(profile, cache, items, listener, jobs)
     shared = any(i.action in ("build", "rebuild") and i.spec.backend != auto.AUTO
                  and _checked_in_server(get_backend(i.spec.backend)) for i in items)
     with CheckServer(cache.root) as checker:

@@ -106,6 +106,7 @@ def build(
 def _build(profile, cache_dir, framepack_dir, components, backend, force, dry_run, jobs=1):
     from framepack_trt import console
     from framepack_trt.build import BuildReport, build
+    from framepack_trt.build_jobs import build_with_jobs
     from framepack_trt.build_plan import plan
     from framepack_trt.profile import load_profile
 
@@ -125,7 +126,7 @@ def _build(profile, cache_dir, framepack_dir, components, backend, force, dry_ru
     if todo:
         progress, bars = console.progress_bars(todo)
         with progress:
-            report = BuildReport(items, build(prof, cache, items, bars, jobs))
+            report = BuildReport(items, build_with_jobs(prof, cache, items, bars, jobs))
     else:
         report = BuildReport(items, build(prof, cache, items))
     console.show_build(report)
