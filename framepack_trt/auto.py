@@ -84,7 +84,7 @@ def time_in_fresh_process(cache: Cache, entry: dict[str, Any], timeout: float = 
     """Eager vs engine at the component's timing sizes, in a process of its own
     (``python -m framepack_trt.bench``); RuntimeError saying how the child failed."""
     try:
-        return run_in_fresh_process("framepack_trt.bench", entry,
+        return run_in_fresh_process("framepack_trt.bench", entry.to_dict(),
                                     [str(cache.root), str(TIMING_WARMUP), str(TIMING_ITERS)],
                                     timeout)
     except ChildFailed as exc:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from framepack_trt.cache import Cache
+from framepack_trt.cache import Cache, Entry
+from framepack_trt.cache.storage import EntryStatus
 from framepack_trt.timing import paired_median_ms
 
 
@@ -36,7 +37,7 @@ class BenchResult:
         return asdict(self)
 
 
-def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int = 20,
+def bench_entry(cache: Cache, entry: Entry, warmup: int = 3, iters: int = 20,
                 seed: int = 0, sizes: dict[str, int] | None = None, model=None,
                 engine=None) -> BenchResult:
     """Eager vs engine at ``sizes`` (default: the engine's opt sizes). ``model`` and
@@ -47,18 +48,17 @@ def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int
     from framepack_trt.components.base import Tolerance, get_component
     from framepack_trt.export import torch_dtype
     from framepack_trt.runtime.loading import load_engine
-    from framepack_trt.shapes import dims_from_dict, sizes_at
+    from framepack_trt.shapes import sizes_at
     from framepack_trt.sources import Source, load_model
 
-    fields = entry["key_fields"]
-    device = fields["device"]["type"]
-    component = get_component(entry["component"])
-    dtype = torch_dtype(fields["dtype"])
+    device = entry.device_type
+    component = get_component(entry.component)
+    dtype = torch_dtype(entry.dtype)
     if model is None:
-        model = load_model(component, Source.from_dict(entry["source"]), dtype, device,
+        model = load_model(component, Source.from_dict(entry.source), dtype, device,
                            cache.weights_dir)
     engine = engine if engine is not None else load_engine(cache, entry)
-    sizes = sizes or sizes_at(dims_from_dict(fields["dims"]), "opt")
+    sizes = sizes or sizes_at(entry.dims, "opt")
     inputs = component.make_inputs(model.config, sizes, dtype, device,
                                    torch.Generator().manual_seed(seed))
 
@@ -71,15 +71,14 @@ def bench_entry(cache: Cache, entry: dict[str, Any], warmup: int = 3, iters: int
         return engine(*component.engine_inputs(model, xs, dtype, device))
 
     eager_ms, engine_ms = paired_median_ms(eager, engine_call, inputs, warmup, iters, cuda)
-    check = compare(entry["outputs"][0], engine_call(*inputs)[0], eager(*inputs)[0],
-                    Tolerance(**entry["tolerance"]))
+    check = compare(entry.outputs[0], engine_call(*inputs)[0], eager(*inputs)[0],
+                    Tolerance(**entry.tolerance))
     return BenchResult(
-        name=entry["name"], backend=fields["backend"], backend_version=fields["backend_version"],
-        dtype=fields["dtype"], device=entry.get("device_name", device), sizes=sizes,
+        name=entry.name, backend=entry.backend, backend_version=entry.backend_version,
+        dtype=entry.dtype, device=entry.device_name or device, sizes=sizes,
         eager_ms=round(eager_ms, 3), engine_ms=round(engine_ms, 3),
         speedup=round(eager_ms / engine_ms, 3), rel_l2=check.rel_l2, cosine=check.cosine,
-        build_s=round(sum(entry.get("build_seconds", {}).values()), 1),
-        engine_mb=round(entry["engine"]["size"] / 2**20, 1),
+        build_s=round(entry.build_time, 1), engine_mb=round(entry.engine.size / 2**20, 1),
     )
 
 
@@ -113,22 +112,52 @@ def markdown(results: list[BenchResult], date: str) -> str:
     return "\n".join(lines)
 
 
-def time_entry(cache: Cache, entry: dict[str, Any], warmup: int, iters: int) -> list[dict[str, Any]]:
+def selected(cache: Cache, names: list[str] | None = None) -> list[tuple[Entry, EntryStatus]]:
+    """The engines ``names`` select (all when none), by name then key, each with its state
+    here: only those whose state is ok can be timed."""
+    from framepack_trt.engine_status import entry_status
+    from framepack_trt.names import entry_matches
+
+    return [(e, entry_status(cache, e))
+            for e in sorted(cache.entries().values(), key=lambda e: (e.name, e.key))
+            if entry_matches(e, names)]
+
+
+def markdown_file(cache: Cache, results: list[BenchResult], names: list[str] | None,
+                  date: str) -> str:
+    """``bench --markdown``'s file: the table, and every candidate ``backend: auto`` timed
+    when it chose for the engines ``names`` select."""
+    from framepack_trt.auto import markdown as auto_markdown
+    from framepack_trt.names import selects
+
+    choices = [c for c in cache.choices().values()
+               if selects(names, c["name"], c["component"])]
+    extra = ("\n\nWhat `backend: auto` measured when it chose (every candidate):\n\n"
+             + auto_markdown(choices)) if choices else ""
+    return markdown(results, date) + extra + "\n"
+
+
+def rows_markdown(head: list[str], rows: list[list[str]], date: str) -> str:
+    """A Markdown table of ``head`` and ``rows`` with a date column (``bench --framepack``)."""
+    lines = ["| " + " | ".join(head) + " | date |", "|" + "---|" * (len(head) + 1)]
+    lines += ["| " + " | ".join(row) + f" | {date} |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def time_entry(cache: Cache, entry: Entry, warmup: int, iters: int) -> list[dict[str, Any]]:
     """``bench_entry`` at each of the component's timing sizes, the eager model and the
     engine loaded once (a real-width engine takes seconds to load and gigabytes to hold)."""
     from framepack_trt.components.base import get_component
     from framepack_trt.export import torch_dtype
     from framepack_trt.runtime.loading import load_engine
-    from framepack_trt.shapes import dims_from_dict
     from framepack_trt.sources import Source, load_model
 
-    fields = entry["key_fields"]
-    component = get_component(entry["component"])
-    model = load_model(component, Source.from_dict(entry["source"]), torch_dtype(fields["dtype"]),
-                       fields["device"]["type"], cache.weights_dir)
+    component = get_component(entry.component)
+    model = load_model(component, Source.from_dict(entry.source), torch_dtype(entry.dtype),
+                       entry.device_type, cache.weights_dir)
     engine = load_engine(cache, entry)
     out = []
-    for label, sizes in component.timing_sizes(dims_from_dict(fields["dims"])):
+    for label, sizes in component.timing_sizes(entry.dims):
         r = bench_entry(cache, entry, warmup=warmup, iters=iters, sizes=sizes, model=model,
                         engine=engine)
         out.append({"case": label, "sizes": sizes, "eager_ms": r.eager_ms,
@@ -142,7 +171,7 @@ def _child_main(argv: list[str]) -> None:
     from pathlib import Path
 
     entry_file, result_file, root, warmup, iters = argv[:5]
-    entry = json.loads(Path(entry_file).read_text())
+    entry = Entry.from_dict(json.loads(Path(entry_file).read_text()))
     cases = time_entry(Cache(root), entry, int(warmup), int(iters))
     Path(result_file).write_text(json.dumps(cases))
 

@@ -1,9 +1,8 @@
-"""Plan and build the engines of a profile into the cache.
+"""Build the engines of a profile into the cache, as its plan (``build_plan.plan``) says.
 
-``plan`` computes each entry's cache key (no torch import) and whether it is cached;
-``build`` runs the stages load -> export -> compile -> save -> verify for each entry that is
-not, under a per-entry lock, and commits the manifest entry last. One failing component is
-reported and the others still build.
+``build`` runs the stages load -> export -> compile -> save -> verify for each planned entry
+that is not cached, under a per-entry lock, and commits the manifest entry last. One failing
+component is reported and the others still build. ``BuildReport`` is what it did.
 """
 
 from __future__ import annotations
@@ -19,29 +18,19 @@ from typing import Any
 
 from framepack_trt import auto
 from framepack_trt.backends import get_backend
-from framepack_trt.cache import Cache, code_fingerprint, engine_key, now_iso
+from framepack_trt.build_plan import PlanItem, fallback_spec, plan_item
+from framepack_trt.cache import Cache, now_iso
+from framepack_trt.cache.entry import EngineInput, Entry, GoldenCase
 from framepack_trt.components.base import get_component
-from framepack_trt.device import current_device, describe, library_versions, torch_version
+from framepack_trt.device import describe
 from framepack_trt.errors import BuildError, FramepackTrtError
 from framepack_trt.memory import PeakMemory
-from framepack_trt.profile import ComponentSpec, Profile
-from framepack_trt.sources import architecture, fingerprint
+from framepack_trt.profile import Profile
 from framepack_trt.verify import verification_problem, verify_in_fresh_process
 
 STAGES = ("load", "export", "compile", "save", "verify", "time")
 #: Golden samples stored per engine: at opt and at a random in-range shape.
 GOLDEN_CASES = ("opt", "random")
-
-
-@dataclass
-class PlanItem:
-    spec: ComponentSpec
-    key: str = ""
-    key_fields: dict[str, Any] = field(default_factory=dict)
-    action: str = "build"  # build | rebuild | cached | error
-    reason: str = ""
-    #: Set when this item builds with the fallback backend: why the profile's backend is not used.
-    fallback_from: str = ""
 
 
 @dataclass
@@ -65,115 +54,40 @@ class BuildResult:
                 "failed_stage": self.failed_stage, "notes": self.notes}
 
 
+@dataclass
+class BuildReport:
+    """What ``build`` did: the plan, each item's result (None: a dry run), the counts and the
+    pass rule (no item failed)."""
+
+    items: list[PlanItem]
+    results: list[BuildResult] | None = None
+
+    @property
+    def failed(self) -> list[BuildResult]:
+        return [r for r in self.results or () if r.outcome == "failed"]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        results = self.results or ()
+        return {"built": sum(r.outcome == "built" for r in results),
+                "cached": sum(r.outcome.startswith("cached") for r in results),
+                "failed": len(self.failed)}
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan": [i.to_dict() for i in self.items],
+                "results": [r.to_dict() for r in self.results or []], "passed": self.passed}
+
+
 class Listener:
     """Progress callbacks; the CLI draws Rich bars with them. All are optional no-ops."""
 
     def start(self, item: PlanItem) -> None: ...
     def stage(self, item: PlanItem, stage: str) -> None: ...
     def finish(self, item: PlanItem, result: BuildResult) -> None: ...
-
-
-def key_fields(spec: ComponentSpec, cache: Cache) -> dict[str, Any]:
-    component = get_component(spec.component)
-    backend = get_backend(spec.backend)
-    settings = backend.settings(spec.build)
-    return {
-        "component": spec.component,
-        "code": code_fingerprint(spec.component, spec.backend),
-        # The memo of weight-file hashes lives in the cache; a dry run on a cache that does not
-        # exist yet creates nothing. An engine that takes its weights as inputs depends on the
-        # architecture only.
-        "weights": (f"architecture:{architecture(spec.source, component)}"
-                    if component.weights_as_inputs else
-                    fingerprint(spec.source, component,
-                                cache.root / "fingerprints.json" if cache.root.is_dir() else None)),
-        "dims": {n: r.to_dict() for n, r in spec.dims.items()},
-        "dtype": spec.dtype,
-        "backend": spec.backend,
-        "backend_version": backend.version(),
-        "torch": torch_version(),
-        "libraries": library_versions(),
-        "device": current_device(spec.device),
-        "build": settings.engine_fields(),
-    }
-
-
-def plan(profile: Profile, cache: Cache, names: list[str] | None = None,
-         force: bool = False) -> list[PlanItem]:
-    """What ``build`` would do for each selected entry. A profile backend that cannot run here
-    is replaced by the entry's fallback backend, when it has one."""
-    entries = cache.entries()
-    return [plan_item(spec, cache, entries, force) for spec in profile.select(names)]
-
-
-def fallback_spec(spec: ComponentSpec) -> ComponentSpec:
-    assert spec.fallback_backend
-    return replace(spec, backend=spec.fallback_backend, build={}, fallback_backend=None)
-
-
-def check_device(spec: ComponentSpec) -> None:
-    """Raise BuildError when this machine has no such device, or its device cannot run the
-    component's engines (fp8 on a card without fp8)."""
-    if current_device(spec.device) is None:
-        raise BuildError(f"no {spec.device} device on this machine")
-    # A component that cannot run on some devices says why (fp8 blocks: below 8.9).
-    check = getattr(get_component(spec.component), "unsupported_reason", None)
-    reason = check(spec.device) if check else None
-    if reason:
-        raise BuildError(f"{spec.name}: {reason}")
-
-
-def plan_item(spec: ComponentSpec, cache: Cache, entries: dict, force: bool = False) -> PlanItem:
-    if spec.backend == auto.AUTO:
-        return plan_auto(spec, cache, entries, force)
-    item = PlanItem(spec)
-    try:
-        check_device(spec)
-        if spec.fallback_backend:
-            reason = get_backend(spec.backend).unavailable_reason(spec.device)
-            if reason:
-                fallback = plan_item(fallback_spec(spec), cache, entries, force)
-                fallback.fallback_from = f"{spec.backend} unavailable: {reason}"
-                return fallback
-        item.key_fields = key_fields(spec, cache)
-        item.key = engine_key(item.key_fields)
-    except FramepackTrtError as exc:
-        item.action, item.reason = "error", str(exc)
-        return item
-    entry = entries.get(item.key)
-    if entry is None:
-        item.action, item.reason = "build", "not in cache"
-    elif force:
-        item.action, item.reason = "rebuild", "--force"
-    elif (state := cache.file_state(entry)).state != "ok":
-        item.action, item.reason = "rebuild", state.reason
-    else:
-        item.action, item.reason = "cached", entry["engine"]["file"]
-    return item
-
-
-def plan_auto(spec: ComponentSpec, cache: Cache, entries: dict, force: bool = False) -> PlanItem:
-    """An auto item is cached when its choice is recorded and the engine it kept (if any) is
-    intact; a backend that failed stays failed until ``--force``."""
-    item = PlanItem(spec)
-    try:
-        check_device(spec)
-        fields = [key_fields(c, cache) for c in auto.candidates(spec)]
-        item.key_fields, item.key = {"auto": fields}, auto.choice_key(fields)
-    except FramepackTrtError as exc:
-        item.action, item.reason = "error", str(exc)
-        return item
-    chosen = cache.choices().get(item.key)
-    if chosen is None:
-        item.action, item.reason = "build", "no choice recorded"
-    elif force:
-        item.action, item.reason = "rebuild", "--force"
-    elif chosen["kept"] and (chosen["kept"] not in entries
-                             or cache.file_state(entries[chosen["kept"]]).state != "ok"):
-        item.action, item.reason = "rebuild", "the engine auto kept is missing or corrupt"
-    else:
-        item.action, item.reason = "cached", auto.describe(chosen)
-    return item
 
 
 def build_auto(profile: Profile, cache: Cache, item: PlanItem, listener: Listener) -> BuildResult:
@@ -225,7 +139,7 @@ def build_auto(profile: Profile, cache: Cache, item: PlanItem, listener: Listene
         result.error = "; ".join(f"{r['backend']} {r['outcome']}: {r['error']}" for r in records) \
             or f"no backend builds for {spec.device}"
     kept_entry = cache.entries().get(kept["key"]) if kept else None
-    result.engine_size = kept_entry["engine"]["size"] if kept_entry else 0
+    result.engine_size = kept_entry.engine.size if kept_entry else 0
     result.notes.append(auto.describe(choice))
     return result
 
@@ -235,19 +149,15 @@ _CHECKER = None
 
 
 def build(profile: Profile, cache: Cache, items: list[PlanItem],
-          listener: Listener | None = None, jobs: int = 1) -> list[BuildResult]:
-    """Build the planned items, one after the other (``jobs`` > 1: up to that many at once,
-    each in a process of its own, ``build_jobs``). The engines of backends that may share a
+          listener: Listener | None = None) -> list[BuildResult]:
+    """Build the planned items, one after the other (several at once, each in a process of
+    its own: ``build_jobs.build_with_jobs``). The engines of backends that may share a
     process are checked in one process of their own (``verify.CheckServer``), started now so
     that its imports overlap the first compile."""
     global _CHECKER
     from framepack_trt.verify import CheckServer
 
     listener = listener or Listener()
-    if jobs > 1 and sum(i.action in ("build", "rebuild") for i in items) > 1:
-        from framepack_trt.build_jobs import build_in_processes
-
-        return build_in_processes(profile, cache, items, listener, jobs)
     shared = any(i.action in ("build", "rebuild") and i.spec.backend != auto.AUTO
                  and _checked_in_server(get_backend(i.spec.backend)) for i in items)
     with CheckServer(cache.root) as checker:
@@ -357,7 +267,7 @@ def _timed(result: BuildResult, listener: Listener, item: PlanItem, stage: str):
 
 
 def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_golden: Path,
-                engine_path: Path, golden_path: Path) -> dict[str, Any]:
+                engine_path: Path, golden_path: Path) -> Entry:
     import os
 
     import torch
@@ -422,41 +332,28 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
                     tensors[f"{idx}.input.{name}"] = t.detach().cpu().contiguous()
                 for name, t in zip(component.output_names, outputs, strict=True):
                     tensors[f"{idx}.output.{name}"] = t.detach().cpu().contiguous()
-                cases.append({"case": case, "sizes": sizes, "index": index})
+                cases.append(GoldenCase(case, sizes, index))
             save_file(tensors, str(tmp_golden))
             os.replace(tmp_engine, engine_path)
             os.replace(tmp_golden, golden_path)
             del model, exported, program, request
 
-    engine_meta = cache.describe_file(engine_path)
-    result.engine_size = engine_meta["size"]
-    entry = {
-        "key": item.key,
-        "name": spec.name,
-        "component": spec.component,
-        "key_fields": item.key_fields,
-        "source": spec.source.to_dict(),
-        "tolerance": spec.tolerance.to_dict(),
-        "inputs": [{"name": s.name, "shape": [list(e) if isinstance(e, tuple) else e
-                                               for e in s.shape], "dtype": s.dtype}
-                   for s in specs],
-        "raw_inputs": raw_names,
-        "engine_dims": {n: r.to_dict() for n, r in engine_dims.items()},
-        "buckets": [list(b) for b in spec.buckets],
-        "outputs": list(component.output_names),
-        "golden_cases": cases,
-        "engine": engine_meta,
-        "golden": cache.describe_file(golden_path),
-        "build_settings": backend.settings(spec.build).to_dict(),
-        "build_seconds": {k: round(v, 3) for k, v in result.times.items()},
-        "build_notes": result.notes[:20],
-        "profile": str(profile.path),
-        "profile_entry": spec.entry or spec.name,  # the entry that asked for it (static: true)
-        "created": now_iso(),
-        "device_name": describe(item.key_fields["device"]),
-    }
+    engine_file = cache.describe_file(engine_path)
+    result.engine_size = engine_file.size
     peaks = memory.peaks()
-    entry.update(peaks.to_dict())
+    entry = Entry(
+        key=item.key, name=spec.name, component=spec.component, key_fields=item.key_fields,
+        engine=engine_file, golden=cache.describe_file(golden_path),
+        source=spec.source.to_dict(), tolerance=spec.tolerance.to_dict(),
+        inputs=tuple(EngineInput(s.name, tuple(s.shape), s.dtype) for s in specs),
+        raw_inputs=tuple(raw_names),
+        engine_dims={n: r.to_dict() for n, r in engine_dims.items()},
+        buckets=tuple(tuple(b) for b in spec.buckets), outputs=tuple(component.output_names),
+        golden_cases=tuple(cases), build_settings=backend.settings(spec.build).to_dict(),
+        build_seconds={k: round(v, 3) for k, v in result.times.items()},
+        build_notes=tuple(result.notes[:20]), profile=str(profile.path),
+        profile_entry=spec.entry or spec.name,  # the entry that asked for it (static: true)
+        created=now_iso(), device_name=describe(item.key_fields["device"]), **peaks.to_dict())
     result.notes.append(peaks.describe())
 
     with _timed(result, listener, item, "verify"):
@@ -478,14 +375,13 @@ def _run_stages(profile, cache, item, listener, result, tmp_engine: Path, tmp_go
                                  f"{verification_problem(check)}")
             if not check["passed"]:
                 raise BuildError(check_failure(spec.name, check, full, seed_n, where))
-    entry["build_check"] = {"mode": check["mode"], "seed": check_seed if full else None,
-                            "processes": len(seeds), "reference": spec.tolerance.reference,
-                            "cases": [c["case"] for c in check["cases"]]}
-    entry["build_seconds"] = {k: round(v, 3) for k, v in result.times.items()}
-    return entry
+    return replace(entry, build_check={
+        "mode": check["mode"], "seed": check_seed if full else None, "processes": len(seeds),
+        "reference": spec.tolerance.reference, "cases": [c["case"] for c in check["cases"]]},
+        build_seconds={k: round(v, 3) for k, v in result.times.items()})
 
 
-def check_engine(cache: Cache, entry: dict[str, Any], backend, full: bool, seed: int) -> dict:
+def check_engine(cache: Cache, entry: Entry, backend, full: bool, seed: int) -> dict:
     """An engine's check outside this process: in the build's CheckServer where the backend
     shares a process and is checked once, else in a fresh process of its own (a backend
     checked in several processes, TensorRT, needs them independent)."""

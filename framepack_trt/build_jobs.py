@@ -23,7 +23,8 @@ import queue as queue_module
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from framepack_trt.build import BuildResult, Listener, PlanItem, _run_item
+from framepack_trt.build import BuildResult, Listener, _run_item, build
+from framepack_trt.build_plan import PlanItem, plan_item
 from framepack_trt.cache import Cache
 from framepack_trt.profile import Profile
 
@@ -50,9 +51,16 @@ def _init(events) -> None:
 
 
 def _build_in_process(profile: Profile, root: str, item: PlanItem) -> BuildResult:
-    from framepack_trt.build import build
-
     return build(profile, Cache(root), [item], _Forward())[0]
+
+
+def build_with_jobs(profile: Profile, cache: Cache, items: list[PlanItem],
+                    listener: Listener | None = None, jobs: int = 1) -> list[BuildResult]:
+    """``build.build``, or with ``jobs`` > 1 and more than one engine to build, up to ``jobs``
+    of them at once (``build_in_processes``)."""
+    if jobs > 1 and sum(i.action in ("build", "rebuild") for i in items) > 1:
+        return build_in_processes(profile, cache, items, listener or Listener(), jobs)
+    return build(profile, cache, items, listener)
 
 
 def build_in_processes(profile: Profile, cache: Cache, items: list[PlanItem],
@@ -99,8 +107,6 @@ def build_in_processes(profile: Profile, cache: Cache, items: list[PlanItem],
 
 def _alone(profile: Profile, cache: Cache, item: PlanItem, first: BuildResult,
            listener: Listener) -> BuildResult:
-    from framepack_trt.build import build, plan_item
-
     again = plan_item(item.spec, cache, cache.entries(), force=item.reason == "--force")
     again.fallback_from = item.fallback_from
     result = build(profile, cache, [again], listener)[0]

@@ -13,6 +13,7 @@ from typing import Any
 from framepack_trt import __version__
 from framepack_trt.backends import BACKENDS
 from framepack_trt.cache import Cache
+from framepack_trt.engine_status import entry_status
 from framepack_trt.util import human_size
 
 #: The libraries whose versions doctor lists.
@@ -141,9 +142,9 @@ def _stale_engines(cache: Cache) -> dict[str, str]:
         return {"stale engines": f"cannot read the manifest: {exc}"}
     groups: dict[str, list[str]] = {}
     for e in entries.values():
-        st = cache.status(e)
+        st = entry_status(cache, e)
         if st.state == "stale":
-            groups.setdefault(st.reason, []).append(e["name"])
+            groups.setdefault(st.reason, []).append(e.name)
     out = {}
     for n, (reason, names) in enumerate(sorted(groups.items()), 1):
         key = "stale engines" if len(groups) == 1 else f"stale engines ({n})"

@@ -36,6 +36,7 @@ from typing import Any
 
 from framepack_trt.cache import Cache
 from framepack_trt.components.base import FRAMEPACK_MODULES
+from framepack_trt.engine_status import entry_status
 from framepack_trt.errors import FramepackTrtError, UsageError
 from framepack_trt.framepack_worker import SCRIPTS, find_framepack
 from framepack_trt.transformer.names import PIECE_COMPONENTS, WHOLE
@@ -109,7 +110,7 @@ class SectionRun:
 
 def transformer_entries(cache: Cache) -> list[dict]:
     return [e for e in cache.entries().values() if e["component"] in TRANSFORMER_COMPONENTS
-            and cache.status(e).state == "ok"]
+            and entry_status(cache, e).state == "ok"]
 
 
 def check_settings(settings: SectionSettings) -> None:

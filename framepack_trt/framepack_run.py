@@ -16,6 +16,7 @@ from pathlib import Path
 from framepack_trt.cache import Cache
 from framepack_trt.components.base import FRAMEPACK_MODULES, framepack_modules, get_component
 from framepack_trt.device import current_device, describe
+from framepack_trt.engine_status import entry_status
 from framepack_trt.framepack_bench import TRANSFORMER_COMPONENTS, SectionRun, SectionSettings, grow
 from framepack_trt.framepack_worker import import_framepack, keep_output_capture, load_worker
 from framepack_trt.runtime.checkpoints import checkpoint_dir
@@ -60,7 +61,7 @@ def write_tokenizers(root: Path, prompt: str = PROMPT):
 def _engine_checkpoint(cache: Cache, components) -> tuple[Path, dict] | None:
     """The local checkpoint folder of the cache's first usable engine of ``components``."""
     for e in cache.entries().values():
-        if e["component"] in components and cache.status(e).state == "ok":
+        if e["component"] in components and entry_status(cache, e).state == "ok":
             local, _ = checkpoint_dir(e, cache)
             if local is not None:
                 return local, e

@@ -47,9 +47,9 @@ from typing import Any
 import yaml
 
 from framepack_trt.backends import BACKENDS
-from framepack_trt.cache import entry_matches
 from framepack_trt.components.base import Tolerance, registry
 from framepack_trt.errors import ProfileError, UsageError
+from framepack_trt.names import selects
 from framepack_trt.profile_checks import (
     Problems,
     check_buckets,
@@ -156,16 +156,15 @@ class Profile:
         """The entries named (by entry name or component name); all when ``names`` is empty."""
         if not names:
             return self.components
-        rows = [{"name": c.name, "component": c.component, "profile_entry": c.entry or c.name}
-                for c in self.components]
-        unknown = [n for n in names if not any(entry_matches(r, [n]) for r in rows)]
+        unknown = [n for n in names if not any(selects([n], c.name, c.component, c.entry or c.name)
+                                               for c in self.components)]
         if unknown:
             raise UsageError(
                 f"{self.path}: no component {', '.join(map(repr, unknown))} in this profile; "
                 f"it has: {', '.join(c.name for c in self.components)}"
             )
-        return tuple(c for c, r in zip(self.components, rows, strict=True)
-                     if entry_matches(r, names))
+        return tuple(c for c in self.components
+                     if selects(names, c.name, c.component, c.entry or c.name))
 
     def with_backend(self, backend: str) -> Profile:
         """The same profile with every component on ``backend`` (the ``--backend`` option)."""

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from framepack_trt.cache import Cache, EntryStatus
+from framepack_trt.cache import Cache, Entry
+from framepack_trt.cache.storage import EntryStatus
 from framepack_trt.compare import OutputCheck
-from framepack_trt.shapes import dims_from_dict
+from framepack_trt.engine_status import entry_status
 from framepack_trt.util import ChildFailed, run_in_fresh_process
 
 FULL_CASES = ("min", "opt", "max", "random")
@@ -66,13 +67,13 @@ class EngineVerification:
         }
 
 
-def verify_entry(cache: Cache, entry: dict[str, Any], full: bool = False,
+def verify_entry(cache: Cache, entry: Entry, full: bool = False,
                  seed: int | None = None, deep: bool = True,
                  reference: str | None = None) -> EngineVerification:
     """``deep``: re-hash the files (False where the caller has just checked or written them).
     ``reference``: "eager" or "fp32" (default: the entry's tolerance says)."""
-    result = EngineVerification(entry["name"], entry["key"], "full" if full else "quick",
-                                cache.status(entry, deep=deep))
+    result = EngineVerification(entry.name, entry.key, "full" if full else "quick",
+                                entry_status(cache, entry, deep=deep))
     if result.status.state != "ok":
         return result
     try:
@@ -82,7 +83,7 @@ def verify_entry(cache: Cache, entry: dict[str, Any], full: bool = False,
     return result
 
 
-def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
+def _run(cache: Cache, entry: Entry, full: bool, seed: int | None,
          result: EngineVerification, reference: str | None = None) -> None:
     import torch
     from safetensors.torch import load_file
@@ -93,14 +94,13 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
     from framepack_trt.runtime.loading import load_engine
     from framepack_trt.sources import Source, load_model
 
-    fields = entry["key_fields"]
-    device = fields["device"]["type"]
-    component = get_component(entry["component"])
-    tol = Tolerance(**entry["tolerance"])
+    device = entry.device_type
+    component = get_component(entry.component)
+    tol = Tolerance(**entry.tolerance)
     engine = load_engine(cache, entry)
-    raw_names = entry.get("raw_inputs") or [i["name"] for i in entry["inputs"]]
-    dtype = torch_dtype(fields["dtype"])
-    source = Source.from_dict(entry["source"])
+    raw_names = entry.raw_input_names
+    dtype = torch_dtype(entry.dtype)
+    source = Source.from_dict(entry.source)
     reference = reference or tol.reference
     # The model in float32, for an fp32 reference (a float32 engine is its own reference).
     truth_model = (load_model(component, source, torch.float32, device, cache.weights_dir)
@@ -119,31 +119,31 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
             case.error = f"{type(exc).__name__}: {exc}".strip()
             return
         if truth_model is None:
-            for name, out, exp in zip(entry["outputs"], outs, expected, strict=True):
+            for name, out, exp in zip(entry.outputs, outs, expected, strict=True):
                 case.checks.append(compare(name, out, exp, tol))
             return
         with torch.inference_mode():
             truth = component.reference(truth_model, [
                 x.float() if x.is_floating_point() else x for x in inputs], index)
-        for name, out, exp, tru in zip(entry["outputs"], outs, expected, truth, strict=True):
+        for name, out, exp, tru in zip(entry.outputs, outs, expected, truth, strict=True):
             case.checks.append(compare_to_fp32(name, out, exp.to(out.device), tru, tol))
 
     if not full:
-        golden = load_file(str(cache.root / entry["golden"]["file"]))
-        for idx, meta in enumerate(entry["golden_cases"]):
-            case = CaseResult(f"golden:{meta['case']}", meta["sizes"])
+        golden = load_file(str(cache.root / entry.golden.file))
+        for idx, meta in enumerate(entry.golden_cases):
+            case = CaseResult(f"golden:{meta.case}", meta.sizes)
             inputs = [golden[f"{idx}.input.{n}"].to(device) for n in raw_names]
-            expected = [golden[f"{idx}.output.{n}"] for n in entry["outputs"]]
-            check(case, inputs, expected, meta.get("index", 0))
+            expected = [golden[f"{idx}.output.{n}"] for n in entry.outputs]
+            check(case, inputs, expected, meta.index or 0)
             result.cases.append(case)
         return
 
-    dims = dims_from_dict(fields["dims"])
+    dims = entry.dims
     seed = random.randrange(2**31) if seed is None else seed
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     cases = [(which, component.case_sizes(dims, which, rng)) for which in FULL_CASES]
-    buckets = [tuple(b) for b in entry.get("buckets") or ()]
+    buckets = list(entry.buckets or ())
     for number, (which, sizes) in enumerate(cases + component.check_sizes(dims, buckets)):
         index = component.case_index(model.config, number)
         case = CaseResult(which if component.pieces(model.config) == 1 else f"{which} #{index}",
@@ -155,7 +155,7 @@ def _run(cache: Cache, entry: dict[str, Any], full: bool, seed: int | None,
         result.cases.append(case)
 
 
-def verify_in_fresh_process(cache: Cache, entry: dict[str, Any], full: bool = False,
+def verify_in_fresh_process(cache: Cache, entry: Entry, full: bool = False,
                             seed: int | None = None, timeout: float = 3600,
                             reference: str | None = None) -> dict:
     """``verify_entry`` in a new Python process, for an entry that may not be committed yet.
@@ -170,19 +170,19 @@ def verify_in_fresh_process(cache: Cache, entry: dict[str, Any], full: bool = Fa
     """
     args = [str(cache.root), *_child_options(full, seed, reference)]
     try:
-        return run_in_fresh_process("framepack_trt.verify", entry, args, timeout)
+        return run_in_fresh_process("framepack_trt.verify", entry.to_dict(), args, timeout)
     except ChildFailed as exc:
         return _died(entry, full, str(exc))
 
 
-def _died(entry: dict[str, Any], full: bool, how: str) -> dict:
+def _died(entry: Entry, full: bool, how: str) -> dict:
     """The check's result when the process checking the engine died or overran."""
-    return {"name": entry["name"], "key": entry["key"], "mode": "full" if full else "quick",
+    return {"name": entry.name, "key": entry.key, "mode": "full" if full else "quick",
             "passed": False, "result": "fail", "status": "ok", "status_reason": "", "cases": [],
             "error": f"the process loading and running the engine {how}"}
 
 
-def verify_all_isolated(cache: Cache, entries: list[dict[str, Any]], full: bool = False,
+def verify_all_isolated(cache: Cache, entries: list[Entry], full: bool = False,
                         seed: int | None = None, reference: str | None = None) -> list[dict]:
     """Verify entries away from this process, results in their order: the files are checked
     here (sha256, staleness); the engines of backends that may share a process
@@ -195,16 +195,17 @@ def verify_all_isolated(cache: Cache, entries: list[dict[str, Any]], full: bool 
     results: list[dict | None] = [None] * len(entries)
     shared: list[int] = []
     for i, entry in enumerate(entries):
-        status = cache.status(entry, deep=True)
+        status = entry_status(cache, entry, deep=True)
         if status.state != "ok":
-            results[i] = EngineVerification(entry["name"], entry["key"], mode, status).to_dict()
-        elif get_backend(entry["key_fields"]["backend"]).shares_process:
+            results[i] = EngineVerification(entry.name, entry.key, mode, status).to_dict()
+        elif get_backend(entry.backend).shares_process:
             shared.append(i)
     if len(shared) > 1:
         args = [str(cache.root), *_child_options(full, seed, reference)]
         try:
-            batch = run_in_fresh_process("framepack_trt.verify", [entries[i] for i in shared],
-                                         args, 3600.0 * len(shared))
+            batch = run_in_fresh_process("framepack_trt.verify",
+                                         [entries[i].to_dict() for i in shared], args,
+                                         3600.0 * len(shared))
         except ChildFailed:
             pass  # each of them again, one process each, below
         else:
@@ -241,6 +242,80 @@ def verification_problem(result: dict) -> str:
     return "unknown"
 
 
+@dataclass
+class VerifyReport:
+    """``verify``'s answer: each engine's result (``EngineVerification.to_dict()``, in the
+    plan's order), the counts, and the pass rule: no engine failed and at least one was
+    checked (a stale engine is reported as skipped, never counted as passed)."""
+
+    cache_dir: Path
+    seed: int | None
+    engines: list[dict[str, Any]]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        failed = sum(r["result"] == "fail" for r in self.engines)
+        skipped = sum(r["result"] == "skipped" for r in self.engines)
+        return {"passed": len(self.engines) - failed - skipped, "failed": failed,
+                "skipped": skipped}
+
+    @property
+    def nothing_checked(self) -> bool:
+        """Engines were selected, but every one was skipped."""
+        return bool(self.engines) and self.counts["skipped"] == len(self.engines)
+
+    @property
+    def passed(self) -> bool:
+        return not self.counts["failed"] and not self.nothing_checked
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cache_dir": str(self.cache_dir), "seed": self.seed, "passed": self.passed,
+                "counts": self.counts, "engines": self.engines}
+
+
+@dataclass
+class VerifyPlan:
+    """The engines ``verify`` checks, by name, and how (``run`` checks them)."""
+
+    cache: Cache
+    entries: list[Entry]
+    full: bool
+    seed: int | None
+    reference: str | None
+
+    @property
+    def mode(self) -> str:
+        return "full" if self.full else "quick"
+
+    def run(self) -> VerifyReport:
+        results = verify_all_isolated(self.cache, self.entries, full=self.full, seed=self.seed,
+                                      reference=self.reference)
+        return VerifyReport(self.cache.root, self.seed, results)
+
+
+def plan_verify(cache: Cache, names: list[str] | None = None, full: bool = False,
+                seed: int | None = None, reference: str | None = None) -> VerifyPlan:
+    """The engines ``names`` select (all when none; UsageError naming the cache's engines when
+    names select none); full mode draws a seed when none is given; ``reference`` must be one
+    of ``REFERENCES`` (None: each engine's tolerance says)."""
+    from framepack_trt.components.base import REFERENCES
+    from framepack_trt.errors import UsageError
+    from framepack_trt.names import entry_matches
+
+    entries = cache.entries()
+    selected = sorted((e for e in entries.values() if entry_matches(e, names)),
+                      key=lambda e: e.name)
+    if names and not selected:
+        raise UsageError(f"no engine named {', '.join(names)} in {cache.root}; it has: "
+                         f"{', '.join(sorted(e.name for e in entries.values())) or 'none'}")
+    if full and seed is None:
+        seed = random.randrange(2**31)
+    if reference is not None and reference not in REFERENCES:
+        raise UsageError(f"--reference {reference!r} is not valid; expected one of: "
+                         f"{', '.join(REFERENCES)}")
+    return VerifyPlan(cache, selected, full, seed, reference)
+
+
 #: Set in a ``CheckServer``'s process: models whose weights are engine inputs are kept.
 _SERVING = False
 
@@ -271,14 +346,14 @@ class CheckServer:
             [sys.executable, "-m", "framepack_trt.verify", "--serve", str(self.root)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log, text=True)
 
-    def check(self, entry: dict[str, Any], full: bool = False, seed: int | None = None,
+    def check(self, entry: Entry, full: bool = False, seed: int | None = None,
               reference: str | None = None, timeout: float = 3600) -> dict:
         import time
 
         self.start()
         self._jobs += 1
         result_file = Path(self._tmp) / f"result-{self._jobs}.json"
-        job = {"entry": entry, "full": full, "seed": seed, "reference": reference,
+        job = {"entry": entry.to_dict(), "full": full, "seed": seed, "reference": reference,
                "result": str(result_file)}
         try:
             self._proc.stdin.write(json.dumps(job) + "\n")
@@ -329,8 +404,8 @@ def _serve(root: str) -> None:
 
     for line in sys.stdin:
         job = json.loads(line)
-        result = verify_entry(Cache(root), job["entry"], full=job["full"], seed=job["seed"],
-                              deep=False, reference=job["reference"]).to_dict()
+        result = verify_entry(Cache(root), Entry.from_dict(job["entry"]), full=job["full"],
+                              seed=job["seed"], deep=False, reference=job["reference"]).to_dict()
         atomic_write_text(Path(job["result"]), json.dumps(result))
 
 
@@ -344,7 +419,7 @@ def _child_main(argv: list[str]) -> None:
     entry = json.loads(Path(entry_file).read_text())
     # Both callers checked the files' sha256 (verify_all_isolated) or just wrote and hashed them
     # (build): the child only re-checks size, mtime and staleness.
-    results = [verify_entry(Cache(root), e, full=full, seed=seed, deep=False,
+    results = [verify_entry(Cache(root), Entry.from_dict(e), full=full, seed=seed, deep=False,
                             reference=reference).to_dict()
                for e in (entry if isinstance(entry, list) else [entry])]
     Path(result_file).write_text(json.dumps(results if isinstance(entry, list) else results[0]))

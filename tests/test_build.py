@@ -35,7 +35,8 @@ def listing(cache):
 
 CRASH = textwrap.dedent("""
     import os, subprocess, sys
-    from framepack_trt.build import build, plan
+    from framepack_trt.build import build
+    from framepack_trt.build_plan import plan
     from framepack_trt.cache import Cache
     from framepack_trt.profile import load_profile
 
@@ -131,7 +132,7 @@ UNCHECKED = textwrap.dedent("""
     from framepack_trt.cli import main
 
     def unchecked(cache, entry, backend, **kwargs):  # the checking process sees another device
-        return {"name": entry["name"], "key": entry["key"], "mode": "quick", "passed": False,
+        return {"name": entry.name, "key": entry.key, "mode": "quick", "passed": False,
                 "result": "skipped", "status": "stale", "cases": [], "error": "",
                 "status_reason": "built for another device"}
 
@@ -187,7 +188,8 @@ SEVERAL_CHECKS = textwrap.dedent("""
     import json, sys
     import framepack_trt.build as build_module
     from framepack_trt.backends.aoti import AotiBackend
-    from framepack_trt.build import build, plan
+    from framepack_trt.build import build
+    from framepack_trt.build_plan import plan
     from framepack_trt.cache import Cache
     from framepack_trt.profile import load_profile
 
@@ -208,7 +210,8 @@ SEVERAL_CHECKS = textwrap.dedent("""
     profile, cache = load_profile(sys.argv[1]), Cache(sys.argv[2])
     cache.ensure_writable()
     (result,) = build(profile, cache, plan(profile, cache))
-    print(json.dumps({"result": result.to_dict(), "entries": list(cache.entries().values())}))
+    print(json.dumps({"result": result.to_dict(),
+                      "entries": [e.to_dict() for e in cache.entries().values()]}))
 """)
 
 
@@ -256,11 +259,13 @@ def test_one_checking_process_serves_a_builds_checks(built_cache):
     quick then full), each result as a fresh process gives it; a process that was killed is
     replaced at the next check; a broken engine file fails that check only."""
     import signal as signals
+    from dataclasses import replace
 
+    from framepack_trt.cache import Cache
     from framepack_trt.verify import CheckServer
 
     _, cache = built_cache
-    (entry,) = json.loads((cache / "manifest.json").read_text())["entries"].values()
+    (entry,) = Cache(cache).entries().values()
     with CheckServer(cache) as server:
         first = server.check(entry)
         pid = server._proc.pid
@@ -270,7 +275,7 @@ def test_one_checking_process_serves_a_builds_checks(built_cache):
         server._proc.wait()
         third = server.check(entry)
         assert server._proc.pid != pid
-        missing = server.check({**entry, "engine": {**entry["engine"], "file": "engines/none.pt2"}})
+        missing = server.check(replace(entry, engine=replace(entry.engine, file="engines/none.pt2")))
     assert first["passed"] and first["mode"] == "quick" and len(first["cases"]) == 2
     assert second["passed"] and second["mode"] == "full" and len(second["cases"]) >= 4
     assert third["passed"]
@@ -295,3 +300,24 @@ def test_jobs_build_a_failed_engine_again_alone(tmp_path):
         assert "30" in x["error"] and "7" in x["error"], x["error"]  # the config's own error
         assert x["notes"][0].startswith("built again alone: beside other builds it failed at "
                                         "load: "), x["notes"]
+
+
+def test_the_build_writes_the_manifest_fields_it_wrote_before(built_cache):
+    """The typed manifest entry changed nothing on disk: this build's SigLIP entry has the
+    fields, at every level, and the JSON types of the one the tiny build wrote before entries
+    were typed (tests/data, read back in test_cache)."""
+    from pathlib import Path
+
+    def form(value):
+        if isinstance(value, dict):
+            return {k: form(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [form(v) for v in value]
+        return type(value).__name__
+
+    recorded = Path(__file__).parent / "data" / "tiny-manifest-2026-12-07.json"
+    old = next(e for e in json.loads(recorded.read_text())["entries"].values()
+               if e["name"] == "siglip_image")
+    _, cache = built_cache
+    (new,) = json.loads((cache / "manifest.json").read_text())["entries"].values()
+    assert form(new) == form(old)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -10,16 +11,11 @@ from pathlib import Path
 import pytest
 
 from framepack_trt.backends.aoti import AotiBackend
-from framepack_trt.cache import (
-    ENV_VAR,
-    KEY_FIELDS,
-    MANIFEST_FORMAT,
-    Cache,
-    code_fingerprint,
-    engine_key,
-    resolve_cache_dir,
-)
+from framepack_trt.cache import Cache, Entry, resolve_cache_dir
+from framepack_trt.cache.keys import KEY_FIELDS, engine_key
+from framepack_trt.cache.storage import ENV_VAR, MANIFEST_FORMAT
 from framepack_trt.device import current_device, library_versions, torch_version
+from framepack_trt.engine_status import code_fingerprint, entry_status
 from framepack_trt.errors import CacheError
 
 BASE = {
@@ -72,7 +68,7 @@ def test_key_refuses_missing_or_extra_fields():
 
 
 def make_entry(cache: Cache, name: str = "clip_text", fields: dict | None = None,
-               payload: bytes | None = None) -> dict:
+               payload: bytes | None = None) -> Entry:
     """Write an engine file and a golden file, and return a manifest entry for them."""
     fields = fields or copy.deepcopy(BASE)
     key = engine_key(fields)
@@ -81,8 +77,8 @@ def make_entry(cache: Cache, name: str = "clip_text", fields: dict | None = None
     golden = cache.golden_dir / f"{stem}.safetensors"
     engine.write_bytes(payload or os.urandom(4096))
     golden.write_bytes(os.urandom(512))
-    return {"key": key, "name": name, "component": fields["component"], "key_fields": fields,
-            "engine": cache.describe_file(engine), "golden": cache.describe_file(golden)}
+    return Entry(key, name, fields["component"], fields, cache.describe_file(engine),
+                 cache.describe_file(golden))
 
 
 @pytest.fixture
@@ -96,14 +92,14 @@ def test_commit_and_status_ok(cache):
     entry = make_entry(cache)
     cache.commit(entry)
     doc = json.loads(cache.manifest_path.read_text())
-    assert doc["format"] == MANIFEST_FORMAT and list(doc["entries"]) == [entry["key"]]
-    assert cache.status(cache.entries()[entry["key"]]).state == "ok"
+    assert doc["format"] == MANIFEST_FORMAT and list(doc["entries"]) == [entry.key]
+    assert entry_status(cache, cache.entries()[entry.key]).state == "ok"
     assert cache.orphans() == []
 
 
 def test_commit_refuses_entry_without_file(cache):
     entry = make_entry(cache)
-    (cache.root / entry["engine"]["file"]).unlink()
+    (cache.root / entry.engine.file).unlink()
     with pytest.raises(CacheError, match="is missing"):
         cache.commit(entry)
     assert cache.entries() == {}
@@ -114,16 +110,16 @@ def test_missing_corrupt_and_stale(cache):
     cache.commit(ok)
     gone = make_entry(cache, "b", {**copy.deepcopy(BASE), "weights": "01" * 32})
     cache.commit(gone)
-    (cache.root / gone["engine"]["file"]).unlink()
+    (cache.root / gone.engine.file).unlink()
     flipped = make_entry(cache, "c", {**copy.deepcopy(BASE), "weights": "02" * 32})
     cache.commit(flipped)
-    path = cache.root / flipped["engine"]["file"]
+    path = cache.root / flipped.engine.file
     data = bytearray(path.read_bytes())
     data[100] ^= 0xFF
     path.write_bytes(bytes(data))
     old = make_entry(cache, "d", {**copy.deepcopy(BASE), "torch": "1.0.0"})
     cache.commit(old)
-    states = {e["name"]: cache.status(e) for e in cache.entries().values()}
+    states = {e.name: entry_status(cache, e) for e in cache.entries().values()}
     assert states["a"].state == "ok"
     assert states["b"].state == "missing" and "missing" in states["b"].reason
     assert states["c"].state == "corrupt" and "sha256" in states["c"].reason
@@ -133,20 +129,20 @@ def test_missing_corrupt_and_stale(cache):
 def test_corruption_with_same_mtime_needs_deep_check(cache):
     entry = make_entry(cache)
     cache.commit(entry)
-    path = cache.root / entry["engine"]["file"]
+    path = cache.root / entry.engine.file
     st = path.stat()
     data = bytearray(path.read_bytes())
     data[0] ^= 0xFF
     path.write_bytes(bytes(data))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert cache.status(entry).state == "ok"  # quick check trusts size + mtime
-    assert cache.status(entry, deep=True).state == "corrupt"
+    assert entry_status(cache, entry).state == "ok"  # quick check trusts size + mtime
+    assert entry_status(cache, entry, deep=True).state == "corrupt"
 
 
 def test_stale_device(cache):
     fields = {**copy.deepcopy(BASE), "device": {"type": "cpu", "arch": "riscv64", "isa": "base"}}
     entry = make_entry(cache, fields=fields)
-    st = cache.status(entry)
+    st = entry_status(cache, entry)
     assert st.state == "stale" and "riscv64" in st.reason
 
 
@@ -160,11 +156,11 @@ def test_orphans_and_remove(cache):
     half = cache.tmp_dir / "half-written.pt2"
     half.write_bytes(b"x")
     assert set(cache.orphans()) == {stray, half}
-    deleted, busy = cache.remove([drop["key"]])
+    deleted, busy = cache.remove([drop.key])
     assert busy == []
-    assert {p.name for p in deleted} == {Path(drop["engine"]["file"]).name,
-                                         Path(drop["golden"]["file"]).name}
-    assert list(cache.entries()) == [keep["key"]]
+    assert {p.name for p in deleted} == {Path(drop.engine.file).name,
+                                         Path(drop.golden.file).name}
+    assert list(cache.entries()) == [keep.key]
     assert set(cache.orphans()) == {stray, half}
 
 
@@ -185,7 +181,7 @@ def test_manifest_of_another_format_is_never_rewritten(cache):
         with pytest.raises(CacheError, match="format 999.*format 1 only.*changes nothing"):
             action()
     assert cache.manifest_path.read_text() == text
-    assert Path(cache.root / entry["engine"]["file"]).exists()
+    assert Path(cache.root / entry.engine.file).exists()
 
 
 def test_malformed_entry_is_skipped(cache):
@@ -194,7 +190,7 @@ def test_malformed_entry_is_skipped(cache):
     doc = json.loads(cache.manifest_path.read_text())
     doc["entries"]["zz"] = {"key": "zz"}
     cache.manifest_path.write_text(json.dumps(doc))
-    assert list(cache.entries()) == [good["key"]]
+    assert list(cache.entries()) == [good.key]
     assert "malformed" in cache.warnings[0]
 
 
@@ -219,7 +215,7 @@ def test_wrong_shape_entries_are_reported_and_missing(cache, path, value, proble
     good = make_entry(cache)
     cache.commit(good)
     doc = json.loads(cache.manifest_path.read_text())
-    doc["entries"][good["key"]] = _bad(good, path, value)
+    doc["entries"][good.key] = _bad(good.to_dict(), path, value)
     cache.manifest_path.write_text(json.dumps(doc))
     assert cache.entries() == {}
     assert problem in cache.warnings[0] and "rebuilt" in cache.warnings[0]
@@ -236,22 +232,22 @@ def test_commit_replaces_and_then_deletes_the_old_files(cache):
     old = make_entry(cache)
     cache.commit(old)
     new = make_entry(cache)  # same key, new build: its own file names
-    assert new["engine"]["file"] != old["engine"]["file"]
-    assert cache.commit(new)["engine"]["file"] == old["engine"]["file"]
-    assert cache.entries()[new["key"]]["engine"] == new["engine"]
-    assert not (cache.root / old["engine"]["file"]).exists()
-    assert not (cache.root / old["golden"]["file"]).exists()
-    assert cache.orphans() == [] and cache.status(new).state == "ok"
+    assert new.engine.file != old.engine.file
+    assert cache.commit(new).engine.file == old.engine.file
+    assert cache.entries()[new.key].engine == new.engine
+    assert not (cache.root / old.engine.file).exists()
+    assert not (cache.root / old.golden.file).exists()
+    assert cache.orphans() == [] and entry_status(cache, new).state == "ok"
 
 
 def test_remove_leaves_an_engine_being_built(cache):
     entry = make_entry(cache)
     cache.commit(entry)
-    with cache.entry_lock(entry["key"]):
-        deleted, busy = cache.remove([entry["key"]])
-    assert (deleted, busy) == ([], [entry["key"]])
-    assert list(cache.entries()) == [entry["key"]]
-    assert cache.status(entry).state == "ok"
+    with cache.entry_lock(entry.key):
+        deleted, busy = cache.remove([entry.key])
+    assert (deleted, busy) == ([], [entry.key])
+    assert list(cache.entries()) == [entry.key]
+    assert entry_status(cache, entry).state == "ok"
 
 
 def test_unwritable_locks_are_one_clear_error(cache):
@@ -264,7 +260,7 @@ def test_unwritable_locks_are_one_clear_error(cache):
     cache.locks_dir.rmdir()
     cache.locks_dir.write_text("not a folder")
     with pytest.raises(CacheError, match=r"cannot write in cache dir .*--cache-dir"):
-        cache.remove([entry["key"]])
+        cache.remove([entry.key])
     with pytest.raises(CacheError, match=r"cannot write in cache dir"):
         cache.remove_orphans() if cache.orphans() else cache.commit(entry)
 
@@ -330,16 +326,16 @@ def test_remove_orphans_spares_engines_being_built(cache):
 ])
 def test_changed_libraries_or_code_make_an_engine_stale(cache, field, value, reason):
     entry = make_entry(cache, fields={**copy.deepcopy(BASE), field: value})
-    st = cache.status(entry)
+    st = entry_status(cache, entry)
     assert st.state == "stale" and reason in st.reason
 
 
 def test_entry_of_an_older_version_is_stale_not_malformed(cache):
     fields = {k: v for k, v in copy.deepcopy(BASE).items() if k not in ("code", "libraries")}
-    entry = {**make_entry(cache), "key_fields": fields}
+    entry = dataclasses.replace(make_entry(cache), key_fields=fields)
     cache.commit(entry)
-    assert list(cache.entries()) == [entry["key"]]
-    st = cache.status(entry)
+    assert list(cache.entries()) == [entry.key]
+    st = entry_status(cache, entry)
     assert st.state == "stale" and "older framepack-trt" in st.reason and "code" in st.reason
 
 
@@ -354,13 +350,74 @@ def test_code_fingerprint_follows_the_source():
     assert "framepack_trt.export" in get_component("clip_text").code_modules
 
 
-def test_entry_matches_the_profile_entry_it_came_from():
+def test_entry_matches_the_profile_entry_it_came_from(cache):
     """``-c NAME`` in list / verify / purge: an engine of a ``static: true`` entry (or a block
     engine) is selected by the profile entry that asked for it, as by its own name."""
-    from framepack_trt.cache import entry_matches
+    from framepack_trt.names import entry_matches, selects
 
-    built = {"name": "vd_544x704_latent_frames5", "component": "vae_decode", "profile_entry": "vd"}
+    built = dataclasses.replace(make_entry(cache, "vd_544x704_latent_frames5"),
+                                component="vae_decode", profile_entry="vd")
     assert entry_matches(built, ["vd"]) and entry_matches(built, ["vd_544x704_latent_frames5"])
     assert not entry_matches(built, ["vd_544x704_latent_frames4"])
-    older = {"name": "vae_decode", "component": "vae_decode"}  # built before the field existed
+    older = dataclasses.replace(built, name="vae_decode", profile_entry=None)  # before the field
     assert entry_matches(older, ["vae_decode"]) and not entry_matches(older, ["vd"])
+    # A whole selects its pieces; an auto choice (no profile entry) by name or component.
+    assert selects(["transformer"], "tb", "transformer_dual_block_fp8")
+    assert selects(["clip"], "clip", "clip_text") and not selects(["vd"], "clip", "clip_text")
+
+
+RECORDED = Path(__file__).parent / "data" / "tiny-manifest-2026-12-07.json"
+
+
+def test_a_manifest_written_before_the_typed_entry_reads_and_writes_back_the_same(cache):
+    """The manifest of the tiny build as framepack-trt wrote it before entries were typed (its
+    build.py wrote each entry as a dict literal): every entry reads into an Entry whose
+    accessors answer, writes back the same JSON, and a write of the manifest (here: recording
+    an auto choice) leaves every entry as it was. Its engine files are not here: they read as
+    missing, so list shows them and build rebuilds them."""
+    doc = json.loads(RECORDED.read_text())
+    assert doc["format"] == MANIFEST_FORMAT and len(doc["entries"]) == 7
+    for raw in doc["entries"].values():
+        entry = Entry.from_dict(raw)
+        assert entry.to_dict() == raw and entry.extra == {}
+        assert entry.backend == "aoti" and entry.device_type == "cpu" and entry.dims
+        assert entry.ranges.keys() >= entry.dims.keys() and entry.raw_input_names
+        assert entry.input_names == [i["name"] for i in raw["inputs"]]
+        assert entry.golden_cases[0].sizes == raw["golden_cases"][0]["sizes"]
+    cache.manifest_path.write_text(RECORDED.read_text())
+    entries = cache.entries()
+    assert cache.warnings == [] and sorted(entries) == sorted(doc["entries"])
+    assert {entry_status(cache, e).state for e in entries.values()} == {"missing"}
+    cache.record_choice("c" * 64, {"name": "x", "component": "clip_text", "kept": None,
+                                   "candidates": []})
+    after = json.loads(cache.manifest_path.read_text())
+    assert after["entries"] == doc["entries"]
+
+
+def test_a_field_this_version_does_not_know_is_kept(cache):
+    """A newer framepack-trt's extra field survives a read and a write of the manifest."""
+    entry = make_entry(cache)
+    raw = {**entry.to_dict(), "made_by_a_newer_version": {"x": [1, 2]}}
+    assert Entry.from_dict(raw).extra == {"made_by_a_newer_version": {"x": [1, 2]}}
+    assert Entry.from_dict(raw).to_dict() == raw
+    cache.manifest_path.write_text(json.dumps({"format": MANIFEST_FORMAT,
+                                               "entries": {entry.key: raw}}))
+    cache.commit(make_entry(cache, "other", {**copy.deepcopy(BASE), "weights": "05" * 32}))
+    assert json.loads(cache.manifest_path.read_text())["entries"][entry.key] == raw
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("inputs", [{"name": "x"}], "field 'inputs' has an input"),
+    ("golden_cases", "opt", "field 'golden_cases' is not a list"),
+    ("raw_inputs", [1], "field 'raw_inputs' is not a list of strings"),
+    ("engine_dims", {"batch": {"min": 2, "opt": 1, "max": 1}}, "field 'engine_dims'"),
+    ("created", 5, "field 'created' is not a str"),
+])
+def test_a_wrong_optional_field_is_one_malformed_warning(cache, field, value, problem):
+    good = make_entry(cache)
+    cache.commit(good)
+    doc = json.loads(cache.manifest_path.read_text())
+    doc["entries"][good.key][field] = value
+    cache.manifest_path.write_text(json.dumps(doc))
+    assert cache.entries() == {}
+    assert problem in cache.warnings[0] and "rebuilt" in cache.warnings[0]

@@ -207,7 +207,7 @@ def test_verify_reports_wrong_engine(built_cache, tmp_path):
     # Record the new file as the entry's own, so only the numbers (not the checksum) fail.
     from framepack_trt.cache import Cache
 
-    entry["golden"] = Cache(cache).describe_file(golden)
+    entry["golden"] = Cache(cache).describe_file(golden).to_dict()
     (cache / "manifest.json").write_text(json.dumps(manifest))
     r = run("verify", "--cache-dir", str(cache))
     assert r.exit_code == 1
@@ -314,7 +314,7 @@ def test_verify_shares_one_process_and_recovers_from_its_crash(tiny_build, monke
 
     cache = Cache(tiny_build[0])
     entries = sorted((e for e in cache.entries().values()
-                      if e["name"] in ("clip_text", "siglip_image")), key=lambda e: e["name"])
+                      if e.name in ("clip_text", "siglip_image")), key=lambda e: e.name)
     real, calls, crash = verify_module.run_in_fresh_process, [], [False]
 
     def spy(module, entry, args, timeout):
@@ -426,3 +426,22 @@ def test_supported_versions_and_framepacks_pins():
     assert "newer than framepack-trt supports (<6)" in unsupported("transformers", "6.0.0")
     assert unsupported("diffusers", None) == (
         "diffusers is not installed; framepack-trt needs diffusers>=0.33.1")
+
+
+def test_purge_json_is_the_plan_and_what_it_removed(built_cache, tmp_path):
+    _, cache = _copy(built_cache, tmp_path)
+    (cache / "engines" / "stray.pt2").write_bytes(b"x" * 10)
+    manifest = json.loads((cache / "manifest.json").read_text())
+    (entry,) = manifest["entries"].values()
+    size = entry["engine"]["size"] + entry["golden"]["size"] + 10
+    r = run("purge", "--cache-dir", str(cache), "-c", "siglip_image", "--dry-run", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["result"] is None and doc["plan"]["bytes_freed"] == size
+    assert [e["name"] for e in doc["plan"]["engines"]] == ["siglip_image"]
+    assert doc["plan"]["orphans"] == ["engines/stray.pt2"]
+    r = run("purge", "--cache-dir", str(cache), "-c", "siglip_image", "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)["result"]
+    assert result["engines"] == 1 and len(result["files"]) == 2 and len(result["orphans"]) == 1
+    assert json.loads(run("list", "--cache-dir", str(cache), "--json").stdout)["entries"] == []

@@ -273,7 +273,7 @@ def test_no_fp8_on_the_cpu_or_without_cuda():
     assert "compute capability 8.9" in fp8_unsupported_reason("cpu")
     if not torch.cuda.is_available():
         assert "no CUDA device" in fp8_unsupported_reason("cuda")
-    from framepack_trt.build import check_device
+    from framepack_trt.build_plan import check_device
     from framepack_trt.profile import ComponentSpec
 
     spec = ComponentSpec(name="blocks_dual_block", component=FP8[0], source=Source("random"),

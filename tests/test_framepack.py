@@ -210,6 +210,7 @@ def test_an_engine_that_fails_at_run_time_is_dropped_for_eager(framepack_engines
     from transformers import SiglipVisionModel
 
     from framepack_trt.cache import Cache
+    from framepack_trt.engine_status import entry_status
 
     cache = tmp_path / "cache"
     shutil.copytree(framepack_engines, cache)
@@ -218,7 +219,7 @@ def test_an_engine_that_fails_at_run_time_is_dropped_for_eager(framepack_engines
     engine.write_bytes(os.urandom(engine.stat().st_size))  # same size, not a package,
     mtime = entry["engine"]["mtime_ns"]                     # same mtime: not re-hashed
     os.utime(engine, ns=(mtime, mtime))
-    assert Cache(cache).status(entry).state == "ok"
+    assert entry_status(Cache(cache), entry).state == "ok"
     siglip = load(weights(cache, "siglip_image"), SiglipVisionModel)
     px = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():

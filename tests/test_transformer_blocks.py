@@ -207,7 +207,8 @@ def test_a_bucket_outside_the_pieces_runs_eager(blocks):
 AUTO_EAGER_BLOCKS = """
 import sys
 from framepack_trt import auto
-from framepack_trt.build import build, plan
+from framepack_trt.build import build
+from framepack_trt.build_plan import plan
 from framepack_trt.cache import Cache
 from framepack_trt.profile import load_profile
 

@@ -198,7 +198,8 @@ def test_a_static_engine_is_picked_over_a_range_for_its_sizes(vae_cache, tmp_pat
     import json
     import shutil
 
-    from framepack_trt.cache import Cache
+    from framepack_trt.cache import Cache, Entry
+    from framepack_trt.engine_status import entry_status
     from framepack_trt.runtime.selection import find_engine
 
     cache_dir, weights = vae_cache
@@ -240,7 +241,7 @@ def test_a_static_engine_is_picked_over_a_range_for_its_sizes(vae_cache, tmp_pat
     static["engine"].update(file=broken.name, mtime_ns=broken.stat().st_mtime_ns)
     manifest["entries"][static["key"]] = static
     (root / "manifest.json").write_text(json.dumps(manifest))
-    assert Cache(root).status(static).state == "ok"
+    assert entry_status(Cache(root), Entry.from_dict(static)).state == "ok"
     engines = use_engines(root, strict=True, vae=vae)
     try:
         with pytest.warns(UserWarning, match="engine vae_decode_static failed at run time "

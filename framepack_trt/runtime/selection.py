@@ -15,9 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from framepack_trt.cache import Cache, entry_matches
+from framepack_trt.cache import Cache
 from framepack_trt.components.base import get_component
+from framepack_trt.engine_status import entry_status
 from framepack_trt.errors import FramepackTrtError, ShapeError
+from framepack_trt.names import entry_matches
 from framepack_trt.shapes import Dims, dims_from_dict
 
 
@@ -144,7 +146,7 @@ def find_engine(cache: Cache, component: str, inputs: Mapping[str, Any] | Sequen
     cover the call's shapes, the best ``fit``; None if there is none. ``inputs``: the engine's
     inputs in order, or a call by keyword (any convention the component accepts)."""
     entries = [e for e in cache.entries().values()
-               if entry_matches(e, [component]) and cache.status(e).state == "ok"]
+               if entry_matches(e, [component]) and entry_status(cache, e).state == "ok"]
 
     def sizes_of(entry):
         return call_sizes(entry, [tuple(t.shape) for t in prepared_inputs(entry, inputs)])

@@ -22,6 +22,7 @@ from typing import Any
 
 from framepack_trt.cache import Cache
 from framepack_trt.components.base import get_component
+from framepack_trt.engine_status import entry_status
 from framepack_trt.errors import FramepackTrtError
 from framepack_trt.runtime.checkpoints import same_checkpoint
 from framepack_trt.runtime.loading import load_engine
@@ -55,7 +56,7 @@ class Swap:
         self._why: dict[tuple, str] = {}
         self.broken: dict[str, str] = {}
         self.entries = [e for e in cache.entries().values()
-                        if e["component"] == component and cache.status(e).state == "ok"
+                        if e["component"] == component and entry_status(cache, e).state == "ok"
                         and same_checkpoint(e, model, cache)]
         self._name_of = {e["key"]: e["name"] for e in self.entries}
 

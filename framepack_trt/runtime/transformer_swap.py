@@ -19,6 +19,7 @@ import torch
 
 from framepack_trt.cache import Cache
 from framepack_trt.components.base import get_component
+from framepack_trt.engine_status import entry_status
 from framepack_trt.errors import FramepackTrtError
 from framepack_trt.runtime.checkpoints import same_architecture
 from framepack_trt.runtime.loading import load_engine
@@ -55,7 +56,7 @@ def find_pieces(cache: Cache, model, model_dtype: str) -> tuple[dict[str, list[d
     for entry in cache.entries().values():
         piece = piece_of(entry["component"])
         if (piece is None or f"torch.{entry['key_fields']['dtype']}" != model_dtype
-                or cache.status(entry).state != "ok" or not same_architecture(entry, model, cache)):
+                or entry_status(cache, entry).state != "ok" or not same_architecture(entry, model, cache)):
             continue
         out[piece].append(entry)
     eager: dict[str, set[str]] = {piece: set() for piece in PIECES}

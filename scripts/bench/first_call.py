@@ -29,9 +29,10 @@ def main(argv=None) -> int:
     from safetensors.torch import load_file
 
     from framepack_trt.backends import get_backend
-    from framepack_trt.cache import Cache, entry_matches
+    from framepack_trt.cache import Cache
     from framepack_trt.components.base import get_component
     from framepack_trt.export import torch_dtype
+    from framepack_trt.names import entry_matches
     from framepack_trt.sources import Source, load_model
     from framepack_trt.timing import call_ms
 

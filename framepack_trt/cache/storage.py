@@ -1,4 +1,5 @@
-"""The engine cache: a folder of engine files, golden samples and one JSON manifest.
+"""The cache's storage: a folder of engine files, golden samples and one JSON manifest, its
+locks, and the manifest read (into ``entry.Entry`` objects) and written.
 
 Layout (``<cache>`` is ``--cache-dir``, else $FRAMEPACK_TENSORRT_CACHE_DIR, else the profile's
 ``cache_dir``, else ``Cache/tensorrt_engines`` under the FramePack directory):
@@ -24,9 +25,6 @@ No torch import here: ``framepack-trt list`` must start fast.
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -40,21 +38,13 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from framepack_trt.backends import BACKENDS
-from framepack_trt.device import current_device, describe, library_versions, torch_version
+from framepack_trt.cache.entry import Entry, EntryError, FileRecord
 from framepack_trt.errors import CacheError
-from framepack_trt.util import atomic_write_text, canonical_json, dir_size, sha256_file, sha256_text
+from framepack_trt.util import atomic_write_text, dir_size, sha256_file
 
 MANIFEST_FORMAT = 1
 ENV_VAR = "FRAMEPACK_TENSORRT_CACHE_DIR"
 DEFAULT_SUBDIR = Path("Cache") / "tensorrt_engines"
-
-#: The fields of a cache key. Change any one, get a new key.
-KEY_FIELDS = ("component", "code", "weights", "dims", "dtype", "backend", "backend_version",
-              "torch", "libraries", "device", "build")
-#: The key fields every manifest entry must have to be listed at all (older entries may lack
-#: the others; they are then stale).
-CORE_KEY_FIELDS = ("component", "dims", "dtype", "backend", "backend_version", "torch", "device")
 
 
 def resolve_cache_dir(
@@ -72,52 +62,15 @@ def resolve_cache_dir(
     return Path(framepack_dir or Path.cwd()) / DEFAULT_SUBDIR
 
 
-def engine_key(fields: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of exactly the KEY_FIELDS."""
-    missing = set(KEY_FIELDS) - set(fields)
-    extra = set(fields) - set(KEY_FIELDS)
-    if missing or extra:
-        raise ValueError(f"key fields: missing {sorted(missing)}, unexpected {sorted(extra)}")
-    return sha256_text(canonical_json(fields))
-
-
 #: ``-KEY16-BUILD`` (or the older ``-KEY16``) before a file's suffix: the key of the engine
 #: a cache file belongs to. Names may contain dots and dashes; the last match counts.
 _FILE_KEY = re.compile(r"-([0-9a-f]{16})(?:-[0-9a-f]{8})?(?=\.|$)")
-
-#: What a manifest entry must hold for this version to use it (name: type).
-_ENTRY_FIELDS = {"key": str, "name": str, "component": str, "engine": dict, "golden": dict,
-                 "key_fields": dict}
-_FILE_FIELDS = {"file": str, "sha256": str, "size": int, "mtime_ns": int}
 
 
 def file_key16(path: Path) -> str | None:
     """The 16-digit key prefix in a cache file's name, or None for a foreign file."""
     found = _FILE_KEY.findall(path.name)
     return found[-1] if found else None
-
-
-def entry_problem(key: Any, entry: Any) -> str | None:
-    """Why a manifest entry cannot be used, or None when it has every field this version reads."""
-    if not isinstance(entry, dict):
-        return f"is a {type(entry).__name__}, not an object"
-    for name, typ in _ENTRY_FIELDS.items():
-        if not isinstance(entry.get(name), typ):
-            return f"field {name!r} is missing or not a {typ.__name__}"
-    if entry["key"] != key:
-        return "its key does not match its place in the manifest"
-    for part in ("engine", "golden"):
-        for name, typ in _FILE_FIELDS.items():
-            value = entry[part].get(name)
-            if not isinstance(value, typ) or isinstance(value, bool):
-                return f"field {part}.{name} is missing or not a {typ.__name__}"
-    missing = [f for f in CORE_KEY_FIELDS if f not in entry["key_fields"]]
-    if missing:
-        return f"key_fields lacks {', '.join(missing)}"
-    device = entry["key_fields"]["device"]
-    if not isinstance(device, dict) or not isinstance(device.get("type"), str):
-        return "key_fields.device is not a device description"
-    return None
 
 
 @dataclass
@@ -197,7 +150,7 @@ class Cache:
             yield
 
     # -- manifest --------------------------------------------------------------------------
-    def entries(self) -> dict[str, dict[str, Any]]:
+    def entries(self) -> dict[str, Entry]:
         """The manifest's entries. An unreadable manifest or a malformed entry is skipped with a
         warning (in ``self.warnings``): its engines are then missing and get rebuilt. A manifest
         in a format this version does not know is a CacheError: nothing may change it."""
@@ -208,18 +161,21 @@ class Cache:
         skipped with a warning: that component is chosen again by the next build."""
         return self._load()[1]
 
-    def _load(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    def _load(self) -> tuple[dict[str, Entry], dict[str, dict[str, Any]]]:
         """Entries and choices from one read of the manifest (see ``entries``, ``choices``)."""
         doc = self._read() or {}
-        entries: dict[str, dict[str, Any]] = {}
+        entries: dict[str, Entry] = {}
         raw = doc.get("entries")
         if raw is not None and not isinstance(raw, dict):
             self.warnings.append(f"{self.manifest_path}: 'entries' is a {type(raw).__name__}, "
                                  f"not an object; its entries are ignored and will be rebuilt")
-        for key, entry in (raw.items() if isinstance(raw, dict) else ()):
-            problem = entry_problem(key, entry)
-            if problem:
-                self.warnings.append(f"manifest entry {str(key)[:16]} is malformed ({problem}); "
+        for key, value in (raw.items() if isinstance(raw, dict) else ()):
+            try:
+                entry = Entry.from_dict(value)
+                if entry.key != key:
+                    raise EntryError("its key does not match its place in the manifest")
+            except EntryError as exc:
+                self.warnings.append(f"manifest entry {str(key)[:16]} is malformed ({exc}); "
                                      f"ignored, it will be rebuilt")
             else:
                 entries[key] = entry
@@ -263,53 +219,52 @@ class Cache:
             choices[key] = choice
             self._write(entries, choices)
 
-    def remove_choices(self, names: list[str] | None = None) -> int:
-        """Forget the auto choices of these entry or component names (all when None)."""
+    def remove_choices(self, keys: list[str] | None = None) -> int:
+        """Forget the auto choices with these keys (all when None)."""
         with self.manifest_lock():
             entries, choices = self._load()
-            keep = {k: c for k, c in choices.items()
-                    if names is not None and not entry_matches(c, names)}
+            keep = {k: c for k, c in choices.items() if keys is not None and k not in keys}
             if len(keep) != len(choices):
                 self._write(entries, keep)
         return len(choices) - len(keep)
 
-    def _write(self, entries: dict[str, dict[str, Any]],
-               choices: dict[str, dict[str, Any]]) -> None:
+    def _write(self, entries: dict[str, Entry], choices: dict[str, dict[str, Any]]) -> None:
         """Write the manifest (called under the manifest lock, with what ``_load`` read)."""
-        doc = {"format": MANIFEST_FORMAT, "entries": dict(sorted(entries.items())),
+        doc = {"format": MANIFEST_FORMAT,
+               "entries": {k: e.to_dict() for k, e in sorted(entries.items())},
                "choices": dict(sorted(choices.items()))}
         try:
             atomic_write_text(self.manifest_path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
         except OSError as exc:
             raise self._not_writable(exc) from exc
 
-    def commit(self, entry: dict[str, Any]) -> dict[str, Any] | None:
+    def commit(self, entry: Entry) -> Entry | None:
         """Add (or replace) one entry; its files must already be complete at their paths. The
         files of the entry it replaces are deleted after the new entry is in the manifest.
         Returns the replaced entry."""
-        for part in ("engine", "golden"):
-            if not (self.root / entry[part]["file"]).is_file():
-                raise CacheError(f"refusing to commit {entry['name']}: {entry[part]['file']} is missing")
+        for record in entry.files:
+            if not (self.root / record.file).is_file():
+                raise CacheError(f"refusing to commit {entry.name}: {record.file} is missing")
         with self.manifest_lock():
             entries, choices = self._load()
-            old = entries.get(entry["key"])
-            entries[entry["key"]] = entry
+            old = entries.get(entry.key)
+            entries[entry.key] = entry
             self._write(entries, choices)
         if old:
             self._delete_files(old, keep=entry, in_use_ok=True)
         return old
 
-    def _delete_files(self, entry: dict[str, Any], keep: dict[str, Any] | None = None,
+    def _delete_files(self, entry: Entry, keep: Entry | None = None,
                       in_use_ok: bool = False) -> list[Path]:
         """Delete an entry's files (not those ``keep`` has). ``in_use_ok``: a file another
         process has open on Windows stays, as an orphan, with a warning (a rebuild's old files:
         the new entry is in already)."""
-        kept = {keep[p]["file"] for p in ("engine", "golden")} if keep else set()
+        kept = {r.file for r in keep.files} if keep else set()
         deleted = []
-        for part in ("engine", "golden"):
-            if entry[part]["file"] in kept:
+        for record in entry.files:
+            if record.file in kept:
                 continue
-            path = self.root / entry[part]["file"]
+            path = self.root / record.file
             try:
                 path.unlink()
                 deleted.append(path)
@@ -361,15 +316,15 @@ class Cache:
         """A new stem for one build's files: never that of a file already in the cache."""
         return f"{name}-{key[:16]}-{secrets.token_hex(4)}"
 
-    def describe_file(self, path: Path) -> dict[str, Any]:
+    def describe_file(self, path: Path) -> FileRecord:
         st = path.stat()
-        return {"file": path.relative_to(self.root).as_posix(), "sha256": sha256_file(path),
-                "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return FileRecord(path.relative_to(self.root).as_posix(), sha256_file(path), st.st_size,
+                          st.st_mtime_ns)
 
-    def orphans(self, entries: dict[str, dict[str, Any]] | None = None) -> list[Path]:
+    def orphans(self, entries: dict[str, Entry] | None = None) -> list[Path]:
         """Files under engines/, golden/ and tmp/ that no manifest entry references."""
         entries = self.entries() if entries is None else entries
-        referenced = {self.root / e[p]["file"] for e in entries.values() for p in ("engine", "golden")}
+        referenced = {self.root / r.file for e in entries.values() for r in e.files}
         out = []
         for d in (self.engines_dir, self.golden_dir, self.tmp_dir):
             if d.is_dir():
@@ -403,97 +358,22 @@ class Cache:
     def size(self) -> int:
         return dir_size(self.root) if self.root.is_dir() else 0
 
-    # -- status ----------------------------------------------------------------------------
-    def file_state(self, entry: dict[str, Any], deep: bool = False) -> EntryStatus:
+    # -- the files' state ------------------------------------------------------------------
+    def file_state(self, entry: Entry, deep: bool = False) -> EntryStatus:
         """missing / corrupt / ok for the entry's files. Quick mode re-hashes a file only when
         its size or modification time changed; ``deep`` always re-hashes."""
-        for part in ("engine", "golden"):
-            meta = entry[part]
-            path = self.root / meta["file"]
+        for record in entry.files:
+            path = self.root / record.file
             if not path.is_file():
-                return EntryStatus("missing", f"{meta['file']} is missing")
+                return EntryStatus("missing", f"{record.file} is missing")
             st = path.stat()
-            if st.st_size != meta["size"]:
-                return EntryStatus("corrupt", f"{meta['file']} has {st.st_size} bytes, "
-                                   f"expected {meta['size']}")
-            if deep or st.st_mtime_ns != meta["mtime_ns"]:
-                if sha256_file(path) != meta["sha256"]:
-                    return EntryStatus("corrupt", f"{meta['file']} fails its sha256 checksum")
+            if st.st_size != record.size:
+                return EntryStatus("corrupt", f"{record.file} has {st.st_size} bytes, "
+                                   f"expected {record.size}")
+            if deep or st.st_mtime_ns != record.mtime_ns:
+                if sha256_file(path) != record.sha256:
+                    return EntryStatus("corrupt", f"{record.file} fails its sha256 checksum")
         return EntryStatus("ok")
-
-    def status(self, entry: dict[str, Any], deep: bool = False) -> EntryStatus:
-        files = self.file_state(entry, deep)
-        if files.state != "ok":
-            return files
-        reason = staleness(entry["key_fields"])
-        return EntryStatus("stale", reason) if reason else EntryStatus("ok")
-
-
-#: Components that are pieces of another (``engines: blocks``): naming the whole
-#: (``-c transformer``) selects them too.
-PIECES_OF = {"transformer": ("transformer_input", "transformer_dual_block",
-                             "transformer_single_block", "transformer_output",
-                             "transformer_dual_block_fp8", "transformer_single_block_fp8")}
-
-
-def entry_matches(entry: dict[str, Any], names: list[str] | None) -> bool:
-    """Whether an entry is selected by ``names`` (entry names or component names, a whole for
-    its pieces, a profile entry for the engines it became; all when ``names`` is empty)."""
-    return (not names or entry["name"] in names or entry["component"] in names
-            or entry.get("profile_entry") in names
-            or any(entry["component"] in PIECES_OF.get(n, ()) for n in names))
-
-
-@functools.cache
-def code_fingerprint(component: str, backend: str) -> str:
-    """sha256 of the source of the code that turns ``component`` into an engine with
-    ``backend``: the adapter's module, the modules it exports through (``code_modules``) and
-    the backend's module. Read from the files; nothing is imported."""
-    from framepack_trt.components.base import get_component
-
-    adapter = get_component(component)
-    modules = {type(adapter).__module__, *adapter.code_modules}
-    if backend in BACKENDS:
-        modules.add(BACKENDS[backend].__module__)
-    h = hashlib.sha256()
-    for name in sorted(modules):
-        spec = importlib.util.find_spec(name)
-        h.update(name.encode() + b"\0")
-        h.update(Path(spec.origin).read_bytes() if spec and spec.origin else b"missing")
-    return h.hexdigest()
-
-
-def staleness(fields: dict[str, Any]) -> str | None:
-    """Why an engine cannot run on this machine's device and software, or was built by code or
-    libraries that have changed since; None if neither."""
-    from framepack_trt.errors import UsageError
-
-    reasons = []
-    here = current_device(fields["device"]["type"])
-    if here != fields["device"]:
-        reasons.append(f"built for {describe(fields['device'])}, this machine has {describe(here)}")
-    if fields["torch"] != torch_version():
-        reasons.append(f"built with torch {fields['torch']}, installed {torch_version()}")
-    backend = BACKENDS.get(fields["backend"])
-    now = backend().version() if backend else "unknown backend"
-    if now != fields["backend_version"]:
-        reasons.append(f"built with {fields['backend_version']}, installed {now}")
-    libraries = library_versions()
-    if fields.get("libraries") is None:
-        reasons.append("built by an older framepack-trt that did not record the diffusers and "
-                       "transformers versions")
-    elif fields["libraries"] != libraries:
-        changed = [f"{k} {fields['libraries'].get(k)} -> {v}" for k, v in libraries.items()
-                   if fields["libraries"].get(k) != v]
-        reasons.append(f"built with other model libraries ({', '.join(changed)})")
-    try:
-        code = code_fingerprint(fields["component"], fields["backend"])
-    except UsageError:
-        reasons.append(f"unknown component {fields['component']!r}")
-    else:
-        if fields.get("code") != code:
-            reasons.append("the code that exports or compiles it has changed since it was built")
-    return "; ".join(reasons) or None
 
 
 def now_iso() -> str:
