@@ -25,7 +25,8 @@ FRAMEPACK_REQUIREMENTS ?= .ci/framepack-requirements.txt
 # adds the tiny profile's build/verify and FramePack's own worker (minutes more, README).
 PINNED_TESTS ?= tests/test_versions.py tests/test_framepack_transformer.py \
 	tests/components/test_transformer_export.py tests/test_sources.py \
-	tests/test_cli.py::test_components_lists_registry
+	tests/test_cli.py::test_components_lists_registry \
+	tests/test_framepack_worker.py::test_keep_output_capture_gives_the_installers_class_its_hidden_states
 
 .PHONY: install install-pinned demo test test-newest test-pinned gpu-test lint build list verify \
 	purge doctor clean

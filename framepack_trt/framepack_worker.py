@@ -247,15 +247,21 @@ def keep_output_capture(model) -> None:
     model's exact class, which the installer replaces with a subclass of its own, so the
     LLaMA encoder returns ``hidden_states=None`` and FramePack's ``encode_prompt_conds``
     fails. Register the subclass under the class's entry. Nothing to do on transformers 4
-    (FramePack's pinned version), which has no such registry."""
+    (FramePack's pinned version), which has no such registry.
+
+    The registry is a plain dict keyed by ``str(type(model))`` in transformers 5.17 and a dict
+    subclass whose ``get``/``[]=`` take the model itself (and key by the same string) in 5.25;
+    both are written here."""
     try:
-        from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
+        from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY as registry
     except ImportError:
         return
+    keyed_by_model = type(registry).__setitem__ is not dict.__setitem__
     for module in model.modules():
         recordable = getattr(module, "_can_record_outputs", None)
-        if recordable and not _CAN_RECORD_REGISTRY.get(module):
-            _CAN_RECORD_REGISTRY[module] = recordable
+        key = module if keyed_by_model else str(module.__class__)
+        if recordable and not registry.get(key):
+            registry[key] = recordable
 
 
 class ReraiseTraceback:

@@ -373,3 +373,32 @@ def test_strict_refuses_a_vae_part_without_engines(worker_engines, tmp_path):
     vae = AutoencoderKLHunyuanVideo.from_pretrained(_weights(cache, "vae")).eval()
     with pytest.raises(EngineFallback, match="decod"):
         use_engines(cache, strict=True, vae=vae)
+
+
+def test_keep_output_capture_gives_the_installers_class_its_hidden_states():
+    """FramePack's low-VRAM mode installs ``DynamicSwapInstaller`` on its LLaMA encoder, whose
+    class it replaces; FramePack reads ``hidden_states[-3]`` of the call. After
+    ``keep_output_capture`` the installed model returns the hidden states it returned before
+    (on transformers 5 they are otherwise None; on FramePack's pinned 4.46.2 there is nothing
+    to do)."""
+    from transformers import LlamaConfig, LlamaModel
+
+    from framepack_trt.framepack_worker import VENDORED, import_framepack, keep_output_capture
+
+    import_framepack(VENDORED)  # this repository's copy of FramePack, importable
+    from diffusers_helper.memory import DynamicSwapInstaller  # FramePack's, from its folder
+
+    torch.manual_seed(0)
+    model = LlamaModel(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                   num_attention_heads=4, num_key_value_heads=4,
+                                   vocab_size=100)).eval()
+    ids = torch.randint(0, 100, (1, 7))
+    with torch.no_grad():
+        want = model(ids, output_hidden_states=True).hidden_states
+        DynamicSwapInstaller.install_model(model, device=torch.device("cpu"))
+        assert type(model).__name__ == "DynamicSwap_LlamaModel"
+        keep_output_capture(model)
+        got = model(ids, output_hidden_states=True).hidden_states
+    assert got is not None and len(got) == len(want) == 4
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)

@@ -15,9 +15,9 @@
 #   first  scripts/bench/first_call.py on the bf16 cache (load and first calls; inductor's CPU probe
 #          must not run)
 #   bash scripts/gpu/framepack_video.sh PART [LOG_DIR] [OUT_DIR]
-# Run every part in FramePack's own environment (its diffusers and transformers pins, made by
-# scripts/gpu/framepack_wheels.sh and carried): low-VRAM mode fails on transformers 5, and an
-# engine built under other library versions is stale (docs/framepack-versions.md).
+# FramePack's own environment (its diffusers and transformers pins: scripts/gpu/framepack_wheels.sh
+# makes the wheels to carry) is what its users run; build and bench in the same one (an engine
+# built under other library versions is stale: docs/framepack-versions.md).
 set -u
 PART=$1
 LOG=${2:-/tmp/gpu-framepack-video}

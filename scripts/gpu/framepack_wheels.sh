@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # FramePack's pinned model libraries as wheels for the GPU machine (Python 3.12, x86_64), run
-# here, where PyPI is reachable: FramePack's low-VRAM mode needs its transformers pin (on
-# transformers 5 its DynamicSwapInstaller leaves the LLaMA encoder without hidden states:
-# docs/framepack-versions.md), and engines must be built and run with the same libraries (the
-# cache key holds their versions). The GPU image's torch stays.
+# here, where PyPI is reachable: the environment FramePack's users run (on transformers 5 its
+# low-VRAM mode needs framepack_worker.keep_output_capture: docs/framepack-versions.md), and
+# engines must be built and run with the same libraries (the cache key holds their versions).
+# The GPU image's torch stays.
 #   bash scripts/gpu/framepack_wheels.sh DIR
 # then on the GPU machine (DIR carried):
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site DIR/*.whl
