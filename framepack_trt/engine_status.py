@@ -47,5 +47,5 @@ def entry_status(cache: Cache, entry: Entry, deep: bool = False) -> EntryStatus:
         code = code_fingerprint(entry.component, entry.backend)
     except UsageError:
         code = None
-    reason = staleness(entry.key_fields, backend_version(entry.backend), code)
+    reason = staleness(entry, backend_version(entry.backend), code)
     return EntryStatus("stale", reason) if reason else EntryStatus("ok")
