@@ -348,6 +348,7 @@ def test_code_fingerprint_follows_the_source():
     assert code_fingerprint("clip_text", "aoti") != code_fingerprint("clip_text", "tensorrt")
     assert "framepack_trt.transformer.export" in get_component("transformer").code_modules
     assert "framepack_trt.export" in get_component("clip_text").code_modules
+    assert "framepack_trt.backends.aoti_host" in AotiBackend.code_modules
 
 
 def test_entry_matches_the_profile_entry_it_came_from(cache):

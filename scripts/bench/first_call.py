@@ -4,7 +4,7 @@ last, whether inductor's CPU feature probe (``pick_vec_isa``: it compiles and lo
 programs, 2.1 s on this project's 2-core machine, 9.2 s with an empty inductor cache, 44-50 s
 on an H100 machine) ran in the process. torch's own ``aoti_load_package`` runs it for every
 package, CUDA ones too, only to warn when the package was built for another host; this
-project's loader (``backends.aoti.load_package``) checks the host from the CPU's feature bits
+project's loader (``backends.aoti_host.load_package``) checks the host from the CPU's feature bits
 instead, so the probe must not run here.
 
     python scripts/bench/first_call.py --cache-dir DIR [-c NAME ...]

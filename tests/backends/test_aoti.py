@@ -83,7 +83,7 @@ def test_a_package_for_other_cpu_instructions_or_gpu_is_refused_by_name():
 
     from torch._inductor.cpu_vec_isa import x86_isa_checker
 
-    from framepack_trt.backends.aoti import host_problem
+    from framepack_trt.backends.aoti_host import host_problem
 
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("x86 ISA names")
@@ -258,7 +258,7 @@ def test_share_weights_encoder_runs_on_the_vaes_own_tensors(tmp_path, tiny_weigh
 _COUNTED = r"""
 import sys
 import torch._inductor.cpu_vec_isa as isa_module
-from framepack_trt.backends.aoti import known_vec_isa, no_vec_isa
+from framepack_trt.backends.aoti_host import known_vec_isa, no_vec_isa
 calls = []
 probe = isa_module.VecISA.check_build
 def counted(self, code):
