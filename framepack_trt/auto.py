@@ -18,7 +18,8 @@ from dataclasses import replace
 from typing import Any
 
 from framepack_trt.backends import BACKENDS, get_backend
-from framepack_trt.cache import Cache, now_iso
+from framepack_trt.cache import Cache, Choice, Entry, now_iso
+from framepack_trt.cache.choices import Candidate, TimedCase
 from framepack_trt.profile import ComponentSpec
 from framepack_trt.util import ChildFailed, canonical_json, run_in_fresh_process, sha256_text
 
@@ -47,78 +48,81 @@ def choice_key(candidate_fields: list[dict[str, Any]]) -> str:
     return sha256_text(canonical_json({"auto": candidate_fields}))
 
 
-def describe(choice: dict[str, Any]) -> str:
+def describe(choice: Choice) -> str:
     """One line: what was kept and why, with every candidate's result."""
     parts = []
-    for c in choice["candidates"]:
-        if c.get("speedup") is not None:
-            parts.append(f"{c['backend']} {c['speedup']:.2f}x")
+    for c in choice.candidates:
+        if c.speedup is not None:
+            parts.append(f"{c.backend} {c.speedup:.2f}x")
         else:
-            parts.append(f"{c['backend']} {c['outcome']}")
-    kept = next((c for c in choice["candidates"] if c["key"] == choice["kept"]), None)
-    head = (f"kept {kept['backend']} ({kept['speedup']:.2f}x eager)" if kept else
+            parts.append(f"{c.backend} {c.outcome}")
+    kept = choice.kept_candidate
+    head = (f"kept {kept.backend} ({kept.speedup:.2f}x eager)" if kept else
             f"no engine kept: none verified at >= {MIN_SPEEDUP:.2f}x eager, the runtime uses eager")
     return f"auto: {head}; candidates: {', '.join(parts)}"
 
 
-def decide(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+def decide(records: list[Candidate]) -> Candidate | None:
     """Mark each verified record kept, slower or not-faster; return the kept one."""
-    timed = [r for r in records if r["outcome"] == "verified"]
-    best = max(timed, key=lambda r: r["speedup"], default=None)
+    timed = [r for r in records if r.outcome == "verified"]
+    best = max(timed, key=lambda r: r.speedup, default=None)
     for r in timed:
-        if r is best and r["speedup"] >= MIN_SPEEDUP:
-            r["outcome"] = "kept"
-        elif r["speedup"] < MIN_SPEEDUP:
-            r["outcome"] = "not-faster-than-eager"
+        if r is best and r.speedup >= MIN_SPEEDUP:
+            r.outcome = "kept"
+        elif r.speedup < MIN_SPEEDUP:
+            r.outcome = "not-faster-than-eager"
         else:
-            r["outcome"] = "slower"
-    return best if best is not None and best["outcome"] == "kept" else None
+            r.outcome = "slower"
+    return best if best is not None and best.outcome == "kept" else None
 
 
-def speedup(cases: list[dict[str, Any]]) -> float:
+def speedup(cases: list[TimedCase]) -> float:
     """Geometric mean of eager / engine over the timed sizes."""
-    return math.exp(sum(math.log(c["speedup"]) for c in cases) / len(cases))
+    return math.exp(sum(math.log(c.speedup) for c in cases) / len(cases))
 
 
-def time_in_fresh_process(cache: Cache, entry: dict[str, Any], timeout: float = 3600) -> list[dict]:
+def time_in_fresh_process(cache: Cache, entry: Entry, timeout: float = 3600) -> list[TimedCase]:
     """Eager vs engine at the component's timing sizes, in a process of its own
     (``python -m framepack_trt.bench``); RuntimeError saying how the child failed."""
     try:
-        return run_in_fresh_process("framepack_trt.bench", entry.to_dict(),
-                                    [str(cache.root), str(TIMING_WARMUP), str(TIMING_ITERS)],
-                                    timeout)
+        cases = run_in_fresh_process("framepack_trt.bench", entry.to_dict(),
+                                     [str(cache.root), str(TIMING_WARMUP), str(TIMING_ITERS)],
+                                     timeout)
     except ChildFailed as exc:
         raise RuntimeError(f"the timing process {exc}") from exc
+    return [TimedCase.from_dict(c) for c in cases]
 
 
-def candidate_record(spec: ComponentSpec) -> dict[str, Any]:
-    return {"backend": spec.backend, "backend_version": get_backend(spec.backend).version(),
-            "key": "", "outcome": "", "speedup": None, "cases": [], "error": ""}
+def candidate_record(spec: ComponentSpec) -> Candidate:
+    return Candidate(spec.backend, get_backend(spec.backend).version())
 
 
-def markdown(choices: list[dict[str, Any]]) -> str:
+def markdown(choices: list[Choice]) -> str:
     """Every candidate of every recorded auto choice, one row per timed size: what ``build``
     measured when it chose (eager and engine in the same fresh process)."""
     lines = ["| engine | backend | version | outcome | sizes | eager ms | engine ms | eager/engine "
              "| rel L2 | created |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for ch in sorted(choices, key=lambda c: c["name"]):
-        for c in ch["candidates"]:
-            rows = c.get("cases") or [None]
+    for ch in sorted(choices, key=lambda c: c.name):
+        created = (ch.created or "")[:10]
+        for c in ch.candidates:
+            rows = c.cases or [None]
             for case in rows:
                 if case is None:
-                    why = c.get("error", "").splitlines()[0][:80] if c.get("error") else ""
-                    lines.append(f"| {ch['name']} | {c['backend']} | {c['backend_version']} | "
-                                 f"{c['outcome']} | {why} | | | | | {ch['created'][:10]} |")
+                    why = c.error.splitlines()[0][:80] if c.error else ""
+                    lines.append(f"| {ch.name} | {c.backend} | {c.backend_version} | "
+                                 f"{c.outcome} | {why} | | | | | {created} |")
                     continue
-                sizes = " ".join(f"{k}={v}" for k, v in case["sizes"].items())
-                lines.append(f"| {ch['name']} | {c['backend']} | {c['backend_version']} | "
-                             f"{c['outcome']} | {sizes} | {case['eager_ms']:.3f} | "
-                             f"{case['engine_ms']:.3f} | {case['speedup']:.2f}x | "
-                             f"{case['rel_l2']:.2e} | {ch['created'][:10]} |")
+                sizes = " ".join(f"{k}={v}" for k, v in case.sizes.items())
+                lines.append(f"| {ch.name} | {c.backend} | {c.backend_version} | "
+                             f"{c.outcome} | {sizes} | {case.eager_ms:.3f} | "
+                             f"{case.engine_ms:.3f} | {case.speedup:.2f}x | "
+                             f"{case.rel_l2:.2e} | {created} |")
     return "\n".join(lines)
 
 
-def choice(name: str, component: str, records: list[dict[str, Any]],
-           kept: dict[str, Any] | None) -> dict[str, Any]:
-    return {"name": name, "component": component, "kept": kept["key"] if kept else None,
-            "min_speedup": MIN_SPEEDUP, "candidates": records, "created": now_iso()}
+def choice(spec: ComponentSpec, records: list[Candidate], kept: Candidate | None) -> Choice:
+    """The choice to record for ``spec``, with what the runtime needs to apply a choice of
+    eager to a model (the transformer's pieces: its weights, dtype and device)."""
+    return Choice(spec.name, spec.component, kept.key if kept else None, tuple(records),
+                  min_speedup=MIN_SPEEDUP, created=now_iso(), source=spec.source.to_dict(),
+                  dtype=spec.dtype, device=spec.device)

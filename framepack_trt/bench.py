@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from framepack_trt.cache import Cache, Entry
+from framepack_trt.cache.choices import TimedCase
 from framepack_trt.cache.storage import EntryStatus
 from framepack_trt.timing import paired_median_ms
 
@@ -47,16 +48,13 @@ def bench_entry(cache: Cache, entry: Entry, warmup: int = 3, iters: int = 20,
     from framepack_trt.compare import compare
     from framepack_trt.components.base import Tolerance, get_component
     from framepack_trt.export import torch_dtype
-    from framepack_trt.runtime.loading import load_engine
+    from framepack_trt.runtime.loading import load_engine, load_model
     from framepack_trt.shapes import sizes_at
-    from framepack_trt.sources import Source, load_model
 
     device = entry.device_type
     component = get_component(entry.component)
     dtype = torch_dtype(entry.dtype)
-    if model is None:
-        model = load_model(component, Source.from_dict(entry.source), dtype, device,
-                           cache.weights_dir)
+    model = model if model is not None else load_model(cache, entry)
     engine = engine if engine is not None else load_engine(cache, entry)
     sizes = sizes or sizes_at(entry.dims, "opt")
     inputs = component.make_inputs(model.config, sizes, dtype, device,
@@ -131,7 +129,7 @@ def markdown_file(cache: Cache, results: list[BenchResult], names: list[str] | N
     from framepack_trt.names import selects
 
     choices = [c for c in cache.choices().values()
-               if selects(names, c["name"], c["component"])]
+               if selects(names, c.name, c.component)]
     extra = ("\n\nWhat `backend: auto` measured when it chose (every candidate):\n\n"
              + auto_markdown(choices)) if choices else ""
     return markdown(results, date) + extra + "\n"
@@ -144,24 +142,18 @@ def rows_markdown(head: list[str], rows: list[list[str]], date: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def time_entry(cache: Cache, entry: Entry, warmup: int, iters: int) -> list[dict[str, Any]]:
+def time_entry(cache: Cache, entry: Entry, warmup: int, iters: int) -> list[TimedCase]:
     """``bench_entry`` at each of the component's timing sizes, the eager model and the
     engine loaded once (a real-width engine takes seconds to load and gigabytes to hold)."""
     from framepack_trt.components.base import get_component
-    from framepack_trt.export import torch_dtype
-    from framepack_trt.runtime.loading import load_engine
-    from framepack_trt.sources import Source, load_model
+    from framepack_trt.runtime.loading import load_engine, load_model
 
-    component = get_component(entry.component)
-    model = load_model(component, Source.from_dict(entry.source), torch_dtype(entry.dtype),
-                       entry.device_type, cache.weights_dir)
-    engine = load_engine(cache, entry)
+    model, engine = load_model(cache, entry), load_engine(cache, entry)
     out = []
-    for label, sizes in component.timing_sizes(entry.dims):
+    for label, sizes in get_component(entry.component).timing_sizes(entry.dims):
         r = bench_entry(cache, entry, warmup=warmup, iters=iters, sizes=sizes, model=model,
                         engine=engine)
-        out.append({"case": label, "sizes": sizes, "eager_ms": r.eager_ms,
-                    "engine_ms": r.engine_ms, "speedup": r.speedup, "rel_l2": r.rel_l2})
+        out.append(TimedCase(label, sizes, r.eager_ms, r.engine_ms, r.speedup, r.rel_l2))
     return out
 
 
@@ -173,7 +165,7 @@ def _child_main(argv: list[str]) -> None:
     entry_file, result_file, root, warmup, iters = argv[:5]
     entry = Entry.from_dict(json.loads(Path(entry_file).read_text()))
     cases = time_entry(Cache(root), entry, int(warmup), int(iters))
-    Path(result_file).write_text(json.dumps(cases))
+    Path(result_file).write_text(json.dumps([c.to_dict() for c in cases]))
 
 
 if __name__ == "__main__":

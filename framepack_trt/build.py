@@ -101,15 +101,16 @@ def build_auto(profile: Profile, cache: Cache, item: PlanItem, listener: Listene
         records.append(record)
         reason = get_backend(cand.backend).unavailable_reason(spec.device)
         if reason:
-            record.update(outcome="unavailable", error=reason)
+            record.outcome, record.error = "unavailable", reason
             continue
         citem = plan_item(cand, cache, cache.entries(), force)
-        record["key"] = citem.key
+        record.key = citem.key
         result = _run_item(profile, cache, citem, listener)
         for stage, seconds in result.times.items():
             times[stage] = times.get(stage, 0.0) + seconds
         if result.outcome == "failed":
-            record.update(outcome="failed", error=f"at {result.failed_stage or 'plan'}: {result.error}")
+            record.outcome = "failed"
+            record.error = f"at {result.failed_stage or 'plan'}: {result.error}"
             continue
         entry = cache.entries()[citem.key]
         if result.outcome == "cached":  # built earlier (by --backend, or an interrupted auto)
@@ -117,28 +118,26 @@ def build_auto(profile: Profile, cache: Cache, item: PlanItem, listener: Listene
         listener.stage(citem, "time")
         start = time.perf_counter()
         try:
-            record["cases"] = auto.time_in_fresh_process(cache, entry)
+            record.cases = auto.time_in_fresh_process(cache, entry)
         except RuntimeError as exc:
-            record.update(outcome="failed", error=f"at time: {exc}")
+            record.outcome, record.error = "failed", f"at time: {exc}"
             continue
         finally:
             times["time"] = times.get("time", 0.0) + time.perf_counter() - start
-        record.update(outcome="verified", speedup=round(auto.speedup(record["cases"]), 3))
+        record.outcome, record.speedup = "verified", round(auto.speedup(record.cases), 3)
     kept = auto.decide(records)
-    cache.remove([r["key"] for r in records if r["key"] and r is not kept
-                  and r["outcome"] in ("slower", "not-faster-than-eager")])
-    choice = auto.choice(spec.name, spec.component, records, kept)
-    # What the runtime needs to apply a choice of eager to a model (the transformer's pieces).
-    choice.update(source=spec.source.to_dict(), dtype=spec.dtype, device=spec.device)
+    cache.remove([r.key for r in records if r.key and r is not kept
+                  and r.outcome in ("slower", "not-faster-than-eager")])
+    choice = auto.choice(spec, records, kept)
     cache.record_choice(item.key, choice)
     result = BuildResult(spec.name, "built" if kept else "failed", item.key,
-                         f"auto: {kept['backend']}" if kept else "auto: eager", times=times)
-    if kept is None and any(r["outcome"] == "not-faster-than-eager" for r in records):
+                         f"auto: {kept.backend}" if kept else "auto: eager", times=times)
+    if kept is None and any(r.outcome == "not-faster-than-eager" for r in records):
         result.outcome = "built"  # a measured answer: eager is the fastest here
     if result.outcome == "failed":
-        result.error = "; ".join(f"{r['backend']} {r['outcome']}: {r['error']}" for r in records) \
+        result.error = "; ".join(f"{r.backend} {r.outcome}: {r.error}" for r in records) \
             or f"no backend builds for {spec.device}"
-    kept_entry = cache.entries().get(kept["key"]) if kept else None
+    kept_entry = cache.entries().get(kept.key) if kept else None
     result.engine_size = kept_entry.engine.size if kept_entry else 0
     result.notes.append(auto.describe(choice))
     return result

@@ -138,8 +138,8 @@ def plan_auto(spec: ComponentSpec, cache: Cache, entries: dict[str, Entry],
         item.action, item.reason = "build", "no choice recorded"
     elif force:
         item.action, item.reason = "rebuild", "--force"
-    elif chosen["kept"] and (chosen["kept"] not in entries
-                             or cache.file_state(entries[chosen["kept"]]).state != "ok"):
+    elif chosen.kept and (chosen.kept not in entries
+                          or cache.file_state(entries[chosen.kept]).state != "ok"):
         item.action, item.reason = "rebuild", "the engine auto kept is missing or corrupt"
     else:
         item.action, item.reason = "cached", auto.describe(chosen)

@@ -186,7 +186,7 @@ def show_listing(listing) -> None:
     else:
         out.print(listing_table(listing))
     for c in listing.choices:
-        out.print(f"{escape(c['name'])}: {escape(describe(c))}")
+        out.print(f"{escape(c.name)}: {escape(describe(c))}")
     if listing.orphans:
         out.print(f"[yellow]{len(listing.orphans)} orphan file(s)[/] (no manifest entry; "
                   f"`framepack-trt purge --stale` removes them): {', '.join(listing.orphans)}")
@@ -249,7 +249,7 @@ def purge_table(plan, dry_run: bool) -> Table:
     for e, st in plan.engines.values():
         t.add_row(f"{e.name} ({e.engine.file})", st.state, human_size(e.engine.size))
     for c in plan.choices.values():
-        t.add_row(f"backend: auto choice of {c['name']}", "-", "-")
+        t.add_row(f"backend: auto choice of {c.name}", "-", "-")
     for p in plan.orphans:
         t.add_row(f"orphan {p.relative_to(plan.cache.root).as_posix()}", "-",
                   human_size(p.stat().st_size) if p.is_file() else "-")

@@ -23,11 +23,12 @@ from framepack_trt.errors import UsageError
 def code_fingerprint(component: str, backend: str) -> str:
     """sha256 of the source of the code that turns ``component`` into an engine with
     ``backend``: the adapter's module, the modules it exports through (``code_modules``) and
-    the backend's module. Read from the files; nothing is imported."""
+    the backend's module with those it compiles through (its ``code_modules``). Read from the
+    files; nothing is imported."""
     adapter = get_component(component)
     modules = {type(adapter).__module__, *adapter.code_modules}
     if backend in BACKENDS:
-        modules.add(BACKENDS[backend].__module__)
+        modules.update((BACKENDS[backend].__module__, *BACKENDS[backend].code_modules))
     return modules_fingerprint(modules)
 
 
@@ -47,5 +48,5 @@ def entry_status(cache: Cache, entry: Entry, deep: bool = False) -> EntryStatus:
         code = code_fingerprint(entry.component, entry.backend)
     except UsageError:
         code = None
-    reason = staleness(entry.key_fields, backend_version(entry.backend), code)
+    reason = staleness(entry, backend_version(entry.backend), code)
     return EntryStatus("stale", reason) if reason else EntryStatus("ok")

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from framepack_trt.cache import Cache
+from framepack_trt.cache import Cache, Entry
 from framepack_trt.components.base import FRAMEPACK_MODULES
 from framepack_trt.engine_status import entry_status
 from framepack_trt.errors import FramepackTrtError, UsageError
@@ -108,8 +108,8 @@ class SectionRun:
 
 # -- the parent: checks, one fresh process per run, the comparison -----------------------------
 
-def transformer_entries(cache: Cache) -> list[dict]:
-    return [e for e in cache.entries().values() if e["component"] in TRANSFORMER_COMPONENTS
+def transformer_entries(cache: Cache) -> list[Entry]:
+    return [e for e in cache.entries().values() if e.component in TRANSFORMER_COMPONENTS
             and entry_status(cache, e).state == "ok"]
 
 

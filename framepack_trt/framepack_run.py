@@ -13,14 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-from framepack_trt.cache import Cache
+from framepack_trt.cache import Cache, Entry
 from framepack_trt.components.base import FRAMEPACK_MODULES, framepack_modules, get_component
 from framepack_trt.device import current_device, describe
 from framepack_trt.engine_status import entry_status
 from framepack_trt.framepack_bench import TRANSFORMER_COMPONENTS, SectionRun, SectionSettings, grow
 from framepack_trt.framepack_worker import import_framepack, keep_output_capture, load_worker
 from framepack_trt.runtime.checkpoints import checkpoint_dir
-from framepack_trt.sources import from_pretrained
+from framepack_trt.runtime.loading import load_model
 
 #: The prompt of every run (FramePack's example prompt).
 PROMPT = "The girl dances gracefully, with clear movements, full of charm."
@@ -58,10 +58,10 @@ def write_tokenizers(root: Path, prompt: str = PROMPT):
             CLIPTokenizer.from_pretrained(root / "tokenizer_2"))
 
 
-def _engine_checkpoint(cache: Cache, components) -> tuple[Path, dict] | None:
+def _engine_checkpoint(cache: Cache, components) -> tuple[Path, Entry] | None:
     """The local checkpoint folder of the cache's first usable engine of ``components``."""
     for e in cache.entries().values():
-        if e["component"] in components and entry_status(cache, e).state == "ok":
+        if e.component in components and entry_status(cache, e).state == "ok":
             local, _ = checkpoint_dir(e, cache)
             if local is not None:
                 return local, e
@@ -84,8 +84,6 @@ def load_models(cache: Cache, device, root: Path) -> tuple[dict, dict[str, str]]
         SiglipVisionModel,
     )
 
-    from framepack_trt.export import torch_dtype
-
     where: dict[str, str] = {}
     found = _engine_checkpoint(cache, TRANSFORMER_COMPONENTS)
     assert found is not None  # check_settings
@@ -103,9 +101,7 @@ def load_models(cache: Cache, device, root: Path) -> tuple[dict, dict[str, str]]
         found = _engine_checkpoint(cache, components)
         if found is not None:
             local, entry = found
-            cls = get_component(entry["component"]).load_model_class()
-            models[name] = from_pretrained(cls, local, torch_dtype(
-                entry["key_fields"]["dtype"])).cpu()
+            models[name] = load_model(cache, entry, device="cpu")
             where[name] = f"{local.name} (the engines' checkpoint)"
             continue
         if name == "text_encoder":

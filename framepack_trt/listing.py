@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from framepack_trt.cache import Cache
+from framepack_trt.cache import Cache, Choice
 from framepack_trt.engine_status import entry_status
 
 
@@ -43,19 +43,20 @@ class Listing:
     #: Files no entry references, relative to the cache (``purge`` removes them).
     orphans: list[str]
     #: The recorded ``backend: auto`` choices, by name.
-    choices: list[dict[str, Any]]
+    choices: list[Choice]
     warnings: list[str]
 
     def to_dict(self) -> dict[str, Any]:
         return {"cache_dir": str(self.cache_dir), "entries": [asdict(e) for e in self.engines],
-                "orphans": self.orphans, "choices": self.choices, "warnings": self.warnings}
+                "orphans": self.orphans, "choices": [c.to_dict() for c in self.choices],
+                "warnings": self.warnings}
 
 
 def list_cache(cache: Cache) -> Listing:
     """The cache's engines by name (then key), each with its state here; the manifest's
     warnings (unreadable or malformed entries) are in ``warnings``."""
     entries = cache.entries()
-    choices = sorted(cache.choices().values(), key=lambda c: c["name"])
+    choices = sorted(cache.choices().values(), key=lambda c: c.name)
     engines = []
     for key, e in sorted(entries.items(), key=lambda kv: (kv[1].name, kv[0])):
         st = entry_status(cache, e)
@@ -70,8 +71,8 @@ def list_cache(cache: Cache) -> Listing:
     return Listing(cache.root, engines, orphans, choices, list(cache.warnings))
 
 
-def kept_speedup(choices: list[dict[str, Any]], key: str) -> float | None:
+def kept_speedup(choices: list[Choice], key: str) -> float | None:
     """The speed-up ``backend: auto`` measured for the engine with this key, when it kept it."""
-    kept = next((c for ch in choices for c in ch["candidates"]
-                 if c.get("key") == key and c["outcome"] == "kept"), None)
-    return kept["speedup"] if kept else None
+    kept = next((c for ch in choices for c in ch.candidates
+                 if c.key == key and c.outcome == "kept"), None)
+    return kept.speedup if kept else None

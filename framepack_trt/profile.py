@@ -295,23 +295,23 @@ def parse_profile(raw: Any, path: Path) -> Profile:
                    entries=tuple(entries))
 
 
-def _check_entry(p: Problems, i: int, entry: Any, known: Mapping[str, Any],
+def _check_entry(p: Problems, i: int, raw: Any, known: Mapping[str, Any],
                  seen: dict[str, int], defaults: Mapping[str, Any],
                  base: Path) -> ProfileEntry | None:
-    """One entry of ``components`` checked (its problems added to ``p``); None where it is
-    not complete enough to be expanded."""
+    """One entry of ``components`` (``raw``: as the YAML file has it) checked (its problems
+    added to ``p``); None where it is not complete enough to be expanded."""
     where = f"components[{i}]"
-    if not isinstance(entry, Mapping):
-        p.add(where, f"{fmt(entry)} is not valid; expected a mapping with component and source")
+    if not isinstance(raw, Mapping):
+        p.add(where, f"{fmt(raw)} is not valid; expected a mapping with component and source")
         return None
-    check_keys(p, where + ".", entry, ENTRY_KEYS)
-    comp_name = entry.get("component")
+    check_keys(p, where + ".", raw, ENTRY_KEYS)
+    comp_name = raw.get("component")
     if comp_name not in known:
         p.add(f"{where}.component",
               f"{fmt(comp_name)} is not a known component; valid: {', '.join(sorted(known))}")
         return None
     comp = known[comp_name]
-    ename = entry.get("name", comp_name)
+    ename = raw.get("name", comp_name)
     if not isinstance(ename, str) or not ename.replace("-", "_").replace(".", "_").isidentifier():
         p.add(f"{where}.name", f"{fmt(ename)} is not valid; expected letters, digits, '_', '-', '.'")
         return None
@@ -319,30 +319,30 @@ def _check_entry(p: Problems, i: int, entry: Any, known: Mapping[str, Any],
         p.add(f"{where}.name", f"{fmt(ename)} is already used by components[{seen[ename]}]; "
               "give each entry a unique name")
     seen[ename] = i
-    if "source" not in entry:
+    if "source" not in raw:
         p.add(f"{where}.source", "missing; every component needs a source of weights")
-    source = check_source(p, f"{where}.source", entry.get("source"), base)
-    dtype = check_dtype(p, f"{where}.dtype", entry.get("dtype", comp.default_dtype))
+    source = check_source(p, f"{where}.source", raw.get("source"), base)
+    dtype = check_dtype(p, f"{where}.dtype", raw.get("dtype", comp.default_dtype))
     backends = sorted(BACKENDS)
-    e_backend = (check_choice(p, f"{where}.backend", entry["backend"], [*backends, "auto"])
-                 if "backend" in entry else defaults["backend"])
-    e_device = (check_choice(p, f"{where}.device", entry["device"], DEVICES)
-                if "device" in entry else defaults["device"])
-    e_fallback = (check_choice(p, f"{where}.fallback_backend", entry["fallback_backend"], backends)
-                  if entry.get("fallback_backend") is not None else defaults["fallback"])
+    e_backend = (check_choice(p, f"{where}.backend", raw["backend"], [*backends, "auto"])
+                 if "backend" in raw else defaults["backend"])
+    e_device = (check_choice(p, f"{where}.device", raw["device"], DEVICES)
+                if "device" in raw else defaults["device"])
+    e_fallback = (check_choice(p, f"{where}.fallback_backend", raw["fallback_backend"], backends)
+                  if raw.get("fallback_backend") is not None else defaults["fallback"])
     if e_fallback == e_backend:
         e_fallback = None
-    dims, buckets, given = _check_dims(p, where, entry, comp)
-    tolerance_fields = check_tolerance(p, f"{where}.tolerance", entry.get("tolerance"))
+    dims, buckets, given = _check_dims(p, where, raw, comp)
+    tolerance_fields = check_tolerance(p, f"{where}.tolerance", raw.get("tolerance"))
     tol = replace(comp.tolerance(dtype or comp.default_dtype), **tolerance_fields)
-    build = check_build_settings(p, f"{where}.build", entry.get("build"), e_backend, e_device)
+    build = check_build_settings(p, f"{where}.build", raw.get("build"), e_backend, e_device)
     usable = [b for b in (e_backend, e_fallback)
               if b in BACKENDS and e_device in BACKENDS[b].devices]
     if e_device and e_backend in BACKENDS and not usable:
         p.add(f"{where}.device", f"backend {e_backend!r} cannot build for {e_device!r} "
               f"(it builds for {', '.join(BACKENDS[e_backend].devices)}); choose another "
               "device, or a fallback_backend that can")
-    engines, quantize, static = _check_expansion(p, where, entry, comp, dtype, e_device)
+    engines, quantize, static = _check_expansion(p, where, raw, comp, dtype, e_device)
     if not (source and dtype and e_backend and e_device):
         return None
     spec = ComponentSpec(name=ename, component=comp_name, source=source, dtype=dtype,
@@ -351,23 +351,23 @@ def _check_entry(p: Problems, i: int, entry: Any, known: Mapping[str, Any],
     return ProfileEntry(i, spec, engines, quantize, static, given, tolerance_fields)
 
 
-def _check_dims(p: Problems, where: str, entry: Mapping[str, Any], comp: Any
+def _check_dims(p: Problems, where: str, raw: Mapping[str, Any], comp: Any
                 ) -> tuple[dict[str, DimRange], tuple[tuple[int, int], ...], tuple[str, ...]]:
     """The entry's dims (the component's defaults, its buckets' range, then its own), its
     buckets, and the names of the dims it gives."""
     comp_name = comp.name
     dims = dict(comp.default_dims)
-    raw_dims = entry.get("dims") or {}
+    raw_dims = raw.get("dims") or {}
     if not isinstance(raw_dims, Mapping):
         p.add(f"{where}.dims", f"{fmt(raw_dims)} is not valid; expected a mapping of dims")
         raw_dims = {}
     buckets: tuple[tuple[int, int], ...] = ()
-    if "buckets" in entry:
+    if "buckets" in raw:
         if not comp.bucket_dims:
             p.add(f"{where}.buckets", f"component {comp_name!r} has no image height/width dims; "
                   f"its dims are: {', '.join(comp.default_dims)}")
         else:
-            buckets = check_buckets(p, f"{where}.buckets", entry["buckets"], comp_name,
+            buckets = check_buckets(p, f"{where}.buckets", raw["buckets"], comp_name,
                                     comp.bucket_multiple)
             if buckets:
                 dims.update(comp.dims_for_buckets(buckets))
@@ -389,26 +389,26 @@ def _check_dims(p: Problems, where: str, entry: Mapping[str, Any], comp: Any
     return dims, buckets, tuple(raw_dims)
 
 
-def _check_expansion(p: Problems, where: str, entry: Mapping[str, Any], comp: Any,
+def _check_expansion(p: Problems, where: str, raw: Mapping[str, Any], comp: Any,
                      dtype: str | None, device: str | None) -> tuple[str, str | None, bool | str]:
     """What makes the entry more than one engine: ``engines`` (the transformer's pieces),
     ``quantize`` (their fp8 blocks) and ``static``, checked."""
     comp_name = comp.name
     engines = "blocks" if comp_name == WHOLE else "whole"
-    if "engines" in entry:
+    if "engines" in raw:
         if comp_name != WHOLE:
             p.add(f"{where}.engines", f"only a transformer entry has engines (whole or "
                   f"blocks); {comp_name!r} is always one engine")
         else:
-            engines = check_choice(p, f"{where}.engines", entry["engines"], TRANSFORMER_ENGINES)
+            engines = check_choice(p, f"{where}.engines", raw["engines"], TRANSFORMER_ENGINES)
     quantize = None
-    if "quantize" in entry:
-        quantize = check_choice(p, f"{where}.quantize", entry["quantize"], QUANTIZE)
+    if "quantize" in raw:
+        quantize = check_choice(p, f"{where}.quantize", raw["quantize"], QUANTIZE)
         if comp_name != WHOLE or engines != "blocks":
             p.add(f"{where}.quantize", "only a transformer entry with engines: blocks is "
                   "quantized (its block engines' linears)")
-    static = entry.get("static", False)
-    if "static" in entry and not isinstance(static, bool) and static != "tiles":
+    static = raw.get("static", False)
+    if "static" in raw and not isinstance(static, bool) and static != "tiles":
         p.add(f"{where}.static", f"{fmt(static)} is not valid; expected true, false or tiles")
         static = False
     elif static and engines == "blocks":

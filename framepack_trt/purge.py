@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from framepack_trt.cache import Cache, Entry
+from framepack_trt.cache import Cache, Choice, Entry
 from framepack_trt.cache.storage import EntryStatus
 from framepack_trt.engine_status import entry_status
 from framepack_trt.names import entry_matches, selects
@@ -41,7 +41,7 @@ class PurgePlan:
     #: The engines that go, by key, with their state here.
     engines: dict[str, tuple[Entry, EntryStatus]]
     #: The auto choices forgotten, by key (a purged component is chosen again by the next build).
-    choices: dict[str, dict[str, Any]]
+    choices: dict[str, Choice]
     orphans: list[Path]
     #: Every choice goes (``--all``), including any recorded after this plan was made.
     all_choices: bool = False
@@ -64,7 +64,7 @@ class PurgePlan:
                 "engines": [{"name": e.name, "key": e.key, "engine": e.engine.file,
                              "status": st.state, "reason": st.reason, "size": e.engine.size}
                             for e, st in self.engines.values()],
-                "choices": [c["name"] for c in self.choices.values()],
+                "choices": [c.name for c in self.choices.values()],
                 "orphans": [p.relative_to(self.cache.root).as_posix() for p in self.orphans],
                 "unknown": self.unknown, "bytes_freed": self.bytes_freed}
 
@@ -93,9 +93,9 @@ def plan_purge(cache: Cache, names: list[str] | None = None, stale: bool = False
                 or (names and entry_matches(e, names))):
             chosen[key] = (e, st)
     choices = {k: c for k, c in cache.choices().items()
-               if everything or (names and selects(names, c["name"], c["component"]))}
+               if everything or (names and selects(names, c.name, c.component))}
     known = ({n for e in entries.values() for n in (e.name, e.component)}
-             | {c[f] for c in choices.values() for f in ("name", "component")})
+             | {n for c in choices.values() for n in (c.name, c.component)})
     unknown = [n for n in names or () if n not in known]
     return PurgePlan(cache, chosen, choices, cache.orphans(entries), everything, unknown)
 

@@ -91,8 +91,7 @@ def _run(cache: Cache, entry: Entry, full: bool, seed: int | None,
     from framepack_trt.compare import compare, compare_to_fp32
     from framepack_trt.components.base import Tolerance, get_component
     from framepack_trt.export import torch_dtype
-    from framepack_trt.runtime.loading import load_engine
-    from framepack_trt.sources import Source, load_model
+    from framepack_trt.runtime.loading import load_engine, load_model
 
     device = entry.device_type
     component = get_component(entry.component)
@@ -100,16 +99,14 @@ def _run(cache: Cache, entry: Entry, full: bool, seed: int | None,
     engine = load_engine(cache, entry)
     raw_names = entry.raw_input_names
     dtype = torch_dtype(entry.dtype)
-    source = Source.from_dict(entry.source)
     reference = reference or tol.reference
     # The model in float32, for an fp32 reference (a float32 engine is its own reference).
-    truth_model = (load_model(component, source, torch.float32, device, cache.weights_dir)
+    truth_model = (load_model(cache, entry, torch.float32)
                    if reference == "fp32" and dtype != torch.float32 else None)
 
     # An engine that takes its weights as inputs gets them from the model, in either mode.
     # A checking process of a build (``CheckServer``) keeps that model for the next engine.
-    model = (load_model(component, source, dtype, device, cache.weights_dir,
-                        keep=_SERVING and component.weights_as_inputs)
+    model = (load_model(cache, entry, keep=_SERVING and component.weights_as_inputs)
              if full or component.weights_as_inputs else None)
 
     def check(case: CaseResult, inputs, expected, index: int = 0) -> None:

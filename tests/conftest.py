@@ -179,8 +179,9 @@ def built_cache(tmp_path_factory, tiny_build):
          "dims": {"batch": {"min": 1, "opt": 1, "max": 2}}}])
     r = cli("build", "--profile", str(p), "--cache-dir", str(cache), "--dry-run", check=True)
     assert "not in cache" not in r.stdout and "cached" in r.stdout, r.stdout
-    entries = json.loads((cache / "manifest.json").read_text())["entries"]
-    assert [e["name"] for e in entries.values()] == ["siglip_image"]
+    from framepack_trt.cache import Cache
+
+    assert [e.name for e in Cache(cache).entries().values()] == ["siglip_image"]
     return p, cache
 
 
@@ -200,11 +201,12 @@ def siglip_with_torchs_own_loader(cache: Path, device: str) -> float:
     """Rel L2 of the cache's SigLIP AOTInductor package against its golden sample, loaded by
     torch's own ``aoti_load_package`` in a plain process that imports torch first, with no
     LD_PRELOAD (torch 2.11's CUDA packages crashed there before the backend's link fix)."""
-    entry = next(e for e in json.loads((cache / "manifest.json").read_text())["entries"].values()
-                 if e["component"] == "siglip_image")
+    from framepack_trt.cache import Cache
+
+    entry = next(e for e in Cache(cache).entries().values() if e.component == "siglip_image")
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-    proc = subprocess.run([sys.executable, "-c", _PLAIN_LOAD, str(cache / entry["engine"]["file"]),
-                           str(cache / entry["golden"]["file"]), device],
+    proc = subprocess.run([sys.executable, "-c", _PLAIN_LOAD, str(cache / entry.engine.file),
+                           str(cache / entry.golden.file), device],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return float(proc.stdout.strip().splitlines()[-1])

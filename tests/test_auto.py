@@ -16,6 +16,7 @@ import pytest
 from conftest import cli, write_profile
 
 from framepack_trt import auto
+from framepack_trt.cache.choices import Candidate, TimedCase
 from framepack_trt.components.base import get_component
 
 
@@ -81,7 +82,8 @@ def test_failure_is_not_retried_without_force_then_auto_keeps_what_its_numbers_s
     case = cand["cases"][0]
     assert case["case"] == "opt" and case["eager_ms"] > 0 and case["engine_ms"] > 0
     assert case["speedup"] == pytest.approx(case["eager_ms"] / case["engine_ms"], rel=1e-2)
-    assert cand["speedup"] == pytest.approx(auto.speedup(cand["cases"]), rel=1e-3)
+    cases = [TimedCase.from_dict(c) for c in cand["cases"]]
+    assert cand["speedup"] == pytest.approx(auto.speedup(cases), rel=1e-3)
     if cand["speedup"] >= auto.MIN_SPEEDUP:
         assert cand["outcome"] == "kept" and choice["kept"] == cand["key"]
         (entry,) = state["entries"]
@@ -105,17 +107,17 @@ def test_failure_is_not_retried_without_force_then_auto_keeps_what_its_numbers_s
 
 def test_decide_keeps_the_fastest_only_above_the_bar():
     def rec(backend, speedup, outcome="verified"):
-        return {"backend": backend, "speedup": speedup, "outcome": outcome, "key": backend}
+        return Candidate(backend, "x", key=backend, outcome=outcome, speedup=speedup)
 
     records = [rec("aoti", 1.31), rec("tensorrt", 0.68), rec("x", None, "failed")]
-    assert auto.decide(records)["backend"] == "aoti"
-    assert [r["outcome"] for r in records] == ["kept", "not-faster-than-eager", "failed"]
+    assert auto.decide(records).backend == "aoti"
+    assert [r.outcome for r in records] == ["kept", "not-faster-than-eager", "failed"]
     records = [rec("aoti", 1.02), rec("tensorrt", 0.9)]
     assert auto.decide(records) is None
-    assert [r["outcome"] for r in records] == ["not-faster-than-eager"] * 2
+    assert [r.outcome for r in records] == ["not-faster-than-eager"] * 2
     records = [rec("aoti", 1.5), rec("tensorrt", 1.2)]
-    assert auto.decide(records)["backend"] == "aoti"
-    assert [r["outcome"] for r in records] == ["kept", "slower"]
+    assert auto.decide(records).backend == "aoti"
+    assert [r.outcome for r in records] == ["kept", "slower"]
 
 
 def test_transformer_is_timed_at_three_buckets():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from framepack_trt.backends.aoti import AotiBackend
-from framepack_trt.cache import Cache, Entry, resolve_cache_dir
+from framepack_trt.cache import Cache, Choice, Entry, resolve_cache_dir
 from framepack_trt.cache.keys import KEY_FIELDS, engine_key
 from framepack_trt.cache.storage import ENV_VAR, MANIFEST_FORMAT
 from framepack_trt.device import current_device, library_versions, torch_version
@@ -348,6 +348,7 @@ def test_code_fingerprint_follows_the_source():
     assert code_fingerprint("clip_text", "aoti") != code_fingerprint("clip_text", "tensorrt")
     assert "framepack_trt.transformer.export" in get_component("transformer").code_modules
     assert "framepack_trt.export" in get_component("clip_text").code_modules
+    assert "framepack_trt.backends.aoti_host" in AotiBackend.code_modules
 
 
 def test_entry_matches_the_profile_entry_it_came_from(cache):
@@ -388,10 +389,57 @@ def test_a_manifest_written_before_the_typed_entry_reads_and_writes_back_the_sam
     entries = cache.entries()
     assert cache.warnings == [] and sorted(entries) == sorted(doc["entries"])
     assert {entry_status(cache, e).state for e in entries.values()} == {"missing"}
-    cache.record_choice("c" * 64, {"name": "x", "component": "clip_text", "kept": None,
-                                   "candidates": []})
+    cache.record_choice("c" * 64, Choice("x", "clip_text", None, ()))
     after = json.loads(cache.manifest_path.read_text())
     assert after["entries"] == doc["entries"]
+
+
+def test_an_entry_is_read_by_its_attributes_never_by_string_key(tiny_build):
+    """Every entry of the tiny build's manifest, as the cache reads it, is typed: it is not a
+    mapping, so code left reading the manifest's dict form (``entry["name"]``,
+    ``entry.get(...)``, ``{**entry}``) fails at once instead of reading a field by name. So is
+    a recorded ``backend: auto`` choice."""
+    entries = Cache(tiny_build[0]).entries()
+    assert len(entries) == 7
+    for entry in entries.values():
+        for name in ("name", "key_fields", "inputs", "engine"):
+            with pytest.raises(TypeError):
+                entry[name]
+            with pytest.raises(TypeError):
+                name in entry  # noqa: B015
+        with pytest.raises(TypeError):
+            _ = {**entry}
+        assert not hasattr(entry, "get") and not hasattr(entry, "keys")
+        assert entry.to_dict()["name"] == entry.name  # the JSON form, asked for by name
+    choice = Choice("x", "clip_text", None, ())
+    with pytest.raises(TypeError):
+        choice["name"]
+    assert not hasattr(choice, "get")
+
+
+def test_a_choice_reads_and_writes_back_the_same(cache):
+    """A recorded ``backend: auto`` choice as build writes it (and as an older build wrote it,
+    without the fields the runtime reads) is the same JSON after a read and a write of the
+    manifest; a malformed one is skipped with a warning."""
+    case = {"case": "opt", "sizes": {"batch": 1}, "eager_ms": 2.0, "engine_ms": 1.0,
+            "speedup": 2.0, "rel_l2": 1e-6}
+    full = {"name": "clip", "component": "clip_text", "kept": "k" * 64, "min_speedup": 1.03,
+            "created": "2026-12-07T00:00:00+0000", "source": {"path": "/w"}, "dtype": "float16",
+            "device": "cpu", "candidates": [
+                {"backend": "aoti", "backend_version": "torch 2.13", "key": "k" * 64,
+                 "outcome": "kept", "speedup": 2.0, "cases": [case], "error": ""},
+                {"backend": "tensorrt", "backend_version": "", "key": "", "outcome": "unavailable",
+                 "speedup": None, "cases": [], "error": "not installed"}]}
+    older = {k: v for k, v in full.items() if k not in ("source", "dtype", "device")}
+    bad = {**full, "candidates": [{"backend": "aoti"}]}
+    cache.manifest_path.write_text(json.dumps({"format": MANIFEST_FORMAT, "entries": {},
+                                               "choices": {"1": full, "2": older, "3": bad}}))
+    choices = cache.choices()
+    assert sorted(choices) == ["1", "2"] and "manifest choice 3 is malformed" in cache.warnings[0]
+    assert choices["1"].kept_candidate.cases[0].speedup == 2.0 and choices["2"].source is None
+    cache.commit(make_entry(cache))  # a write of the manifest
+    after = json.loads(cache.manifest_path.read_text())["choices"]
+    assert after == {"1": full, "2": older}
 
 
 def test_a_field_this_version_does_not_know_is_kept(cache):

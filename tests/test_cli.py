@@ -12,6 +12,7 @@ import pytest
 from conftest import cli, write_profile
 from typer.testing import CliRunner
 
+from framepack_trt.cache import Cache, Entry
 from framepack_trt.cli import app
 
 runner = CliRunner()
@@ -199,14 +200,12 @@ def test_verify_reports_wrong_engine(built_cache, tmp_path):
     shutil.copytree(original, cache)
     manifest = json.loads((cache / "manifest.json").read_text())
     (entry,) = manifest["entries"].values()
-    golden = cache / entry["golden"]["file"]
+    golden = cache / Entry.from_dict(entry).golden.file
     tensors = load_file(str(golden))
     key = next(k for k in tensors if ".output." in k)
     tensors[key] = tensors[key] * 1.1  # as if the engine computed something else
     save_file(tensors, str(golden))
     # Record the new file as the entry's own, so only the numbers (not the checksum) fail.
-    from framepack_trt.cache import Cache
-
     entry["golden"] = Cache(cache).describe_file(golden).to_dict()
     (cache / "manifest.json").write_text(json.dumps(manifest))
     r = run("verify", "--cache-dir", str(cache))
@@ -309,7 +308,6 @@ def test_verify_shares_one_process_and_recovers_from_its_crash(tiny_build, monke
     (here: made to, as a crash in an engine would), each engine is verified again in a
     process of its own, and every result comes back."""
     import framepack_trt.verify as verify_module
-    from framepack_trt.cache import Cache
     from framepack_trt.util import ChildFailed
 
     cache = Cache(tiny_build[0])
@@ -431,9 +429,8 @@ def test_supported_versions_and_framepacks_pins():
 def test_purge_json_is_the_plan_and_what_it_removed(built_cache, tmp_path):
     _, cache = _copy(built_cache, tmp_path)
     (cache / "engines" / "stray.pt2").write_bytes(b"x" * 10)
-    manifest = json.loads((cache / "manifest.json").read_text())
-    (entry,) = manifest["entries"].values()
-    size = entry["engine"]["size"] + entry["golden"]["size"] + 10
+    (entry,) = Cache(cache).entries().values()
+    size = entry.engine.size + entry.golden.size + 10
     r = run("purge", "--cache-dir", str(cache), "-c", "siglip_image", "--dry-run", "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)

@@ -16,8 +16,8 @@ import textwrap
 
 from conftest import cli
 
+from framepack_trt.cache import Cache
 from framepack_trt.components.base import get_component
-from framepack_trt.shapes import dims_from_dict
 
 #: The tiny profile's entries.
 NAMES = ("clip_text", "llama_text", "siglip_image", "transformer", "vae_decode", "vae_decode_tail",
@@ -43,10 +43,9 @@ def test_tiny_profile_end_to_end(tmp_path, tiny_build):
     # The transformer's build-time check ran at the sizes of verify --full, on inputs drawn
     # from a seed of its own (not the key's, from which the export and golden samples come);
     # the others were checked on their golden samples.
-    manifest = json.loads((cache / "manifest.json").read_text())["entries"]
-    for key, e in manifest.items():
-        check = e["build_check"]
-        if e["name"] == "transformer":
+    for key, e in Cache(cache).entries().items():
+        check = e.build_check
+        if e.name == "transformer":
             assert check["mode"] == "full" and check["seed"] != int(key[:8], 16)
             assert check["cases"][:4] == ["min", "opt", "max", "random"] and len(check["cases"]) == 7
         else:
@@ -67,10 +66,8 @@ def test_tiny_profile_end_to_end(tmp_path, tiny_build):
         assert [c["case"] for c in engine["cases"]] == ["min", "opt", "max", "random"]
         assert all(o["passed"] and o["finite"] for c in engine["cases"] for o in c["outputs"])
     # The transformer's check covered the tiny profile's 3 buckets.
-    tx = next(e for e in json.loads((cache / "manifest.json").read_text())["entries"].values()
-              if e["name"] == "transformer")
-    checks = dict(get_component("transformer").check_sizes(
-        dims_from_dict(tx["key_fields"]["dims"]), [tuple(b) for b in tx["buckets"]]))
+    tx = next(e for e in Cache(cache).entries().values() if e.name == "transformer")
+    checks = dict(get_component("transformer").check_sizes(tx.dims, list(tx.buckets)))
     assert list(checks) == ["bucket 416x960", "bucket 960x416", "bucket 544x704"]
     assert checks["bucket 544x704"]["latent_height"] == 68
 

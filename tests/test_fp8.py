@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import save_tiny, write_profile
-from tests_helpers import rel_l2
+from tests_helpers import made_entry, rel_l2
 
 from framepack_trt.components.base import get_component
 from framepack_trt.errors import BuildError, ProfileError
@@ -231,14 +231,14 @@ def test_framepack_profile_fp8_lines_uncommented(tmp_path):
 def test_runtime_prefers_the_fp8_blocks():
     from framepack_trt.runtime.transformer_swap import fp8_first
 
-    entries = [{"component": "transformer_dual_block", "name": "a"},
-               {"component": "transformer_dual_block_fp8", "name": "b"},
-               {"component": "transformer_dual_block", "name": "c"}]
+    entries = [made_entry("a", "transformer_dual_block"),
+               made_entry("b", "transformer_dual_block_fp8"),
+               made_entry("c", "transformer_dual_block")]
     entries.sort(key=fp8_first("dual_block"))
-    assert [e["name"] for e in entries] == ["b", "a", "c"]
-    outputs = [{"component": "transformer_output", "name": n} for n in "xy"]
+    assert [e.name for e in entries] == ["b", "a", "c"]
+    outputs = [made_entry(n, "transformer_output") for n in "xy"]
     outputs.sort(key=fp8_first("output"))
-    assert [e["name"] for e in outputs] == ["x", "y"]
+    assert [e.name for e in outputs] == ["x", "y"]
 
 
 def test_fp8_components_listed_directly_are_checked_too(tmp_path):
@@ -528,8 +528,8 @@ def test_offload_bf16_parks_only_fp8_served_blocks_and_stops_when_others_run(mod
     swap.model, swap.name, swap.component, swap.warned = model, "transformer", "transformer", set()
     swap.offload_bf16 = True
     dual, single = list(model.transformer_blocks), list(model.single_transformer_blocks)
-    fp8_dual = {"dual_block": {"component": "transformer_dual_block_fp8"},
-                "single_block": {"component": "transformer_single_block"}}  # bf16 engine
+    fp8_dual = {"dual_block": made_entry("d", "transformer_dual_block_fp8"),
+                "single_block": made_entry("s", "transformer_single_block")}  # bf16 engine
     cpu = torch.device("cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning while the same pieces run in fp8

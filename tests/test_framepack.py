@@ -214,10 +214,10 @@ def test_an_engine_that_fails_at_run_time_is_dropped_for_eager(framepack_engines
 
     cache = tmp_path / "cache"
     shutil.copytree(framepack_engines, cache)
-    (entry,) = [e for e in Cache(cache).entries().values() if e["component"] == "siglip_image"]
-    engine = cache / entry["engine"]["file"]
+    (entry,) = [e for e in Cache(cache).entries().values() if e.component == "siglip_image"]
+    engine = cache / entry.engine.file
     engine.write_bytes(os.urandom(engine.stat().st_size))  # same size, not a package,
-    mtime = entry["engine"]["mtime_ns"]                     # same mtime: not re-hashed
+    mtime = entry.engine.mtime_ns                           # same mtime: not re-hashed
     os.utime(engine, ns=(mtime, mtime))
     assert entry_status(Cache(cache), entry).state == "ok"
     siglip = load(weights(cache, "siglip_image"), SiglipVisionModel)

@@ -136,3 +136,42 @@ def test_the_checks_catch_what_they_look_for():
     assert floor_of("framepack_trt.transformer.names") < floor_of("framepack_trt.transformer.loop")
     assert floor_of("framepack_trt.runtime.swap") > floor_of("framepack_trt.components.base")
     assert floor_of("framepack_trt.cli") == len(FLOORS) - 1
+
+
+#: Names the package gives to manifest entries and recorded auto choices (``cache.Entry``,
+#: ``cache.Choice``) and to an entry's key fields.
+ENTRY_NAMES = {"entry", "e", "fields", "choice", "chosen", "kept"}
+
+
+def string_key_reads(tree: ast.AST) -> list[ast.AST]:
+    """``NAME["..."]`` and ``NAME.get("...")`` (and deeper, ``NAME["a"]["b"]``) where NAME is
+    one of ``ENTRY_NAMES``: a read of the manifest's dict form by field name."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            base, key = node.value, node.slice.value
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr == "get" and node.args
+              and isinstance(node.args[0], ast.Constant)):
+            base, key = node.func.value, node.args[0].value
+        else:
+            continue
+        while isinstance(base, ast.Subscript):
+            base = base.value
+        if isinstance(key, str) and isinstance(base, ast.Name) and base.id in ENTRY_NAMES:
+            found.append(node)
+    return found
+
+
+def test_no_entry_is_read_by_string_key():
+    """Entries and choices are read through their attributes (``cache.entry``,
+    ``cache.choices``), which alone know the JSON's field names. By the names the package
+    gives them: a YAML profile entry is ``raw``, a JSON row another name."""
+    reads = [f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {ast.unparse(node)}"
+             for path in sorted(PACKAGE.rglob("*.py"))
+             if path.relative_to(PACKAGE).as_posix() not in ("cache/entry.py", "cache/choices.py")
+             for node in string_key_reads(ast.parse(path.read_text()))]
+    assert not reads, "\n".join(reads)
+    made_up = ast.parse('entry["name"]; e.get("dims"); fields["device"]["type"]; row["name"]')
+    assert [ast.unparse(n) for n in string_key_reads(made_up)] == [
+        "entry['name']", "e.get('dims')", "fields['device']['type']", "fields['device']"]

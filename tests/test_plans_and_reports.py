@@ -12,7 +12,7 @@ import pytest
 from test_cache import BASE, make_entry
 
 from framepack_trt.build import BuildReport, BuildResult
-from framepack_trt.cache import Cache
+from framepack_trt.cache import Cache, Choice
 from framepack_trt.errors import UsageError
 from framepack_trt.listing import list_cache
 from framepack_trt.purge import plan_purge
@@ -43,12 +43,12 @@ def three_engines(cache: Cache):
     return a, b, c, stray
 
 
-def auto_choice(name: str, component: str, kept_key: str | None, speedup: float) -> dict:
-    return {"name": name, "component": component, "kept": kept_key, "min_speedup": 1.03,
+def auto_choice(name: str, component: str, kept_key: str | None, speedup: float) -> Choice:
+    return Choice.from_dict({"name": name, "component": component, "kept": kept_key, "min_speedup": 1.03,
             "created": "2026-12-07T00:00:00+0000",
             "candidates": [{"backend": "aoti", "backend_version": "x", "key": kept_key or "",
                             "outcome": "kept" if kept_key else "not-faster-than-eager",
-                            "speedup": speedup, "cases": [], "error": ""}]}
+                            "speedup": speedup, "cases": [], "error": ""}]})
 
 
 def test_purge_plan_says_what_goes_and_the_bytes_freed(cache):
@@ -108,7 +108,7 @@ def test_listing_joins_the_speedup_auto_measured(cache):
     assert rows["a"].dims == BASE["dims"] and rows["a"].build == BASE["build"]
     assert rows["a"].engine == a.engine.file and rows["a"].size == a.engine.size
     assert listing.orphans == ["engines/stray.pt2"]
-    assert [ch["name"] for ch in listing.choices] == ["a", "b"]
+    assert [ch.name for ch in listing.choices] == ["a", "b"]
     doc = listing.to_dict()
     assert doc["cache_dir"] == str(cache.root) and doc["warnings"] == []
     assert list(doc["entries"][0]) == ["key", "name", "component", "backend", "backend_version",

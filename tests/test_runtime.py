@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from tests_helpers import made_entry
 
 from framepack_trt.cache import Cache
 from framepack_trt.errors import ShapeError
@@ -17,9 +18,9 @@ def test_find_and_run_checked_engine(built_cache):
     _, root = built_cache
     cache = Cache(root)
     (entry,) = cache.entries().values()
-    size = entry["inputs"][0]["shape"][2]
+    size = entry.inputs[0].shape[2]
     x = torch.randn(2, 3, size, size)
-    assert find_engine(cache, "siglip_image", {"pixel_values": x})["key"] == entry["key"]
+    assert find_engine(cache, "siglip_image", {"pixel_values": x}).key == entry.key
     assert find_engine(cache, "siglip_image", [torch.randn(3, 3, size, size)]) is None  # batch max 2
     assert find_engine(cache, "clip_text", [x]) is None
     engine = load_engine(cache, entry)
@@ -32,14 +33,14 @@ def test_find_and_run_checked_engine(built_cache):
 
 
 def test_call_sizes_disagreement():
-    entry = {"name": "llama_text", "inputs": [{"name": "input_ids", "shape": ["batch", "text_len"]},
-                                              {"name": "attention_mask", "shape": ["batch", "text_len"]}]}
+    entry = made_entry("llama_text", "llama_text", {"input_ids": ["batch", "text_len"],
+                                                    "attention_mask": ["batch", "text_len"]})
     assert call_sizes(entry, [(1, 5), (1, 5)]) == {"batch": 1, "text_len": 5}
     with pytest.raises(ShapeError, match="dim text_len is 5 in one input and 6 in attention_mask"):
         call_sizes(entry, [(1, 5), (1, 6)])
     with pytest.raises(ShapeError, match="takes 2 input"):
         call_sizes(entry, [(1, 5)])
-    json.dumps(entry)
+    json.dumps(entry.to_dict())
 
 
 def test_transformer_engine_takes_framepack_calls(tiny_build):
@@ -98,22 +99,21 @@ def test_selection_ranks_the_covering_engines_and_says_why_not_the_others():
     def entry(name, lo, opt, hi, dtype="float16", device="cpu"):
         dims = {"batch": {"min": 1, "opt": 1, "max": 1},
                 "text_len": {"min": lo, "opt": opt, "max": hi}}
-        return {"name": name, "component": "clip_text", "key": name * 8,
-                "inputs": [{"name": "input_ids", "shape": ["batch", "text_len"]}],
-                "key_fields": {"dims": dims, "dtype": dtype, "device": {"type": device}}}
+        return made_entry(name, "clip_text", {"input_ids": ["batch", "text_len"]}, dims, dtype,
+                          device)
 
     entries = [entry("wide", 1, 77, 77), entry("near", 10, 30, 40), entry("exact", 32, 32, 32),
                entry("short", 1, 8, 16), entry("half", 1, 77, 77, dtype="bfloat16"),
                entry("gpu", 1, 77, 77, device="cuda")]
     chosen = select(entries, lambda e: call_sizes(e, [(1, 32)]), dtype="torch.float16",
                     device="cpu")
-    assert [e["name"] for e in chosen.choices] == ["exact", "near", "wide"]
+    assert [e.name for e in chosen.choices] == ["exact", "near", "wide"]
     assert chosen.reasons == ["short: text_len=32 is outside the engine's range 1..16",
                               "engine half is bfloat16, the model float16",
                               "engine gpu runs on cuda, the call is on cpu"]
     # ``prefer`` first (the transformer's pieces: fp8 blocks), then the fit.
     preferred = select(entries[:3], lambda e: call_sizes(e, [(1, 32)]),
-                       prefer=lambda e: e["name"] == "exact")
-    assert [e["name"] for e in preferred.choices] == ["near", "wide", "exact"]
+                       prefer=lambda e: e.name == "exact")
+    assert [e.name for e in preferred.choices] == ["near", "wide", "exact"]
     refused = select(entries[:1], lambda e: call_sizes(e, [(1, 32), (1, 32)]))
     assert not refused.choices and "takes 1 input(s)" in refused.reasons[0]

@@ -20,6 +20,7 @@ from conftest import cli, once_per_run, save_tiny, write_profile
 from framepack_reference import DynamicSwapInstaller, framepack_forward
 from tests_helpers import framepack_loop, rel_l2
 
+from framepack_trt.cache import Cache
 from framepack_trt.framepack import EngineFallback, use_engines
 
 PIECES = ("input", "dual_block", "single_block", "output")
@@ -76,10 +77,9 @@ def test_build_makes_four_small_engines_keyed_by_architecture(blocks, tmp_path):
     root, weights, results = blocks
     assert [r["name"] for r in results] == [f"transformer_{p}" for p in PIECES]
     assert all(r["outcome"] == "built" for r in results), results
-    manifest = json.loads((root / "cache" / "manifest.json").read_text())["entries"]
-    for e in manifest.values():
-        assert e["key_fields"]["weights"].startswith("architecture:")
-        assert any(i["name"].startswith("weight.") for i in e["inputs"])
+    for e in Cache(root / "cache").entries().values():
+        assert e.key_fields["weights"].startswith("architecture:")
+        assert any(n.startswith("weight.") for n in e.input_names)
     # Another checkpoint of the same architecture plans as cached: nothing to build.
     other = save_tiny("transformer_input", tmp_path / "other", seed=41)
     r = cli("build", "--profile", str(profile_for(tmp_path / "other.yaml", other)), "--cache-dir",

@@ -194,31 +194,30 @@ def test_a_static_engine_is_picked_over_a_range_for_its_sizes(vae_cache, tmp_pat
     per-bucket decoder windows of profiles/realwidth-vae.yaml), and the range serves the other
     windows. The static entry is the tiny build's vae_decode entry recorded again with every
     size fixed at its opt sizes (its engine file covers them too), after the ranged one."""
-    import copy
+    import dataclasses
     import json
     import shutil
 
-    from framepack_trt.cache import Cache, Entry
+    from framepack_trt.cache import Cache
     from framepack_trt.engine_status import entry_status
     from framepack_trt.runtime.selection import find_engine
 
     cache_dir, weights = vae_cache
     root = tmp_path / "cache"
     shutil.copytree(cache_dir, root)
+    (ranged,) = [e for e in Cache(root).entries().values() if e.name == "vae_decode"]
+    opt = {n: r.opt for n, r in ranged.ranges.items()}
+    fixed = {n: {"min": v, "opt": v, "max": v} for n, v in opt.items()}
+    static = dataclasses.replace(ranged, name="vae_decode_static", key="0" * 64,
+                                 engine_dims=fixed, key_fields={**ranged.key_fields, "dims": fixed})
     manifest = json.loads((root / "manifest.json").read_text())
-    (ranged,) = [e for e in manifest["entries"].values() if e["name"] == "vae_decode"]
-    opt = {n: r["opt"] for n, r in ranged["engine_dims"].items()}
-    static = copy.deepcopy(ranged)
-    static.update(name="vae_decode_static", key="0" * 64,
-                  engine_dims={n: {"min": v, "opt": v, "max": v} for n, v in opt.items()})
-    static["key_fields"]["dims"] = static["engine_dims"]
-    manifest["entries"][static["key"]] = static
+    manifest["entries"][static.key] = static.to_dict()
     (root / "manifest.json").write_text(json.dumps(manifest))
     h, w = opt["latent_height"], opt["latent_width"]
     assert opt["latent_frames"] == 5
     cache = Cache(root)
-    assert find_engine(cache, "vae_decode", [latents(5, h, w)])["name"] == "vae_decode_static"
-    assert find_engine(cache, "vae_decode", [latents(3, h, w)])["name"] == "vae_decode"
+    assert find_engine(cache, "vae_decode", [latents(5, h, w)]).name == "vae_decode_static"
+    assert find_engine(cache, "vae_decode", [latents(3, h, w)]).name == "vae_decode"
 
     vae = load(root / "weights" / weights.name)
     z = latents(9, h, w, seed=9)  # windows of 5, 5 and 3 latent frames
@@ -237,11 +236,12 @@ def test_a_static_engine_is_picked_over_a_range_for_its_sizes(vae_cache, tmp_pat
     import os
 
     broken = root / "static.pt2"
-    broken.write_bytes(os.urandom((root / ranged["engine"]["file"]).stat().st_size))
-    static["engine"].update(file=broken.name, mtime_ns=broken.stat().st_mtime_ns)
-    manifest["entries"][static["key"]] = static
+    broken.write_bytes(os.urandom((root / ranged.engine.file).stat().st_size))
+    static = dataclasses.replace(static, engine=dataclasses.replace(
+        static.engine, file=broken.name, mtime_ns=broken.stat().st_mtime_ns))
+    manifest["entries"][static.key] = static.to_dict()
     (root / "manifest.json").write_text(json.dumps(manifest))
-    assert entry_status(Cache(root), Entry.from_dict(static)).state == "ok"
+    assert entry_status(Cache(root), static).state == "ok"
     engines = use_engines(root, strict=True, vae=vae)
     try:
         with pytest.warns(UserWarning, match="engine vae_decode_static failed at run time "

@@ -8,6 +8,8 @@ import json
 
 from conftest import cli, write_profile
 
+from framepack_trt.cache import Cache
+
 
 def outputs(result):
     return [o for e in result["engines"] for c in e["cases"] for o in c["outputs"]]
@@ -19,8 +21,8 @@ def test_bf16_engine_checked_against_fp32(tmp_path, tiny_weights):
          "dtype": "bfloat16", "tolerance": {"reference": "fp32", "reference_factor": 2}}])
     cache = tmp_path / "cache"
     cli("build", "--profile", str(p), "--cache-dir", str(cache), check=True)
-    (entry,) = json.loads((cache / "manifest.json").read_text())["entries"].values()
-    assert entry["build_check"]["reference"] == "fp32"
+    (entry,) = Cache(cache).entries().values()
+    assert entry.build_check["reference"] == "fp32"
 
     # The profile's reference is the default: quick verify compares with float32.
     r = json.loads(cli("verify", "--cache-dir", str(cache), "--json", check=True).stdout)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from framepack_trt.cache import Cache
 from framepack_trt.device import package_version
 
 
@@ -50,10 +51,9 @@ def test_tiny_profile_text_encoders_build_and_verify_on_framepacks_pins(tmp_path
             cwd=tmp_path, check=True)
     assert "2 built, 0 cached, 0 failed" in r.stdout
     # Side by side (--jobs 2), each checked in its own process before it was committed.
-    manifest = json.loads((tmp_path / "Cache" / "tensorrt_engines" / "manifest.json")
-                          .read_text())["entries"]
-    assert sorted(e["name"] for e in manifest.values()) == ["clip_text", "llama_text"]
-    assert all(e["build_check"]["mode"] == "quick" and e["build_check"]["cases"]
+    manifest = Cache(tmp_path / "Cache" / "tensorrt_engines").entries()
+    assert sorted(e.name for e in manifest.values()) == ["clip_text", "llama_text"]
+    assert all(e.build_check["mode"] == "quick" and e.build_check["cases"]
                for e in manifest.values())
     rows = json.loads(cli("list", "--json", cwd=tmp_path, check=True).stdout)["entries"]
     assert sorted((e["name"], e["status"]) for e in rows) == [("clip_text", "ok"),

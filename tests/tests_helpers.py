@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from framepack_trt.cache import Entry
+from framepack_trt.cache.entry import EngineInput, FileRecord
+
 #: diffusers' argument names -> FramePack's.
 TO_FRAMEPACK = {"image_embeds": "image_embeddings", "indices_latents": "latent_indices",
                 "latents_clean": "clean_latents", "indices_latents_clean": "clean_latent_indices",
@@ -137,3 +140,14 @@ def framepack_loop(transformer, f1: bool, framepack_names: bool, sections: int =
                 x = torch.cat([start, x], dim=2)
             history = torch.cat([x, history], dim=2)
     return history
+
+
+def made_entry(name: str, component: str, inputs: dict[str, list] | None = None,
+               dims: dict | None = None, dtype: str = "float16", device: str = "cpu") -> Entry:
+    """A manifest entry as the engine selection reads it, with no files (nothing loads it):
+    its inputs' shapes by name, its dims' ranges, dtype and device."""
+    nothing = FileRecord("engines/none", "", 0, 0)
+    return Entry(name * 8, name, component, {"component": component, "dims": dims or {},
+                                             "dtype": dtype, "device": {"type": device}},
+                 nothing, nothing,
+                 inputs=tuple(EngineInput(n, tuple(s), "model") for n, s in (inputs or {}).items()))

@@ -82,6 +82,9 @@ class Backend(ABC):
     #: Whether ``verify`` may check several of its engines in one fresh process (one import
     #: of torch and the model libraries instead of one per engine).
     shares_process: ClassVar[bool] = True
+    #: Modules, besides the backend's own, whose code shapes its engines: their source enters
+    #: the cache key (``engine_status.code_fingerprint``), as the components' ``code_modules``.
+    code_modules: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def version(self) -> str:

@@ -8,7 +8,8 @@ included (``extra``). Fields an older framepack-trt did not write read as None a
 written.
 
 The key fields (``key_fields``) stay the dict the key was hashed from (``keys.engine_key``);
-the accessors below read them (``backend``, ``dtype``, ``device_type``, ``dims``, ...).
+the accessors below read them (``backend``, ``dtype``, ``device_type``, ``dims``, ...). Readers
+use the attributes and accessors: an entry is not a mapping (``entry["name"]`` is a TypeError).
 """
 
 from __future__ import annotations
@@ -151,7 +152,6 @@ class Entry:
     peak_gpu_gib: float | None = None
     #: Fields this version does not know (a newer framepack-trt's), written back as they were.
     extra: dict[str, Any] = field(default_factory=dict)
-    _as_dict: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     # -- JSON ------------------------------------------------------------------------------
     @classmethod
@@ -217,6 +217,22 @@ class Entry:
         return self.key_fields["backend_version"]
 
     @property
+    def torch_version(self) -> str:
+        """The torch version it was built with."""
+        return self.key_fields["torch"]
+
+    @property
+    def libraries(self) -> dict[str, str] | None:
+        """The model libraries' versions it was built with (diffusers, transformers; None: an
+        older framepack-trt did not record them)."""
+        return self.key_fields.get("libraries")
+
+    @property
+    def code(self) -> str | None:
+        """The fingerprint of the code that built it (``keys.modules_fingerprint``)."""
+        return self.key_fields.get("code")
+
+    @property
     def dtype(self) -> str:
         """The engine's dtype's name (float16, bfloat16, float32)."""
         return self.key_fields["dtype"]
@@ -267,28 +283,7 @@ class Entry:
         """The engine file and the golden-sample file."""
         return self.engine, self.golden
 
-    # -- reads by key ----------------------------------------------------------------------
-    # For the modules that still read entries as the manifest's dicts (runtime, framepack,
-    # transformer_loop, framepack_bench): ``entry["inputs"]`` is ``to_dict()["inputs"]``.
-    # Remove once they use the attributes above.
-    def _dict(self) -> dict[str, Any]:
-        if self._as_dict is None:
-            object.__setattr__(self, "_as_dict", self.to_dict())
-        return self._as_dict  # type: ignore[return-value]
-
-    def __getitem__(self, name: str) -> Any:
-        return self._dict()[name]
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self._dict().get(name, default)
-
-    def keys(self):
-        return self._dict().keys()
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._dict()
-
-    def __hash__(self) -> int:
+    def __hash__(self) -> int:  # by its key: the key fields are a dict
         return hash(self.key)
 
 

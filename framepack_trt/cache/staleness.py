@@ -1,47 +1,45 @@
 """Why a cached engine is stale: built for another device, or with software or code that has
 changed since.
 
-An entry's key fields record what it was built with; ``staleness`` compares them with this
-machine. The device, torch and the model libraries are read here (``device``, no import of
-torch); the two things only the layers above know, the backend's version now and the
-fingerprint of the code that would build the engine now, are passed in by the caller
-(``engine_status.entry_status``), so the cache imports neither the backends nor the
-components.
+An entry's key fields record what it was built with; ``staleness`` compares them (through
+the entry's accessors) with this machine. The device, torch and the model libraries are read
+here (``device``, no import of torch); the two things only the layers above know, the
+backend's version now and the fingerprint of the code that would build the engine now, are
+passed in by the caller (``engine_status.entry_status``), so the cache imports neither the
+backends nor the components.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from framepack_trt.cache.entry import Entry
 from framepack_trt.device import current_device, describe, library_versions, torch_version
 
 
-def staleness(fields: dict[str, Any], backend_version: str | None,
-              code: str | None) -> str | None:
-    """Why an engine with these key fields cannot run on this machine's device and software,
-    or was built by code or libraries that have changed since; None if neither.
-    ``backend_version``: the installed version of the entry's backend (None: no such backend);
-    ``code``: the fingerprint of the code that builds its component now (None: no such
-    component)."""
+def staleness(entry: Entry, backend_version: str | None, code: str | None) -> str | None:
+    """Why the engine cannot run on this machine's device and software, or was built by code
+    or libraries that have changed since; None if neither (its key fields say what it was
+    built with). ``backend_version``: the installed version of the entry's backend (None: no
+    such backend); ``code``: the fingerprint of the code that builds its component now (None:
+    no such component)."""
     reasons = []
-    here = current_device(fields["device"]["type"])
-    if here != fields["device"]:
-        reasons.append(f"built for {describe(fields['device'])}, this machine has {describe(here)}")
-    if fields["torch"] != torch_version():
-        reasons.append(f"built with torch {fields['torch']}, installed {torch_version()}")
+    here = current_device(entry.device_type)
+    if here != entry.device:
+        reasons.append(f"built for {describe(entry.device)}, this machine has {describe(here)}")
+    if entry.torch_version != torch_version():
+        reasons.append(f"built with torch {entry.torch_version}, installed {torch_version()}")
     now = backend_version if backend_version is not None else "unknown backend"
-    if now != fields["backend_version"]:
-        reasons.append(f"built with {fields['backend_version']}, installed {now}")
+    if now != entry.backend_version:
+        reasons.append(f"built with {entry.backend_version}, installed {now}")
     libraries = library_versions()
-    if fields.get("libraries") is None:
+    if entry.libraries is None:
         reasons.append("built by an older framepack-trt that did not record the diffusers and "
                        "transformers versions")
-    elif fields["libraries"] != libraries:
-        changed = [f"{k} {fields['libraries'].get(k)} -> {v}" for k, v in libraries.items()
-                   if fields["libraries"].get(k) != v]
+    elif entry.libraries != libraries:
+        changed = [f"{k} {entry.libraries.get(k)} -> {v}" for k, v in libraries.items()
+                   if entry.libraries.get(k) != v]
         reasons.append(f"built with other model libraries ({', '.join(changed)})")
     if code is None:
-        reasons.append(f"unknown component {fields['component']!r}")
-    elif fields.get("code") != code:
+        reasons.append(f"unknown component {entry.component!r}")
+    elif entry.code != code:
         reasons.append("the code that exports or compiles it has changed since it was built")
     return "; ".join(reasons) or None

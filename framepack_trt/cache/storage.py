@@ -1,5 +1,5 @@
 """The cache's storage: a folder of engine files, golden samples and one JSON manifest, its
-locks, and the manifest read (into ``entry.Entry`` objects) and written.
+locks, and the manifest read (into ``entry.Entry`` and ``choices.Choice`` objects) and written.
 
 Layout (``<cache>`` is ``--cache-dir``, else $FRAMEPACK_TENSORRT_CACHE_DIR, else the profile's
 ``cache_dir``, else ``Cache/tensorrt_engines`` under the FramePack directory):
@@ -38,6 +38,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from framepack_trt.cache.choices import Choice, ChoiceError
 from framepack_trt.cache.entry import Entry, EntryError, FileRecord
 from framepack_trt.errors import CacheError
 from framepack_trt.util import atomic_write_text, dir_size, sha256_file
@@ -156,12 +157,12 @@ class Cache:
         in a format this version does not know is a CacheError: nothing may change it."""
         return self._load()[0]
 
-    def choices(self) -> dict[str, dict[str, Any]]:
+    def choices(self) -> dict[str, Choice]:
         """The recorded ``backend: auto`` choices (auto.py), by choice key. A malformed one is
         skipped with a warning: that component is chosen again by the next build."""
         return self._load()[1]
 
-    def _load(self) -> tuple[dict[str, Entry], dict[str, dict[str, Any]]]:
+    def _load(self) -> tuple[dict[str, Entry], dict[str, Choice]]:
         """Entries and choices from one read of the manifest (see ``entries``, ``choices``)."""
         doc = self._read() or {}
         entries: dict[str, Entry] = {}
@@ -179,14 +180,12 @@ class Cache:
                                      f"ignored, it will be rebuilt")
             else:
                 entries[key] = entry
-        choices: dict[str, dict[str, Any]] = {}
+        choices: dict[str, Choice] = {}
         raw = doc.get("choices") or {}
         for key, c in (raw.items() if isinstance(raw, dict) else ()):
-            if (isinstance(c, dict) and isinstance(c.get("name"), str)
-                    and isinstance(c.get("candidates"), list)
-                    and (c.get("kept") is None or isinstance(c.get("kept"), str))):
-                choices[key] = c
-            else:
+            try:
+                choices[key] = Choice.from_dict(c)
+            except ChoiceError:
                 self.warnings.append(f"manifest choice {str(key)[:16]} is malformed; ignored, "
                                      f"it will be made again")
         return entries, choices
@@ -213,7 +212,7 @@ class Cache:
                 f"cache. Use the framepack-trt that wrote it, or another --cache-dir")
         return data
 
-    def record_choice(self, key: str, choice: dict[str, Any]) -> None:
+    def record_choice(self, key: str, choice: Choice) -> None:
         with self.manifest_lock():
             entries, choices = self._load()
             choices[key] = choice
@@ -228,11 +227,11 @@ class Cache:
                 self._write(entries, keep)
         return len(choices) - len(keep)
 
-    def _write(self, entries: dict[str, Entry], choices: dict[str, dict[str, Any]]) -> None:
+    def _write(self, entries: dict[str, Entry], choices: dict[str, Choice]) -> None:
         """Write the manifest (called under the manifest lock, with what ``_load`` read)."""
         doc = {"format": MANIFEST_FORMAT,
                "entries": {k: e.to_dict() for k, e in sorted(entries.items())},
-               "choices": dict(sorted(choices.items()))}
+               "choices": {k: c.to_dict() for k, c in sorted(choices.items())}}
         try:
             atomic_write_text(self.manifest_path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
         except OSError as exc:

@@ -56,9 +56,9 @@ class Swap:
         self._why: dict[tuple, str] = {}
         self.broken: dict[str, str] = {}
         self.entries = [e for e in cache.entries().values()
-                        if e["component"] == component and entry_status(cache, e).state == "ok"
+                        if e.component == component and entry_status(cache, e).state == "ok"
                         and same_checkpoint(e, model, cache)]
-        self._name_of = {e["key"]: e["name"] for e in self.entries}
+        self._name_of = {e.key: e.name for e in self.entries}
 
     # -- the swapped forward ------------------------------------------------------------------
     def forward(self, *args, **kwargs):
@@ -115,7 +115,7 @@ class Swap:
             shapes = [tuple(t.shape) for t in inputs]
             chosen = select(self.entries, lambda e: call_sizes(e, shapes),
                             dtype=str(self.model.dtype), device=inputs[0].device.type)
-            self._picked[shape_key] = [e["key"] for e in chosen.choices]
+            self._picked[shape_key] = [e.key for e in chosen.choices]
             self._why[shape_key] = ("no engine of this checkpoint in the cache; build one with "
                                     "`framepack-trt build`" if not self.entries else
                                     "no engine covers the call (" + "; ".join(chosen.reasons)
@@ -134,6 +134,6 @@ class Swap:
 
     def _engine(self, key: str):
         if key not in self._engines:
-            entry = next(e for e in self.entries if e["key"] == key)
+            entry = next(e for e in self.entries if e.key == key)
             self._engines[key] = load_engine(self.cache, entry)
         return self._engines[key]

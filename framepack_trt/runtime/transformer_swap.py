@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import replace
 
 import torch
 
-from framepack_trt.cache import Cache
+from framepack_trt.cache import Cache, Entry
 from framepack_trt.components.base import get_component
 from framepack_trt.engine_status import entry_status
 from framepack_trt.errors import FramepackTrtError
@@ -34,41 +34,39 @@ from framepack_trt.transformer.pieces import piece_count, piece_module
 from framepack_trt.transformer.tokens import piece_sizes
 
 
-def fp8_first(piece: str) -> Callable[[Mapping[str, Any]], bool]:
+def fp8_first(piece: str) -> Callable[[Entry], bool]:
     """Sort key of a piece's entries: fp8 block engines first (``quantize: fp8`` was asked for
     at build time: where the cache has them for the model, they are preferred to the bf16
     ones)."""
-    return lambda entry: entry["component"] != FP8_COMPONENTS.get(piece)
+    return lambda entry: entry.component != FP8_COMPONENTS.get(piece)
 
 
-def engine_weight_names(entry: Mapping[str, Any]) -> list[str]:
+def engine_weight_names(entry: Entry) -> list[str]:
     """The weight inputs of a piece engine, by the parameter names it was built with."""
-    return [i["name"].removeprefix("weight.") for i in entry["inputs"]
-            if i["name"].startswith("weight.")]
+    return [n.removeprefix("weight.") for n in entry.input_names if n.startswith("weight.")]
 
 
-def find_pieces(cache: Cache, model, model_dtype: str) -> tuple[dict[str, list[dict]],
+def find_pieces(cache: Cache, model, model_dtype: str) -> tuple[dict[str, list[Entry]],
                                                                  dict[str, set[str]]]:
     """Usable entries of each piece built for the model's architecture and dtype; and per
     piece, the devices on which ``backend: auto`` measured eager as the fastest (no engine
     kept: the loop runs that piece eagerly there)."""
-    out: dict[str, list[dict]] = {piece: [] for piece in PIECES}
+    out: dict[str, list[Entry]] = {piece: [] for piece in PIECES}
     for entry in cache.entries().values():
-        piece = piece_of(entry["component"])
-        if (piece is None or f"torch.{entry['key_fields']['dtype']}" != model_dtype
+        piece = piece_of(entry.component)
+        if (piece is None or f"torch.{entry.dtype}" != model_dtype
                 or entry_status(cache, entry).state != "ok" or not same_architecture(entry, model, cache)):
             continue
         out[piece].append(entry)
     eager: dict[str, set[str]] = {piece: set() for piece in PIECES}
     for choice in cache.choices().values():
-        piece = piece_of(choice["component"])
-        if (piece is None or choice.get("kept") or "source" not in choice
-                or f"torch.{choice.get('dtype')}" != model_dtype
-                or not any(c.get("outcome") == "not-faster-than-eager"
-                           for c in choice.get("candidates", []))
+        piece = piece_of(choice.component)
+        if (piece is None or choice.kept or choice.source is None
+                or f"torch.{choice.dtype}" != model_dtype
+                or not any(c.outcome == "not-faster-than-eager" for c in choice.candidates)
                 or not same_architecture(choice, model, cache)):
             continue
-        eager[piece].add(choice["device"])
+        eager[piece].add(choice.device)
     return out, eager
 
 
@@ -90,7 +88,7 @@ class TransformerSwap(Swap):
             # the whole call runs the model's own forward.
             self.eager_pieces = {p: set() for p in self.eager_pieces}
         self.stack: Counter[str] = Counter()
-        self._piece_pick: dict[tuple, tuple[dict[str, dict | None] | None, str]] = {}
+        self._piece_pick: dict[tuple, tuple[dict[str, Entry | None] | None, str]] = {}
 
     @property
     def has_pieces(self) -> bool:
@@ -103,7 +101,7 @@ class TransformerSwap(Swap):
             return self.forward_pieces(args, kwargs)
         return super().forward(*args, **kwargs)
 
-    def pick_pieces(self, prepared, text_len: int) -> tuple[dict[str, dict | None] | None, str]:
+    def pick_pieces(self, prepared, text_len: int) -> tuple[dict[str, Entry | None] | None, str]:
         """One entry per piece that covers the call (None: the piece runs eagerly), or None
         and why not (memoised)."""
         device = prepared[0].device.type
@@ -114,7 +112,8 @@ class TransformerSwap(Swap):
 
             def sizes_of(entry, piece):
                 if piece == "input":  # the call's inputs: the engine's first (its weights follow)
-                    return call_sizes({**entry, "inputs": entry["inputs"][:len(shapes)]}, shapes)
+                    return call_sizes(replace(entry, inputs=(entry.inputs or ())[:len(shapes)]),
+                                      shapes)
                 return sizes[piece]
 
             picked, why = {}, []
@@ -134,10 +133,10 @@ class TransformerSwap(Swap):
                                             "build`"))
         return self._piece_pick[key]
 
-    def piece_engine(self, entry):
-        if entry["key"] not in self._engines:
-            self._engines[entry["key"]] = load_engine(self.cache, entry)
-        return self._engines[entry["key"]]
+    def piece_engine(self, entry: Entry):
+        if entry.key not in self._engines:
+            self._engines[entry.key] = load_engine(self.cache, entry)
+        return self._engines[entry.key]
 
     def forward_pieces(self, args, kwargs):
         """The swapped forward: pieces when they cover the call, else eager (or raise)."""
@@ -155,13 +154,13 @@ class TransformerSwap(Swap):
         if picked is None:
             return self._eager(why, args, kwargs)
         used = [e for e in picked.values() if e is not None]
-        broken = [e["key"] for e in used if e["key"] in self.broken]
+        broken = [e.key for e in used if e.key in self.broken]
         if broken:
             return self._eager(self._broken_why(broken[0]), args, kwargs)
         try:
             engines = {p: self.piece_engine(e) if e is not None else None
                        for p, e in picked.items()}
-            components = {p: get_component(e["component"]) for p, e in picked.items()
+            components = {p: get_component(e.component) for p, e in picked.items()
                           if e is not None}
             if self.offload_bf16:
                 self.place_bf16(picked, prepared[0].device)
@@ -173,28 +172,28 @@ class TransformerSwap(Swap):
                                              if e is not None})
         except Exception as exc:  # broken at run time: eager takes over from now on
             for e in used:
-                self.broken[e["key"]] = f"{type(exc).__name__}: {exc}"
-            return self._eager(self._broken_why(used[0]["key"]), args, kwargs)
+                self.broken[e.key] = f"{type(exc).__name__}: {exc}"
+            return self._eager(self._broken_why(used[0].key), args, kwargs)
         self.calls["engine"] += 1
         # Calls each piece engine served: the block engines only where the stack ran (TeaCache
         # reuses the last residual otherwise).
         ran_blocks = self.stack["block_stack"] > stacks_before
         for piece, e in picked.items():
             if e is not None and (ran_blocks or piece in ("input", "output")):
-                self.served[e["name"]] += 1
+                self.served[e.name] += 1
         return self.adapter.wrap_output(self.model, (sample,), kwargs)
 
     # -- the fp8 blocks' quantized copies -------------------------------------------------------
     def _blocks(self, piece: str) -> list:
         return [piece_module(self.model, piece, i) for i in range(piece_count(self.model, piece))]
 
-    def place_bf16(self, picked: Mapping[str, dict | None], device) -> None:
+    def place_bf16(self, picked: Mapping[str, Entry | None], device) -> None:
         """``offload_bf16``: the bf16 weights of the blocks that fp8 engines serve on the GPU
         go to the CPU (once: later calls find them there; their GPU memory goes back to the
         device). A call that runs parked blocks otherwise (bf16 engines, eagerly) brings every
         parked weight back and turns the option off (``unpark``)."""
         in_fp8 = [piece for piece, component in FP8_COMPONENTS.items()
-                  if picked.get(piece) is not None and picked[piece]["component"] == component
+                  if picked.get(piece) is not None and picked[piece].component == component
                   and device.type == fp8_placement.PARK_FROM]
         if any(fp8_placement.is_parked(block) for piece in FP8_COMPONENTS if piece not in in_fp8
                for block in self._blocks(piece)):
@@ -208,14 +207,14 @@ class TransformerSwap(Swap):
         if moved:
             torch.cuda.empty_cache()
 
-    def place_low_vram(self, picked: Mapping[str, dict | None], device) -> None:
+    def place_low_vram(self, picked: Mapping[str, Entry | None], device) -> None:
         """In FramePack's low-VRAM mode, the quantized copies of the blocks that fp8 engines
         serve follow FramePack's placement of the blocks, and take the GPU memory that their
         linears' bf16 weights leave (``fp8_placement.place_low_vram``); the first dual-stream
         block's modulation linear keeps its bf16 weight (TeaCache reads it eagerly). Blocks that
         run otherwise get their bf16 weights back where FramePack put them (``unplace``)."""
         pieces = [piece for piece, component in FP8_COMPONENTS.items()
-                  if picked.get(piece) is not None and picked[piece]["component"] == component]
+                  if picked.get(piece) is not None and picked[piece].component == component]
         self.unplace([piece for piece in FP8_COMPONENTS if piece not in pieces])
         blocks = [block for piece in pieces for block in self._blocks(piece)]
         if blocks and fp8_placement._low_vram(blocks[0]):

@@ -4,7 +4,7 @@ last, whether inductor's CPU feature probe (``pick_vec_isa``: it compiles and lo
 programs, 2.1 s on this project's 2-core machine, 9.2 s with an empty inductor cache, 44-50 s
 on an H100 machine) ran in the process. torch's own ``aoti_load_package`` runs it for every
 package, CUDA ones too, only to warn when the package was built for another host; this
-project's loader (``backends.aoti.load_package``) checks the host from the CPU's feature bits
+project's loader (``backends.aoti_host.load_package``) checks the host from the CPU's feature bits
 instead, so the probe must not run here.
 
     python scripts/bench/first_call.py --cache-dir DIR [-c NAME ...]
@@ -28,12 +28,11 @@ def main(argv=None) -> int:
     import torch
     from safetensors.torch import load_file
 
-    from framepack_trt.backends import get_backend
     from framepack_trt.cache import Cache
     from framepack_trt.components.base import get_component
     from framepack_trt.export import torch_dtype
     from framepack_trt.names import entry_matches
-    from framepack_trt.sources import Source, load_model
+    from framepack_trt.runtime.loading import load_engine, load_model
     from framepack_trt.timing import call_ms
 
     rows = [("imports", (time.perf_counter() - t) * 1e3)]
@@ -47,35 +46,33 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.cache_dir}: no engine"
                          + (f" named {', '.join(args.component)}" if args.component else ""))
     models = {}
-    for entry in sorted(entries, key=lambda e: e["name"]):
-        fields = entry["key_fields"]
-        device = fields["device"]["type"]
-        component = get_component(entry["component"])
-        dtype = torch_dtype(fields["dtype"])
+    for entry in sorted(entries, key=lambda e: e.name):
+        device = entry.device_type
+        component = get_component(entry.component)
+        dtype = torch_dtype(entry.dtype)
 
-        name = entry["name"]
+        name = entry.name
         model = None
         if component.weights_as_inputs:
-            source = Source.from_dict(entry["source"])
-            key = (entry["component"], repr(entry["source"]), str(dtype), device)
+            key = (entry.component, repr(entry.source), str(dtype), device)
             if key not in models:
                 t = time.perf_counter()
-                models[key] = load_model(component, source, dtype, device, cache.weights_dir)
+                models[key] = load_model(cache, entry)
                 rows.append((f"{name}: load the model (its weights are inputs)",
                              (time.perf_counter() - t) * 1e3))
             model = models[key]
         t = time.perf_counter()
-        engine = get_backend(fields["backend"]).load(cache.root / entry["engine"]["file"], device)
+        engine = load_engine(cache, entry)
         rows.append((f"{name}: load the engine", (time.perf_counter() - t) * 1e3))
-        golden = load_file(str(cache.root / entry["golden"]["file"]))
-        raw = entry.get("raw_inputs") or [i["name"] for i in entry["inputs"]]
-        meta = entry["golden_cases"][0]
-        inputs = component.engine_inputs(model, [golden[f"0.input.{n}"].to(device) for n in raw],
-                                         dtype, device, meta.get("index", 0))
+        golden = load_file(str(cache.root / entry.golden.file))
+        meta = entry.golden_cases[0]
+        inputs = component.engine_inputs(
+            model, [golden[f"0.input.{n}"].to(device) for n in entry.raw_input_names], dtype,
+            device, meta.index or 0)
         if device == "cuda":
             torch.cuda.synchronize()
         for call in ("first", "second", "third"):
-            rows.append((f"{name}: {call} call ({meta['case']})",
+            rows.append((f"{name}: {call} call ({meta.case})",
                          call_ms(engine, inputs, device == "cuda")))
     width = max(len(r[0]) for r in rows)
     print(f"{'':{width}}  ms")

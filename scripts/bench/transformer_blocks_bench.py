@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     if args.depth:
         grow(model, *args.depth)
     used = [es[0] for es in swap.pieces.values() if es]  # the entry each piece prefers
-    backends = sorted({e["key_fields"]["backend"] for e in used})
+    backends = sorted({e.backend for e in used})
     cuda = device == "cuda"
     held = torch.cuda.memory_allocated() if cuda else 0
 
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         ``entries`` has none)."""
         total = 0
         for name in ("transformer_dual_block", "transformer_single_block"):
-            name = next((e["component"] for e in entries if e["component"].startswith(name)), name)
+            name = next((e.component for e in entries if e.component.startswith(name)), name)
             comp = get_component(name)
             total += sum(t.nbytes for i in range(comp.pieces(model.config))
                          for t in comp.weights(model, i, dtype, device))
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
         rows.append((f"{height}x{width}", eager_ms, engine_ms, eager_ms / engine_ms, err,
                      peak_gib(eager, call), peak_gib(pieces, call)))
     card = describe(current_device(device))
-    components = ", ".join(sorted(e["component"] for e in used))
+    components = ", ".join(sorted(e.component for e in used))
     depth = f"{model.config.num_layers} + {model.config.num_single_layers} blocks" + (
         " (grown by --depth)" if args.depth else "")
     head = (f"transformer as block engines ({', '.join(backends)}, {spec.dtype}: {components}; "
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
               for b, e, g, s, r, pe, pg in rows]
     lines += ["", f"block weights handed to the engines: {block_weights_gib(used) * 1024:.1f} MiB (the "
               f"same blocks in {spec.dtype}: {block_weights_gib([]) * 1024:.1f} MiB)"]
-    lines += [f"engines on disk: {sum(e['engine']['size'] for e in used) / 2**20:.1f} MiB; "
+    lines += [f"engines on disk: {sum(e.engine.size for e in used) / 2**20:.1f} MiB; "
               f"held by the engines and their weights (fp8: the quantized blocks) after the "
               f"calls: {(torch.cuda.memory_allocated() - held) / 2**30 if cuda else 0:.2f} GiB"]
     print("\n".join(lines), flush=True)
@@ -242,14 +242,14 @@ def engine_parts(swap, used, pieces, call, calls: int) -> dict:
     them), GPU ms per call."""
     timer = PartTimer()
     pieces(**call)  # every engine loaded
-    kept = dict(swap._piece_engines)
-    names = {e["key"]: e["component"].removeprefix("transformer_") for e in used}
+    kept = dict(swap._engines)
+    names = {e.key: e.component.removeprefix("transformer_") for e in used}
     try:
         for key, engine in kept.items():
-            swap._piece_engines[key] = timer.wrap(names.get(key, key), engine)
+            swap._engines[key] = timer.wrap(names.get(key, key), engine)
         timed_calls(timer, pieces, call, calls)
     finally:
-        swap._piece_engines.update(kept)
+        swap._engines.update(kept)
     return timer.per_call(calls, "call")
 
 

@@ -124,8 +124,8 @@ def main(argv=None) -> int:
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     spec, cache, vae = profile_model(args.profile, "vae_decode", args.cache_dir)
     dtype, device = torch_dtype(spec.dtype), spec.device
-    backends = sorted({e["key_fields"]["backend"] for e in cache.entries().values()
-                       if e["component"] in ("vae_decode", "vae_encode")})
+    backends = sorted({e.backend for e in cache.entries().values()
+                       if e.component in ("vae_decode", "vae_encode")})
 
     def decode(z):
         with torch.inference_mode():

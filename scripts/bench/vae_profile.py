@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     torch.backends.cudnn.benchmark = False
 
     result["eager"] = kernel_table(run, x)
-    if any(e["component"] == "vae_decode" for e in cache.entries().values()):
+    if any(e.component == "vae_decode" for e in cache.entries().values()):
         from framepack_trt.framepack import use_engines
 
         engines = use_engines(cache.root, strict=True, vae=vae)

@@ -13,17 +13,19 @@ import zipfile
 import pytest
 from conftest import siglip_with_torchs_own_loader
 
+from framepack_trt.cache import Cache
+
 needs_readelf = pytest.mark.skipif(shutil.which("readelf") is None, reason="needs binutils' readelf")
 
 
 def _entry(cache):
-    return next(iter(json.loads((cache / "manifest.json").read_text())["entries"].values()))
+    return next(iter(Cache(cache).entries().values()))
 
 
 @needs_readelf
 def test_wrapper_library_has_its_own_libstdcxx(built_cache, tmp_path):
     _, cache = built_cache
-    package = cache / _entry(cache)["engine"]["file"]
+    package = cache / _entry(cache).engine.file
     zipfile.ZipFile(package).extractall(tmp_path)
     wrappers = list(tmp_path.rglob("*wrapper.so"))
     assert wrappers, "no wrapper library in the package"
@@ -65,8 +67,8 @@ def test_engine_loads_in_a_fresh_process_without_inductors_cpu_probe(built_cache
 
     _, cache = built_cache
     entry = _entry(cache)
-    proc = subprocess.run([sys.executable, "-c", _OUR_LOAD, str(cache / entry["engine"]["file"]),
-                           str(cache / entry["golden"]["file"])],
+    proc = subprocess.run([sys.executable, "-c", _OUR_LOAD, str(cache / entry.engine.file),
+                           str(cache / entry.golden.file)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rel, inference, probes = proc.stdout.split()
@@ -81,7 +83,7 @@ def test_a_package_for_other_cpu_instructions_or_gpu_is_refused_by_name():
 
     from torch._inductor.cpu_vec_isa import x86_isa_checker
 
-    from framepack_trt.backends.aoti import host_problem
+    from framepack_trt.backends.aoti_host import host_problem
 
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("x86 ISA names")
@@ -156,7 +158,7 @@ def test_share_weights_engine_runs_on_the_models_own_tensors(tmp_path, tiny_weig
     assert "[share_weights]" in cli("list", "--cache-dir", str(cache), check=True,
                                     env={"COLUMNS": "300"}).stdout
     entry = _entry(cache)
-    package = cache / entry["engine"]["file"]
+    package = cache / entry.engine.file
     with zipfile.ZipFile(package) as zf:
         assert any(n.endswith(WEIGHTS_MEMBER) for n in zf.namelist())
     assert AotiBackend().load(package, "cpu").weight_names  # the weights it runs on
@@ -256,7 +258,7 @@ def test_share_weights_encoder_runs_on_the_vaes_own_tensors(tmp_path, tiny_weigh
 _COUNTED = r"""
 import sys
 import torch._inductor.cpu_vec_isa as isa_module
-from framepack_trt.backends.aoti import known_vec_isa, no_vec_isa
+from framepack_trt.backends.aoti_host import known_vec_isa, no_vec_isa
 calls = []
 probe = isa_module.VecISA.check_build
 def counted(self, code):

@@ -55,7 +55,7 @@ def test_framepack_loop_through_fp8_blocks(fp8_blocks, f1, h, w):
     finally:
         engines.restore()
     assert counts == {"transformer": {"engine": 6, "eager": 0}}
-    assert {e["component"] for pick in picked for e in pick.values()} >= {
+    assert {e.component for pick in picked for e in pick.values()} >= {
         "transformer_dual_block_fp8", "transformer_single_block_fp8"}
     err = rel_l2(got, want)
     print(f"\nfp8 blocks, {'f1' if f1 else 'inverted'} {h}x{w}: rel L2 {err:.2e} against eager bf16")
