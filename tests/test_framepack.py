@@ -239,3 +239,29 @@ def test_an_engine_that_fails_at_run_time_is_dropped_for_eager(framepack_engines
     with pytest.raises(EngineFallback, match="failed at run time"), torch.no_grad():
         siglip(pixel_values=px)
     engines.restore()
+
+
+def test_stale_engines_are_named_with_their_reason(framepack_engines, tmp_path):
+    """A cache whose engines were built by other code (an older framepack-trt: their code
+    fingerprint differs) serves nothing; strict says they are stale, why, and that a build
+    makes them again, instead of only "no engine"."""
+    import json
+    import shutil
+
+    from transformers import LlamaModel
+
+    root = tmp_path / "cache"
+    shutil.copytree(framepack_engines, root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    for entry in manifest["entries"].values():
+        entry["key_fields"]["code"] = "00" * 32
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    llama = load(weights(root, "llama_text"), LlamaModel)
+    with pytest.raises(EngineFallback, match=r"serves text_encoder \(llama_text\).*1 engine\(s\) "
+                       r"of it there are stale \(the code that exports or compiles it has "
+                       r"changed since it was built\): `framepack-trt build` builds them again"):
+        use_engines(root, strict=True, text_encoder=llama)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        use_engines(root, text_encoder=llama).restore()
+    assert any("stays eager" in str(w.message) and "stale" in str(w.message) for w in caught)

@@ -111,9 +111,10 @@ def test_selection_ranks_the_covering_engines_and_says_why_not_the_others():
     assert chosen.reasons == ["short: text_len=32 is outside the engine's range 1..16",
                               "engine half is bfloat16, the model float16",
                               "engine gpu runs on cuda, the call is on cpu"]
-    # ``prefer`` first (the transformer's pieces: fp8 blocks), then the fit.
+    # ``prefer`` is a sort key ranked before the fit (False first: the transformer's pieces
+    # put their fp8 blocks first): the widest engine preferred, then the others by fit.
     preferred = select(entries[:3], lambda e: call_sizes(e, [(1, 32)]),
-                       prefer=lambda e: e.name == "exact")
-    assert [e.name for e in preferred.choices] == ["near", "wide", "exact"]
+                       prefer=lambda e: e.name != "wide")
+    assert [e.name for e in preferred.choices] == ["wide", "exact", "near"]
     refused = select(entries[:1], lambda e: call_sizes(e, [(1, 32), (1, 32)]))
     assert not refused.choices and "takes 1 input(s)" in refused.reasons[0]

@@ -38,6 +38,7 @@ from framepack_trt.device import current_device, describe
 from framepack_trt.export import torch_dtype
 from framepack_trt.framepack import use_engines
 from framepack_trt.framepack_bench import grow
+from framepack_trt.runtime.transformer_swap import fp8_first
 from framepack_trt.timing import paired_median_ms
 
 
@@ -67,7 +68,8 @@ def main(argv=None) -> int:
     swap = engines.swaps["transformer"]
     if args.depth:
         grow(model, *args.depth)
-    used = [es[0] for es in swap.pieces.values() if es]  # the entry each piece prefers
+    # The entry each piece prefers: fp8 block engines first, as the transformer's swap ranks them.
+    used = [min(es, key=fp8_first(piece)) for piece, es in swap.pieces.items() if es]
     backends = sorted({e.backend for e in used})
     cuda = device == "cuda"
     held = torch.cuda.memory_allocated() if cuda else 0
