@@ -21,22 +21,18 @@ from typing import Any
 
 from framepack_trt.cache import Cache, resolve_cache_dir
 from framepack_trt.components.base import FRAMEPACK_MODULES, framepack_modules
-from framepack_trt.engine_status import entry_status
 from framepack_trt.runtime.swap import EngineFallback, Swap
 from framepack_trt.runtime.transformer_swap import TransformerSwap
-from framepack_trt.transformer.names import PIECES_OF, WHOLE
+from framepack_trt.transformer.names import WHOLE
 
 
-def stale_note(cache: Cache, component: str) -> str:
-    """What to add to "no engine serves ``component``" when the cache has engines of it that
+def stale_note(swap: Swap) -> str:
+    """What to add to "no engine serves" a swap's module when the cache has engines of it that
     cannot run here (built by other code, libraries or for another device): how many, the first
     one's reason, and that ``build`` makes them again. Empty when there are none."""
-    kinds = (component, *PIECES_OF.get(component, ()))
-    stale = [status for entry in cache.entries().values() if entry.component in kinds
-             for status in [entry_status(cache, entry)] if status.state == "stale"]
-    if not stale:
+    if not swap.stale:
         return ""
-    return (f"; {len(stale)} engine(s) of it there are stale ({stale[0].reason}): "
+    return (f"; {len(swap.stale)} engine(s) of it there are stale ({swap.stale[0].reason}): "
             "`framepack-trt build` builds them again")
 
 
@@ -108,24 +104,24 @@ def use_engines(cache_dir: str | Path | None = None, *, strict: bool = False,
                                                                     strict)
             where = ".".join(filter(None, (name, swap.part)))
             if not swap.entries and not getattr(swap, "has_pieces", False):
-                missing.append((where, component))
+                missing.append((where, swap))
                 continue
             made.append((where, swap))
     if strict and missing:  # it would run eager at every call, and the caller not know it
         raise EngineFallback(
             f"strict: no engine in {cache.root} serves "
-            + ", ".join(f"{where} ({component})" for where, component in missing)
+            + ", ".join(f"{where} ({swap.component})" for where, swap in missing)
             + " (none of its checkpoint, or for the transformer's architecture, that can run "
             "here); build them with `framepack-trt build` (`framepack-trt list` shows the cache)"
-            + "".join(stale_note(cache, component) for _, component in missing))
-    for where, component in missing:
-        warnings.warn(f"framepack-trt: {where} ({component}) stays eager: no engine of its "
+            + "".join(stale_note(swap) for _, swap in missing))
+    for where, swap in missing:
+        warnings.warn(f"framepack-trt: {where} ({swap.component}) stays eager: no engine of its "
                       f"checkpoint in {cache.root}; build one with `framepack-trt build`"
-                      + stale_note(cache, component), stacklevel=2)
+                      + stale_note(swap), stacklevel=2)
     swaps = {}
     for where, swap in made:
         if offload_bf16 and isinstance(swap, TransformerSwap):
             swap.offload_bf16 = True
         swap.target.forward = swap.forward  # the instance's; nn.Module.__call__ runs it
         swaps[where] = swap
-    return Engines(swaps, [component for _, component in missing])
+    return Engines(swaps, [swap.component for _, swap in missing])

@@ -55,9 +55,13 @@ class Swap:
         self._picked: dict[tuple, list[str]] = {}  # shapes -> covering keys, best first
         self._why: dict[tuple, str] = {}
         self.broken: dict[str, str] = {}
-        self.entries = [e for e in cache.entries().values()
-                        if e.component == component and entry_status(cache, e).state == "ok"
-                        and same_checkpoint(e, model, cache)]
+        statuses = [(e, entry_status(cache, e)) for e in cache.entries().values()
+                    if e.component == component]
+        #: The component's engines that cannot run here (other code, libraries or device):
+        #: their statuses, for "stays eager" to say why (``engines.stale_note``).
+        self.stale = [status for _, status in statuses if status.state == "stale"]
+        self.entries = [e for e, status in statuses
+                        if status.state == "ok" and same_checkpoint(e, model, cache)]
         self._name_of = {e.key: e.name for e in self.entries}
 
     # -- the swapped forward ------------------------------------------------------------------

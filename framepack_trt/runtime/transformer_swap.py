@@ -18,6 +18,7 @@ from dataclasses import replace
 import torch
 
 from framepack_trt.cache import Cache, Entry
+from framepack_trt.cache.storage import EntryStatus
 from framepack_trt.components.base import get_component
 from framepack_trt.engine_status import entry_status
 from framepack_trt.errors import FramepackTrtError
@@ -46,16 +47,23 @@ def engine_weight_names(entry: Entry) -> list[str]:
     return [n.removeprefix("weight.") for n in entry.input_names if n.startswith("weight.")]
 
 
-def find_pieces(cache: Cache, model, model_dtype: str) -> tuple[dict[str, list[Entry]],
-                                                                 dict[str, set[str]]]:
-    """Usable entries of each piece built for the model's architecture and dtype; and per
-    piece, the devices on which ``backend: auto`` measured eager as the fastest (no engine
-    kept: the loop runs that piece eagerly there)."""
+def find_pieces(cache: Cache, model, model_dtype: str
+                ) -> tuple[dict[str, list[Entry]], dict[str, set[str]], list[EntryStatus]]:
+    """Usable entries of each piece built for the model's architecture and dtype; per piece,
+    the devices on which ``backend: auto`` measured eager as the fastest (no engine kept: the
+    loop runs that piece eagerly there); and the statuses of the piece engines that are stale
+    (cannot run here)."""
     out: dict[str, list[Entry]] = {piece: [] for piece in PIECES}
+    stale: list[EntryStatus] = []
     for entry in cache.entries().values():
         piece = piece_of(entry.component)
-        if (piece is None or f"torch.{entry.dtype}" != model_dtype
-                or entry_status(cache, entry).state != "ok" or not same_architecture(entry, model, cache)):
+        if piece is None:
+            continue
+        status = entry_status(cache, entry)
+        if status.state == "stale":
+            stale.append(status)
+        if (f"torch.{entry.dtype}" != model_dtype or status.state != "ok"
+                or not same_architecture(entry, model, cache)):
             continue
         out[piece].append(entry)
     eager: dict[str, set[str]] = {piece: set() for piece in PIECES}
@@ -67,7 +75,7 @@ def find_pieces(cache: Cache, model, model_dtype: str) -> tuple[dict[str, list[E
                 or not same_architecture(choice, model, cache)):
             continue
         eager[piece].add(choice.device)
-    return out, eager
+    return out, eager, stale
 
 
 class TransformerSwap(Swap):
@@ -81,7 +89,9 @@ class TransformerSwap(Swap):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.pieces, self.eager_pieces = find_pieces(self.cache, self.model, str(self.model.dtype))
+        self.pieces, self.eager_pieces, stale_pieces = find_pieces(self.cache, self.model,
+                                                                   str(self.model.dtype))
+        self.stale += stale_pieces
         if not is_export_layout(self.model):
             # A piece runs eagerly on diffusers' modules only (FramePack's own class has other
             # RoPE and embedding call conventions): elsewhere a piece without an engine means
