@@ -43,6 +43,10 @@ def bench(
     vram_budget: Annotated[float | None, typer.Option(
         "--vram-budget", help="--framepack: GiB of the card left free (the rest held), so that "
         "FramePack runs its low-VRAM mode as on a card that small.", show_default=False)] = None,
+    low_vram: Annotated[bool, typer.Option(
+        "--low-vram", help="--framepack: FramePack's low-VRAM mode whatever the device has "
+        "free (demo_gradio.py takes it where 60 GiB or less is free; --vram-budget makes a card "
+        "that small); on a machine without CUDA, the only way to run it.")] = False,
     script: Annotated[str, typer.Option("--script", help="--framepack: demo_gradio.py or "
                                         "demo_gradio_f1.py.")] = "demo_gradio.py",
     no_teacache: Annotated[bool, typer.Option("--no-teacache",
@@ -71,7 +75,7 @@ def bench(
     if framepack:
         _bench_sections(cache, framepack_dir, sections, steps, window, bucket, depth,
                         vram_budget, script, not no_teacache, with_cache, markdown_out, as_json,
-                        modules)
+                        modules, low_vram)
         return
     results = []
     for e, st in selected(cache, components):
@@ -91,7 +95,8 @@ def bench(
 
 
 def _bench_sections(cache, framepack_dir, sections, steps, window, bucket, depth, vram_budget,
-                    script, teacache, with_cache, markdown_out, as_json, modules=None) -> None:
+                    script, teacache, with_cache, markdown_out, as_json, modules=None,
+                    low_vram=False) -> None:
     import datetime
 
     from framepack_trt.bench import rows_markdown
@@ -108,7 +113,7 @@ def _bench_sections(cache, framepack_dir, sections, steps, window, bucket, depth
                                teacache, engine_caches=[str(cache.root)] + [
                                    str(c) for c in with_cache or []] if with_cache else [],
                                modules=[m.strip() for m in modules.split(",") if m.strip()]
-                               if modules is not None else None)
+                               if modules is not None else None, low_vram=low_vram)
 
     def said(run) -> None:
         if not as_json:

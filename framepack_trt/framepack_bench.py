@@ -8,7 +8,9 @@ to the section's video being handed over, decode included), the steps of each se
 the transformer's block stack (TeaCache skips the others), the peak GPU memory, and the rel L2
 of each section's latents against the eager run's. Low-VRAM mode: ``vram_budget`` GiB left
 free on the card (the rest held by a tensor before FramePack looks), so that FramePack itself
-decides it runs on a small card and streams the transformer with its ``DynamicSwapInstaller``.
+decides it runs on a small card and streams the transformer with its ``DynamicSwapInstaller``;
+or ``low_vram``, which sets it up whatever is free (on the CPU too, where FramePack's memory
+helpers see the host's memory: ``framepack_worker``).
 
 The models (random weights): the transformer is FramePack's ``HunyuanVideoTransformer3DModelPacked``
 loaded with from_pretrained from the checkpoint the cache's transformer engines were built from,
@@ -20,7 +22,7 @@ the transformer reads (LLaMA 3 layers, CLIP and SigLIP 1 layer: they run once be
 sections), and on CUDA HunyuanVideo's full-size VAE (it decodes every section). The run's
 ``models`` field says which.
 
-    framepack-trt bench --framepack --cache-dir DIR [--sections 4] [--vram-budget 24]
+    framepack-trt bench --framepack --cache-dir DIR [--sections 4] [--vram-budget 24 | --low-vram]
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ class SectionSettings:
     #: FramePack's modules that get engines in the engines runs (default: every module whose
     #: model comes from the cache's engines' checkpoints); the others run eagerly there too.
     modules: list[str] | None = None
+    #: FramePack's low-VRAM mode whatever the device has free (without CUDA: the only way).
+    low_vram: bool = False
 
     def caches(self) -> list[str]:
         return self.engine_caches or [self.cache_dir]
@@ -221,7 +225,8 @@ def table_rows(runs: list[SectionRun]) -> tuple[list[str], list[list[str]]]:
     for r in runs:
         later = r.sections_s[1:]
         ratio = (f"{r.sections_s[0] / (sum(later) / len(later)):.2f}" if later else "-")
-        rows.append([r.mode, "high" if r.high_vram else f"low ({r.free_gib:g} GiB free)",
+        rows.append([r.mode, "high" if r.high_vram else
+                     f"low ({r.free_gib:g} GiB free)" if r.free_gib else "low",
                      f"{r.depth[0]} + {r.depth[1]}", f"{r.ready_s:.1f}", f"{r.attach_s:.2f}",
                      " ".join(f"{s:.1f}" for s in r.sections_s),
                      " ".join(f"{s:.1f}" for s in r.sample_s),

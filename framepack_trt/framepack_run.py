@@ -181,7 +181,8 @@ def child(job: dict) -> None:
         held = torch.empty(max(0, free - int(settings.vram_budget * 2**30)), dtype=torch.uint8,
                            device=gpu)
     run.free_gib = round(get_cuda_free_memory_gb(gpu), 2) if cuda else 0.0
-    high_vram = run.free_gib > 60 if cuda else True  # demo_gradio.py's rule
+    # demo_gradio.py's rule, unless the bench was told to run low-VRAM mode
+    high_vram = not settings.low_vram and (run.free_gib > 60 if cuda else True)
     run.high_vram = high_vram
 
     cache = Cache(Path(job["cache"]))

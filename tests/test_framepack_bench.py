@@ -84,3 +84,32 @@ def test_a_video_eager_and_through_the_engines(worker_engines):
     assert set(served) == {"transformer", "vae_encode", "vae_decode"}
     assert served["transformer"]["transformer_input"] == 2 * 3  # every call of 3 steps x 2
     assert "0 eager calls" in engines["report"] and "eager calls" not in eager["report"]
+
+
+def test_a_video_in_low_vram_mode(worker_engines):
+    """``--low-vram``: both runs set up as demo_gradio.py sets up a small card (the VAE sliced
+    and tiled, FramePack's ``DynamicSwapInstaller`` on the transformer and the LLaMA encoder,
+    the worker's own model moves), on the CPU, where FramePack's memory helpers see the host.
+    The engines serve the transformer and the VAE's 256-pixel tiles: the start image's encode
+    is 12 tile calls at 544x704, and every decoder window 12 more."""
+    import json
+
+    from conftest import WORKER_WINDOW
+
+    r = cli("bench", "--framepack", "--cache-dir", str(worker_engines), "--sections", "2",
+            "--steps", "3", "--latent-window-size", str(WORKER_WINDOW), "--modules",
+            "transformer,vae", "--low-vram", "--json", check=True)
+    runs = json.loads(r.stdout)["runs"]
+    assert [run["mode"] for run in runs] == ["eager", "engines"]
+    for run in runs:
+        assert not run["high_vram"] and len(run["sections_s"]) == 2
+        assert all(0 < s for s in run["sample_s"] + run["decode_s"])
+    eager, engines = runs
+    assert all(0 < e < 2e-2 for e in engines["rel_l2"])
+    assert engines["stack_steps"] == eager["stack_steps"]
+    served = engines["served"]
+    assert served["transformer"]["transformer_input"] == 2 * 3
+    assert sum(served["vae_encode"].values()) == 12
+    decodes = sum(served["vae_decode"].values())
+    assert decodes >= 2 * 12 and decodes % 12 == 0, served["vae_decode"]
+    assert "0 eager calls" in engines["report"]
