@@ -1,8 +1,9 @@
 # ruff: noqa: E501, B007  (FramePack's code, kept verbatim)
 """FramePack's own code that the tests hold the engines to, copied verbatim from
 lllyasviel/FramePack (Apache-2.0): ``diffusers_helper/models/hunyuan_video_packed.py``
-(``initialize_teacache`` and the TeaCache part of ``HunyuanVideoTransformer3DModelPacked.forward``)
-and ``diffusers_helper/memory.py`` (``DynamicSwapInstaller``, its low-VRAM weight streaming).
+(``initialize_teacache`` and the TeaCache part of ``HunyuanVideoTransformer3DModelPacked.forward``);
+and ``DynamicSwapInstaller``, its low-VRAM weight streaming, from ``diffusers_helper/memory.py``
+of this repository's copy of FramePack (tests/framepack_upstream).
 
 FramePack's model class is not a package anyone can install; diffusers'
 ``HunyuanVideoFramepackTransformer3DModel`` has the same modules and weights but no TeaCache.
@@ -16,7 +17,6 @@ then the output side.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from framepack_trt.transformer.export import prepare_call
 from framepack_trt.transformer.pieces import run_input, run_output, unpatchify
@@ -104,49 +104,15 @@ def framepack_forward(self, stack_runs: list, **call):
     return (sample,) if call.get("return_dict") is False else sample
 
 
-class DynamicSwapInstaller:
-    @staticmethod
-    def _install_module(module: torch.nn.Module, **kwargs):
-        original_class = module.__class__
-        module.__dict__['forge_backup_original_class'] = original_class
+def __getattr__(name: str):
+    """``DynamicSwapInstaller``: FramePack's own, from this repository's copy of FramePack
+    (tests/framepack_upstream), imported when first asked for (``import_framepack``: its
+    ``memory.py`` asks CUDA for a device at import)."""
+    if name != "DynamicSwapInstaller":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from framepack_trt.framepack_worker import VENDORED, import_framepack
 
-        def hacked_get_attr(self, name: str):
-            if '_parameters' in self.__dict__:
-                _parameters = self.__dict__['_parameters']
-                if name in _parameters:
-                    p = _parameters[name]
-                    if p is None:
-                        return None
-                    if p.__class__ == torch.nn.Parameter:
-                        return torch.nn.Parameter(p.to(**kwargs), requires_grad=p.requires_grad)
-                    else:
-                        return p.to(**kwargs)
-            if '_buffers' in self.__dict__:
-                _buffers = self.__dict__['_buffers']
-                if name in _buffers:
-                    return _buffers[name].to(**kwargs)
-            return super(original_class, self).__getattr__(name)
+    import_framepack(VENDORED)
+    from diffusers_helper.memory import DynamicSwapInstaller
 
-        module.__class__ = type('DynamicSwap_' + original_class.__name__, (original_class,), {
-            '__getattr__': hacked_get_attr,
-        })
-
-        return
-
-    @staticmethod
-    def _uninstall_module(module: torch.nn.Module):
-        if 'forge_backup_original_class' in module.__dict__:
-            module.__class__ = module.__dict__.pop('forge_backup_original_class')
-        return
-
-    @staticmethod
-    def install_model(model: torch.nn.Module, **kwargs):
-        for m in model.modules():
-            DynamicSwapInstaller._install_module(m, **kwargs)
-        return
-
-    @staticmethod
-    def uninstall_model(model: torch.nn.Module):
-        for m in model.modules():
-            DynamicSwapInstaller._uninstall_module(m)
-        return
+    return DynamicSwapInstaller

@@ -49,7 +49,7 @@ from framepack_trt.transformer import fp8_placement
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from framepack_reference import DynamicSwapInstaller  # noqa: E402  (FramePack's, verbatim)
+from framepack_reference import DynamicSwapInstaller  # noqa: E402  (FramePack's own, tests/framepack_upstream)
 
 from framepack_trt.framepack_bench import grow  # noqa: E402
 
