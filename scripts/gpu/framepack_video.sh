@@ -7,7 +7,7 @@
 #          (realwidth-blocks-fp8.yaml: fp8 blocks are served first where both are), the two
 #          builds side by side with --jobs 4 each (the bf16 build alone on the machine, the
 #          issue's "under 3 minutes", was measured on 2026-12-07: 113 s)
-#   rest   what a build cut short by its time left undone
+#   rest   what a build cut short by its time left undone (the blocks wait for the whole VAE)
 #   high   framepack-trt bench --framepack: demo_gradio.py's worker, 4 sections at 544x704,
 #          25 steps, TeaCache, the transformer grown to 20 + 40 blocks: eager, bf16 engines,
 #          fp8 engines, each in a fresh process (high-VRAM mode; the transformer and the VAE
@@ -48,22 +48,22 @@ timed_build() {  # NAME PROFILE CACHE JOBS [TIME_LIMIT_S]: a build cut short res
   tail -3 "$LOG/build-$1.err"
   return $rc
 }
+side_by_side() {  # the bf16 and the fp8 block engines, each into its copy of the VAE's cache
+  local left=$1 bf16 fp8
+  for c in "$BF16" "$FP8"; do [ -d "$c" ] || cp -al "$VAE" "$c"; done
+  timed_build bf16 realwidth-blocks "$BF16" 4 "$left" & bf16=$!
+  timed_build fp8 realwidth-blocks-fp8 "$FP8" 4 "$left"; fp8=$?
+  wait $bf16; bf16=$?
+  [ $bf16 = 0 ] && [ $fp8 = 0 ]
+}
+VAE=$LOG/cache-vae
 case $PART in
-  build)  # within one device call (600 s): the VAE's engines into a cache of their own, then
-          # two copies of it (hard links), the bf16 and the fp8 block engines built side by side
-    VAE=$LOG/cache-vae
-    timed_build vae profiles/realwidth-vae-video.yaml "$VAE" 2 $(( 560 - SECONDS - 180 ))
-    for c in "$BF16" "$FP8"; do [ -d "$c" ] || cp -al "$VAE" "$c"; done
-    left=$(( 560 - SECONDS ))
-    timed_build bf16 realwidth-blocks "$BF16" 4 $left & bf16=$!
-    timed_build fp8 realwidth-blocks-fp8 "$FP8" 4 $left; fp8=$?
-    wait $bf16; bf16=$?
-    [ $bf16 = 0 ] && [ $fp8 = 0 ]
-    ;;
-  rest)  # what build left undone (a finished build is skipped in seconds); without the VAE's
-          # engines the bench runs the VAE eagerly (--modules transformer)
-    timed_build bf16-rest realwidth-blocks "$BF16" 4
-    timed_build fp8-rest realwidth-blocks-fp8 "$FP8" 4
+  build|rest)  # within one device call (600 s): the VAE's engines into a cache of their own,
+          # then two copies of it (hard links), the bf16 and the fp8 block engines built side by
+          # side; `rest` (a build is resumable: what is cached is skipped in seconds) finishes
+          # what a build cut short by its time left, the blocks only after the VAE is whole
+    timed_build "vae-$PART" profiles/realwidth-vae-video.yaml "$VAE" 2 $(( 560 - SECONDS - 200 )) &&
+      side_by_side $(( 560 - SECONDS ))
     ;;
   first)
     python3 scripts/bench/first_call.py --cache-dir "$BF16" 2>&1 | tee "$OUTDIR/first-call-bf16.txt"
