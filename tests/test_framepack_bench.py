@@ -51,6 +51,21 @@ def test_modules_are_framepacks_names_and_include_the_transformer(worker_engines
     assert line == "error: --modules: the transformer is what the runs compare; name it too"
 
 
+def two_section_runs(cache, *options: str) -> list[dict]:
+    """``bench --framepack --json`` on ``cache``: two sections of 3 steps, the transformer and
+    the VAE on engines; its runs, eager then engines."""
+    import json
+
+    from conftest import WORKER_WINDOW
+
+    r = cli("bench", "--framepack", "--cache-dir", str(cache), "--sections", "2", "--steps",
+            "3", "--latent-window-size", str(WORKER_WINDOW), "--modules", "transformer,vae",
+            *options, "--json", check=True)
+    runs = json.loads(r.stdout)["runs"]
+    assert [run["mode"] for run in runs] == ["eager", "engines"]
+    return runs
+
+
 def test_a_video_eager_and_through_the_engines(worker_engines):
     """The bench's section mode end to end on the CPU: FramePack's worker (demo_gradio.py, this
     repository's copy) makes a two-section video in a fresh process eagerly and in another
@@ -58,15 +73,7 @@ def test_a_video_eager_and_through_the_engines(worker_engines):
     text and image encoders eager), on the models the engines were built from; each section
     is timed (and its sampling and VAE decode within it), the latents compared, and the
     engines' counts reported."""
-    import json
-
-    from conftest import WORKER_WINDOW
-
-    r = cli("bench", "--framepack", "--cache-dir", str(worker_engines), "--sections", "2",
-            "--steps", "3", "--latent-window-size", str(WORKER_WINDOW), "--modules",
-            "transformer,vae", "--json", check=True)
-    runs = json.loads(r.stdout)["runs"]
-    assert [run["mode"] for run in runs] == ["eager", "engines"]
+    runs = two_section_runs(worker_engines)
     for run in runs:
         assert len(run["sections_s"]) == 2 and all(s > 0 for s in run["sections_s"])
         assert run["total_s"] >= sum(run["sections_s"]) and run["ready_s"] > 0
@@ -92,15 +99,7 @@ def test_a_video_in_low_vram_mode(worker_engines):
     the worker's own model moves), on the CPU, where FramePack's memory helpers see the host.
     The engines serve the transformer and the VAE's 256-pixel tiles: the start image's encode
     is 12 tile calls at 544x704, and every decoder window 12 more."""
-    import json
-
-    from conftest import WORKER_WINDOW
-
-    r = cli("bench", "--framepack", "--cache-dir", str(worker_engines), "--sections", "2",
-            "--steps", "3", "--latent-window-size", str(WORKER_WINDOW), "--modules",
-            "transformer,vae", "--low-vram", "--json", check=True)
-    runs = json.loads(r.stdout)["runs"]
-    assert [run["mode"] for run in runs] == ["eager", "engines"]
+    runs = two_section_runs(worker_engines, "--low-vram")
     for run in runs:
         assert not run["high_vram"] and len(run["sections_s"]) == 2
         assert all(0 < s for s in run["sample_s"] + run["decode_s"])
