@@ -254,6 +254,9 @@ def _side(low: int, high: int, opt: int | None = None) -> dict:
 #: tiles (32 and 20 by 32 and 16); opt a tile (the build's checks run eager at opt: cheaper).
 WORKER_VAE_SIDES = {"latent_height": _side(16, 68, 32), "latent_width": _side(16, 88, 32)}
 
+#: The VAE engines run on the VAE's own weights, as profiles/framepack.yaml builds them.
+SHARED = {"share_weights": True}
+
 #: One engine per module at the shapes the worker calls with; the decoder's as two, for
 #: windows of 3 to 5 latent frames and of 2 (a graph of its own: the causal upsampler's
 #: frames after the first are one, which export cannot take into a range).
@@ -265,12 +268,13 @@ WORKER_ENTRIES = [
     {"component": "siglip_image", "source": {"random": {"seed": 2, "config": WORKER_SIGLIP}},
      "dtype": "float32", "dims": {"batch": 1}},
     {"component": "vae_encode", "source": {"random": {"seed": 4, "config": WORKER_VAE}},
-     "dtype": "float32", "dims": WORKER_VAE_SIDES},
+     "dtype": "float32", "build": SHARED, "dims": WORKER_VAE_SIDES},
     {"component": "vae_decode", "source": {"random": {"seed": 4, "config": WORKER_VAE}},
-     "dtype": "float32", "dims": {"latent_frames": _side(3, 5, 3), **WORKER_VAE_SIDES}},
+     "dtype": "float32", "build": SHARED,
+     "dims": {"latent_frames": _side(3, 5, 3), **WORKER_VAE_SIDES}},
     {"component": "vae_decode", "name": "vae_decode_two",
      "source": {"random": {"seed": 4, "config": WORKER_VAE}}, "dtype": "float32",
-     "dims": {"latent_frames": 2, **WORKER_VAE_SIDES}},
+     "build": SHARED, "dims": {"latent_frames": 2, **WORKER_VAE_SIDES}},
     {"component": "transformer", "source": {"random": {"seed": 7, "config": WORKER_TRANSFORMER}},
      "dtype": "bfloat16",  # engines: blocks (the default), served by architecture
      "dims": {"latent_frames": WORKER_WINDOW, "latent_height": 68, "latent_width": 88,

@@ -128,130 +128,86 @@ def test_tune_pointwise_sets_inductor_options_that_exist():
         assert inductor_config.max_autotune_pointwise and inductor_config.coordinate_descent_tuning
 
 
-def test_share_weights_engine_runs_on_the_models_own_tensors(tmp_path, tiny_weights):
-    """``build: {share_weights: true}``: the package's compiled code holds no weights. Alone
+def test_share_weights_vae_engines_run_on_the_models_own_tensors(tmp_path, worker_engines):
+    """``build: {share_weights: true}`` (the VAE engines of FramePack's worker tests, as
+    profiles/framepack.yaml builds them): the package's compiled code holds no weights. Alone
     (``verify``) it runs on the copy stored in the package; swapped in by ``use_engines`` it
     runs on the model's own tensors, not a copy: a weight changed in place, or given new
-    storage, changes the engine's output as it changes eager's. The tiny VAE decoder."""
+    storage, changes the engine's output as it changes eager's. Decoder and encoder."""
     import copy
 
     import torch
-    from conftest import cli, write_profile
+    from conftest import cli
     from diffusers import AutoencoderKLHunyuanVideo
     from tests_helpers import rel_l2
 
     from framepack_trt.backends.aoti import WEIGHTS_MEMBER, AotiBackend
     from framepack_trt.framepack import EngineFallback, use_engines
 
-    weights = tiny_weights["vae_decode"]
-    span = {"min": 2, "opt": 8, "max": 16}
-    profile = write_profile(tmp_path / "shared.yaml", [{
-        "component": "vae_decode", "source": {"path": str(weights)}, "dtype": "float32",
-        "build": {"share_weights": True},
-        "dims": {"latent_frames": {"min": 3, "opt": 5, "max": 5}, "latent_height": span,
-                 "latent_width": span}}])
     cache = tmp_path / "cache"
-    cli("build", "--profile", str(profile), "--cache-dir", str(cache), check=True)
-    cli("verify", "--cache-dir", str(cache), "--full", check=True)  # on the package's copy
-    listed = json.loads(cli("list", "--cache-dir", str(cache), "--json", check=True).stdout)
-    assert listed["entries"][0]["build"]["share_weights"] is True
+    shutil.copytree(worker_engines, cache)  # verify records its results in the cache
+    vae_names = ["vae_decode", "vae_decode_two", "vae_encode"]
+    r = cli("verify", "--cache-dir", str(cache), *(a for n in vae_names for a in ("-c", n)),
+            check=True)  # each on its package's copy
+    assert "3 passed, 0 failed" in r.stdout, r.stdout
+    listed = {e["name"]: e for e in
+              json.loads(cli("list", "--cache-dir", str(cache), "--json", check=True).stdout)["entries"]}
+    assert all(listed[n]["build"]["share_weights"] is True for n in vae_names)
     assert "[share_weights]" in cli("list", "--cache-dir", str(cache), check=True,
                                     env={"COLUMNS": "300"}).stdout
-    entry = _entry(cache)
-    package = cache / entry.engine.file
+    entries = {e.name: e for e in Cache(cache).entries().values()}
+    package = cache / entries["vae_decode"].engine.file
     with zipfile.ZipFile(package) as zf:
         assert any(n.endswith(WEIGHTS_MEMBER) for n in zf.namelist())
     assert AotiBackend().load(package, "cpu").weight_names  # the weights it runs on
 
+    (weights,) = (cache / "weights").glob("vae-*")  # the checkpoint the engines were built from
     vae = AutoencoderKLHunyuanVideo.from_pretrained(weights).eval()
     reference = copy.deepcopy(vae)  # eager, changed the same way
-    z = torch.randn(1, 16, 9, 8, 10, generator=torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)
+    z = torch.randn(1, 16, 9, 16, 20, generator=generator)  # decoded in windows of 5, 5, 3
+    x = torch.rand(1, 3, 1, 128, 160, generator=generator) * 2 - 1
 
-    def decode(model):
+    def run(model):
         with torch.no_grad():
-            return model.decode(z).sample
+            return model.decode(z).sample, model.encode(x).latent_dist.parameters
 
     def holders(t):  # references to a tensor's storage
         return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
 
     conv_in = vae.decoder.conv_in.conv.weight
     held = holders(conv_in)
-    with pytest.raises(EngineFallback, match=r"vae\.encoder \(vae_encode\)"):
-        use_engines(cache, strict=True, vae=vae)  # strict: the encoder has no engine here
-    with pytest.warns(UserWarning, match="vae.encoder .* stays eager"):
-        engines = use_engines(cache, vae=vae)
-    engines.swaps["vae.decoder"].strict = True
+    engines = use_engines(cache, strict=True, vae=vae)
     try:
-        outputs = [(decode(vae), decode(reference))]
+        outputs = [(run(vae), run(reference))]
         # The engine reads the weight's memory but holds no reference to it: moved away, the
         # model's old storage is freed.
         assert holders(conv_in) == held
         for model in (vae, reference):  # in place
             with torch.no_grad():
                 model.decoder.conv_in.conv.weight.mul_(1.5)
-        outputs.append((decode(vae), decode(reference)))
+                model.encoder.conv_in.conv.weight.mul_(1.5)
+        outputs.append((run(vae), run(reference)))
         for model in (vae, reference):  # new storage, as a move between devices gives
-            w = model.decoder.conv_out.conv.weight
-            w.data = w.data * -0.5
-        outputs.append((decode(vae), decode(reference)))
-        served = engines.served()["vae_decode"]
-        # Weights it cannot run on (another dtype): eager, saying why.
+            for w in (model.decoder.conv_out.conv.weight, model.encoder.conv_out.conv.weight):
+                w.data = w.data * -0.5
+        outputs.append((run(vae), run(reference)))
+        served = engines.served()
+        # Weights it cannot run on (another dtype): strict, so it says why instead of eager.
         vae.decoder.conv_out.conv.weight.data = vae.decoder.conv_out.conv.weight.data.double()
         with pytest.raises(EngineFallback, match=r"conv_out\.conv\.weight is float64 .* built "
                            r"for float32"):
-            decode(vae)
+            run(vae)
     finally:
         engines.restore()
-    assert served == {"vae_decode": 9}  # 3 windows, 3 times
+    assert served["vae_decode"] == {"vae_decode": 9}  # 3 windows, 3 times
+    assert served["vae_encode"] == {"vae_encode": 3}
     for got, want in outputs:
-        assert rel_l2(got, want) < 1e-5, rel_l2(got, want)
-    assert rel_l2(outputs[1][1], outputs[0][1]) > 1e-2  # the changes changed the output
-    assert rel_l2(outputs[2][1], outputs[1][1]) > 1e-2
-
-
-def test_share_weights_encoder_runs_on_the_vaes_own_tensors(tmp_path, tiny_weights):
-    """The tiny VAE encoder with ``share_weights``: through ``use_engines`` it encodes as
-    eager does, also after one of the encoder's weights changes in place."""
-    import copy
-
-    import torch
-    from conftest import cli, write_profile
-    from diffusers import AutoencoderKLHunyuanVideo
-    from tests_helpers import rel_l2
-
-    from framepack_trt.framepack import use_engines
-
-    weights = tiny_weights["vae_encode"]
-    span = {"min": 2, "opt": 8, "max": 16}
-    profile = write_profile(tmp_path / "shared.yaml", [{
-        "component": "vae_encode", "source": {"path": str(weights)}, "dtype": "float32",
-        "build": {"share_weights": True}, "dims": {"latent_height": span, "latent_width": span}}])
-    cache = tmp_path / "cache"
-    cli("build", "--profile", str(profile), "--cache-dir", str(cache), check=True)
-    vae = AutoencoderKLHunyuanVideo.from_pretrained(weights).eval()
-    reference = copy.deepcopy(vae)
-    x = torch.rand(1, 3, 1, 96, 80, generator=torch.Generator().manual_seed(5)) * 2 - 1
-
-    def encode(model):
-        with torch.no_grad():
-            return model.encode(x).latent_dist.parameters
-
-    with pytest.warns(UserWarning, match="vae.decoder .* stays eager"):
-        engines = use_engines(cache, vae=vae)  # an encoder engine only
-    engines.swaps["vae.encoder"].strict = True
-    try:
-        outputs = [(encode(vae), encode(reference))]
-        for model in (vae, reference):
-            with torch.no_grad():
-                model.encoder.conv_in.conv.weight.mul_(1.5)
-        outputs.append((encode(vae), encode(reference)))
-        served = engines.served()["vae_encode"]
-    finally:
-        engines.restore()
-    assert served == {"vae_encode": 2}
-    for got, want in outputs:
-        assert rel_l2(got, want) < 1e-5, rel_l2(got, want)
-    assert rel_l2(outputs[1][1], outputs[0][1]) > 1e-2
+        for g, w in zip(got, want, strict=True):
+            assert rel_l2(g, w) < 1e-5, rel_l2(g, w)
+    for part in (0, 1):  # the changes changed the output, the decoder's and the encoder's
+        assert rel_l2(outputs[1][1][part], outputs[0][1][part]) > 1e-2
+        assert rel_l2(outputs[2][1][part], outputs[1][1][part]) > 1e-2
 
 
 #: A child's start: inductor's test programs counted as they compile.
