@@ -81,6 +81,13 @@ def tiny_weights(tmp_path_factory) -> dict[str, Path]:
     return {name: save_tiny(name, root / name, seed=i) for i, name in enumerate(sorted(registry()))}
 
 
+def weights_folder(cache: Path, folder: str) -> Path:
+    """The random weights a cache's entries were built from (``source: random``), as written
+    under its ``weights/`` folder (``vae`` for both VAE parts)."""
+    (path,) = (cache / "weights").glob(f"{folder}-*")
+    return path
+
+
 def write_profile(path: Path, components: list[dict], **top) -> Path:
     doc = {"name": path.stem, "backend": "aoti", "device": "cpu", **top, "components": components}
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import save_tiny
+from conftest import save_tiny, weights_folder
 
 from framepack_trt.framepack import EngineFallback, use_engines
 
@@ -24,11 +24,6 @@ def framepack_engines(tiny_build):
     return built
 
 
-def weights(cache, component):
-    (path,) = (cache / "weights").glob(f"{component}-*")
-    return path
-
-
 def load(path, cls):
     return cls.from_pretrained(path).eval()
 
@@ -40,9 +35,9 @@ def close(a, b):
 def test_encoders_run_as_framepack_calls_them(framepack_engines):
     from transformers import CLIPTextModel, LlamaModel, SiglipVisionModel
 
-    llama = load(weights(framepack_engines, "llama_text"), LlamaModel)
-    clip = load(weights(framepack_engines, "clip_text"), CLIPTextModel)
-    siglip = load(weights(framepack_engines, "siglip_image"), SiglipVisionModel)
+    llama = load(weights_folder(framepack_engines, "llama_text"), LlamaModel)
+    clip = load(weights_folder(framepack_engines, "clip_text"), CLIPTextModel)
+    siglip = load(weights_folder(framepack_engines, "siglip_image"), SiglipVisionModel)
     gen = torch.Generator().manual_seed(7)
     ids = torch.randint(3, 1000, (1, 40), generator=gen)
     mask = torch.ones(1, 40, dtype=torch.int64)
@@ -114,7 +109,7 @@ def test_transformer_runs_as_framepack_and_diffusers_call_it(framepack_engines):
 
     from framepack_trt.transformer.model import transformer_class
 
-    model = load(weights(framepack_engines, "transformer"), transformer_class())
+    model = load(weights_folder(framepack_engines, "transformer"), transformer_class())
     calls = [framepack_call(model.config, h, w, n, seed=s)
              for h, w, n, s in ((88, 68, 100, 1), (68, 88, 60, 2))]
     with torch.no_grad():
@@ -151,9 +146,9 @@ def test_framepack_command_line_flags(framepack_engines, monkeypatch, tmp_path):
     from framepack_trt.errors import UsageError
     from framepack_trt.framepack import add_arguments, engines_from_args
 
-    models = {"text_encoder": load(weights(framepack_engines, "llama_text"), LlamaModel),
-              "text_encoder_2": load(weights(framepack_engines, "clip_text"), CLIPTextModel),
-              "image_encoder": load(weights(framepack_engines, "siglip_image"), SiglipVisionModel)}
+    models = {"text_encoder": load(weights_folder(framepack_engines, "llama_text"), LlamaModel),
+              "text_encoder_2": load(weights_folder(framepack_engines, "clip_text"), CLIPTextModel),
+              "image_encoder": load(weights_folder(framepack_engines, "siglip_image"), SiglipVisionModel)}
 
     def parse(*argv):
         parser = argparse.ArgumentParser()
@@ -220,7 +215,7 @@ def test_an_engine_that_fails_at_run_time_is_dropped_for_eager(framepack_engines
     mtime = entry.engine.mtime_ns                           # same mtime: not re-hashed
     os.utime(engine, ns=(mtime, mtime))
     assert entry_status(Cache(cache), entry).state == "ok"
-    siglip = load(weights(cache, "siglip_image"), SiglipVisionModel)
+    siglip = load(weights_folder(cache, "siglip_image"), SiglipVisionModel)
     px = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         want = siglip(pixel_values=px).last_hidden_state
@@ -256,7 +251,7 @@ def test_stale_engines_are_named_with_their_reason(framepack_engines, tmp_path):
     for entry in manifest["entries"].values():
         entry["key_fields"]["code"] = "00" * 32
     (root / "manifest.json").write_text(json.dumps(manifest))
-    llama = load(weights(root, "llama_text"), LlamaModel)
+    llama = load(weights_folder(root, "llama_text"), LlamaModel)
     with pytest.raises(EngineFallback, match=r"serves text_encoder \(llama_text\).*1 engine\(s\) "
                        r"of it there are stale \(the code that exports or compiles it has "
                        r"changed since it was built\): `framepack-trt build` builds them again"):

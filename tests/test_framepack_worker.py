@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import WORKER_SIGLIP, WORKER_WINDOW, cli
+from conftest import WORKER_SIGLIP, WORKER_WINDOW, cli, weights_folder
 from tests_helpers import framepack_random_weights, rel_l2
 
 from framepack_trt.framepack import use_engines
@@ -54,11 +54,6 @@ TOL_BF16 = 2e-2
 pytestmark = pytest.mark.usefixtures("restore_layer_norms")
 
 
-def _weights(cache: Path, folder: str) -> Path:
-    (path,) = (cache / "weights").glob(f"{folder}-*")
-    return path
-
-
 def _transformer(cache: Path, root: Path, seed: int):
     """FramePack's ``HunyuanVideoTransformer3DModelPacked`` of the engines' architecture, random
     weights (every parameter drawn: none left at zero or one), written with save_pretrained and
@@ -67,7 +62,7 @@ def _transformer(cache: Path, root: Path, seed: int):
 
     from diffusers_helper.models.hunyuan_video_packed import HunyuanVideoTransformer3DModelPacked
 
-    config = json.loads((_weights(cache, "transformer") / "config.json").read_text())
+    config = json.loads((weights_folder(cache, "transformer") / "config.json").read_text())
     params = inspect.signature(HunyuanVideoTransformer3DModelPacked.__init__).parameters
     model = HunyuanVideoTransformer3DModelPacked(**{k: v for k, v in config.items() if k in params})
     framepack_random_weights(model, seed)
@@ -92,13 +87,13 @@ def load_models(cache: Path, root: Path, transformer_seed: int = 0) -> dict:
     # template's and the prompt's words, a CLIP BPE tokenizer over letters (the bench's own).
     tokenizer, tokenizer_2 = write_tokenizers(root, PROMPT)
     models = {
-        "text_encoder": LlamaModel.from_pretrained(_weights(cache, "llama_text")),
-        "text_encoder_2": CLIPTextModel.from_pretrained(_weights(cache, "clip_text")),
+        "text_encoder": LlamaModel.from_pretrained(weights_folder(cache, "llama_text")),
+        "text_encoder_2": CLIPTextModel.from_pretrained(weights_folder(cache, "clip_text")),
         "tokenizer": tokenizer, "tokenizer_2": tokenizer_2,
-        "vae": AutoencoderKLHunyuanVideo.from_pretrained(_weights(cache, "vae")),
+        "vae": AutoencoderKLHunyuanVideo.from_pretrained(weights_folder(cache, "vae")),
         "feature_extractor": SiglipImageProcessor(size={"height": WORKER_SIGLIP["image_size"],
                                                         "width": WORKER_SIGLIP["image_size"]}),
-        "image_encoder": SiglipVisionModel.from_pretrained(_weights(cache, "siglip_image")),
+        "image_encoder": SiglipVisionModel.from_pretrained(weights_folder(cache, "siglip_image")),
         "transformer": _transformer(cache, root, transformer_seed),
     }
     for name in ("vae", "text_encoder", "text_encoder_2", "image_encoder", "transformer"):
@@ -370,7 +365,7 @@ def test_strict_refuses_a_vae_part_without_engines(worker_engines, tmp_path):
     shutil.copytree(worker_engines, cache)
     cli("purge", "--cache-dir", str(cache), "-c", "vae_decode", "-c", "vae_decode_two", "--yes",
         check=True)
-    vae = AutoencoderKLHunyuanVideo.from_pretrained(_weights(cache, "vae")).eval()
+    vae = AutoencoderKLHunyuanVideo.from_pretrained(weights_folder(cache, "vae")).eval()
     with pytest.raises(EngineFallback, match="decod"):
         use_engines(cache, strict=True, vae=vae)
 

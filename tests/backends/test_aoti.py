@@ -137,7 +137,7 @@ def test_share_weights_vae_engines_run_on_the_models_own_tensors(tmp_path, worke
     import copy
 
     import torch
-    from conftest import cli
+    from conftest import cli, weights_folder
     from diffusers import AutoencoderKLHunyuanVideo
     from tests_helpers import rel_l2
 
@@ -161,8 +161,8 @@ def test_share_weights_vae_engines_run_on_the_models_own_tensors(tmp_path, worke
         assert any(n.endswith(WEIGHTS_MEMBER) for n in zf.namelist())
     assert AotiBackend().load(package, "cpu").weight_names  # the weights it runs on
 
-    (weights,) = (cache / "weights").glob("vae-*")  # the checkpoint the engines were built from
-    vae = AutoencoderKLHunyuanVideo.from_pretrained(weights).eval()
+    # the checkpoint the engines were built from
+    vae = AutoencoderKLHunyuanVideo.from_pretrained(weights_folder(cache, "vae")).eval()
     reference = copy.deepcopy(vae)  # eager, changed the same way
     generator = torch.Generator().manual_seed(3)
     z = torch.randn(1, 16, 9, 16, 20, generator=generator)  # decoded in windows of 5, 5, 3
